@@ -1,0 +1,217 @@
+//! OAuth client toward upstream authorization servers (the `oauth2` crate).
+//!
+//! Two outcomes are kept apart all the way up: the server *rejected* the
+//! grant (`invalid_grant` and the like: the user must consent again) and a
+//! *transient* failure (5xx, timeout, refused connection: try again later,
+//! keep the grant as it is).
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse as _,
+    TokenUrl,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
+
+/// The configured client type: token endpoint set, authorization URL built by us.
+type TokenClient = BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// Tokens a token endpoint returned.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    /// The tokens.
+    pub tokens: TokenSet,
+    /// Unix seconds when the access token expires, if the server said.
+    pub expires_at: Option<i64>,
+    /// Scopes the server reported, if it did.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Why a token request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OAuthError {
+    /// The server refused the grant (for a refresh: the user must consent again).
+    #[error("the authorization server refused the request: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Rejected {
+        /// The OAuth error code, e.g. `invalid_grant`.
+        error: String,
+        /// The server's description, if any (never contains our secrets).
+        description: Option<String>,
+    },
+    /// The server could not be reached or failed; retrying later may work.
+    #[error("the authorization server is unavailable: {0}")]
+    Transient(String),
+    /// The target's OAuth settings cannot be used.
+    #[error("the target's OAuth settings are invalid: {0}")]
+    Misconfigured(String),
+}
+
+impl OAuthError {
+    /// True when the grant itself is dead (consent needed), not a passing failure.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, OAuthError::Rejected { .. })
+    }
+}
+
+fn client(
+    settings: &OAuthSettings,
+    token_endpoint: &str,
+    secret: Option<&SecretString>,
+    redirect_uri: Option<&str>,
+) -> Result<TokenClient, OAuthError> {
+    let token_url = TokenUrl::new(token_endpoint.to_owned())
+        .map_err(|e| OAuthError::Misconfigured(format!("token endpoint: {e}")))?;
+    let mut c = BasicClient::new(ClientId::new(settings.client_id.clone())).set_token_uri(token_url);
+    match settings.token_endpoint_auth_method {
+        TokenEndpointAuthMethod::None => {
+            c = c.set_auth_type(AuthType::RequestBody);
+        }
+        method => {
+            let secret = secret.ok_or_else(|| {
+                OAuthError::Misconfigured("a confidential client needs its client secret".into())
+            })?;
+            c = c
+                .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
+                .set_auth_type(if method == TokenEndpointAuthMethod::ClientSecretPost {
+                    AuthType::RequestBody
+                } else {
+                    AuthType::BasicAuth
+                });
+        }
+    }
+    if let Some(uri) = redirect_uri {
+        c = c.set_redirect_uri(
+            RedirectUrl::new(uri.to_owned()).map_err(|e| OAuthError::Misconfigured(format!("redirect uri: {e}")))?,
+        );
+    }
+    Ok(c)
+}
+
+fn issued(resp: oauth2::basic::BasicTokenResponse, now: i64, previous_refresh: Option<&SecretString>) -> IssuedTokens {
+    let refresh_token = resp
+        .refresh_token()
+        .map(|r| SecretString::from(r.secret().to_owned()))
+        // A server that did not rotate the refresh token keeps the old one valid.
+        .or_else(|| previous_refresh.cloned());
+    IssuedTokens {
+        tokens: TokenSet {
+            access_token: SecretString::from(resp.access_token().secret().to_owned()),
+            refresh_token,
+            token_type: "Bearer".into(),
+        },
+        expires_at: resp.expires_in().map(|d| now + d.as_secs() as i64),
+        scopes: resp.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn classify<RE: std::error::Error + 'static>(
+    err: RequestTokenError<RE, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
+) -> OAuthError {
+    match err {
+        RequestTokenError::ServerResponse(resp) => {
+            let code = resp.error().as_ref().to_owned();
+            let description = resp.error_description().cloned();
+            match resp.error() {
+                // Server-side trouble reported in OAuth form is still transient.
+                BasicErrorResponseType::Extension(e) if e == "temporarily_unavailable" || e == "server_error" => {
+                    OAuthError::Transient(code)
+                }
+                _ => OAuthError::Rejected { error: code, description },
+            }
+        }
+        RequestTokenError::Request(e) => OAuthError::Transient(crate::error::chain(&e)),
+        RequestTokenError::Parse(_, body) => OAuthError::Transient(format!(
+            "unreadable token endpoint response ({} bytes)",
+            body.len()
+        )),
+        RequestTokenError::Other(msg) => OAuthError::Transient(msg),
+    }
+}
+
+/// Exchanges an authorization code (with its PKCE verifier) for tokens.
+#[allow(clippy::too_many_arguments)]
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    settings: &OAuthSettings,
+    secret: Option<&SecretString>,
+    redirect_uri: &str,
+    code: &str,
+    verifier: &SecretString,
+    resource: Option<&str>,
+    now: i64,
+) -> Result<IssuedTokens, OAuthError> {
+    let c = client(settings, &settings.token_endpoint, secret, Some(redirect_uri))?;
+    let mut req = c
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
+    if let Some(r) = resource {
+        req = req.add_extra_param("resource", r.to_owned());
+    }
+    req.request_async(http).await.map(|r| issued(r, now, None)).map_err(classify)
+}
+
+/// Refreshes tokens at `token_endpoint` (the one the grant was issued by),
+/// asking for the original `scopes` and `resource`.
+pub async fn refresh(
+    http: &reqwest::Client,
+    settings: &OAuthSettings,
+    token_endpoint: &str,
+    secret: Option<&SecretString>,
+    refresh_token: &SecretString,
+    scopes: &[String],
+    resource: Option<&str>,
+    now: i64,
+) -> Result<IssuedTokens, OAuthError> {
+    let c = client(settings, token_endpoint, secret, None)?;
+    let rt = RefreshToken::new(refresh_token.expose_secret().to_owned());
+    let mut req = c
+        .exchange_refresh_token(&rt)
+        .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+    if let Some(r) = resource {
+        req = req.add_extra_param("resource", r.to_owned());
+    }
+    req.request_async(http)
+        .await
+        .map(|r| issued(r, now, Some(refresh_token)))
+        .map_err(classify)
+}
+
+/// Builds the authorization request URL (RFC 6749 4.1.1 with PKCE S256 and,
+/// when given, RFC 8707 `resource`).
+pub fn authorization_url(
+    settings: &OAuthSettings,
+    redirect_uri: &str,
+    state: &str,
+    verifier: &SecretString,
+    scopes: &[String],
+    resource: Option<&str>,
+) -> Result<url::Url, OAuthError> {
+    let mut url = url::Url::parse(&settings.authorization_endpoint)
+        .map_err(|e| OAuthError::Misconfigured(format!("authorization endpoint: {e}")))?;
+    let challenge = oauth2::PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+        verifier.expose_secret().to_owned(),
+    ));
+    // Validate the redirect URI the same way the token request will.
+    AuthUrl::new(url.to_string()).map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &settings.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", state)
+            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge_method", "S256");
+        if !scopes.is_empty() {
+            q.append_pair("scope", &scopes.join(" "));
+        }
+        if let Some(r) = resource {
+            q.append_pair("resource", r);
+        }
+        for (k, v) in &settings.extra_authorize_params {
+            q.append_pair(k, v);
+        }
+    }
+    Ok(url)
+}

@@ -1,0 +1,275 @@
+//! Typed configuration, read once at cold start from environment variables.
+//!
+//! Every variable is listed in the README's configuration table. A missing or
+//! malformed variable fails start-up with an error that names it.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// A configuration variable is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set (or is empty).
+    #[error("environment variable {0} is required but not set")]
+    Missing(&'static str),
+    /// A variable is set to a value that cannot be used.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        name: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+}
+
+/// How the gateway learns who is calling `/mcp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundAuth {
+    /// API Gateway's JWT authorizer validated the token; the function reads
+    /// the validated claims (`sub`, `scope`) from the request context.
+    ApiGateway,
+    /// No identity provider: every caller is the user named by the
+    /// `X-Gateway-Dev-User` header (default `dev-user`). Local use only; the
+    /// SAM template cannot select it.
+    Dev,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (CloudWatch Logs Insights friendly).
+    Json,
+    /// Human-readable lines for local work.
+    Text,
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// DynamoDB table holding targets, grants, authorizations and sessions (`TABLE_NAME`).
+    pub table_name: String,
+    /// ARN or name of the Secrets Manager secret with the gateway key set (`KEYSET_SECRET_ARN`).
+    pub keyset_secret_arn: String,
+    /// Public base URL of the gateway, e.g. a custom domain (`PUBLIC_BASE_URL`).
+    /// When unset, the URL API Gateway reports for the request is used.
+    pub public_base_url: Option<Url>,
+    /// How callers of `/mcp` are identified (`INBOUND_AUTH_MODE`).
+    pub inbound_auth: InboundAuth,
+    /// Issuer URL of the inbound identity provider (`INBOUND_ISSUER`), named in
+    /// the Protected Resource Metadata. Required unless the mode is `dev`.
+    pub inbound_issuer: Option<Url>,
+    /// Scopes the gateway asks its clients for (`INBOUND_SCOPES`, space separated).
+    pub inbound_scopes: Vec<String>,
+    /// Log format (`LOG_FORMAT`: `json` or `text`; default `json` in Lambda, else `text`).
+    pub log_format: LogFormat,
+    /// Number of shards of the refresh-due index (`REFRESH_SHARDS`, 1-256, default 16).
+    pub refresh_shards: u16,
+    /// How long fetched secrets stay cached in a warm instance (`SECRETS_CACHE_TTL_SECONDS`, default 300).
+    pub secrets_cache_ttl: Duration,
+    /// Grants whose access token expires within this window are refreshed by
+    /// the scheduled function (`REFRESH_WINDOW_SECONDS`, default 600).
+    pub refresh_window: Duration,
+    /// Lifetime of a consent link (`AUTHORIZATION_TTL_SECONDS`, 60-3600, default 600).
+    pub authorization_ttl: Duration,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+
+        let inbound_auth = match get("INBOUND_AUTH_MODE").as_deref() {
+            None | Some("apigw") => InboundAuth::ApiGateway,
+            Some("dev") => InboundAuth::Dev,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "INBOUND_AUTH_MODE",
+                    reason: format!("{other:?} is not one of \"apigw\", \"dev\""),
+                })
+            }
+        };
+        let inbound_issuer = match get("INBOUND_ISSUER") {
+            Some(v) => Some(parse_url("INBOUND_ISSUER", &v)?),
+            None if inbound_auth == InboundAuth::Dev => None,
+            None => return Err(ConfigError::Missing("INBOUND_ISSUER")),
+        };
+        let public_base_url = get("PUBLIC_BASE_URL")
+            .map(|v| parse_url("PUBLIC_BASE_URL", &v))
+            .transpose()?;
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            None if lookup("AWS_LAMBDA_FUNCTION_NAME").is_some() => LogFormat::Json,
+            None => LogFormat::Text,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "LOG_FORMAT",
+                    reason: format!("{other:?} is not one of \"json\", \"text\""),
+                })
+            }
+        };
+
+        Ok(Config {
+            table_name: required("TABLE_NAME")?,
+            keyset_secret_arn: required("KEYSET_SECRET_ARN")?,
+            public_base_url,
+            inbound_auth,
+            inbound_issuer,
+            inbound_scopes: get("INBOUND_SCOPES")
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            log_format,
+            refresh_shards: number(get("REFRESH_SHARDS"), "REFRESH_SHARDS", 16, 1, 256)? as u16,
+            secrets_cache_ttl: Duration::from_secs(number(
+                get("SECRETS_CACHE_TTL_SECONDS"),
+                "SECRETS_CACHE_TTL_SECONDS",
+                300,
+                0,
+                86_400,
+            )?),
+            refresh_window: Duration::from_secs(number(
+                get("REFRESH_WINDOW_SECONDS"),
+                "REFRESH_WINDOW_SECONDS",
+                600,
+                0,
+                86_400,
+            )?),
+            authorization_ttl: Duration::from_secs(number(
+                get("AUTHORIZATION_TTL_SECONDS"),
+                "AUTHORIZATION_TTL_SECONDS",
+                600,
+                60,
+                3_600,
+            )?),
+        })
+    }
+}
+
+fn parse_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError::Invalid {
+        name,
+        reason: format!("not an absolute URL ({e})"),
+    })?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "the scheme must be https (or http for local use)".into(),
+        });
+    }
+    Ok(url)
+}
+
+fn number(
+    value: Option<String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(value) = value else { return Ok(default) };
+    let n: u64 = value.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{value:?} is not a whole number"),
+    })?;
+    if !(min..=max).contains(&n) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("{n} is outside {min}..={max}"),
+        });
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("TABLE_NAME", "gw"),
+        ("KEYSET_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:k"),
+        ("INBOUND_ISSUER", "https://idp.example.com"),
+    ];
+
+    #[test]
+    fn defaults() {
+        let c = load(BASE).unwrap();
+        assert_eq!(c.table_name, "gw");
+        assert_eq!(c.inbound_auth, InboundAuth::ApiGateway);
+        assert_eq!(c.refresh_shards, 16);
+        assert_eq!(c.authorization_ttl, Duration::from_secs(600));
+        assert_eq!(c.refresh_window, Duration::from_secs(600));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.public_base_url.is_none());
+    }
+
+    #[test]
+    fn lambda_logs_json_by_default() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("AWS_LAMBDA_FUNCTION_NAME", "f"));
+        assert_eq!(load(&pairs).unwrap().log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        for name in ["TABLE_NAME", "KEYSET_SECRET_ARN", "INBOUND_ISSUER"] {
+            let pairs: Vec<_> = BASE.iter().copied().filter(|(k, _)| *k != name).collect();
+            let err = load(&pairs).unwrap_err();
+            assert_eq!(err, ConfigError::Missing(name));
+            assert!(err.to_string().contains(name));
+        }
+        // An empty value counts as missing.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("TABLE_NAME", ""));
+        let map: HashMap<_, _> = pairs.into_iter().collect();
+        let err = Config::from_lookup(|k| map.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("TABLE_NAME"));
+    }
+
+    #[test]
+    fn malformed_variables_are_named() {
+        for (name, value) in [
+            ("REFRESH_SHARDS", "0"),
+            ("REFRESH_SHARDS", "many"),
+            ("AUTHORIZATION_TTL_SECONDS", "5"),
+            ("PUBLIC_BASE_URL", "not a url"),
+            ("PUBLIC_BASE_URL", "ftp://x"),
+            ("INBOUND_AUTH_MODE", "none"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((name, value));
+            match load(&pairs) {
+                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dev_mode_needs_no_issuer() {
+        let pairs = [
+            ("TABLE_NAME", "gw"),
+            ("KEYSET_SECRET_ARN", "k"),
+            ("INBOUND_AUTH_MODE", "dev"),
+        ];
+        let c = load(&pairs).unwrap();
+        assert_eq!(c.inbound_auth, InboundAuth::Dev);
+        assert!(c.inbound_issuer.is_none());
+    }
+}

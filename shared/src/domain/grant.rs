@@ -1,0 +1,209 @@
+//! A user's grant for one target: the upstream tokens and their lifecycle state.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The tokens an upstream authorization server issued. Debug output redacts them.
+#[derive(Clone)]
+pub struct TokenSet {
+    /// The bearer token sent to the upstream MCP server.
+    pub access_token: SecretString,
+    /// The refresh token, when the server issued one.
+    pub refresh_token: Option<SecretString>,
+    /// The token type the server reported (normally `Bearer`).
+    pub token_type: String,
+}
+
+impl TokenSet {
+    /// Serializes the tokens for sealing. The output is secret material.
+    pub fn to_plaintext(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "access_token": self.access_token.expose_secret(),
+            "refresh_token": self.refresh_token.as_ref().map(|t| t.expose_secret()),
+            "token_type": self.token_type,
+        }))
+        .expect("serializing strings to JSON cannot fail")
+    }
+
+    /// Parses what [`TokenSet::to_plaintext`] produced.
+    pub fn from_plaintext(bytes: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            access_token: String,
+            refresh_token: Option<String>,
+            token_type: String,
+        }
+        let raw: Raw = serde_json::from_slice(bytes).ok()?;
+        Some(TokenSet {
+            access_token: raw.access_token.into(),
+            refresh_token: raw.refresh_token.map(Into::into),
+            token_type: raw.token_type,
+        })
+    }
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"[redacted]")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("token_type", &self.token_type)
+            .finish()
+    }
+}
+
+/// Whether a grant can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStatus {
+    /// Tokens are usable (possibly after a refresh).
+    Active,
+    /// The authorization server refused the refresh token: the user must consent again.
+    NeedsConsent,
+}
+
+impl GrantStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::Active => "active",
+            GrantStatus::NeedsConsent => "needs_consent",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(GrantStatus::Active),
+            "needs_consent" => Some(GrantStatus::NeedsConsent),
+            _ => None,
+        }
+    }
+}
+
+/// A refresh lease: who is refreshing the grant, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Opaque id of the instance holding the lease.
+    pub owner: String,
+    /// Unix seconds after which the lease is void.
+    pub until: i64,
+}
+
+/// Identifies a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantKey {
+    /// The user's validated subject.
+    pub sub: String,
+    /// The target's name.
+    pub target: String,
+}
+
+/// A user's grant for one target.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The user's validated subject.
+    pub sub: String,
+    /// The target's name.
+    pub target: String,
+    /// The tokens (sealed at rest).
+    pub tokens: TokenSet,
+    /// Unix seconds when the access token expires, when the server said.
+    pub expires_at: Option<i64>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Issuer of the authorization server that issued the tokens.
+    pub issuer: Option<String>,
+    /// Token endpoint to refresh at (where the login went).
+    pub token_endpoint: Option<String>,
+    /// The resource indicator (RFC 8707) the tokens were issued for.
+    pub resource: Option<String>,
+    /// Whether the grant is usable.
+    pub status: GrantStatus,
+    /// Optimistic-concurrency version, bumped by every write.
+    pub version: u64,
+    /// The current refresh lease, if any (possibly expired).
+    pub lease: Option<Lease>,
+    /// Unix seconds of creation.
+    pub created_at: i64,
+    /// Unix seconds of the last write.
+    pub updated_at: i64,
+}
+
+impl Grant {
+    /// The grant's key.
+    pub fn key(&self) -> GrantKey {
+        GrantKey {
+            sub: self.sub.clone(),
+            target: self.target.clone(),
+        }
+    }
+
+    /// When the scheduled refresh should pick the grant up: the access
+    /// token's expiry, for active grants that can be refreshed at all.
+    pub fn refresh_due(&self) -> Option<i64> {
+        match (self.status, &self.tokens.refresh_token, self.expires_at) {
+            (GrantStatus::Active, Some(_), Some(exp)) => Some(exp),
+            _ => None,
+        }
+    }
+
+    /// True when the access token is expired or expires within `margin` seconds.
+    pub fn needs_refresh(&self, now: i64, margin: i64) -> bool {
+        self.expires_at.is_some_and(|exp| exp - margin <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant() -> Grant {
+        Grant {
+            sub: "u".into(),
+            target: "t".into(),
+            tokens: TokenSet {
+                access_token: "at-secret".to_string().into(),
+                refresh_token: Some("rt-secret".to_string().into()),
+                token_type: "Bearer".into(),
+            },
+            expires_at: Some(1_000),
+            scopes: vec![],
+            issuer: None,
+            token_endpoint: None,
+            resource: None,
+            status: GrantStatus::Active,
+            version: 1,
+            lease: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_tokens() {
+        let s = format!("{:?}", grant());
+        assert!(!s.contains("at-secret") && !s.contains("rt-secret"), "{s}");
+    }
+
+    #[test]
+    fn plaintext_round_trip() {
+        let g = grant();
+        let back = TokenSet::from_plaintext(&g.tokens.to_plaintext()).unwrap();
+        assert_eq!(back.access_token.expose_secret(), "at-secret");
+        assert_eq!(back.refresh_token.unwrap().expose_secret(), "rt-secret");
+    }
+
+    #[test]
+    fn refresh_due_only_for_refreshable_active_grants() {
+        let mut g = grant();
+        assert_eq!(g.refresh_due(), Some(1_000));
+        g.status = GrantStatus::NeedsConsent;
+        assert_eq!(g.refresh_due(), None);
+        let mut g = grant();
+        g.tokens.refresh_token = None;
+        assert_eq!(g.refresh_due(), None);
+        assert!(grant().needs_refresh(950, 60));
+        assert!(!grant().needs_refresh(900, 60));
+    }
+}

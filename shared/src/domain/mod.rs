@@ -1,0 +1,11 @@
+//! Domain types: no AWS, no Lambda, no HTTP.
+
+pub mod authorization;
+pub mod grant;
+pub mod session;
+pub mod target;
+
+pub use authorization::{PendingAuthorization, StateParam};
+pub use grant::{Grant, GrantKey, GrantStatus, Lease, TokenSet};
+pub use session::UpstreamSession;
+pub use target::{OAuthSettings, Target, TargetAuth, TokenEndpointAuthMethod};

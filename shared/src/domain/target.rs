@@ -1,0 +1,191 @@
+//! Targets: the upstream MCP servers the gateway fronts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An upstream MCP server registered with the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// Short name: `[a-z0-9-]`, used in tool-name prefixes and item keys.
+    pub name: String,
+    /// Human-readable name shown on consent pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The upstream's Streamable HTTP endpoint.
+    pub mcp_url: String,
+    /// How the gateway authenticates to the upstream.
+    pub auth: TargetAuth,
+    /// Prefix for the target's tool, prompt and resource names; `None` means
+    /// the default `<name>___`, `Some("")` means no prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_prefix: Option<String>,
+    /// The last known tool catalog (`tools/list` result items), shown to users
+    /// who have not connected yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_catalog: Vec<serde_json::Value>,
+}
+
+/// How the gateway authenticates to a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetAuth {
+    /// No authentication.
+    None,
+    /// OAuth 2.x Authorization Code with PKCE, per user.
+    #[serde(rename = "oauth")]
+    OAuth(OAuthSettings),
+}
+
+/// OAuth settings of a target, given by the operator or discovered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuthSettings {
+    /// The authorization server's issuer identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Authorization endpoint.
+    pub authorization_endpoint: String,
+    /// Token endpoint.
+    pub token_endpoint: String,
+    /// Revocation endpoint (RFC 7009), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    /// The gateway's client id at the authorization server.
+    pub client_id: String,
+    /// Secrets Manager ARN of the client secret (confidential clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_arn: Option<String>,
+    /// How the gateway authenticates at the token endpoint.
+    #[serde(default)]
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// Scopes to request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Extra authorization request parameters (`audience`, `access_type`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_authorize_params: BTreeMap<String, String>,
+    /// Whether to send `resource` (RFC 8707); some providers reject it.
+    #[serde(default = "default_true")]
+    pub send_resource: bool,
+    /// Whether the server sends `iss` in authorization responses (RFC 9207).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// PKCE methods the server advertises.
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Token endpoint client authentication.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuthMethod {
+    /// HTTP Basic with client id and secret.
+    #[default]
+    ClientSecretBasic,
+    /// Client id and secret in the form body.
+    ClientSecretPost,
+    /// Public client: client id only.
+    None,
+}
+
+impl Target {
+    /// Checks the fields an operator sets; the message says which is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 32
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(format!(
+                "target name {:?} must be 1-32 characters of a-z, 0-9 and '-'",
+                self.name
+            ));
+        }
+        let url = url::Url::parse(&self.mcp_url)
+            .map_err(|e| format!("mcp_url {:?} is not a URL: {e}", self.mcp_url))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(format!("mcp_url {:?} must be http(s)", self.mcp_url));
+        }
+        if let TargetAuth::OAuth(o) = &self.auth {
+            for (field, value) in [
+                ("authorization_endpoint", &o.authorization_endpoint),
+                ("token_endpoint", &o.token_endpoint),
+            ] {
+                url::Url::parse(value).map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
+            }
+            if o.client_id.is_empty() {
+                return Err("client_id is empty".into());
+            }
+            if o.token_endpoint_auth_method != TokenEndpointAuthMethod::None
+                && o.client_secret_arn.is_none()
+            {
+                return Err("a confidential client needs client_secret_arn".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The name shown to people.
+    pub fn title(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            name: "github".into(),
+            display_name: None,
+            mcp_url: "https://api.example.com/mcp".into(),
+            auth: TargetAuth::OAuth(OAuthSettings {
+                issuer: Some("https://as.example.com".into()),
+                authorization_endpoint: "https://as.example.com/authorize".into(),
+                token_endpoint: "https://as.example.com/token".into(),
+                revocation_endpoint: None,
+                client_id: "cid".into(),
+                client_secret_arn: Some("arn:aws:secretsmanager:x".into()),
+                token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+                scopes: vec!["repo".into()],
+                extra_authorize_params: BTreeMap::new(),
+                send_resource: true,
+                authorization_response_iss_parameter_supported: true,
+                code_challenge_methods_supported: vec!["S256".into()],
+            }),
+            tool_prefix: None,
+            tool_catalog: vec![],
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let t = target();
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains(r#""kind":"oauth""#));
+        assert_eq!(serde_json::from_str::<Target>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(target().validate().is_ok());
+        let mut t = target();
+        t.name = "Bad Name".into();
+        assert!(t.validate().unwrap_err().contains("target name"));
+        let mut t = target();
+        t.mcp_url = "nope".into();
+        assert!(t.validate().unwrap_err().contains("mcp_url"));
+        let mut t = target();
+        if let TargetAuth::OAuth(o) = &mut t.auth {
+            o.client_secret_arn = None;
+        }
+        assert!(t.validate().unwrap_err().contains("client_secret_arn"));
+    }
+}

@@ -1,0 +1,62 @@
+//! The axum Routers of the two HTTP functions, and what they share.
+//!
+//! The same Routers run in Lambda (through `lambda_http`), under
+//! `cargo lambda watch`, on a local listener, and in tests.
+
+pub mod callback;
+pub mod pages;
+pub mod proxy;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use url::Url;
+
+use crate::AppState;
+
+/// The gateway's public base URL for this request: `PUBLIC_BASE_URL` when
+/// configured, else the domain API Gateway reports in the request context
+/// (never the client's Host header, which a caller controls).
+pub fn base_url(state: &AppState, context: Option<&lambda_http::request::RequestContext>) -> Option<Url> {
+    if let Some(url) = &state.config.public_base_url {
+        return Some(url.clone());
+    }
+    match context? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => {
+            let domain = ctx.domain_name.as_deref()?;
+            Url::parse(&format!("https://{domain}/")).ok()
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// `base` joined with an absolute path, keeping any path prefix of `base`
+/// (a custom domain mapped under `/gateway/` stays under it).
+pub fn public_url(base: &Url, path: &str) -> String {
+    format!("{}{}", base.as_str().trim_end_matches('/'), path)
+}
+
+/// The request id API Gateway assigned, for log correlation.
+pub fn request_id(context: Option<&lambda_http::request::RequestContext>, headers: &HeaderMap) -> String {
+    #[allow(irrefutable_let_patterns)]
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) = context {
+        if let Some(id) = &ctx.request_id {
+            return id.clone();
+        }
+    }
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::crypto::random_token(8))
+}
+
+/// A JSON error body for HTTP-level failures: `{"error": ..., "message": ...}`.
+pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": error, "message": message})),
+    )
+        .into_response()
+}

@@ -1,0 +1,112 @@
+//! Small HTML pages shown to people in a browser (consent results).
+//!
+//! Every value is escaped; pages carry no tokens, codes or verifiers; the
+//! headers forbid caching, framing, scripts and referrers.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// What a page says.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Headline.
+    pub title: String,
+    /// What happened.
+    pub message: String,
+    /// What to do now.
+    pub next: String,
+    /// Success pages are styled differently.
+    pub ok: bool,
+}
+
+impl Page {
+    /// A failure page.
+    pub fn error(status: StatusCode, title: impl Into<String>, message: impl Into<String>, next: impl Into<String>) -> Self {
+        Page {
+            status,
+            title: title.into(),
+            message: message.into(),
+            next: next.into(),
+            ok: false,
+        }
+    }
+
+    /// The success page after a consent.
+    pub fn connected(service: &str) -> Self {
+        Page {
+            status: StatusCode::OK,
+            title: format!("Connected to {service}"),
+            message: format!("The gateway can now use {service} on your behalf."),
+            next: "You can close this window and go back to your agent; retry what you asked it to do.".into(),
+            ok: true,
+        }
+    }
+
+    /// The HTML document.
+    pub fn render(&self) -> String {
+        let (accent, mark) = if self.ok { ("#1a7f37", "&#10003;") } else { ("#b42318", "!") };
+        format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f6f8fa;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}}
+main{{background:#fff;max-width:32rem;padding:2rem 2.5rem;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12)}}
+.mark{{width:3rem;height:3rem;border-radius:50%;background:{accent};color:#fff;font-size:1.6rem;display:flex;align-items:center;justify-content:center}}
+h1{{font-size:1.4rem;margin:1rem 0 .5rem}}p{{color:#333;line-height:1.5}}.next{{color:#555}}</style></head>
+<body><main><div class="mark" aria-hidden="true">{mark}</div><h1 id="title">{title}</h1><p id="message">{message}</p><p class="next" id="next">{next}</p></main></body></html>
+"#,
+            title = escape(&self.title),
+            message = escape(&self.message),
+            next = escape(&self.next),
+        )
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, self.render()).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        );
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        res
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_everything() {
+        let p = Page::error(StatusCode::BAD_REQUEST, "<b>x</b>", "a & \"b\"", "'c'");
+        let html = p.render();
+        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
+        assert!(html.contains("a &amp; &quot;b&quot;"));
+        assert!(!html.contains("<b>"));
+    }
+}

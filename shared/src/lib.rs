@@ -1,0 +1,23 @@
+//! The common library of the MCP OAuth gateway's Lambda functions.
+//!
+//! - [`domain`]: targets, grants, pending authorizations, sessions (no AWS, no Lambda).
+//! - [`ports`]: the traits the flows depend on.
+//! - [`adapters`]: DynamoDB and Secrets Manager implementations.
+//! - [`http`]: the axum Routers of the two HTTP functions.
+//! - [`crypto`]: application-level encryption of stored secrets.
+//! - [`config`], [`telemetry`]: cold-start set-up.
+
+pub mod adapters;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ports;
+pub mod refresh;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use state::AppState;

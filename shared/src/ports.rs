@@ -1,0 +1,141 @@
+//! Ports: the narrow interfaces the flows depend on.
+//!
+//! Stores return domain types with secrets already decrypted; sealing is the
+//! adapter's job. Expiry is always checked in code by the store: DynamoDB's
+//! TTL sweep may leave an expired item readable for hours, so TTL attributes
+//! only keep the table small.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::crypto::KeySet;
+use crate::domain::{Grant, GrantKey, PendingAuthorization, Target, UpstreamSession};
+use crate::error::Result;
+
+/// Wall clock in Unix seconds; a port so that tests can move time.
+pub trait Clock: Send + Sync {
+    /// The current time in Unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Users' grants.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// Reads a grant; `consistent` asks for a strongly consistent read.
+    async fn get(&self, sub: &str, target: &str, consistent: bool) -> Result<Option<Grant>>;
+
+    /// Stores a new grant (version 1). Fails with `AlreadyExists` if one exists.
+    async fn create(&self, grant: &Grant) -> Result<Grant>;
+
+    /// Replaces tokens, expiry, scopes and status if the stored version is
+    /// still `grant.version`; returns the stored grant with the next version.
+    /// Fails with `StaleVersion` otherwise (or `NotFound`). Leases are left alone.
+    async fn update(&self, grant: &Grant) -> Result<Grant>;
+
+    /// Stores the grant a completed consent produced, creating it or replacing
+    /// whatever was there (and any lease), with a version above the old one.
+    async fn put_after_consent(&self, grant: &Grant) -> Result<Grant>;
+
+    /// Takes the refresh lease for `owner` until `until`, if nobody else holds
+    /// a lease that is still live at `now`. Fails with `LeaseHeld` otherwise,
+    /// or `NotFound` when there is no grant.
+    async fn acquire_lease(
+        &self,
+        sub: &str,
+        target: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Grant>;
+
+    /// Releases the lease if `owner` still holds it; `NotLeaseOwner` otherwise.
+    async fn release_lease(&self, sub: &str, target: &str, owner: &str) -> Result<()>;
+
+    /// Marks the grant as needing consent if the stored version is
+    /// `expected_version`; `StaleVersion` otherwise. The grant leaves the
+    /// refresh-due index, so the scheduler skips it.
+    async fn mark_needs_consent(&self, sub: &str, target: &str, expected_version: u64) -> Result<Grant>;
+
+    /// Deletes the grant (no error when it does not exist).
+    async fn delete(&self, sub: &str, target: &str) -> Result<()>;
+
+    /// Active, refreshable grants whose access token expires at or before
+    /// `until`, soonest first, at most `limit`.
+    async fn due_for_refresh(&self, until: i64, limit: usize) -> Result<Vec<GrantKey>>;
+
+    /// All grants of one user.
+    async fn list_for_user(&self, sub: &str) -> Result<Vec<Grant>>;
+}
+
+/// Pending authorizations (consents in progress).
+#[async_trait]
+pub trait AuthorizationStore: Send + Sync {
+    /// Stores a new pending authorization.
+    async fn create(&self, pending: &PendingAuthorization) -> Result<()>;
+
+    /// Reads a pending authorization without consuming it. Expired ones
+    /// fail with `AuthorizationExpired`, missing ones with `AuthorizationUsed`.
+    async fn peek(&self, id: &str, now: i64) -> Result<PendingAuthorization>;
+
+    /// Atomically removes and returns the pending authorization if its state
+    /// digest matches and it has not expired at `now`. A second consume fails
+    /// with `AuthorizationUsed`; an expired one with `AuthorizationExpired`; a
+    /// wrong digest with `StateMismatch` (and the item stays).
+    async fn consume(&self, id: &str, state_digest: &str, now: i64) -> Result<PendingAuthorization>;
+}
+
+/// Registered targets.
+#[async_trait]
+pub trait TargetCatalog: Send + Sync {
+    /// Creates or replaces a target.
+    async fn put(&self, target: &Target) -> Result<()>;
+    /// Reads a target.
+    async fn get(&self, name: &str) -> Result<Option<Target>>;
+    /// Lists all targets, by name.
+    async fn list(&self) -> Result<Vec<Target>>;
+    /// Removes a target; `NotFound` when there is none.
+    async fn delete(&self, name: &str) -> Result<()>;
+}
+
+/// Upstream MCP sessions per (user, target).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Creates or replaces the session.
+    async fn put(&self, session: &UpstreamSession) -> Result<()>;
+    /// Reads the session if it has not expired at `now`.
+    async fn get(&self, sub: &str, target: &str, now: i64) -> Result<Option<UpstreamSession>>;
+    /// Forgets the session.
+    async fn delete(&self, sub: &str, target: &str) -> Result<()>;
+}
+
+/// Secret values by ARN, cached in the warm instance.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The secret string stored under `arn`.
+    async fn secret(&self, arn: &str) -> Result<SecretString>;
+}
+
+/// The gateway key set, cached in the warm instance.
+#[async_trait]
+pub trait KeyProvider: Send + Sync {
+    /// The current key set (cached).
+    async fn key_set(&self) -> Result<Arc<KeySet>>;
+    /// A key set that holds `key_id`, refetching once if the cached one does
+    /// not (a key was added since the instance warmed up).
+    async fn key_set_with(&self, key_id: &str) -> Result<Arc<KeySet>>;
+}

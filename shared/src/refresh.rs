@@ -1,0 +1,345 @@
+//! Token refresh with a lease, shared by the proxy (on demand) and the
+//! scheduled function.
+//!
+//! Providers that rotate refresh tokens revoke the whole token family when an
+//! old refresh token is presented twice, so at most one instance may refresh
+//! a grant at a time:
+//!
+//! 1. take the lease with a conditional write (owner, lease-until); the
+//!    write returns the item as stored, which is the fresh re-read;
+//! 2. if someone refreshed meanwhile, use their tokens;
+//! 3. refresh at the token endpoint the grant came from (HTTP timeout shorter
+//!    than the lease);
+//! 4. write the new tokens only if the version is unchanged;
+//! 5. release the lease only if it is still ours.
+//!
+//! `invalid_grant` marks the grant as needing consent (conditional on the
+//! version); a transient failure leaves the grant as it was.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::adapters::oauth::{self, OAuthError};
+use crate::domain::{Grant, GrantStatus, TargetAuth};
+use crate::error::Error;
+use crate::AppState;
+
+/// Timing of the lease protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct LeasePolicy {
+    /// How long a lease holds. Longer than `http_timeout`.
+    pub lease: Duration,
+    /// Timeout of the token request.
+    pub http_timeout: Duration,
+    /// How long a caller that lost the lease waits for the winner.
+    /// At least `lease`, so a dead holder cannot outlast it.
+    pub wait: Duration,
+    /// Poll interval while waiting.
+    pub poll: Duration,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        LeasePolicy {
+            lease: Duration::from_secs(15),
+            http_timeout: Duration::from_secs(10),
+            wait: Duration::from_secs(16),
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What a refresh attempt came to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// This caller refreshed the tokens.
+    Refreshed(Grant),
+    /// The tokens were fresh already (someone else refreshed them).
+    AlreadyFresh(Grant),
+    /// Another instance holds the lease (and the wait, if any, ran out).
+    LeaseLost,
+    /// The grant is dead: the user must consent again.
+    NeedsConsent,
+    /// A passing failure; the grant is unchanged.
+    Transient(String),
+    /// There is no grant.
+    NotFound,
+}
+
+impl Outcome {
+    /// The usable grant, if the outcome has one.
+    pub fn grant(&self) -> Option<&Grant> {
+        match self {
+            Outcome::Refreshed(g) | Outcome::AlreadyFresh(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// Refreshes the grant of (`sub`, `target`) unless its access token is still
+/// good for more than `margin` seconds (or `force`). `owner` identifies this
+/// instance. A caller that loses the lease waits up to `policy.wait` for the
+/// winner's tokens when `wait_for_winner` is set.
+pub async fn refresh_grant(
+    state: &AppState,
+    sub: &str,
+    target: &str,
+    owner: &str,
+    margin: i64,
+    force_from_version: Option<u64>,
+    wait_for_winner: bool,
+    policy: LeasePolicy,
+) -> Outcome {
+    let now = state.clock.now();
+    let leased = match state
+        .grants
+        .acquire_lease(sub, target, owner, now, now + policy.lease.as_secs() as i64)
+        .await
+    {
+        Ok(g) => g,
+        Err(Error::NotFound(_)) => return Outcome::NotFound,
+        Err(Error::LeaseHeld) if wait_for_winner => return wait_for_other(state, sub, target, margin, force_from_version, policy).await,
+        Err(Error::LeaseHeld) => return Outcome::LeaseLost,
+        Err(e) => return Outcome::Transient(e.to_string()),
+    };
+    let outcome = refresh_leased(state, leased, margin, force_from_version, policy).await;
+    match state.grants.release_lease(sub, target, owner).await {
+        Ok(()) | Err(Error::NotLeaseOwner) | Err(Error::NotFound(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "could not release refresh lease; it expires by itself"),
+    }
+    outcome
+}
+
+fn is_fresh(grant: &Grant, now: i64, margin: i64, force_from_version: Option<u64>) -> bool {
+    match force_from_version {
+        // Forced (the upstream refused the token of version v): fresh only if it changed since.
+        Some(v) => grant.version > v,
+        None => !grant.needs_refresh(now, margin),
+    }
+}
+
+async fn refresh_leased(
+    state: &AppState,
+    grant: Grant,
+    margin: i64,
+    force_from_version: Option<u64>,
+    policy: LeasePolicy,
+) -> Outcome {
+    let now = state.clock.now();
+    if grant.status == GrantStatus::NeedsConsent {
+        return Outcome::NeedsConsent;
+    }
+    if is_fresh(&grant, now, margin, force_from_version) {
+        return Outcome::AlreadyFresh(grant);
+    }
+    let Some(refresh_token) = grant.tokens.refresh_token.clone() else {
+        // Nothing to refresh with: only a new consent helps.
+        return mark_dead(state, &grant).await;
+    };
+    let target = match state.targets.get(&grant.target).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Outcome::NotFound,
+        Err(e) => return Outcome::Transient(e.to_string()),
+    };
+    let TargetAuth::OAuth(settings) = &target.auth else { return Outcome::NotFound };
+    let secret = match &settings.client_secret_arn {
+        Some(arn) => match state.secrets.secret(arn).await {
+            Ok(s) => Some(s),
+            Err(e) => return Outcome::Transient(e.to_string()),
+        },
+        None => None,
+    };
+    let token_endpoint = grant.token_endpoint.as_deref().unwrap_or(&settings.token_endpoint);
+    let request = oauth::refresh(
+        &state.http,
+        settings,
+        token_endpoint,
+        secret.as_ref(),
+        &refresh_token,
+        &grant.scopes,
+        grant.resource.as_deref(),
+        now,
+    );
+    let issued = match tokio::time::timeout(policy.http_timeout, request).await {
+        Err(_) => return Outcome::Transient("token endpoint timed out".into()),
+        Ok(Err(OAuthError::Rejected { error, .. })) => {
+            tracing::info!(sub = %grant.sub, target = %grant.target, error = %error, "refresh rejected; consent needed");
+            return mark_dead(state, &grant).await;
+        }
+        Ok(Err(e)) => return Outcome::Transient(e.to_string()),
+        Ok(Ok(issued)) => issued,
+    };
+    let updated = Grant {
+        tokens: issued.tokens,
+        expires_at: issued.expires_at,
+        scopes: issued.scopes.unwrap_or_else(|| grant.scopes.clone()),
+        updated_at: now,
+        ..grant.clone()
+    };
+    match state.grants.update(&updated).await {
+        Ok(g) => Outcome::Refreshed(g),
+        // Someone else wrote (a new consent): theirs wins.
+        Err(Error::StaleVersion) => reread(state, &grant.sub, &grant.target).await,
+        Err(Error::NotFound(_)) => Outcome::NotFound,
+        Err(e) => Outcome::Transient(e.to_string()),
+    }
+}
+
+async fn mark_dead(state: &AppState, grant: &Grant) -> Outcome {
+    match state.grants.mark_needs_consent(&grant.sub, &grant.target, grant.version).await {
+        Ok(_) => Outcome::NeedsConsent,
+        Err(Error::StaleVersion) => reread(state, &grant.sub, &grant.target).await,
+        Err(Error::NotFound(_)) => Outcome::NotFound,
+        Err(e) => Outcome::Transient(e.to_string()),
+    }
+}
+
+async fn reread(state: &AppState, sub: &str, target: &str) -> Outcome {
+    match state.grants.get(sub, target, true).await {
+        Ok(Some(g)) if g.status == GrantStatus::Active => Outcome::AlreadyFresh(g),
+        Ok(Some(_)) => Outcome::NeedsConsent,
+        Ok(None) => Outcome::NotFound,
+        Err(e) => Outcome::Transient(e.to_string()),
+    }
+}
+
+async fn wait_for_other(
+    state: &AppState,
+    sub: &str,
+    target: &str,
+    margin: i64,
+    force_from_version: Option<u64>,
+    policy: LeasePolicy,
+) -> Outcome {
+    let deadline = tokio::time::Instant::now() + policy.wait;
+    loop {
+        tokio::time::sleep(policy.poll).await;
+        let now = state.clock.now();
+        match state.grants.get(sub, target, true).await {
+            Ok(Some(g)) if g.status == GrantStatus::NeedsConsent => return Outcome::NeedsConsent,
+            Ok(Some(g)) if is_fresh(&g, now, margin, force_from_version) => return Outcome::AlreadyFresh(g),
+            Ok(Some(g)) if g.lease.as_ref().is_none_or(|l| l.until <= now) => {
+                // The holder finished without a new token, or died: try ourselves.
+                return Box::pin(refresh_grant(
+                    state,
+                    sub,
+                    target,
+                    &crate::crypto::random_token(8),
+                    margin,
+                    force_from_version,
+                    false,
+                    policy,
+                ))
+                .await;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Outcome::NotFound,
+            Err(e) => return Outcome::Transient(e.to_string()),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Outcome::LeaseLost;
+        }
+    }
+}
+
+/// Counts of one scheduled run.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Grants found due.
+    pub due: usize,
+    /// Refreshed by this run.
+    pub refreshed: usize,
+    /// Already refreshed by someone else.
+    pub already_fresh: usize,
+    /// Skipped: another instance held the lease.
+    pub lease_lost: usize,
+    /// Refresh rejected: consent needed.
+    pub needs_consent: usize,
+    /// Passing failures, left for a later run.
+    pub transient_failure: usize,
+    /// Due grants not started because the deadline came near.
+    pub skipped_deadline: usize,
+}
+
+impl Summary {
+    /// The summary as a CloudWatch Embedded Metric Format document.
+    pub fn to_emf(&self, now_ms: i64) -> serde_json::Value {
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": now_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "McpOAuthGateway",
+                    "Dimensions": [["Function"]],
+                    "Metrics": [
+                        {"Name": "Due", "Unit": "Count"},
+                        {"Name": "Refreshed", "Unit": "Count"},
+                        {"Name": "AlreadyFresh", "Unit": "Count"},
+                        {"Name": "LeaseLost", "Unit": "Count"},
+                        {"Name": "NeedsConsent", "Unit": "Count"},
+                        {"Name": "TransientFailure", "Unit": "Count"},
+                        {"Name": "SkippedDeadline", "Unit": "Count"}
+                    ]
+                }]
+            },
+            "Function": "token-refresh",
+            "Due": self.due,
+            "Refreshed": self.refreshed,
+            "AlreadyFresh": self.already_fresh,
+            "LeaseLost": self.lease_lost,
+            "NeedsConsent": self.needs_consent,
+            "TransientFailure": self.transient_failure,
+            "SkippedDeadline": self.skipped_deadline,
+        })
+    }
+}
+
+/// Settings of one scheduled run.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduledRun {
+    /// Most grants taken in one run.
+    pub limit: usize,
+    /// Refreshes in flight at once.
+    pub concurrency: usize,
+    /// No new refresh starts after this instant.
+    pub stop_at: tokio::time::Instant,
+    /// Lease timing.
+    pub policy: LeasePolicy,
+}
+
+/// One scheduled run: refreshes the grants whose access token expires within
+/// the configured window.
+pub async fn run_scheduled(state: &AppState, owner: &str, run: ScheduledRun) -> Result<Summary, Error> {
+    let now = state.clock.now();
+    let window = state.config.refresh_window.as_secs() as i64;
+    let due = state.grants.due_for_refresh(now + window, run.limit).await?;
+    let mut summary = Summary {
+        due: due.len(),
+        ..Summary::default()
+    };
+    let outcomes: Vec<Option<Outcome>> = futures::stream::iter(due)
+        .map(|key| async move {
+            if tokio::time::Instant::now() >= run.stop_at {
+                return None;
+            }
+            Some(refresh_grant(state, &key.sub, &key.target, owner, window, None, false, run.policy).await)
+        })
+        .buffer_unordered(run.concurrency.max(1))
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome {
+            None => summary.skipped_deadline += 1,
+            Some(Outcome::Refreshed(_)) => summary.refreshed += 1,
+            Some(Outcome::AlreadyFresh(_)) | Some(Outcome::NotFound) => summary.already_fresh += 1,
+            Some(Outcome::LeaseLost) => summary.lease_lost += 1,
+            Some(Outcome::NeedsConsent) => summary.needs_consent += 1,
+            Some(Outcome::Transient(why)) => {
+                tracing::warn!(reason = %why, "refresh failed; will retry on a later run");
+                summary.transient_failure += 1
+            }
+        }
+    }
+    Ok(summary)
+}

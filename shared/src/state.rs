@@ -1,0 +1,83 @@
+//! Everything a function builds once per cold start.
+
+use std::sync::Arc;
+
+use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
+use crate::config::Config;
+use crate::error::Result;
+use crate::ports::{
+    AuthorizationStore, Clock, GrantStore, KeyProvider, SecretSource, SessionStore, SystemClock,
+    TargetCatalog,
+};
+
+/// Shared state of a warm instance: configuration, stores and clients.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration read at cold start.
+    pub config: Arc<Config>,
+    /// Grants.
+    pub grants: Arc<dyn GrantStore>,
+    /// Pending authorizations.
+    pub authorizations: Arc<dyn AuthorizationStore>,
+    /// Targets.
+    pub targets: Arc<dyn TargetCatalog>,
+    /// Upstream sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Client secrets.
+    pub secrets: Arc<dyn SecretSource>,
+    /// The gateway key set.
+    pub keys: Arc<dyn KeyProvider>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Outbound HTTP (authorization servers, upstream MCP servers): pooled,
+    /// keep-alive, redirects off.
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    /// Builds the AWS clients and stores from `config`, and loads the key set
+    /// once so that a bad key-set secret fails the cold start, not a request.
+    pub async fn from_config(config: Config) -> Result<Self> {
+        let sdk = crate::adapters::aws_config().await;
+        let source = Arc::new(SecretsManagerSource::new(
+            aws_sdk_secretsmanager::Client::new(&sdk),
+            config.secrets_cache_ttl,
+        ));
+        let keys = Arc::new(SecretKeyProvider::new(
+            source.clone(),
+            config.keyset_secret_arn.clone(),
+            config.secrets_cache_ttl,
+        ));
+        keys.key_set().await?;
+        let store = Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            config.table_name.clone(),
+            keys.clone(),
+            config.refresh_shards,
+        ));
+        Ok(AppState {
+            config: Arc::new(config),
+            grants: store.clone(),
+            authorizations: store.clone(),
+            targets: store.clone(),
+            sessions: store,
+            secrets: source,
+            keys,
+            clock: Arc::new(SystemClock),
+            http: http_client(),
+        })
+    }
+}
+
+/// The outbound HTTP client: rustls, redirects off, bounded timeouts.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(20))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with static settings builds")
+}
