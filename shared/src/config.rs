@@ -70,6 +70,8 @@ pub struct Config {
     /// Grants whose access token expires within this window are refreshed by
     /// the scheduled function (`REFRESH_WINDOW_SECONDS`, default 600).
     pub refresh_window: Duration,
+    /// Grants refreshed at once by the scheduled function (`REFRESH_CONCURRENCY`, 1-256, default 16).
+    pub refresh_concurrency: usize,
     /// Lifetime of a consent link (`AUTHORIZATION_TTL_SECONDS`, 60-3600, default 600).
     pub authorization_ttl: Duration,
 }
@@ -82,7 +84,11 @@ impl Config {
 
     /// Reads the configuration through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &'static str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
 
         let inbound_auth = match get("INBOUND_AUTH_MODE").as_deref() {
@@ -141,6 +147,13 @@ impl Config {
                 0,
                 86_400,
             )?),
+            refresh_concurrency: number(
+                get("REFRESH_CONCURRENCY"),
+                "REFRESH_CONCURRENCY",
+                16,
+                1,
+                256,
+            )? as usize,
             authorization_ttl: Duration::from_secs(number(
                 get("AUTHORIZATION_TTL_SECONDS"),
                 "AUTHORIZATION_TTL_SECONDS",
@@ -173,7 +186,9 @@ fn number(
     min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
-    let Some(value) = value else { return Ok(default) };
+    let Some(value) = value else {
+        return Ok(default);
+    };
     let n: u64 = value.parse().map_err(|_| ConfigError::Invalid {
         name,
         reason: format!("{value:?} is not a whole number"),
@@ -202,7 +217,10 @@ mod tests {
 
     const BASE: &[(&str, &str)] = &[
         ("TABLE_NAME", "gw"),
-        ("KEYSET_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:k"),
+        (
+            "KEYSET_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:1:secret:k",
+        ),
         ("INBOUND_ISSUER", "https://idp.example.com"),
     ];
 

@@ -99,7 +99,9 @@ impl KeySet {
     pub fn from_secret_string(secret: &str) -> std::result::Result<Self, String> {
         let value: serde_json::Value =
             serde_json::from_str(secret).map_err(|_| "the key set is not a JSON object")?;
-        let obj = value.as_object().ok_or("the key set is not a JSON object")?;
+        let obj = value
+            .as_object()
+            .ok_or("the key set is not a JSON object")?;
         let current = obj
             .get("current")
             .and_then(|v| v.as_str())
@@ -126,7 +128,9 @@ impl KeySet {
             keys.insert(id.clone(), derive(material.as_bytes()));
         }
         if !keys.contains_key(&current) {
-            return Err(format!("\"current\" names key {current:?}, which is not in the set"));
+            return Err(format!(
+                "\"current\" names key {current:?}, which is not in the set"
+            ));
         }
         Ok(KeySet { current, keys })
     }
@@ -174,10 +178,9 @@ impl KeySet {
         let (kid, body) = sealed
             .split_once('.')
             .ok_or(Error::Decrypt("not a sealed value"))?;
-        let cipher = self
-            .keys
-            .get(kid)
-            .ok_or(Error::Decrypt("sealed with a key that is not in the key set"))?;
+        let cipher = self.keys.get(kid).ok_or(Error::Decrypt(
+            "sealed with a key that is not in the key set",
+        ))?;
         let blob = B64
             .decode(body)
             .map_err(|_| Error::Decrypt("not a sealed value"))?;
@@ -186,7 +189,13 @@ impl KeySet {
         }
         let (nonce, ct) = blob.split_at(NONCE_LEN);
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad.0 })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &aad.0,
+                },
+            )
             .map_err(|_| Error::Decrypt("authentication failed (wrong binding or tampered)"))
     }
 }
@@ -234,7 +243,10 @@ mod tests {
         let sealed = ks.seal(b"token", &Aad::grant("alice", "github"));
         assert!(sealed.starts_with("k1."));
         assert!(!sealed.contains("token"));
-        assert_eq!(ks.open(&sealed, &Aad::grant("alice", "github")).unwrap(), b"token");
+        assert_eq!(
+            ks.open(&sealed, &Aad::grant("alice", "github")).unwrap(),
+            b"token"
+        );
         assert!(ks.open(&sealed, &Aad::grant("bob", "github")).is_err());
         assert!(ks.open(&sealed, &Aad::grant("alice", "gitlab")).is_err());
         // Length prefixes keep ("ab","c") and ("a","bc") apart.
@@ -277,8 +289,14 @@ mod tests {
             ("[]", "not a JSON object"),
             (r#"{"k1":"x"}"#, "\"current\""),
             (r#"{"current":"k1","k1":"short"}"#, "shorter than 32"),
-            (r#"{"current":"k9","k1":"0123456789abcdefghijklmnopqrstuvwxyz"}"#, "not in the set"),
-            (r#"{"current":"k.1","k.1":"0123456789abcdefghijklmnopqrstuvwxyz"}"#, "key id"),
+            (
+                r#"{"current":"k9","k1":"0123456789abcdefghijklmnopqrstuvwxyz"}"#,
+                "not in the set",
+            ),
+            (
+                r#"{"current":"k.1","k.1":"0123456789abcdefghijklmnopqrstuvwxyz"}"#,
+                "key id",
+            ),
         ] {
             let err = KeySet::from_secret_string(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");

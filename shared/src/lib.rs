@@ -21,3 +21,8 @@ pub mod telemetry;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use state::AppState;
+
+/// Logs a cold-start failure (configuration, key set) before the process exits.
+pub fn startup_failed(err: &Error) {
+    tracing::error!(error = %err, "start-up failed");
+}

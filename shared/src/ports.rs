@@ -69,7 +69,12 @@ pub trait GrantStore: Send + Sync {
     /// Marks the grant as needing consent if the stored version is
     /// `expected_version`; `StaleVersion` otherwise. The grant leaves the
     /// refresh-due index, so the scheduler skips it.
-    async fn mark_needs_consent(&self, sub: &str, target: &str, expected_version: u64) -> Result<Grant>;
+    async fn mark_needs_consent(
+        &self,
+        sub: &str,
+        target: &str,
+        expected_version: u64,
+    ) -> Result<Grant>;
 
     /// Deletes the grant (no error when it does not exist).
     async fn delete(&self, sub: &str, target: &str) -> Result<()>;
@@ -96,7 +101,8 @@ pub trait AuthorizationStore: Send + Sync {
     /// digest matches and it has not expired at `now`. A second consume fails
     /// with `AuthorizationUsed`; an expired one with `AuthorizationExpired`; a
     /// wrong digest with `StateMismatch` (and the item stays).
-    async fn consume(&self, id: &str, state_digest: &str, now: i64) -> Result<PendingAuthorization>;
+    async fn consume(&self, id: &str, state_digest: &str, now: i64)
+        -> Result<PendingAuthorization>;
 }
 
 /// Registered targets.

@@ -100,14 +100,18 @@ pub async fn refresh_grant(
     {
         Ok(g) => g,
         Err(Error::NotFound(_)) => return Outcome::NotFound,
-        Err(Error::LeaseHeld) if wait_for_winner => return wait_for_other(state, sub, target, margin, force_from_version, policy).await,
+        Err(Error::LeaseHeld) if wait_for_winner => {
+            return wait_for_other(state, sub, target, margin, force_from_version, policy).await
+        }
         Err(Error::LeaseHeld) => return Outcome::LeaseLost,
         Err(e) => return Outcome::Transient(e.to_string()),
     };
     let outcome = refresh_leased(state, leased, margin, force_from_version, policy).await;
     match state.grants.release_lease(sub, target, owner).await {
         Ok(()) | Err(Error::NotLeaseOwner) | Err(Error::NotFound(_)) => {}
-        Err(e) => tracing::warn!(error = %e, "could not release refresh lease; it expires by itself"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release refresh lease; it expires by itself")
+        }
     }
     outcome
 }
@@ -143,7 +147,9 @@ async fn refresh_leased(
         Ok(None) => return Outcome::NotFound,
         Err(e) => return Outcome::Transient(e.to_string()),
     };
-    let TargetAuth::OAuth(settings) = &target.auth else { return Outcome::NotFound };
+    let TargetAuth::OAuth(settings) = &target.auth else {
+        return Outcome::NotFound;
+    };
     let secret = match &settings.client_secret_arn {
         Some(arn) => match state.secrets.secret(arn).await {
             Ok(s) => Some(s),
@@ -151,7 +157,10 @@ async fn refresh_leased(
         },
         None => None,
     };
-    let token_endpoint = grant.token_endpoint.as_deref().unwrap_or(&settings.token_endpoint);
+    let token_endpoint = grant
+        .token_endpoint
+        .as_deref()
+        .unwrap_or(&settings.token_endpoint);
     let request = oauth::refresh(
         &state.http,
         settings,
@@ -188,7 +197,11 @@ async fn refresh_leased(
 }
 
 async fn mark_dead(state: &AppState, grant: &Grant) -> Outcome {
-    match state.grants.mark_needs_consent(&grant.sub, &grant.target, grant.version).await {
+    match state
+        .grants
+        .mark_needs_consent(&grant.sub, &grant.target, grant.version)
+        .await
+    {
         Ok(_) => Outcome::NeedsConsent,
         Err(Error::StaleVersion) => reread(state, &grant.sub, &grant.target).await,
         Err(Error::NotFound(_)) => Outcome::NotFound,
@@ -219,7 +232,9 @@ async fn wait_for_other(
         let now = state.clock.now();
         match state.grants.get(sub, target, true).await {
             Ok(Some(g)) if g.status == GrantStatus::NeedsConsent => return Outcome::NeedsConsent,
-            Ok(Some(g)) if is_fresh(&g, now, margin, force_from_version) => return Outcome::AlreadyFresh(g),
+            Ok(Some(g)) if is_fresh(&g, now, margin, force_from_version) => {
+                return Outcome::AlreadyFresh(g)
+            }
             Ok(Some(g)) if g.lease.as_ref().is_none_or(|l| l.until <= now) => {
                 // The holder finished without a new token, or died: try ourselves.
                 return Box::pin(refresh_grant(
@@ -310,10 +325,17 @@ pub struct ScheduledRun {
 
 /// One scheduled run: refreshes the grants whose access token expires within
 /// the configured window.
-pub async fn run_scheduled(state: &AppState, owner: &str, run: ScheduledRun) -> Result<Summary, Error> {
+pub async fn run_scheduled(
+    state: &AppState,
+    owner: &str,
+    run: ScheduledRun,
+) -> Result<Summary, Error> {
     let now = state.clock.now();
     let window = state.config.refresh_window.as_secs() as i64;
-    let due = state.grants.due_for_refresh(now + window, run.limit).await?;
+    let due = state
+        .grants
+        .due_for_refresh(now + window, run.limit)
+        .await?;
     let mut summary = Summary {
         due: due.len(),
         ..Summary::default()
@@ -323,7 +345,19 @@ pub async fn run_scheduled(state: &AppState, owner: &str, run: ScheduledRun) -> 
             if tokio::time::Instant::now() >= run.stop_at {
                 return None;
             }
-            Some(refresh_grant(state, &key.sub, &key.target, owner, window, None, false, run.policy).await)
+            Some(
+                refresh_grant(
+                    state,
+                    &key.sub,
+                    &key.target,
+                    owner,
+                    window,
+                    None,
+                    false,
+                    run.policy,
+                )
+                .await,
+            )
         })
         .buffer_unordered(run.concurrency.max(1))
         .collect()
@@ -341,5 +375,35 @@ pub async fn run_scheduled(state: &AppState, owner: &str, run: ScheduledRun) -> 
             }
         }
     }
+    Ok(summary)
+}
+
+/// Handles one EventBridge scheduled event: a scheduled run that stops
+/// taking new work `safety` before the invocation's `remaining` time runs
+/// out. Returns the summary, which is also logged as EMF metrics.
+pub async fn handle_scheduled_event(
+    state: &AppState,
+    event: &serde_json::Value,
+    remaining: Duration,
+    concurrency: usize,
+) -> Result<Summary, Error> {
+    let safety = Duration::from_secs(5).min(remaining / 4);
+    let run = ScheduledRun {
+        limit: 10_000,
+        concurrency,
+        stop_at: tokio::time::Instant::now() + remaining.saturating_sub(safety),
+        policy: LeasePolicy::default(),
+    };
+    let owner = format!("scheduler-{}", crate::crypto::random_token(8));
+    tracing::info!(
+        event_id = event.get("id").and_then(|v| v.as_str()).unwrap_or("-"),
+        source = event.get("source").and_then(|v| v.as_str()).unwrap_or("-"),
+        "scheduled refresh starting"
+    );
+    let summary = run_scheduled(state, &owner, run).await?;
+    let now_ms = state.clock.now() * 1000;
+    // EMF: CloudWatch turns this log line into metrics.
+    println!("{}", summary.to_emf(now_ms));
+    tracing::info!(?summary, "scheduled refresh finished");
     Ok(summary)
 }

@@ -40,8 +40,14 @@ impl AppState {
     /// once so that a bad key-set secret fails the cold start, not a request.
     pub async fn from_config(config: Config) -> Result<Self> {
         let sdk = crate::adapters::aws_config().await;
+        Self::with_sdk_config(config, &sdk).await
+    }
+
+    /// Like [`AppState::from_config`], with a given SDK configuration (local
+    /// endpoints in tests and tools).
+    pub async fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self> {
         let source = Arc::new(SecretsManagerSource::new(
-            aws_sdk_secretsmanager::Client::new(&sdk),
+            aws_sdk_secretsmanager::Client::new(sdk),
             config.secrets_cache_ttl,
         ));
         let keys = Arc::new(SecretKeyProvider::new(
@@ -51,7 +57,7 @@ impl AppState {
         ));
         keys.key_set().await?;
         let store = Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
+            aws_sdk_dynamodb::Client::new(sdk),
             config.table_name.clone(),
             keys.clone(),
             config.refresh_shards,

@@ -1,1 +1,32 @@
-fn main(){}
+//! Lambda entry point of the scheduled token refresh (EventBridge).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gateway_shared::{refresh, telemetry, AppState, Config};
+use lambda_runtime::{service_fn, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init(telemetry::format_from_env());
+    let state = AppState::from_config(Config::from_env()?)
+        .await
+        .inspect_err(|e| {
+            gateway_shared::startup_failed(e);
+        })?;
+    let concurrency = state.config.refresh_concurrency;
+    let state = &state;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let remaining = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let summary =
+                refresh::handle_scheduled_event(state, &event.payload, remaining, concurrency)
+                    .await?;
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(summary)?)
+        },
+    ))
+    .await
+}

@@ -62,7 +62,12 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     /// A store on `table`; `shards` must match across all functions.
-    pub fn new(client: Client, table: impl Into<String>, keys: Arc<dyn KeyProvider>, shards: u16) -> Self {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        keys: Arc<dyn KeyProvider>,
+        shards: u16,
+    ) -> Self {
         DynamoStore {
             client,
             table: table.into(),
@@ -83,7 +88,8 @@ impl DynamoStore {
     }
 
     async fn open(&self, sealed: &str, aad: &Aad) -> Result<Vec<u8>> {
-        let kid = crate::crypto::KeySet::key_id_of(sealed).ok_or(Error::Decrypt("not a sealed value"))?;
+        let kid =
+            crate::crypto::KeySet::key_id_of(sealed).ok_or(Error::Decrypt("not a sealed value"))?;
         self.keys.key_set_with(kid).await?.open(sealed, aad)
     }
 
@@ -121,13 +127,21 @@ impl DynamoStore {
 
     /// The attributes a grant write sets (all but keys, version, lease and
     /// timestamps), and the optional ones it removes.
-    async fn grant_fields(&self, g: &Grant) -> Result<(Vec<(&'static str, AttributeValue)>, Vec<&'static str>)> {
-        let sealed = self.seal(&g.tokens.to_plaintext(), &Aad::grant(&g.sub, &g.target)).await?;
+    async fn grant_fields(
+        &self,
+        g: &Grant,
+    ) -> Result<(Vec<(&'static str, AttributeValue)>, Vec<&'static str>)> {
+        let sealed = self
+            .seal(&g.tokens.to_plaintext(), &Aad::grant(&g.sub, &g.target))
+            .await?;
         let mut set = vec![
             ("sub", sv(&g.sub)),
             ("target", sv(&g.target)),
             ("tokens", sv(&sealed)),
-            ("scopes", AttributeValue::L(g.scopes.iter().map(sv).collect())),
+            (
+                "scopes",
+                AttributeValue::L(g.scopes.iter().map(sv).collect()),
+            ),
             ("status", sv(g.status.as_str())),
             ("type", sv("grant")),
         ];
@@ -142,7 +156,10 @@ impl DynamoStore {
         opt("resource", g.resource.as_deref().map(sv));
         match g.refresh_due() {
             Some(at) => {
-                opt("rd_shard", Some(sv(&format!("RD#{}", self.shard_of(&g.sub, &g.target)))));
+                opt(
+                    "rd_shard",
+                    Some(sv(&format!("RD#{}", self.shard_of(&g.sub, &g.target)))),
+                );
                 opt("rd_at", Some(nv(at)));
             }
             None => {
@@ -187,15 +204,21 @@ impl DynamoStore {
         let sub = s(item, "sub")?;
         let target = s(item, "target")?;
         let verifier = self
-            .open(&s(item, "verifier")?, &Aad::pkce_verifier(&id, &sub, &target))
+            .open(
+                &s(item, "verifier")?,
+                &Aad::pkce_verifier(&id, &sub, &target),
+            )
             .await?;
         let verifier = String::from_utf8(verifier)
             .map_err(|_| Error::Malformed("PKCE verifier is not text".into()))?;
         let secret = self
-            .open(&s(item, "state_secret")?, &Aad::oauth_state(&id, &sub, &target))
+            .open(
+                &s(item, "state_secret")?,
+                &Aad::oauth_state(&id, &sub, &target),
+            )
             .await?;
-        let secret = String::from_utf8(secret)
-            .map_err(|_| Error::Malformed("state is not text".into()))?;
+        let secret =
+            String::from_utf8(secret).map_err(|_| Error::Malformed("state is not text".into()))?;
         Ok(PendingAuthorization {
             state: StateParam::from_parts(id.clone(), secret),
             id,
@@ -403,10 +426,17 @@ impl GrantStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(out) => self.grant_from_item(&out.attributes.unwrap_or_default()).await,
+            Ok(out) => {
+                self.grant_from_item(&out.attributes.unwrap_or_default())
+                    .await
+            }
             Err(e) => {
                 let old = self
-                    .old_item(condition(e)?, grant_pk(&grant.sub), &grant_sk(&grant.target))
+                    .old_item(
+                        condition(e)?,
+                        grant_pk(&grant.sub),
+                        &grant_sk(&grant.target),
+                    )
                     .await?;
                 Err(Self::grant_condition_error(old, Error::StaleVersion))
             }
@@ -424,14 +454,17 @@ impl GrantStore for DynamoStore {
         }
         let version = u.name("version");
         let created = u.name("created_at");
-        u.set_expr("version", &format!("if_not_exists({version}, :zero) + :one"))
-            .set_expr("created_at", &format!("if_not_exists({created}, :created)"))
-            .set("updated_at", nv(grant.updated_at))
-            .value(":zero", nv(0))
-            .value(":one", nv(1))
-            .value(":created", nv(grant.created_at))
-            .remove("lease_owner")
-            .remove("lease_until");
+        u.set_expr(
+            "version",
+            &format!("if_not_exists({version}, :zero) + :one"),
+        )
+        .set_expr("created_at", &format!("if_not_exists({created}, :created)"))
+        .set("updated_at", nv(grant.updated_at))
+        .value(":zero", nv(0))
+        .value(":one", nv(1))
+        .value(":created", nv(grant.created_at))
+        .remove("lease_owner")
+        .remove("lease_until");
         let out = u
             .apply(self.client.update_item())
             .table_name(&self.table)
@@ -441,10 +474,18 @@ impl GrantStore for DynamoStore {
             .send()
             .await
             .map_err(Error::dynamo)?;
-        self.grant_from_item(&out.attributes.unwrap_or_default()).await
+        self.grant_from_item(&out.attributes.unwrap_or_default())
+            .await
     }
 
-    async fn acquire_lease(&self, sub: &str, target: &str, owner: &str, now: i64, until: i64) -> Result<Grant> {
+    async fn acquire_lease(
+        &self,
+        sub: &str,
+        target: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Grant> {
         let mut u = UpdateBuilder::new();
         u.set("lease_owner", sv(owner))
             .set("lease_until", nv(until))
@@ -463,9 +504,14 @@ impl GrantStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(out) => self.grant_from_item(&out.attributes.unwrap_or_default()).await,
+            Ok(out) => {
+                self.grant_from_item(&out.attributes.unwrap_or_default())
+                    .await
+            }
             Err(e) => {
-                let old = self.old_item(condition(e)?, grant_pk(sub), &grant_sk(target)).await?;
+                let old = self
+                    .old_item(condition(e)?, grant_pk(sub), &grant_sk(target))
+                    .await?;
                 Err(Self::grant_condition_error(old, Error::LeaseHeld))
             }
         }
@@ -473,7 +519,9 @@ impl GrantStore for DynamoStore {
 
     async fn release_lease(&self, sub: &str, target: &str, owner: &str) -> Result<()> {
         let mut u = UpdateBuilder::new();
-        u.remove("lease_owner").remove("lease_until").value(":owner", sv(owner));
+        u.remove("lease_owner")
+            .remove("lease_until")
+            .value(":owner", sv(owner));
         let lo = u.name("lease_owner");
         let res = u
             .apply(self.client.update_item())
@@ -492,7 +540,12 @@ impl GrantStore for DynamoStore {
         }
     }
 
-    async fn mark_needs_consent(&self, sub: &str, target: &str, expected_version: u64) -> Result<Grant> {
+    async fn mark_needs_consent(
+        &self,
+        sub: &str,
+        target: &str,
+        expected_version: u64,
+    ) -> Result<Grant> {
         let mut u = UpdateBuilder::new();
         u.set("status", sv(GrantStatus::NeedsConsent.as_str()))
             .set("version", nv(expected_version as i64 + 1))
@@ -513,9 +566,14 @@ impl GrantStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(out) => self.grant_from_item(&out.attributes.unwrap_or_default()).await,
+            Ok(out) => {
+                self.grant_from_item(&out.attributes.unwrap_or_default())
+                    .await
+            }
             Err(e) => {
-                let old = self.old_item(condition(e)?, grant_pk(sub), &grant_sk(target)).await?;
+                let old = self
+                    .old_item(condition(e)?, grant_pk(sub), &grant_sk(target))
+                    .await?;
                 Err(Self::grant_condition_error(old, Error::StaleVersion))
             }
         }
@@ -554,7 +612,9 @@ impl GrantStore for DynamoStore {
                 for item in out.items() {
                     let pk = s(item, "pk")?;
                     let sk = s(item, "sk")?;
-                    let (Some(sub), Some(target)) = (pk.strip_prefix("USER#"), sk.strip_prefix("GRANT#")) else {
+                    let (Some(sub), Some(target)) =
+                        (pk.strip_prefix("USER#"), sk.strip_prefix("GRANT#"))
+                    else {
                         return Err(Error::Malformed(format!("refresh index entry {pk}/{sk}")));
                     };
                     found.push((
@@ -572,7 +632,8 @@ impl GrantStore for DynamoStore {
             }
             Ok::<_, Error>(found)
         });
-        let mut all: Vec<(i64, GrantKey)> = try_join_all(queries).await?.into_iter().flatten().collect();
+        let mut all: Vec<(i64, GrantKey)> =
+            try_join_all(queries).await?.into_iter().flatten().collect();
         all.sort();
         all.truncate(limit);
         Ok(all.into_iter().map(|(_, k)| k).collect())
@@ -616,7 +677,10 @@ impl AuthorizationStore for DynamoStore {
             )
             .await?;
         let state_secret = self
-            .seal(p.state.secret().as_bytes(), &Aad::oauth_state(&p.id, &p.sub, &p.target))
+            .seal(
+                p.state.secret().as_bytes(),
+                &Aad::oauth_state(&p.id, &p.sub, &p.target),
+            )
             .await?;
         let mut item: Item = HashMap::from([
             ("pk".to_owned(), sv(&authz_pk(&p.id))),
@@ -628,7 +692,10 @@ impl AuthorizationStore for DynamoStore {
             ("state_digest".to_owned(), sv(p.state.digest())),
             ("state_secret".to_owned(), sv(&state_secret)),
             ("verifier".to_owned(), sv(&verifier)),
-            ("scopes".to_owned(), AttributeValue::L(p.scopes.iter().map(sv).collect())),
+            (
+                "scopes".to_owned(),
+                AttributeValue::L(p.scopes.iter().map(sv).collect()),
+            ),
             ("created_at".to_owned(), nv(p.created_at)),
             ("expires_at".to_owned(), nv(p.expires_at)),
             (TTL_ATTRIBUTE.to_owned(), nv(p.expires_at)),
@@ -674,14 +741,21 @@ impl AuthorizationStore for DynamoStore {
         self.authorization_from_item(&item).await
     }
 
-    async fn consume(&self, id: &str, state_digest: &str, now: i64) -> Result<PendingAuthorization> {
+    async fn consume(
+        &self,
+        id: &str,
+        state_digest: &str,
+        now: i64,
+    ) -> Result<PendingAuthorization> {
         let res = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key("pk", sv(&authz_pk(id)))
             .key("sk", sv(AUTHZ_SK))
-            .condition_expression("attribute_exists(pk) AND state_digest = :digest AND expires_at > :now")
+            .condition_expression(
+                "attribute_exists(pk) AND state_digest = :digest AND expires_at > :now",
+            )
             .expression_attribute_values(":digest", sv(state_digest))
             .expression_attribute_values(":now", nv(now))
             .return_values(ReturnValue::AllOld)
@@ -695,7 +769,9 @@ impl AuthorizationStore for DynamoStore {
             }
             Err(e) => {
                 let old = self.old_item(condition(e)?, authz_pk(id), AUTHZ_SK).await?;
-                let Some(old) = old else { return Err(Error::AuthorizationUsed) };
+                let Some(old) = old else {
+                    return Err(Error::AuthorizationUsed);
+                };
                 if n(&old, "expires_at")? <= now {
                     // Expired: remove it now rather than wait for the TTL sweep.
                     self.client
@@ -828,7 +904,9 @@ impl SessionStore for DynamoStore {
             .send()
             .await
             .map_err(Error::dynamo)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
         let expires_at = n(&item, "expires_at")?;
         if expires_at <= now {
             return Ok(None);
@@ -877,7 +955,11 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         .index_name(REFRESH_INDEX)
         .key_schema(key("rd_shard", KeyType::Hash))
         .key_schema(key("rd_at", KeyType::Range))
-        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
         .build()
         .expect("index fields are set");
     let res = client

@@ -16,7 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
 
 /// The configured client type: token endpoint set, authorization URL built by us.
-type TokenClient = BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type TokenClient =
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// Tokens a token endpoint returned.
 #[derive(Debug, Clone)]
@@ -63,7 +64,8 @@ fn client(
 ) -> Result<TokenClient, OAuthError> {
     let token_url = TokenUrl::new(token_endpoint.to_owned())
         .map_err(|e| OAuthError::Misconfigured(format!("token endpoint: {e}")))?;
-    let mut c = BasicClient::new(ClientId::new(settings.client_id.clone())).set_token_uri(token_url);
+    let mut c =
+        BasicClient::new(ClientId::new(settings.client_id.clone())).set_token_uri(token_url);
     match settings.token_endpoint_auth_method {
         TokenEndpointAuthMethod::None => {
             c = c.set_auth_type(AuthType::RequestBody);
@@ -83,13 +85,18 @@ fn client(
     }
     if let Some(uri) = redirect_uri {
         c = c.set_redirect_uri(
-            RedirectUrl::new(uri.to_owned()).map_err(|e| OAuthError::Misconfigured(format!("redirect uri: {e}")))?,
+            RedirectUrl::new(uri.to_owned())
+                .map_err(|e| OAuthError::Misconfigured(format!("redirect uri: {e}")))?,
         );
     }
     Ok(c)
 }
 
-fn issued(resp: oauth2::basic::BasicTokenResponse, now: i64, previous_refresh: Option<&SecretString>) -> IssuedTokens {
+fn issued(
+    resp: oauth2::basic::BasicTokenResponse,
+    now: i64,
+    previous_refresh: Option<&SecretString>,
+) -> IssuedTokens {
     let refresh_token = resp
         .refresh_token()
         .map(|r| SecretString::from(r.secret().to_owned()))
@@ -102,7 +109,9 @@ fn issued(resp: oauth2::basic::BasicTokenResponse, now: i64, previous_refresh: O
             token_type: "Bearer".into(),
         },
         expires_at: resp.expires_in().map(|d| now + d.as_secs() as i64),
-        scopes: resp.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()),
+        scopes: resp
+            .scopes()
+            .map(|s| s.iter().map(|s| s.to_string()).collect()),
     }
 }
 
@@ -115,10 +124,15 @@ fn classify<RE: std::error::Error + 'static>(
             let description = resp.error_description().cloned();
             match resp.error() {
                 // Server-side trouble reported in OAuth form is still transient.
-                BasicErrorResponseType::Extension(e) if e == "temporarily_unavailable" || e == "server_error" => {
+                BasicErrorResponseType::Extension(e)
+                    if e == "temporarily_unavailable" || e == "server_error" =>
+                {
                     OAuthError::Transient(code)
                 }
-                _ => OAuthError::Rejected { error: code, description },
+                _ => OAuthError::Rejected {
+                    error: code,
+                    description,
+                },
             }
         }
         RequestTokenError::Request(e) => OAuthError::Transient(crate::error::chain(&e)),
@@ -142,14 +156,22 @@ pub async fn exchange_code(
     resource: Option<&str>,
     now: i64,
 ) -> Result<IssuedTokens, OAuthError> {
-    let c = client(settings, &settings.token_endpoint, secret, Some(redirect_uri))?;
+    let c = client(
+        settings,
+        &settings.token_endpoint,
+        secret,
+        Some(redirect_uri),
+    )?;
     let mut req = c
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
     if let Some(r) = resource {
         req = req.add_extra_param("resource", r.to_owned());
     }
-    req.request_async(http).await.map(|r| issued(r, now, None)).map_err(classify)
+    req.request_async(http)
+        .await
+        .map(|r| issued(r, now, None))
+        .map_err(classify)
 }
 
 /// Refreshes tokens at `token_endpoint` (the one the grant was issued by),

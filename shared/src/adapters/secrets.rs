@@ -107,10 +107,11 @@ impl SecretKeyProvider {
 
     async fn load(&self) -> Result<Arc<KeySet>> {
         let raw = self.source.fetch(&self.arn).await?;
-        let set = KeySet::from_secret_string(raw.expose_secret()).map_err(|reason| Error::Secret {
-            arn: self.arn.clone(),
-            reason,
-        })?;
+        let set =
+            KeySet::from_secret_string(raw.expose_secret()).map_err(|reason| Error::Secret {
+                arn: self.arn.clone(),
+                reason,
+            })?;
         let set = Arc::new(set);
         *self.cached.write().await = Some((set.clone(), Instant::now()));
         Ok(set)

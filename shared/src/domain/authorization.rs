@@ -68,7 +68,8 @@ impl StateParam {
         let (id, secret) = state.split_once('.')?;
         let ok = |s: &str| {
             (16..=128).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         (ok(id) && ok(secret)).then(|| StateParam {
             id: id.to_owned(),
@@ -152,7 +153,10 @@ mod tests {
         let b = PendingAuthorization::new("alice", "gh", vec![], None, None, 100, 600);
         let sa = a.state.clone();
         assert_ne!(a.id, b.id);
-        assert_ne!(a.pkce_verifier.expose_secret(), b.pkce_verifier.expose_secret());
+        assert_ne!(
+            a.pkce_verifier.expose_secret(),
+            b.pkce_verifier.expose_secret()
+        );
         assert_eq!(a.pkce_verifier.expose_secret().len(), 43);
         assert_eq!(a.expires_at, 700);
         assert!(!a.is_expired(699) && a.is_expired(700));
@@ -167,7 +171,13 @@ mod tests {
 
     #[test]
     fn malformed_states_are_refused() {
-        for s in ["", "abc", "no-dot-here-at-all-1234", "short.short", "aaaaaaaaaaaaaaaaaaaa.bb/bbbbbbbbbbbbbbbbbbb"] {
+        for s in [
+            "",
+            "abc",
+            "no-dot-here-at-all-1234",
+            "short.short",
+            "aaaaaaaaaaaaaaaaaaaa.bb/bbbbbbbbbbbbbbbbbbb",
+        ] {
             assert!(StateParam::parse(s).is_none(), "{s}");
         }
     }

@@ -117,7 +117,8 @@ impl Target {
                 ("authorization_endpoint", &o.authorization_endpoint),
                 ("token_endpoint", &o.token_endpoint),
             ] {
-                url::Url::parse(value).map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
+                url::Url::parse(value)
+                    .map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
             }
             if o.client_id.is_empty() {
                 return Err("client_id is empty".into());

@@ -19,7 +19,9 @@ use lambda_http::request::RequestContext;
 use super::pages::Page;
 use super::{base_url, public_url};
 use crate::adapters::oauth::{self, OAuthError};
-use crate::domain::{Grant, GrantStatus, OAuthSettings, PendingAuthorization, StateParam, Target, TargetAuth};
+use crate::domain::{
+    Grant, GrantStatus, OAuthSettings, PendingAuthorization, StateParam, Target, TargetAuth,
+};
 use crate::error::Error;
 use crate::AppState;
 
@@ -88,7 +90,11 @@ fn unusable_target(name: &str) -> Page {
 }
 
 async fn oauth_target(state: &AppState, name: &str) -> Result<(Target, OAuthSettings), Page> {
-    let target = state.targets.get(name).await.map_err(|e| storage_page(&e))?;
+    let target = state
+        .targets
+        .get(name)
+        .await
+        .map_err(|e| storage_page(&e))?;
     match target {
         Some(t) => match t.auth.clone() {
             TargetAuth::OAuth(o) => Ok((t, o)),
@@ -99,7 +105,12 @@ async fn oauth_target(state: &AppState, name: &str) -> Result<(Target, OAuthSett
 }
 
 fn server_page(title: &str, what: &str) -> Page {
-    Page::error(StatusCode::BAD_GATEWAY, format!("{title} could not be connected"), what.to_owned(), retry_from_agent())
+    Page::error(
+        StatusCode::BAD_GATEWAY,
+        format!("{title} could not be connected"),
+        what.to_owned(),
+        retry_from_agent(),
+    )
 }
 
 async fn connect(
@@ -110,14 +121,20 @@ async fn connect(
     let now = state.clock.now();
     let pending = match state.authorizations.peek(&id, now).await {
         Ok(p) => p,
-        Err(Error::Decrypt(_)) | Err(Error::Malformed(_)) => return storage_page(&Error::AuthorizationUsed).into_response(),
+        Err(Error::Decrypt(_)) | Err(Error::Malformed(_)) => {
+            return storage_page(&Error::AuthorizationUsed).into_response()
+        }
         Err(e) => return storage_page(&e).into_response(),
     };
     let (target, settings) = match oauth_target(&state, &pending.target).await {
         Ok(t) => t,
         Err(page) => return page.into_response(),
     };
-    if !settings.code_challenge_methods_supported.iter().any(|m| m == "S256") {
+    if !settings
+        .code_challenge_methods_supported
+        .iter()
+        .any(|m| m == "S256")
+    {
         tracing::warn!(target = %target.name, "authorization server does not advertise PKCE S256; refusing");
         return server_page(
             target.title(),
@@ -147,12 +164,19 @@ async fn connect(
                 h.insert(header::LOCATION, v);
             }
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
             res
         }
         Err(e) => {
             tracing::error!(target = %target.name, error = %e, "cannot build authorization URL");
-            server_page(target.title(), "The gateway's settings for this service are invalid.").into_response()
+            server_page(
+                target.title(),
+                "The gateway's settings for this service are invalid.",
+            )
+            .into_response()
         }
     }
 }
@@ -203,7 +227,10 @@ async fn complete(
             Page::error(
                 StatusCode::BAD_GATEWAY,
                 format!("{title} could not be connected"),
-                format!("The sign-in server of {title} reported an error ({}).", truncate(error, 64)),
+                format!(
+                    "The sign-in server of {title} reported an error ({}).",
+                    truncate(error, 64)
+                ),
                 retry_from_agent(),
             )
         });
@@ -231,7 +258,10 @@ async fn complete(
     let secret = match &settings.client_secret_arn {
         Some(arn) => Some(state.secrets.secret(arn).await.map_err(|e| {
             tracing::error!(target = %target.name, error = %e, "client secret unavailable");
-            server_page(&title, "The gateway could not read its credentials for this service.")
+            server_page(
+                &title,
+                "The gateway could not read its credentials for this service.",
+            )
         })?),
         None => None,
     };
@@ -277,20 +307,30 @@ async fn complete(
         created_at: now,
         updated_at: now,
     };
-    state.grants.put_after_consent(&grant).await.map_err(|e| storage_page(&e))?;
+    state
+        .grants
+        .put_after_consent(&grant)
+        .await
+        .map_err(|e| storage_page(&e))?;
     tracing::info!(authorization = %pending.id, target = %target.name, "grant stored");
     Ok(Page::connected(&title))
 }
 
 /// RFC 9207: when the server sends `iss` (or advertises that it does), it must
 /// equal the issuer recorded for the authorization.
-fn check_issuer(pending: &PendingAuthorization, settings: &OAuthSettings, iss: Option<&str>) -> Result<(), &'static str> {
+fn check_issuer(
+    pending: &PendingAuthorization,
+    settings: &OAuthSettings,
+    iss: Option<&str>,
+) -> Result<(), &'static str> {
     let expected = pending.issuer.as_deref().or(settings.issuer.as_deref());
     match (iss, expected) {
         (Some(got), Some(want)) if got == want => Ok(()),
         (Some(_), Some(_)) => Err("issuer mismatch"),
         (Some(_), None) => Ok(()),
-        (None, _) if settings.authorization_response_iss_parameter_supported => Err("issuer missing"),
+        (None, _) if settings.authorization_response_iss_parameter_supported => {
+            Err("issuer missing")
+        }
         (None, _) => Ok(()),
     }
 }

@@ -17,7 +17,10 @@ use crate::AppState;
 /// The gateway's public base URL for this request: `PUBLIC_BASE_URL` when
 /// configured, else the domain API Gateway reports in the request context
 /// (never the client's Host header, which a caller controls).
-pub fn base_url(state: &AppState, context: Option<&lambda_http::request::RequestContext>) -> Option<Url> {
+pub fn base_url(
+    state: &AppState,
+    context: Option<&lambda_http::request::RequestContext>,
+) -> Option<Url> {
     if let Some(url) = &state.config.public_base_url {
         return Some(url.clone());
     }
@@ -38,7 +41,10 @@ pub fn public_url(base: &Url, path: &str) -> String {
 }
 
 /// The request id API Gateway assigned, for log correlation.
-pub fn request_id(context: Option<&lambda_http::request::RequestContext>, headers: &HeaderMap) -> String {
+pub fn request_id(
+    context: Option<&lambda_http::request::RequestContext>,
+    headers: &HeaderMap,
+) -> String {
     #[allow(irrefutable_let_patterns)]
     if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) = context {
         if let Some(id) = &ctx.request_id {

@@ -23,7 +23,12 @@ pub struct Page {
 
 impl Page {
     /// A failure page.
-    pub fn error(status: StatusCode, title: impl Into<String>, message: impl Into<String>, next: impl Into<String>) -> Self {
+    pub fn error(
+        status: StatusCode,
+        title: impl Into<String>,
+        message: impl Into<String>,
+        next: impl Into<String>,
+    ) -> Self {
         Page {
             status,
             title: title.into(),
@@ -46,7 +51,11 @@ impl Page {
 
     /// The HTML document.
     pub fn render(&self) -> String {
-        let (accent, mark) = if self.ok { ("#1a7f37", "&#10003;") } else { ("#b42318", "!") };
+        let (accent, mark) = if self.ok {
+            ("#1a7f37", "&#10003;")
+        } else {
+            ("#b42318", "!")
+        };
         format!(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -68,15 +77,26 @@ impl IntoResponse for Page {
     fn into_response(self) -> Response {
         let mut res = (self.status, self.render()).into_response();
         let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
         );
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
         res
     }
 }

@@ -28,9 +28,18 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-2
 /// The Router of the `mcp-proxy` function.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(MCP_PATH, get(method_not_allowed).post(mcp).delete(method_not_allowed))
-        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
-        .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .route(
+            MCP_PATH,
+            get(method_not_allowed).post(mcp).delete(method_not_allowed),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(resource_metadata),
+        )
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -42,14 +51,22 @@ async fn method_not_allowed() -> Response {
         "method_not_allowed",
         "this gateway is stateless: use POST",
     );
-    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
     res
 }
 
 /// RFC 9728 Protected Resource Metadata for `/mcp`.
-async fn resource_metadata(State(state): State<AppState>, context: Option<Extension<RequestContext>>) -> Response {
+async fn resource_metadata(
+    State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
+) -> Response {
     let Some(base) = base_url(&state, context.as_deref()) else {
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the gateway has no public URL configured");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the gateway has no public URL configured",
+        );
     };
     let mut doc = json!({
         "resource": public_url(&base, MCP_PATH),
@@ -63,7 +80,10 @@ async fn resource_metadata(State(state): State<AppState>, context: Option<Extens
         doc["scopes_supported"] = json!(state.config.inbound_scopes);
     }
     let mut res = Json(doc).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
     res
 }
 
@@ -75,7 +95,11 @@ pub struct Caller {
 }
 
 /// Finds the caller, or the 401 that tells an MCP client how to log in.
-fn caller(state: &AppState, context: Option<&RequestContext>, headers: &HeaderMap) -> Result<Caller, Response> {
+fn caller(
+    state: &AppState,
+    context: Option<&RequestContext>,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
     let sub = match state.config.inbound_auth {
         InboundAuth::Dev => Some(
             headers
@@ -97,11 +121,16 @@ fn caller(state: &AppState, context: Option<&RequestContext>, headers: &HeaderMa
             _ => None,
         },
     };
-    sub.map(|sub| Caller { sub }).ok_or_else(|| unauthorized(state, context))
+    sub.map(|sub| Caller { sub })
+        .ok_or_else(|| unauthorized(state, context))
 }
 
 fn unauthorized(state: &AppState, context: Option<&RequestContext>) -> Response {
-    let mut res = json_error(StatusCode::UNAUTHORIZED, "invalid_token", "a valid bearer token is required");
+    let mut res = json_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "a valid bearer token is required",
+    );
     let mut challenge = String::from("Bearer");
     if let Some(base) = base_url(state, context) {
         challenge.push_str(&format!(
@@ -109,7 +138,10 @@ fn unauthorized(state: &AppState, context: Option<&RequestContext>) -> Response 
             public_url(&base, "/.well-known/oauth-protected-resource/mcp")
         ));
         if !state.config.inbound_scopes.is_empty() {
-            challenge.push_str(&format!(", scope=\"{}\"", state.config.inbound_scopes.join(" ")));
+            challenge.push_str(&format!(
+                ", scope=\"{}\"",
+                state.config.inbound_scopes.join(" ")
+            ));
         }
     }
     if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -142,13 +174,30 @@ async fn mcp(
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return rpc_error(Value::Null, StatusCode::BAD_REQUEST, -32700, "Parse error: the body is not JSON"),
+        Err(_) => {
+            return rpc_error(
+                Value::Null,
+                StatusCode::BAD_REQUEST,
+                -32700,
+                "Parse error: the body is not JSON",
+            )
+        }
     };
     let Some(obj) = message.as_object() else {
-        return rpc_error(Value::Null, StatusCode::BAD_REQUEST, -32600, "Invalid Request: expected one JSON-RPC object");
+        return rpc_error(
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: expected one JSON-RPC object",
+        );
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return rpc_error(Value::Null, StatusCode::BAD_REQUEST, -32600, "Invalid Request: jsonrpc must be \"2.0\"");
+        return rpc_error(
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: jsonrpc must be \"2.0\"",
+        );
     }
     let method = obj.get("method").and_then(Value::as_str);
     match (obj.get("id"), method) {
@@ -161,18 +210,33 @@ async fn mcp(
         (Some(id), Some(method)) if id.is_string() || id.is_number() => {
             dispatch(&state, &caller, id.clone(), method, obj.get("params")).await
         }
-        _ => rpc_error(Value::Null, StatusCode::BAD_REQUEST, -32600, "Invalid Request"),
+        _ => rpc_error(
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request",
+        ),
     }
 }
 
-async fn dispatch(state: &AppState, caller: &Caller, id: Value, method: &str, params: Option<&Value>) -> Response {
+async fn dispatch(
+    state: &AppState,
+    caller: &Caller,
+    id: Value,
+    method: &str,
+    params: Option<&Value>,
+) -> Response {
     match method {
         "initialize" => {
             let requested = params
                 .and_then(|p| p.get("protocolVersion"))
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { SUPPORTED_VERSIONS[0] };
+            let version = if SUPPORTED_VERSIONS.contains(&requested) {
+                requested
+            } else {
+                SUPPORTED_VERSIONS[0]
+            };
             rpc_result(
                 id,
                 json!({
@@ -190,7 +254,11 @@ async fn dispatch(state: &AppState, caller: &Caller, id: Value, method: &str, pa
                     .iter()
                     .flat_map(|t| {
                         let prefix = t.tool_prefix.clone().unwrap_or_else(|| {
-                            if single { String::new() } else { format!("{}___", t.name) }
+                            if single {
+                                String::new()
+                            } else {
+                                format!("{}___", t.name)
+                            }
                         });
                         t.tool_catalog.iter().filter_map(move |tool| {
                             let mut tool = tool.clone();
@@ -205,9 +273,19 @@ async fn dispatch(state: &AppState, caller: &Caller, id: Value, method: &str, pa
             }
             Err(e) => {
                 tracing::error!(error = %e, "listing targets failed");
-                rpc_error(id, StatusCode::OK, -32603, "the gateway could not read its targets; retry later")
+                rpc_error(
+                    id,
+                    StatusCode::OK,
+                    -32603,
+                    "the gateway could not read its targets; retry later",
+                )
             }
         },
-        _ => rpc_error(id, StatusCode::OK, -32601, &format!("Method not found: {method}")),
+        _ => rpc_error(
+            id,
+            StatusCode::OK,
+            -32601,
+            &format!("Method not found: {method}"),
+        ),
     }
 }
