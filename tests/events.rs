@@ -97,7 +97,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
         name: "example".into(),
         display_name: Some("Example Service".into()),
         mcp_url: "https://mcp.example.com/mcp".into(),
-        auth: TargetAuth::OAuth(OAuthSettings {
+        auth: TargetAuth::OAuth(Box::new(OAuthSettings {
             issuer: Some("https://auth.example.com".into()),
             authorization_endpoint: "https://auth.example.com/authorize".into(),
             token_endpoint: token_endpoint.into(),
@@ -113,7 +113,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
             send_resource: true,
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
-        }),
+        })),
         tool_prefix: None,
         tool_catalog: vec![],
     }

@@ -78,20 +78,37 @@ impl Outcome {
     }
 }
 
-/// Refreshes the grant of (`sub`, `target`) unless its access token is still
-/// good for more than `margin` seconds (or `force`). `owner` identifies this
-/// instance. A caller that loses the lease waits up to `policy.wait` for the
-/// winner's tokens when `wait_for_winner` is set.
-pub async fn refresh_grant(
-    state: &AppState,
-    sub: &str,
-    target: &str,
-    owner: &str,
-    margin: i64,
-    force_from_version: Option<u64>,
-    wait_for_winner: bool,
-    policy: LeasePolicy,
-) -> Outcome {
+/// One refresh request.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRequest<'a> {
+    /// The user.
+    pub sub: &'a str,
+    /// The target.
+    pub target: &'a str,
+    /// Identifies this instance as lease owner.
+    pub owner: &'a str,
+    /// Refresh when the access token expires within this many seconds.
+    pub margin: i64,
+    /// Refresh even a fresh token, unless the grant changed since this
+    /// version (the upstream refused the token of that version).
+    pub force_from_version: Option<u64>,
+    /// Wait (up to `policy.wait`) for the winner's tokens when the lease is held.
+    pub wait_for_winner: bool,
+    /// Lease timing.
+    pub policy: LeasePolicy,
+}
+
+/// Refreshes a grant under the lease protocol (see the module docs).
+pub async fn refresh_grant(state: &AppState, req: RefreshRequest<'_>) -> Outcome {
+    let RefreshRequest {
+        sub,
+        target,
+        owner,
+        margin,
+        force_from_version,
+        wait_for_winner,
+        policy,
+    } = req;
     let now = state.clock.now();
     let leased = match state
         .grants
@@ -100,9 +117,7 @@ pub async fn refresh_grant(
     {
         Ok(g) => g,
         Err(Error::NotFound(_)) => return Outcome::NotFound,
-        Err(Error::LeaseHeld) if wait_for_winner => {
-            return wait_for_other(state, sub, target, margin, force_from_version, policy).await
-        }
+        Err(Error::LeaseHeld) if wait_for_winner => return wait_for_other(state, req).await,
         Err(Error::LeaseHeld) => return Outcome::LeaseLost,
         Err(e) => return Outcome::Transient(e.to_string()),
     };
@@ -161,11 +176,13 @@ async fn refresh_leased(
         .token_endpoint
         .as_deref()
         .unwrap_or(&settings.token_endpoint);
-    let request = oauth::refresh(
-        &state.http,
+    let endpoint = oauth::TokenEndpoint {
+        http: &state.http,
         settings,
+        secret: secret.as_ref(),
+    };
+    let request = endpoint.refresh(
         token_endpoint,
-        secret.as_ref(),
         &refresh_token,
         &grant.scopes,
         grant.resource.as_deref(),
@@ -218,14 +235,15 @@ async fn reread(state: &AppState, sub: &str, target: &str) -> Outcome {
     }
 }
 
-async fn wait_for_other(
-    state: &AppState,
-    sub: &str,
-    target: &str,
-    margin: i64,
-    force_from_version: Option<u64>,
-    policy: LeasePolicy,
-) -> Outcome {
+async fn wait_for_other(state: &AppState, req: RefreshRequest<'_>) -> Outcome {
+    let RefreshRequest {
+        sub,
+        target,
+        margin,
+        force_from_version,
+        policy,
+        ..
+    } = req;
     let deadline = tokio::time::Instant::now() + policy.wait;
     loop {
         tokio::time::sleep(policy.poll).await;
@@ -237,17 +255,11 @@ async fn wait_for_other(
             }
             Ok(Some(g)) if g.lease.as_ref().is_none_or(|l| l.until <= now) => {
                 // The holder finished without a new token, or died: try ourselves.
-                return Box::pin(refresh_grant(
-                    state,
-                    sub,
-                    target,
-                    &crate::crypto::random_token(8),
-                    margin,
-                    force_from_version,
-                    false,
-                    policy,
-                ))
-                .await;
+                let retry = RefreshRequest {
+                    wait_for_winner: false,
+                    ..req
+                };
+                return Box::pin(refresh_grant(state, retry)).await;
             }
             Ok(Some(_)) => {}
             Ok(None) => return Outcome::NotFound,
@@ -345,19 +357,16 @@ pub async fn run_scheduled(
             if tokio::time::Instant::now() >= run.stop_at {
                 return None;
             }
-            Some(
-                refresh_grant(
-                    state,
-                    &key.sub,
-                    &key.target,
-                    owner,
-                    window,
-                    None,
-                    false,
-                    run.policy,
-                )
-                .await,
-            )
+            let req = RefreshRequest {
+                sub: &key.sub,
+                target: &key.target,
+                owner,
+                margin: window,
+                force_from_version: None,
+                wait_for_winner: false,
+                policy: run.policy,
+            };
+            Some(refresh_grant(state, req).await)
         })
         .buffer_unordered(run.concurrency.max(1))
         .collect()

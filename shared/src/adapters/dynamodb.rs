@@ -158,7 +158,7 @@ impl DynamoStore {
             Some(at) => {
                 opt(
                     "rd_shard",
-                    Some(sv(&format!("RD#{}", self.shard_of(&g.sub, &g.target)))),
+                    Some(sv(format!("RD#{}", self.shard_of(&g.sub, &g.target)))),
                 );
                 opt("rd_at", Some(nv(at)));
             }
@@ -361,8 +361,8 @@ impl GrantStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&grant_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
             .consistent_read(consistent)
             .send()
             .await
@@ -376,8 +376,8 @@ impl GrantStore for DynamoStore {
     async fn create(&self, grant: &Grant) -> Result<Grant> {
         let (set, _) = self.grant_fields(grant).await?;
         let mut item: Item = set.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        item.insert("pk".into(), sv(&grant_pk(&grant.sub)));
-        item.insert("sk".into(), sv(&grant_sk(&grant.target)));
+        item.insert("pk".into(), sv(grant_pk(&grant.sub)));
+        item.insert("sk".into(), sv(grant_sk(&grant.target)));
         item.insert("version".into(), nv(1));
         item.insert("created_at".into(), nv(grant.created_at));
         item.insert("updated_at".into(), nv(grant.updated_at));
@@ -418,8 +418,8 @@ impl GrantStore for DynamoStore {
         let res = u
             .apply(self.client.update_item())
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(&grant.sub)))
-            .key("sk", sv(&grant_sk(&grant.target)))
+            .key("pk", sv(grant_pk(&grant.sub)))
+            .key("sk", sv(grant_sk(&grant.target)))
             .condition_expression(format!("attribute_exists(pk) AND {version} = :expected"))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -468,8 +468,8 @@ impl GrantStore for DynamoStore {
         let out = u
             .apply(self.client.update_item())
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(&grant.sub)))
-            .key("sk", sv(&grant_sk(&grant.target)))
+            .key("pk", sv(grant_pk(&grant.sub)))
+            .key("sk", sv(grant_sk(&grant.target)))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
@@ -494,8 +494,8 @@ impl GrantStore for DynamoStore {
         let res = u
             .apply(self.client.update_item())
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&grant_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
             .condition_expression(format!(
                 "attribute_exists(pk) AND (attribute_not_exists({lu}) OR {lu} <= :now OR {lo} = :lease_owner)"
             ))
@@ -526,8 +526,8 @@ impl GrantStore for DynamoStore {
         let res = u
             .apply(self.client.update_item())
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&grant_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
             .condition_expression(format!("{lo} = :owner"))
             .send()
             .await;
@@ -558,8 +558,8 @@ impl GrantStore for DynamoStore {
         let res = u
             .apply(self.client.update_item())
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&grant_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
             .condition_expression(format!("attribute_exists(pk) AND {version} = :expected"))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -583,8 +583,8 @@ impl GrantStore for DynamoStore {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&grant_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
             .send()
             .await
             .map_err(Error::dynamo)?;
@@ -602,7 +602,7 @@ impl GrantStore for DynamoStore {
                     .table_name(&self.table)
                     .index_name(REFRESH_INDEX)
                     .key_condition_expression("rd_shard = :shard AND rd_at <= :until")
-                    .expression_attribute_values(":shard", sv(&format!("RD#{shard}")))
+                    .expression_attribute_values(":shard", sv(format!("RD#{shard}")))
                     .expression_attribute_values(":until", nv(until))
                     .set_exclusive_start_key(start.take())
                     .limit(limit.clamp(1, 1000) as i32)
@@ -648,7 +648,7 @@ impl GrantStore for DynamoStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", sv(&grant_pk(sub)))
+                .expression_attribute_values(":pk", sv(grant_pk(sub)))
                 .expression_attribute_values(":prefix", sv("GRANT#"))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -683,7 +683,7 @@ impl AuthorizationStore for DynamoStore {
             )
             .await?;
         let mut item: Item = HashMap::from([
-            ("pk".to_owned(), sv(&authz_pk(&p.id))),
+            ("pk".to_owned(), sv(authz_pk(&p.id))),
             ("sk".to_owned(), sv(AUTHZ_SK)),
             ("type".to_owned(), sv("authorization")),
             ("id".to_owned(), sv(&p.id)),
@@ -728,7 +728,7 @@ impl AuthorizationStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", sv(&authz_pk(id)))
+            .key("pk", sv(authz_pk(id)))
             .key("sk", sv(AUTHZ_SK))
             .consistent_read(true)
             .send()
@@ -751,7 +751,7 @@ impl AuthorizationStore for DynamoStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", sv(&authz_pk(id)))
+            .key("pk", sv(authz_pk(id)))
             .key("sk", sv(AUTHZ_SK))
             .condition_expression(
                 "attribute_exists(pk) AND state_digest = :digest AND expires_at > :now",
@@ -777,7 +777,7 @@ impl AuthorizationStore for DynamoStore {
                     self.client
                         .delete_item()
                         .table_name(&self.table)
-                        .key("pk", sv(&authz_pk(id)))
+                        .key("pk", sv(authz_pk(id)))
                         .key("sk", sv(AUTHZ_SK))
                         .send()
                         .await
@@ -799,7 +799,7 @@ impl TargetCatalog for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .item("pk", sv(TARGETS_PK))
-            .item("sk", sv(&target_sk(&target.name)))
+            .item("sk", sv(target_sk(&target.name)))
             .item("type", sv("target"))
             .item("name", sv(&target.name))
             .item("config", sv(&json))
@@ -815,7 +815,7 @@ impl TargetCatalog for DynamoStore {
             .get_item()
             .table_name(&self.table)
             .key("pk", sv(TARGETS_PK))
-            .key("sk", sv(&target_sk(name)))
+            .key("sk", sv(target_sk(name)))
             .send()
             .await
             .map_err(Error::dynamo)?;
@@ -854,7 +854,7 @@ impl TargetCatalog for DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .key("pk", sv(TARGETS_PK))
-            .key("sk", sv(&target_sk(name)))
+            .key("sk", sv(target_sk(name)))
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
@@ -879,8 +879,8 @@ impl SessionStore for DynamoStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", sv(&grant_pk(&session.sub)))
-            .item("sk", sv(&session_sk(&session.target)))
+            .item("pk", sv(grant_pk(&session.sub)))
+            .item("sk", sv(session_sk(&session.target)))
             .item("type", sv("session"))
             .item("sub", sv(&session.sub))
             .item("target", sv(&session.target))
@@ -899,8 +899,8 @@ impl SessionStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&session_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(session_sk(target)))
             .send()
             .await
             .map_err(Error::dynamo)?;
@@ -924,8 +924,8 @@ impl SessionStore for DynamoStore {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", sv(&grant_pk(sub)))
-            .key("sk", sv(&session_sk(target)))
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(session_sk(target)))
             .send()
             .await
             .map_err(Error::dynamo)?;

@@ -144,60 +144,69 @@ fn classify<RE: std::error::Error + 'static>(
     }
 }
 
-/// Exchanges an authorization code (with its PKCE verifier) for tokens.
-#[allow(clippy::too_many_arguments)]
-pub async fn exchange_code(
-    http: &reqwest::Client,
-    settings: &OAuthSettings,
-    secret: Option<&SecretString>,
-    redirect_uri: &str,
-    code: &str,
-    verifier: &SecretString,
-    resource: Option<&str>,
-    now: i64,
-) -> Result<IssuedTokens, OAuthError> {
-    let c = client(
-        settings,
-        &settings.token_endpoint,
-        secret,
-        Some(redirect_uri),
-    )?;
-    let mut req = c
-        .exchange_code(AuthorizationCode::new(code.to_owned()))
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
-    if let Some(r) = resource {
-        req = req.add_extra_param("resource", r.to_owned());
-    }
-    req.request_async(http)
-        .await
-        .map(|r| issued(r, now, None))
-        .map_err(classify)
+/// A token endpoint client for one target: the shared HTTP client, the
+/// target's OAuth settings and its client secret (if confidential).
+#[derive(Clone, Copy)]
+pub struct TokenEndpoint<'a> {
+    /// Pooled HTTP client (redirects off).
+    pub http: &'a reqwest::Client,
+    /// The target's OAuth settings.
+    pub settings: &'a OAuthSettings,
+    /// The client secret, for confidential clients.
+    pub secret: Option<&'a SecretString>,
 }
 
-/// Refreshes tokens at `token_endpoint` (the one the grant was issued by),
-/// asking for the original `scopes` and `resource`.
-pub async fn refresh(
-    http: &reqwest::Client,
-    settings: &OAuthSettings,
-    token_endpoint: &str,
-    secret: Option<&SecretString>,
-    refresh_token: &SecretString,
-    scopes: &[String],
-    resource: Option<&str>,
-    now: i64,
-) -> Result<IssuedTokens, OAuthError> {
-    let c = client(settings, token_endpoint, secret, None)?;
-    let rt = RefreshToken::new(refresh_token.expose_secret().to_owned());
-    let mut req = c
-        .exchange_refresh_token(&rt)
-        .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
-    if let Some(r) = resource {
-        req = req.add_extra_param("resource", r.to_owned());
+impl TokenEndpoint<'_> {
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens.
+    pub async fn exchange_code(
+        &self,
+        redirect_uri: &str,
+        code: &str,
+        verifier: &SecretString,
+        resource: Option<&str>,
+        now: i64,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let c = client(
+            self.settings,
+            &self.settings.token_endpoint,
+            self.secret,
+            Some(redirect_uri),
+        )?;
+        let mut req = c
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
+        if let Some(r) = resource {
+            req = req.add_extra_param("resource", r.to_owned());
+        }
+        req.request_async(self.http)
+            .await
+            .map(|r| issued(r, now, None))
+            .map_err(classify)
     }
-    req.request_async(http)
-        .await
-        .map(|r| issued(r, now, Some(refresh_token)))
-        .map_err(classify)
+
+    /// Refreshes tokens at `token_endpoint` (the one the grant was issued
+    /// by), asking for the original `scopes` and `resource`.
+    pub async fn refresh(
+        &self,
+        token_endpoint: &str,
+        refresh_token: &SecretString,
+        scopes: &[String],
+        resource: Option<&str>,
+        now: i64,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let c = client(self.settings, token_endpoint, self.secret, None)?;
+        let rt = RefreshToken::new(refresh_token.expose_secret().to_owned());
+        let mut req = c
+            .exchange_refresh_token(&rt)
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+        if let Some(r) = resource {
+            req = req.add_extra_param("resource", r.to_owned());
+        }
+        req.request_async(self.http)
+            .await
+            .map(|r| issued(r, now, Some(refresh_token)))
+            .map_err(classify)
+    }
 }
 
 /// Builds the authorization request URL (RFC 6749 4.1.1 with PKCE S256 and,

@@ -34,7 +34,7 @@ pub enum TargetAuth {
     None,
     /// OAuth 2.x Authorization Code with PKCE, per user.
     #[serde(rename = "oauth")]
-    OAuth(OAuthSettings),
+    OAuth(Box<OAuthSettings>),
 }
 
 /// OAuth settings of a target, given by the operator or discovered.
@@ -147,7 +147,7 @@ mod tests {
             name: "github".into(),
             display_name: None,
             mcp_url: "https://api.example.com/mcp".into(),
-            auth: TargetAuth::OAuth(OAuthSettings {
+            auth: TargetAuth::OAuth(Box::new(OAuthSettings {
                 issuer: Some("https://as.example.com".into()),
                 authorization_endpoint: "https://as.example.com/authorize".into(),
                 token_endpoint: "https://as.example.com/token".into(),
@@ -160,7 +160,7 @@ mod tests {
                 send_resource: true,
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: vec!["S256".into()],
-            }),
+            })),
             tool_prefix: None,
             tool_catalog: vec![],
         }

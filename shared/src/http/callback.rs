@@ -97,7 +97,7 @@ async fn oauth_target(state: &AppState, name: &str) -> Result<(Target, OAuthSett
         .map_err(|e| storage_page(&e))?;
     match target {
         Some(t) => match t.auth.clone() {
-            TargetAuth::OAuth(o) => Ok((t, o)),
+            TargetAuth::OAuth(o) => Ok((t, *o)),
             TargetAuth::None => Err(unusable_target(name)),
         },
         None => Err(unusable_target(name)),
@@ -269,16 +269,19 @@ async fn complete(
         tracing::error!("no public base URL: set PUBLIC_BASE_URL");
         storage_page(&Error::Malformed("no base URL".into()))
     })?;
-    let issued = oauth::exchange_code(
-        &state.http,
-        &settings,
-        secret.as_ref(),
-        &public_url(&base, CALLBACK_PATH),
-        code,
-        &pending.pkce_verifier,
-        pending.resource.as_deref(),
-        now,
-    )
+    let endpoint = oauth::TokenEndpoint {
+        http: &state.http,
+        settings: &settings,
+        secret: secret.as_ref(),
+    };
+    let issued = endpoint
+        .exchange_code(
+            &public_url(&base, CALLBACK_PATH),
+            code,
+            &pending.pkce_verifier,
+            pending.resource.as_deref(),
+            now,
+        )
     .await
     .map_err(|e| {
         tracing::warn!(authorization = %pending.id, target = %target.name, error = %e, "code exchange failed");

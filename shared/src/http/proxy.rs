@@ -94,12 +94,12 @@ pub struct Caller {
     pub sub: String,
 }
 
-/// Finds the caller, or the 401 that tells an MCP client how to log in.
+/// The validated caller, if the request carries one.
 fn caller(
     state: &AppState,
     context: Option<&RequestContext>,
     headers: &HeaderMap,
-) -> Result<Caller, Response> {
+) -> Option<Caller> {
     let sub = match state.config.inbound_auth {
         InboundAuth::Dev => Some(
             headers
@@ -122,7 +122,6 @@ fn caller(
         },
     };
     sub.map(|sub| Caller { sub })
-        .ok_or_else(|| unauthorized(state, context))
 }
 
 fn unauthorized(state: &AppState, context: Option<&RequestContext>) -> Response {
@@ -168,9 +167,8 @@ async fn mcp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&state, context.as_deref(), &headers) {
-        Ok(c) => c,
-        Err(res) => return res,
+    let Some(caller) = caller(&state, context.as_deref(), &headers) else {
+        return unauthorized(&state, context.as_deref());
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
