@@ -13,7 +13,7 @@ moto_port="${MOTO_PORT:-4566}"
 state_dir="$root/.local"
 mkdir -p "$state_dir"
 
-scripts/tools.sh python
+scripts/tools.sh python node
 venv="$root/.tools/venv"
 
 echo "building the gateway (first run: a few minutes)..."

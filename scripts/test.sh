@@ -10,7 +10,7 @@ cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step "tools (Python venv: moto, cfn-lint, SAM CLI, cargo-lambda, zig)"
+step "tools (Python venv: moto, MCP SDK, cfn-lint, SAM CLI, cargo-lambda, zig; Node peers; chromium)"
 scripts/tools.sh all
 venv="$root/.tools/venv"
 export PATH="$venv/bin:$PATH"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the project's local tools into .tools/ (idempotent, fast when done):
-#   .tools/venv   Python venv with moto[server], cargo-lambda, ziglang, cfn-lint, aws-sam-cli
-# Usage: scripts/tools.sh [python|lambda|sam|all]   (default: all)
+# Installs the project's local tools (idempotent; a no-op when up to date):
+#   python  .tools/venv: moto[server], the MCP Python SDK, PyJWT (tests/python/requirements.txt)
+#   lambda  .tools/venv: cargo-lambda and zig (the arm64 Lambda build)
+#   sam     .tools/venv: SAM CLI and cfn-lint
+#   node    tests/node/node_modules (oidc-provider, playwright-core) and Debian's chromium
+# Usage: scripts/tools.sh [python|lambda|sam|node|all]...   (default: all)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.tools/venv"
-want="${1:-all}"
-
 log() { printf '[tools] %s\n' "$*" >&2; }
 
 ensure_venv() {
@@ -17,24 +18,51 @@ ensure_venv() {
   fi
 }
 
-pip_need() { # pip_need <marker-binary> <packages...>
-  local marker="$1"; shift
-  if [ ! -x "$venv/bin/$marker" ]; then
-    log "installing $*"
+# Re-installs when the requirement list changes.
+pip_stamped() { # pip_stamped <name> <requirement...>
+  local name="$1"; shift
+  local stamp="$root/.tools/$name.stamp" want
+  want="$(printf '%s\n' "$@" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing $name: $*"
     "$venv/bin/pip" install --quiet "$@"
+    echo "$want" > "$stamp"
   fi
 }
 
-ensure_venv
-case "$want" in
-  python) pip_need moto_server 'moto[server]>=5.1,<6' ;;
-  lambda) pip_need cargo-lambda 'cargo-lambda>=1.8,<2' 'ziglang>=0.13' ;;
-  sam)    pip_need cfn-lint 'cfn-lint>=1.20,<2'; pip_need sam 'aws-sam-cli>=1.130,<2' ;;
-  all)
-    pip_need moto_server 'moto[server]>=5.1,<6'
-    pip_need cargo-lambda 'cargo-lambda>=1.8,<2' 'ziglang>=0.13'
-    pip_need cfn-lint 'cfn-lint>=1.20,<2'
-    pip_need sam 'aws-sam-cli>=1.130,<2'
-    ;;
-  *) echo "usage: $0 [python|lambda|sam|all]" >&2; exit 2 ;;
-esac
+python_tools() {
+  ensure_venv
+  mapfile -t reqs < <(grep -v '^\s*#' "$root/tests/python/requirements.txt" | grep -v '^\s*$')
+  pip_stamped python "${reqs[@]}"
+}
+lambda_tools() { ensure_venv; pip_stamped lambda 'cargo-lambda>=1.8,<2' 'ziglang>=0.13,<0.18'; }
+sam_tools() { ensure_venv; pip_stamped sam 'aws-sam-cli>=1.130,<2' 'cfn-lint>=1.20,<2'; }
+
+node_tools() {
+  command -v node >/dev/null || { echo "Node.js (20 or later) is required: install it with your package manager" >&2; exit 1; }
+  local dir="$root/tests/node" stamp="$root/tests/node/node_modules/.installed"
+  if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+    log "installing Node test peers (npm ci in tests/node)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$stamp"
+  fi
+  if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    log "installing Debian's chromium (headless browser tests)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
+[ $# -gt 0 ] || set -- all
+for want in "$@"; do
+  case "$want" in
+    python) python_tools ;;
+    lambda) lambda_tools ;;
+    sam) sam_tools ;;
+    node) node_tools ;;
+    all) python_tools; lambda_tools; sam_tools; node_tools ;;
+    *) echo "usage: $0 [python|lambda|sam|node|all]..." >&2; exit 2 ;;
+  esac
+done

@@ -223,3 +223,257 @@ impl Gateway {
             .item
     }
 }
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The project's Node.js test peers (`tests/node`, installed by `scripts/tools.sh node`).
+pub fn node_dir() -> PathBuf {
+    workspace_root().join("tests/node")
+}
+
+/// A running oidc-provider (`tests/node/oidc-server.mjs`), stopped on drop.
+pub struct OidcProvider {
+    _child: ChildGuard,
+    _dir: TempDir,
+    /// `http://127.0.0.1:<port>`.
+    pub issuer: String,
+}
+
+impl OidcProvider {
+    /// Starts the provider with `config` (see `oidc-server.mjs`); the port is chosen here.
+    pub fn start(mut config: serde_json::Value) -> OidcProvider {
+        let port = free_port();
+        config["port"] = port.into();
+        let dir = TempDir::new("oidc");
+        let file = dir.path.join("config.json");
+        std::fs::write(&file, config.to_string()).expect("write oidc config");
+        let mut child = Command::new("node")
+            .arg(node_dir().join("oidc-server.mjs"))
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node (scripts/tools.sh node installs the test peers)");
+        wait_for_port(port, &mut child, "oidc-provider");
+        OidcProvider {
+            _child: ChildGuard(child),
+            _dir: dir,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// The demo OAuth-protected MCP server (`tests/python/demo_mcp_server.py`).
+pub struct DemoMcpServer {
+    _child: ChildGuard,
+    /// Its MCP endpoint, which is also its resource identifier.
+    pub url: String,
+}
+
+impl DemoMcpServer {
+    /// Starts it for tokens from `issuer`; `stateless` serves without sessions.
+    pub fn start(issuer: &str, stateless: bool) -> DemoMcpServer {
+        let port = free_port();
+        let python = workspace_root().join(".tools/venv/bin/python");
+        let mut cmd = Command::new(python);
+        cmd.arg(workspace_root().join("tests/python/demo_mcp_server.py"))
+            .args(["--port", &port.to_string(), "--issuer", issuer])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if stateless {
+            cmd.arg("--stateless");
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("start the demo MCP server (scripts/tools.sh python)");
+        wait_for_port(port, &mut child, "demo MCP server");
+        DemoMcpServer {
+            _child: ChildGuard(child),
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "gw-{prefix}-{}",
+            gateway_shared::crypto::random_token(9)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What a person saw at the end of a browser consent (`consent-browser.mjs`).
+#[derive(Debug, serde::Deserialize)]
+pub struct BrowserResult {
+    /// HTTP status of the last page.
+    pub status: u16,
+    /// Its URL.
+    pub url: String,
+    /// The gateway page's headline, if it is one of ours.
+    pub title: Option<String>,
+    /// The gateway page's message.
+    pub message: Option<String>,
+    /// What the page says to do next.
+    pub next: Option<String>,
+    /// The page's text.
+    pub body: String,
+}
+
+/// Runs headless Chromium through a consent starting at `url`.
+pub async fn browser_consent(
+    url: &str,
+    logins: &[&str],
+    action: &str,
+    screenshot: Option<&str>,
+) -> BrowserResult {
+    let opts = serde_json::json!({"url": url, "logins": logins, "action": action, "screenshot": screenshot});
+    let out = tokio::process::Command::new("node")
+        .arg(node_dir().join("consent-browser.mjs"))
+        .arg(opts.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the browser driver");
+    assert!(
+        out.status.success(),
+        "browser driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "browser output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The gateway's Routers served on a 127.0.0.1 listener, stopped on drop.
+pub struct GatewayServer {
+    task: tokio::task::JoinHandle<()>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl GatewayServer {
+    /// Binds a listener first, so that the base URL can go into the configuration.
+    pub async fn bind() -> (tokio::net::TcpListener, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        (listener, base)
+    }
+
+    /// Serves both Routers (proxy and consent) on `listener`.
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        base: String,
+        state: AppState,
+    ) -> GatewayServer {
+        let app = gateway_shared::http::gateway_router(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GatewayServer { task, base }
+    }
+}
+
+impl Drop for GatewayServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Calls one tool on an MCP server over Streamable HTTP with a bearer
+/// token: `initialize`, `notifications/initialized`, `tools/call`. Returns the
+/// HTTP status of the first failing step, or the `tools/call` JSON-RPC message.
+pub async fn mcp_call_tool(
+    url: &str,
+    token: &str,
+    tool: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, u16> {
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, session: Option<String>| {
+        let mut req = http
+            .post(url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body);
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "gateway-tests", "version": "1"}}});
+    let res = post(init, None).await.map_err(|_| 0u16)?;
+    if !res.status().is_success() {
+        return Err(res.status().as_u16());
+    }
+    let session = res
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let _ = read_jsonrpc(res, 1).await;
+    let res = post(
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        session.clone(),
+    )
+    .await
+    .map_err(|_| 0u16)?;
+    if !res.status().is_success() {
+        return Err(res.status().as_u16());
+    }
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+    let res = post(call, session).await.map_err(|_| 0u16)?;
+    if !res.status().is_success() {
+        return Err(res.status().as_u16());
+    }
+    read_jsonrpc(res, 2).await.ok_or(0)
+}
+
+/// The JSON-RPC message with `id` from a JSON or SSE response.
+pub async fn read_jsonrpc(res: reqwest::Response, id: i64) -> Option<serde_json::Value> {
+    let sse = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let text = res.text().await.ok()?;
+    if !sse {
+        return serde_json::from_str(&text).ok();
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+        .find(|m| m.get("id").and_then(|v| v.as_i64()) == Some(id))
+}

@@ -145,8 +145,7 @@ async fn init(table: &str, keyset_name: &str) -> Result<(), String> {
 
 async fn serve(listen: &str) -> Result<(), String> {
     let state = state().await?;
-    let app = gateway_shared::http::proxy::router(state.clone())
-        .merge(gateway_shared::http::callback::router(state));
+    let app = gateway_shared::http::gateway_router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

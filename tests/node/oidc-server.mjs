@@ -62,8 +62,6 @@ const provider = new Provider(issuer, {
     RefreshToken: 14 * 24 * 3600,
     IdToken: 3600,
   },
-  // Keep consent explicit: the consent page is shown for every authorization.
-  loadExistingGrant: async () => undefined,
 });
 provider.proxy = false;
 

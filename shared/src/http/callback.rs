@@ -30,18 +30,23 @@ pub const CALLBACK_PATH: &str = "/oauth/callback";
 
 /// The Router of the `oauth-callback` function.
 pub fn router(state: AppState) -> Router {
+    routes().fallback(not_found).with_state(state)
+}
+
+/// The consent routes, without fallback or state (see [`super::gateway_router`]).
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connect/{id}", get(connect))
         .route(CALLBACK_PATH, get(callback))
-        .fallback(|| async {
-            Page::error(
-                StatusCode::NOT_FOUND,
-                "Page not found",
-                "There is no page at this address.",
-                "Open the link your agent gave you exactly as it was given.",
-            )
-        })
-        .with_state(state)
+}
+
+async fn not_found() -> Page {
+    Page::error(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no page at this address.",
+        "Open the link your agent gave you exactly as it was given.",
+    )
 }
 
 fn retry_from_agent() -> &'static str {

@@ -14,6 +14,15 @@ use url::Url;
 
 use crate::AppState;
 
+/// Every route of the gateway on one Router, as API Gateway routes them to
+/// the two HTTP functions: for local runs and end-to-end tests.
+pub fn gateway_router(state: AppState) -> axum::Router {
+    proxy::routes()
+        .merge(callback::routes())
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
 /// The gateway's public base URL for this request: `PUBLIC_BASE_URL` when
 /// configured, else the domain API Gateway reports in the request context
 /// (never the client's Host header, which a caller controls).

@@ -27,6 +27,13 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-2
 
 /// The Router of the `mcp-proxy` function.
 pub fn router(state: AppState) -> Router {
+    routes()
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// The proxy's routes, without fallback or state (see [`super::gateway_router`]).
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             MCP_PATH,
@@ -40,9 +47,7 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(resource_metadata),
         )
-        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 async fn method_not_allowed() -> Response {

@@ -1,0 +1,703 @@
+//! Discovery of an upstream MCP server's authorization settings, and client
+//! registration.
+//!
+//! Order, as the MCP authorization spec gives it:
+//! 1. Protected Resource Metadata (RFC 9728): from the `resource_metadata`
+//!    of the upstream's 401 challenge, else the well-known URLs (path form
+//!    first, then root).
+//! 2. Authorization server metadata for the first listed server: RFC 8414
+//!    then OpenID discovery, path-aware.
+//! 3. Client: given credentials win; else a Client ID Metadata Document when
+//!    the server supports it; else Dynamic Client Registration (RFC 7591).
+//!
+//! Fetches follow no redirects, and by default refuse plain http and
+//! loopback, private and link-local addresses (the [`FetchPolicy`]).
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::domain::{OAuthSettings, TokenEndpointAuthMethod};
+
+/// Largest metadata document accepted.
+const MAX_DOCUMENT: usize = 256 * 1024;
+
+/// What discovery may fetch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchPolicy {
+    /// Allow `http://` URLs (local development only).
+    pub allow_http: bool,
+    /// Allow loopback, private and link-local addresses (local development only).
+    pub allow_private: bool,
+}
+
+impl FetchPolicy {
+    /// Anything goes: local development and tests.
+    pub fn local() -> Self {
+        FetchPolicy {
+            allow_http: true,
+            allow_private: true,
+        }
+    }
+}
+
+/// Why discovery or registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// A URL the policy refuses.
+    #[error("refusing to fetch {url}: {reason}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The network request failed.
+    #[error("fetching {url} failed: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// No metadata was found where the spec says to look.
+    #[error("no {what} found (tried {tried})")]
+    NotFound {
+        /// Which document.
+        what: &'static str,
+        /// The URLs tried.
+        tried: String,
+    },
+    /// A document is not what it should be.
+    #[error("{what} at {url} is invalid: {reason}")]
+    Invalid {
+        /// Which document.
+        what: &'static str,
+        /// Its URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// RFC 9728 Protected Resource Metadata (the fields used).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct ProtectedResourceMetadata {
+    /// The resource identifier.
+    pub resource: String,
+    /// Authorization servers that issue tokens for it.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Scopes it understands.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+}
+
+/// RFC 8414 / OpenID authorization server metadata (the fields used).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct AuthorizationServerMetadata {
+    /// Issuer identifier.
+    pub issuer: String,
+    /// Authorization endpoint.
+    pub authorization_endpoint: String,
+    /// Token endpoint.
+    pub token_endpoint: String,
+    /// Revocation endpoint (RFC 7009).
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    /// Registration endpoint (RFC 7591).
+    #[serde(default)]
+    pub registration_endpoint: Option<String>,
+    /// Scopes supported.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// PKCE methods.
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+    /// Token endpoint client authentication methods.
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 9207.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// Client ID Metadata Documents.
+    #[serde(default)]
+    pub client_id_metadata_document_supported: bool,
+}
+
+/// What discovery found for an MCP URL.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Discovered {
+    /// Where the resource metadata came from.
+    pub resource_metadata_url: String,
+    /// The resource metadata.
+    pub resource: ProtectedResourceMetadata,
+    /// Where the authorization server metadata came from.
+    pub authorization_server_metadata_url: String,
+    /// The authorization server metadata.
+    pub authorization_server: AuthorizationServerMetadata,
+    /// Scopes to request: the challenge's `scope`, else `scopes_supported`.
+    pub scopes: Vec<String>,
+}
+
+impl Discovered {
+    /// OAuth settings from the discovered metadata, for `client_id`.
+    pub fn settings(
+        &self,
+        client_id: String,
+        client_secret_arn: Option<String>,
+        method: TokenEndpointAuthMethod,
+    ) -> OAuthSettings {
+        let a = &self.authorization_server;
+        OAuthSettings {
+            issuer: Some(a.issuer.clone()),
+            authorization_endpoint: a.authorization_endpoint.clone(),
+            token_endpoint: a.token_endpoint.clone(),
+            revocation_endpoint: a.revocation_endpoint.clone(),
+            client_id,
+            client_secret_arn,
+            token_endpoint_auth_method: method,
+            scopes: self.scopes.clone(),
+            extra_authorize_params: Default::default(),
+            send_resource: true,
+            authorization_response_iss_parameter_supported: a
+                .authorization_response_iss_parameter_supported,
+            code_challenge_methods_supported: a.code_challenge_methods_supported.clone(),
+        }
+    }
+}
+
+/// Fetches URLs under a [`FetchPolicy`].
+pub struct Fetcher<'a> {
+    http: &'a reqwest::Client,
+    policy: FetchPolicy,
+}
+
+impl<'a> Fetcher<'a> {
+    /// A fetcher using the gateway's HTTP client (redirects off).
+    pub fn new(http: &'a reqwest::Client, policy: FetchPolicy) -> Self {
+        Fetcher { http, policy }
+    }
+
+    async fn check(&self, url: &Url) -> Result<(), DiscoveryError> {
+        let refused = |reason: &str| DiscoveryError::Refused {
+            url: url.to_string(),
+            reason: reason.to_owned(),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_http => {}
+            _ => return Err(refused("only https URLs are fetched")),
+        }
+        if self.policy.allow_private {
+            return Ok(());
+        }
+        let host = url.host_str().ok_or_else(|| refused("no host"))?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs =
+            tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| DiscoveryError::Fetch {
+                    url: url.to_string(),
+                    reason: format!("cannot resolve host: {e}"),
+                })?;
+        for addr in addrs {
+            if !is_public(addr.ip()) {
+                return Err(refused(&format!(
+                    "{} is a loopback, private or link-local address",
+                    addr.ip()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// GETs a JSON document; `Ok(None)` on 404 (and other 4xx).
+    pub async fn json(&self, url: &Url) -> Result<Option<Value>, DiscoveryError> {
+        self.check(url).await?;
+        let fetch_err = |reason: String| DiscoveryError::Fetch {
+            url: url.to_string(),
+            reason,
+        };
+        let res = self
+            .http
+            .get(url.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| fetch_err(crate::error::chain(&e)))?;
+        let status = res.status();
+        if status.is_client_error() || status.is_redirection() {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(fetch_err(format!("HTTP {status}")));
+        }
+        let body = read_limited(res).await.map_err(fetch_err)?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| DiscoveryError::Invalid {
+                what: "document",
+                url: url.to_string(),
+                reason: format!("not JSON: {e}"),
+            })
+    }
+
+    /// The `resource_metadata` and `scope` of an unauthenticated request's
+    /// `WWW-Authenticate` challenge, if the server sends one.
+    pub async fn challenge(
+        &self,
+        mcp_url: &Url,
+    ) -> Result<(Option<String>, Option<String>), DiscoveryError> {
+        self.check(mcp_url).await?;
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")}}});
+        let res = self
+            .http
+            .post(mcp_url.clone())
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| DiscoveryError::Fetch {
+                url: mcp_url.to_string(),
+                reason: crate::error::chain(&e),
+            })?;
+        if res.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok((None, None));
+        }
+        let header = res
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
+            .unwrap_or_default()
+            .to_owned();
+        Ok((
+            auth_param(&header, "resource_metadata"),
+            auth_param(&header, "scope"),
+        ))
+    }
+}
+
+async fn read_limited(mut res: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| crate::error::chain(&e))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT {
+            return Err(format!("document larger than {MAX_DOCUMENT} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// True for addresses on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // CGNAT
+                || v4.octets()[0] == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80) // link local
+        }
+    }
+}
+
+/// Reads one parameter of a `WWW-Authenticate: Bearer k="v", ...` challenge.
+pub fn auth_param(header: &str, name: &str) -> Option<String> {
+    let h = header.trim_start();
+    if !h.get(..6)?.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut s = h.get(6..)?;
+    loop {
+        s = s.trim_start_matches([' ', ',', '\t']);
+        if s.is_empty() {
+            return None;
+        }
+        let eq = s.find('=')?;
+        let key = s[..eq].trim();
+        s = &s[eq + 1..];
+        let value = if let Some(quoted) = s.strip_prefix('"') {
+            let mut out = String::new();
+            let mut escaped = false;
+            let mut end = None;
+            for (j, c) in quoted.char_indices() {
+                match (escaped, c) {
+                    (true, c) => {
+                        out.push(c);
+                        escaped = false;
+                    }
+                    (false, '\\') => escaped = true,
+                    (false, '"') => {
+                        end = Some(j);
+                        break;
+                    }
+                    (false, c) => out.push(c),
+                }
+            }
+            s = &quoted[end? + 1..];
+            out
+        } else {
+            let end = s.find(',').unwrap_or(s.len());
+            let v = s[..end].trim().to_owned();
+            s = &s[end..];
+            v
+        };
+        if key.eq_ignore_ascii_case(name) {
+            return Some(value);
+        }
+    }
+}
+
+/// The well-known URLs of the resource metadata for `mcp_url`: path form, then root.
+pub fn resource_metadata_urls(mcp_url: &Url) -> Vec<Url> {
+    let mut urls = vec![];
+    let path = mcp_url.path().trim_end_matches('/');
+    let mut root = mcp_url.clone();
+    root.set_query(None);
+    root.set_fragment(None);
+    if !path.is_empty() {
+        let mut u = root.clone();
+        u.set_path(&format!("/.well-known/oauth-protected-resource{path}"));
+        urls.push(u);
+    }
+    let mut u = root;
+    u.set_path("/.well-known/oauth-protected-resource");
+    urls.push(u);
+    urls
+}
+
+/// The metadata URLs of an issuer, in the MCP spec's order.
+pub fn authorization_server_metadata_urls(issuer: &Url) -> Vec<Url> {
+    let path = issuer.path().trim_end_matches('/');
+    let at = |p: String| {
+        let mut u = issuer.clone();
+        u.set_query(None);
+        u.set_fragment(None);
+        u.set_path(&p);
+        u
+    };
+    if path.is_empty() {
+        vec![
+            at("/.well-known/oauth-authorization-server".into()),
+            at("/.well-known/openid-configuration".into()),
+        ]
+    } else {
+        vec![
+            at(format!("/.well-known/oauth-authorization-server{path}")),
+            at(format!("/.well-known/openid-configuration{path}")),
+            at(format!("{path}/.well-known/openid-configuration")),
+        ]
+    }
+}
+
+/// Runs discovery for an upstream MCP URL.
+pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered, DiscoveryError> {
+    let mcp = Url::parse(mcp_url).map_err(|e| DiscoveryError::Invalid {
+        what: "MCP URL",
+        url: mcp_url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let (from_challenge, challenge_scope) = fetcher.challenge(&mcp).await?;
+    let mut candidates = vec![];
+    if let Some(u) = from_challenge.as_deref().and_then(|u| Url::parse(u).ok()) {
+        candidates.push(u);
+    }
+    candidates.extend(resource_metadata_urls(&mcp));
+    let mut found = None;
+    for url in &candidates {
+        if let Some(doc) = fetcher.json(url).await? {
+            let prm: ProtectedResourceMetadata =
+                serde_json::from_value(doc).map_err(|e| DiscoveryError::Invalid {
+                    what: "protected resource metadata",
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
+            found = Some((url.clone(), prm));
+            break;
+        }
+    }
+    let Some((prm_url, prm)) = found else {
+        return Err(DiscoveryError::NotFound {
+            what: "protected resource metadata",
+            tried: candidates
+                .iter()
+                .map(Url::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let issuer_str = prm
+        .authorization_servers
+        .first()
+        .ok_or_else(|| DiscoveryError::Invalid {
+            what: "protected resource metadata",
+            url: prm_url.to_string(),
+            reason: "it lists no authorization_servers".into(),
+        })?;
+    let (as_url, asm) = authorization_server(fetcher, issuer_str).await?;
+    let scopes = match challenge_scope {
+        Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
+        _ => prm.scopes_supported.clone(),
+    };
+    Ok(Discovered {
+        resource_metadata_url: prm_url.to_string(),
+        resource: prm,
+        authorization_server_metadata_url: as_url.to_string(),
+        authorization_server: asm,
+        scopes,
+    })
+}
+
+/// Fetches and checks the metadata of the authorization server `issuer`.
+pub async fn authorization_server(
+    fetcher: &Fetcher<'_>,
+    issuer: &str,
+) -> Result<(Url, AuthorizationServerMetadata), DiscoveryError> {
+    let issuer_url = Url::parse(issuer).map_err(|e| DiscoveryError::Invalid {
+        what: "issuer",
+        url: issuer.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let urls = authorization_server_metadata_urls(&issuer_url);
+    for url in &urls {
+        let Some(doc) = fetcher.json(url).await? else {
+            continue;
+        };
+        let invalid = |reason: String| DiscoveryError::Invalid {
+            what: "authorization server metadata",
+            url: url.to_string(),
+            reason,
+        };
+        let meta: AuthorizationServerMetadata =
+            serde_json::from_value(doc).map_err(|e| invalid(e.to_string()))?;
+        if meta.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+            return Err(invalid(format!(
+                "its issuer {:?} is not {:?}",
+                meta.issuer, issuer
+            )));
+        }
+        if !meta
+            .code_challenge_methods_supported
+            .iter()
+            .any(|m| m == "S256")
+        {
+            return Err(invalid(
+                "it does not advertise PKCE S256 (code_challenge_methods_supported)".into(),
+            ));
+        }
+        return Ok((url.clone(), meta));
+    }
+    Err(DiscoveryError::NotFound {
+        what: "authorization server metadata",
+        tried: urls.iter().map(Url::as_str).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// A client registered with Dynamic Client Registration.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    /// The client id.
+    pub client_id: String,
+    /// The client secret, if the server issued one (store it, never print it).
+    pub client_secret: Option<secrecy::SecretString>,
+    /// The authentication method the server accepted.
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+}
+
+/// Registers the gateway as a client (RFC 7591) with `redirect_uri`.
+pub async fn register_client(
+    fetcher: &Fetcher<'_>,
+    registration_endpoint: &str,
+    redirect_uri: &str,
+    client_name: &str,
+    scopes: &[String],
+) -> Result<RegisteredClient, DiscoveryError> {
+    let url = Url::parse(registration_endpoint).map_err(|e| DiscoveryError::Invalid {
+        what: "registration endpoint",
+        url: registration_endpoint.to_owned(),
+        reason: e.to_string(),
+    })?;
+    fetcher.check(&url).await?;
+    let mut body = serde_json::json!({
+        "client_name": client_name,
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    });
+    if !scopes.is_empty() {
+        body["scope"] = scopes.join(" ").into();
+    }
+    let res = fetcher
+        .http
+        .post(url.clone())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| DiscoveryError::Fetch {
+            url: url.to_string(),
+            reason: crate::error::chain(&e),
+        })?;
+    let status = res.status();
+    let text = read_limited(res)
+        .await
+        .map_err(|reason| DiscoveryError::Fetch {
+            url: url.to_string(),
+            reason,
+        })?;
+    let doc: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let error = doc
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
+        let desc = doc
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Err(DiscoveryError::Invalid {
+            what: "client registration",
+            url: url.to_string(),
+            reason: format!("HTTP {status}: {error} {desc}").trim().to_owned(),
+        });
+    }
+    let client_id = doc
+        .get("client_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DiscoveryError::Invalid {
+            what: "client registration response",
+            url: url.to_string(),
+            reason: "no client_id".into(),
+        })?
+        .to_owned();
+    let client_secret = doc
+        .get("client_secret")
+        .and_then(Value::as_str)
+        .map(|s| secrecy::SecretString::from(s.to_owned()));
+    let method = match doc
+        .get("token_endpoint_auth_method")
+        .and_then(Value::as_str)
+    {
+        Some("client_secret_post") => TokenEndpointAuthMethod::ClientSecretPost,
+        Some("none") => TokenEndpointAuthMethod::None,
+        _ if client_secret.is_none() => TokenEndpointAuthMethod::None,
+        _ => TokenEndpointAuthMethod::ClientSecretBasic,
+    };
+    Ok(RegisteredClient {
+        client_id,
+        client_secret,
+        token_endpoint_auth_method: method,
+    })
+}
+
+/// The gateway's Client ID Metadata Document, served at its `client_id` URL.
+pub fn client_metadata_document(client_id: &str, redirect_uri: &str) -> Value {
+    serde_json::json!({
+        "client_id": client_id,
+        "client_name": "MCP OAuth Gateway",
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_parameters() {
+        let h = r#"Bearer error="invalid_token", error_description="Authentication required", resource_metadata="https://x/.well-known/oauth-protected-resource/mcp", scope="a b""#;
+        assert_eq!(
+            auth_param(h, "resource_metadata").unwrap(),
+            "https://x/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(auth_param(h, "scope").unwrap(), "a b");
+        assert_eq!(auth_param(h, "error").unwrap(), "invalid_token");
+        assert_eq!(
+            auth_param(r#"Bearer realm=x, scope="q\"r""#, "scope").unwrap(),
+            "q\"r"
+        );
+        assert_eq!(auth_param("Bearer realm=x", "realm").unwrap(), "x");
+        assert!(auth_param("Bearer", "scope").is_none());
+        assert!(auth_param("", "scope").is_none());
+        assert!(auth_param("Bearer ,,,=", "scope").is_none());
+        assert!(auth_param("Bearer a=\"unterminated", "scope").is_none());
+        assert!(auth_param("Basic realm=x", "realm").is_none());
+        assert!(auth_param("Béarer x=1", "x").is_none());
+    }
+
+    #[test]
+    fn well_known_orders() {
+        let u = Url::parse("https://api.example.com/v1/mcp?x=1").unwrap();
+        let prm: Vec<_> = resource_metadata_urls(&u)
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(
+            prm,
+            [
+                "https://api.example.com/.well-known/oauth-protected-resource/v1/mcp",
+                "https://api.example.com/.well-known/oauth-protected-resource"
+            ]
+        );
+        let i = Url::parse("https://auth.example.com/tenant1").unwrap();
+        let asm: Vec<_> = authorization_server_metadata_urls(&i)
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(
+            asm,
+            [
+                "https://auth.example.com/.well-known/oauth-authorization-server/tenant1",
+                "https://auth.example.com/.well-known/openid-configuration/tenant1",
+                "https://auth.example.com/tenant1/.well-known/openid-configuration"
+            ]
+        );
+        let i = Url::parse("https://auth.example.com").unwrap();
+        assert_eq!(authorization_server_metadata_urls(&i).len(), 2);
+    }
+
+    #[test]
+    fn address_classes() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111", "52.94.0.1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+"""An OAuth-protected MCP server (official Python SDK, `mcp` 2.x) for tests
+and the local demo.
+
+It is a resource server: it accepts only RS256 JWT access tokens signed by
+`--issuer` (keys from its JWKS) whose audience is this server's own URL
+(`--resource`, RFC 8707), serves Protected Resource Metadata, and answers 401
+with a `WWW-Authenticate` challenge otherwise.
+
+Tools: `whoami` (the caller's `sub`), `echo`, `add`.
+
+    python demo_mcp_server.py --port 8200 --issuer http://127.0.0.1:8100
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jwt
+from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+
+
+class JwtVerifier:
+    """Validates RS256 JWTs from one issuer for one audience."""
+
+    def __init__(self, issuer: str, audience: str) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.jwks = jwt.PyJWKClient(f"{issuer}/jwks", cache_keys=True)
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            key = self.jwks.get_signing_key_from_jwt(token)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as err:
+            print(f"token refused: {err}", file=sys.stderr, flush=True)
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id", "")),
+            scopes=str(claims.get("scope", "")).split(),
+            expires_at=int(claims["exp"]),
+            resource=self.audience,
+            subject=str(claims["sub"]),
+            claims=claims,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--issuer", required=True, help="authorization server issuer URL")
+    parser.add_argument("--resource", help="this server's URL (default http://127.0.0.1:PORT/mcp)")
+    parser.add_argument("--name", default="demo")
+    parser.add_argument("--stateless", action="store_true", help="no Mcp-Session-Id")
+    args = parser.parse_args()
+    resource = args.resource or f"http://127.0.0.1:{args.port}/mcp"
+
+    server = MCPServer(
+        name=args.name,
+        token_verifier=JwtVerifier(args.issuer, resource),
+        auth=AuthSettings(
+            issuer_url=args.issuer,
+            resource_server_url=resource,
+            required_scopes=["read"],
+            validate_token_resource=True,
+        ),
+    )
+
+    @server.tool()
+    def whoami() -> str:
+        """Returns the subject of the access token that called this tool."""
+        token = get_access_token()
+        return token.subject if token and token.subject else "unknown"
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echoes the text back."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Adds two integers."""
+        return a + b
+
+    server.run(
+        "streamable-http",
+        host="127.0.0.1",
+        port=args.port,
+        stateless_http=args.stateless,
+        json_response=args.stateless,
+    )
+
+
+if __name__ == "__main__":
+    main()
