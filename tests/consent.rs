@@ -291,3 +291,274 @@ async fn denied_consent_shows_a_page_and_stores_nothing() {
         .await
         .is_none());
 }
+
+/// A gateway without an authorization server: for the refusals that happen
+/// before or instead of talking to one.
+async fn bare() -> (Gateway, GatewayServer) {
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[("PUBLIC_BASE_URL", &base)]).await;
+    let server = GatewayServer::serve(listener, base, gw.state.clone());
+    (gw, server)
+}
+
+const AS: &str = "https://as.example.test";
+
+async fn put_target(gw: &Gateway, name: &str, token_endpoint: &str, pkce: &[&str]) {
+    gw.state
+        .targets
+        .put(&Target {
+            name: name.into(),
+            display_name: None,
+            mcp_url: "https://mcp.example.test/mcp".into(),
+            auth: TargetAuth::OAuth(Box::new(OAuthSettings {
+                issuer: Some(AS.into()),
+                authorization_endpoint: format!("{AS}/authorize"),
+                token_endpoint: token_endpoint.into(),
+                revocation_endpoint: None,
+                client_id: "gw".into(),
+                client_secret_arn: None,
+                token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+                scopes: vec!["read".into()],
+                extra_authorize_params: Default::default(),
+                send_resource: true,
+                authorization_response_iss_parameter_supported: true,
+                code_challenge_methods_supported: pkce.iter().map(|s| s.to_string()).collect(),
+            })),
+            tool_prefix: None,
+            tool_catalog: vec![],
+        })
+        .await
+        .unwrap();
+}
+
+async fn pending(gw: &Gateway, target: &str) -> PendingAuthorization {
+    let p = PendingAuthorization::new(
+        "alice",
+        target,
+        vec!["read".into()],
+        None,
+        Some(AS.into()),
+        gw.state.clock.now(),
+        600,
+    );
+    gw.state.authorizations.create(&p).await.unwrap();
+    p
+}
+
+async fn get_page(url: &str) -> (u16, String) {
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    (status, res.text().await.unwrap())
+}
+
+fn title(html: &str) -> &str {
+    let start = html.find("<h1 id=\"title\">").map(|i| i + 15).unwrap_or(0);
+    let end = html[start..]
+        .find("</h1>")
+        .map(|i| start + i)
+        .unwrap_or(start);
+    &html[start..end]
+}
+
+#[tokio::test]
+async fn expired_links_are_refused_at_connect_and_callback() {
+    let (gw, server) = bare().await;
+    put_target(&gw, "t", &format!("{AS}/token"), &["S256"]).await;
+    let p = pending(&gw, "t").await;
+    gw.clock.advance(600);
+    let (status, html) = get_page(&format!("{}/connect/{}", server.base, p.id)).await;
+    assert_eq!((status, title(&html)), (410, "This link has expired"));
+    let cb = format!(
+        "{}/oauth/callback?code=c&state={}&iss={AS}",
+        server.base,
+        p.state.to_param()
+    );
+    let (status, html) = get_page(&cb).await;
+    assert_eq!((status, title(&html)), (410, "This link has expired"));
+    assert!(gw
+        .state
+        .grants
+        .get("alice", "t", true)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn tampered_or_missing_state_is_refused_and_consumes_nothing() {
+    let (gw, server) = bare().await;
+    put_target(&gw, "t", &format!("{AS}/token"), &["S256"]).await;
+    let p = pending(&gw, "t").await;
+    let other = PendingAuthorization::new("x", "t", vec![], None, None, 0, 1).state;
+    let forged = format!("{}.{}", p.id, other.to_param().split_once('.').unwrap().1);
+    for state in [forged.as_str(), "", "garbage", &p.id] {
+        let (status, html) = get_page(&format!(
+            "{}/oauth/callback?code=c&state={state}",
+            server.base
+        ))
+        .await;
+        assert_eq!(
+            (status, title(&html)),
+            (400, "This response cannot be trusted"),
+            "state {state:?}"
+        );
+    }
+    let (status, html) = get_page(&format!("{}/oauth/callback?code=c", server.base)).await;
+    assert_eq!(
+        (status, title(&html)),
+        (400, "This response cannot be trusted")
+    );
+    // The real link still works.
+    assert!(gw
+        .state
+        .authorizations
+        .peek(&p.id, gw.state.clock.now())
+        .await
+        .is_ok());
+    assert!(gw
+        .state
+        .grants
+        .get("alice", "t", true)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn wrong_or_missing_issuer_is_refused_before_any_token_request() {
+    let (gw, server) = bare().await;
+    let token = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "x", "token_type": "Bearer"}),
+        Default::default(),
+    )
+    .await;
+    put_target(&gw, "t", &format!("{}/token", token.base), &["S256"]).await;
+    for iss in ["&iss=https%3A%2F%2Fevil.example", ""] {
+        let p = pending(&gw, "t").await;
+        let (status, html) = get_page(&format!(
+            "{}/oauth/callback?code=c&state={}{iss}",
+            server.base,
+            p.state.to_param()
+        ))
+        .await;
+        assert_eq!(
+            (status, title(&html)),
+            (400, "This response cannot be trusted"),
+            "iss {iss:?}"
+        );
+        assert!(html.contains("issuer"));
+        // The state is spent either way.
+        assert!(gw
+            .state
+            .authorizations
+            .peek(&p.id, gw.state.clock.now())
+            .await
+            .is_err());
+    }
+    assert_eq!(token.hits(), 0, "no code was sent to the token endpoint");
+    assert!(gw
+        .state
+        .grants
+        .get("alice", "t", true)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn authorization_server_without_s256_is_refused() {
+    let (gw, server) = bare().await;
+    put_target(&gw, "plain", &format!("{AS}/token"), &["plain"]).await;
+    put_target(&gw, "none", &format!("{AS}/token"), &[]).await;
+    for target in ["plain", "none"] {
+        let p = pending(&gw, target).await;
+        let (status, html) = get_page(&format!("{}/connect/{}", server.base, p.id)).await;
+        assert_eq!(status, 502, "{target}");
+        assert!(html.contains("PKCE"), "{html}");
+    }
+}
+
+#[tokio::test]
+async fn failing_token_endpoints_show_a_page_and_store_nothing() {
+    let (gw, server) = bare().await;
+    let down = format!("http://127.0.0.1:{}/token", gateway_tests::free_port());
+    let error500 =
+        gateway_tests::FakeHttp::start(500, json!({"message": "boom"}), Default::default()).await;
+    let refused = gateway_tests::FakeHttp::start(
+        400,
+        json!({"error": "invalid_grant", "error_description": "code expired"}),
+        Default::default(),
+    )
+    .await;
+    let not_json =
+        gateway_tests::FakeHttp::start(200, json!("not a token response"), Default::default())
+            .await;
+    for (name, endpoint, expect) in [
+        ("down", down, "did not answer properly"),
+        (
+            "error500",
+            format!("{}/token", error500.base),
+            "did not answer properly",
+        ),
+        (
+            "refused",
+            format!("{}/token", refused.base),
+            "refused to issue tokens (invalid_grant)",
+        ),
+        (
+            "notjson",
+            format!("{}/token", not_json.base),
+            "did not answer properly",
+        ),
+    ] {
+        put_target(&gw, name, &endpoint, &["S256"]).await;
+        let p = pending(&gw, name).await;
+        let (status, html) = get_page(&format!(
+            "{}/oauth/callback?code=the-code&state={}&iss={AS}",
+            server.base,
+            p.state.to_param()
+        ))
+        .await;
+        assert_eq!(status, 502, "{name}: {html}");
+        assert!(html.contains(expect), "{name}: {html}");
+        assert!(!html.contains("the-code"));
+        assert!(
+            gw.state
+                .grants
+                .get("alice", name, true)
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
+    }
+    assert_eq!(error500.hits(), 1);
+    assert_eq!(refused.hits(), 1);
+}
+
+#[tokio::test]
+async fn unknown_pages_and_removed_targets_have_clear_pages() {
+    let (gw, server) = bare().await;
+    let (status, html) = get_page(&format!("{}/connect/unknown-id", server.base)).await;
+    assert_eq!((status, title(&html)), (410, "This link was already used"));
+    put_target(&gw, "gone", &format!("{AS}/token"), &["S256"]).await;
+    let p = pending(&gw, "gone").await;
+    gw.state.targets.delete("gone").await.unwrap();
+    let (status, html) = get_page(&format!("{}/connect/{}", server.base, p.id)).await;
+    assert_eq!(
+        (status, title(&html)),
+        (404, "This service is not available")
+    );
+}

@@ -477,3 +477,52 @@ pub async fn read_jsonrpc(res: reqwest::Response, id: i64) -> Option<serde_json:
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
         .find(|m| m.get("id").and_then(|v| v.as_i64()) == Some(id))
 }
+
+/// A tiny HTTP server on 127.0.0.1 answering every request with one fixed
+/// response (or never, with `hang`), counting requests. Stopped on drop.
+pub struct FakeHttp {
+    task: tokio::task::JoinHandle<()>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl FakeHttp {
+    /// Serves `status` with the JSON `body` (after `delay`) to every request.
+    pub async fn start(status: u16, body: serde_json::Value, delay: Duration) -> FakeHttp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let body = body.clone();
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                (
+                    http::StatusCode::from_u16(status).expect("a valid status"),
+                    [("content-type", "application/json")],
+                    body.to_string(),
+                )
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeHttp { task, hits, base }
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeHttp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
