@@ -22,13 +22,15 @@ struct Stack {
 }
 
 /// Starts the stack. `op_config` extends the provider configuration; the
-/// gateway's redirect URI is registered for every client.
-async fn stack(op_config: serde_json::Value) -> Stack {
+/// gateway's redirect URI is registered for every client. With `binding`,
+/// `/connect` asks the person to sign in at the same provider (client
+/// `gw-login`) and compares users.
+async fn stack_with(op_config: serde_json::Value, binding: bool) -> Stack {
     let (listener, base) = GatewayServer::bind().await;
-    let gw = Gateway::start(&[("PUBLIC_BASE_URL", &base)]).await;
     let redirect = format!("{base}/oauth/callback");
     let mut config = json!({
         "clients": [
+            {"client_id": "gw-login", "redirect_uris": [format!("{base}/connect/verify")], "token_endpoint_auth_method": "none"},
             {"client_id": "gw-basic", "client_secret": CLIENT_SECRET, "redirect_uris": [redirect], "token_endpoint_auth_method": "client_secret_basic"},
             {"client_id": "gw-post", "client_secret": CLIENT_SECRET, "redirect_uris": [redirect], "token_endpoint_auth_method": "client_secret_post"},
             {"client_id": "gw-public", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"}
@@ -41,6 +43,14 @@ async fn stack(op_config: serde_json::Value) -> Stack {
         }
     }
     let op = OidcProvider::start(config);
+    let mut vars = vec![("PUBLIC_BASE_URL", base.clone())];
+    if binding {
+        vars.push(("CONSENT_BINDING", "oidc".into()));
+        vars.push(("CONSENT_LOGIN_ISSUER", op.issuer.clone()));
+        vars.push(("CONSENT_LOGIN_CLIENT_ID", "gw-login".into()));
+    }
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Gateway::start(&vars).await;
     let mcp = DemoMcpServer::start(&op.issuer, false);
     let server = GatewayServer::serve(listener, base, gw.state.clone());
     Stack {
@@ -49,6 +59,10 @@ async fn stack(op_config: serde_json::Value) -> Stack {
         op,
         mcp,
     }
+}
+
+async fn stack(op_config: serde_json::Value) -> Stack {
+    stack_with(op_config, false).await
 }
 
 impl Stack {
@@ -561,4 +575,176 @@ async fn unknown_pages_and_removed_targets_have_clear_pages() {
         (status, title(&html)),
         (404, "This service is not available")
     );
+}
+
+#[tokio::test]
+async fn session_binding_lets_the_right_user_connect() {
+    let s = stack_with(json!({}), true).await;
+    s.target(
+        "demo",
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    let (_, link) = s.link("alice", "demo").await;
+    // Sign in at the identity provider as alice, then consent upstream.
+    let seen = browser_consent(&link, &["alice"], "consent", None).await;
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("Connected to Demo Service"),
+        "{seen:?}"
+    );
+    let grant =
+        s.gw.state
+            .grants
+            .get("alice", "demo", true)
+            .await
+            .unwrap()
+            .unwrap();
+    let answer = mcp_call_tool(
+        &s.mcp.url,
+        grant.tokens.access_token.expose_secret(),
+        "whoami",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "alice");
+}
+
+#[tokio::test]
+async fn session_binding_refuses_a_different_user() {
+    let s = stack_with(json!({}), true).await;
+    s.target(
+        "demo",
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    // Mallory's agent asked for the consent; alice is tricked into opening the link.
+    let (pending, link) = s.link("mallory", "demo").await;
+    let seen = browser_consent(&link, &["alice"], "consent", None).await;
+    assert_eq!(seen.status, 403, "{seen:?}");
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("This link belongs to someone else")
+    );
+    assert!(
+        !seen.url.contains(&format!("{}/auth", s.op.issuer)),
+        "never sent to the upstream"
+    );
+    for sub in ["alice", "mallory"] {
+        assert!(
+            s.gw.state
+                .grants
+                .get(sub, "demo", true)
+                .await
+                .unwrap()
+                .is_none(),
+            "{sub}"
+        );
+    }
+    // The link is spent.
+    assert!(s
+        .gw
+        .raw_item(&format!("AUTHZ#{}", pending.id), "AUTHZ")
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn session_binding_refuses_another_browser_and_forged_state() {
+    let s = stack_with(json!({}), true).await;
+    s.target(
+        "demo",
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    let (pending, link) = s.link("alice", "demo").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = http.get(&link).send().await.unwrap();
+    assert_eq!(start.status(), 302);
+    let cookie = start.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("gw_consent=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+    );
+    let to_idp = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(to_idp
+        .as_str()
+        .starts_with(&format!("{}/auth?", s.op.issuer)));
+    let q: std::collections::HashMap<_, _> = to_idp.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], "gw-login");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/connect/verify", s.server.base)
+    );
+    let login_state = q["state"].clone();
+
+    // Coming back without the cookie: another browser.
+    let verify = format!("{}/connect/verify", s.server.base);
+    let res = http
+        .get(&verify)
+        .query(&[("state", login_state.as_str()), ("code", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("did not start in this browser"));
+    // A forged state, with the cookie.
+    let browser_cookie = cookie.split(';').next().unwrap().to_owned();
+    let res = http
+        .get(&verify)
+        .header("cookie", &browser_cookie)
+        .query(&[
+            (
+                "state",
+                "k1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+            ("code", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("cannot be trusted"));
+    // The identity provider's error, in the right browser.
+    let res = http
+        .get(&verify)
+        .header("cookie", &browser_cookie)
+        .query(&[("state", login_state.as_str()), ("error", "access_denied")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("Sign-in was not completed"));
+    assert!(s
+        .gw
+        .state
+        .grants
+        .get("alice", "demo", true)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .gw
+        .state
+        .authorizations
+        .peek(&pending.id, s.gw.state.clock.now())
+        .await
+        .is_ok());
 }

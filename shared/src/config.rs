@@ -35,6 +35,25 @@ pub enum InboundAuth {
     Dev,
 }
 
+/// How `/connect` proves that the person in the browser is the user who
+/// triggered the consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentBinding {
+    /// The person signs in at the inbound identity provider (OpenID Connect,
+    /// code flow with PKCE) and their `sub` must equal the consent's user.
+    Oidc {
+        /// Issuer of the identity provider (`CONSENT_LOGIN_ISSUER`, default `INBOUND_ISSUER`).
+        issuer: Url,
+        /// Client id of the gateway's browser login (`CONSENT_LOGIN_CLIENT_ID`).
+        client_id: String,
+        /// Secrets Manager ARN of that client's secret, for confidential clients
+        /// (`CONSENT_LOGIN_CLIENT_SECRET_ARN`).
+        client_secret_arn: Option<String>,
+    },
+    /// The single-use, short-lived, unguessable link is the only proof.
+    Link,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -61,6 +80,9 @@ pub struct Config {
     pub inbound_issuer: Option<Url>,
     /// Scopes the gateway asks its clients for (`INBOUND_SCOPES`, space separated).
     pub inbound_scopes: Vec<String>,
+    /// Session binding at `/connect` (`CONSENT_BINDING`: `oidc` or `link`;
+    /// default `oidc`, or `link` in `dev` mode).
+    pub consent_binding: ConsentBinding,
     /// Log format (`LOG_FORMAT`: `json` or `text`; default `json` in Lambda, else `text`).
     pub log_format: LogFormat,
     /// Number of shards of the refresh-due index (`REFRESH_SHARDS`, 1-256, default 16).
@@ -122,7 +144,32 @@ impl Config {
             }
         };
 
+        let consent_binding = match get("CONSENT_BINDING").as_deref() {
+            Some("link") => ConsentBinding::Link,
+            None if inbound_auth == InboundAuth::Dev => ConsentBinding::Link,
+            None | Some("oidc") => {
+                let issuer = match get("CONSENT_LOGIN_ISSUER") {
+                    Some(v) => parse_url("CONSENT_LOGIN_ISSUER", &v)?,
+                    None => inbound_issuer
+                        .clone()
+                        .ok_or(ConfigError::Missing("INBOUND_ISSUER"))?,
+                };
+                ConsentBinding::Oidc {
+                    issuer,
+                    client_id: required("CONSENT_LOGIN_CLIENT_ID")?,
+                    client_secret_arn: get("CONSENT_LOGIN_CLIENT_SECRET_ARN"),
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CONSENT_BINDING",
+                    reason: format!("{other:?} is not one of \"oidc\", \"link\""),
+                })
+            }
+        };
+
         Ok(Config {
+            consent_binding,
             table_name: required("TABLE_NAME")?,
             keyset_secret_arn: required("KEYSET_SECRET_ARN")?,
             public_base_url,
@@ -222,6 +269,7 @@ mod tests {
             "arn:aws:secretsmanager:us-east-1:1:secret:k",
         ),
         ("INBOUND_ISSUER", "https://idp.example.com"),
+        ("CONSENT_LOGIN_CLIENT_ID", "login-client"),
     ];
 
     #[test]
@@ -234,6 +282,38 @@ mod tests {
         assert_eq!(c.refresh_window, Duration::from_secs(600));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.public_base_url.is_none());
+        // The deployed default proves who is in the browser.
+        assert_eq!(
+            c.consent_binding,
+            ConsentBinding::Oidc {
+                issuer: Url::parse("https://idp.example.com").unwrap(),
+                client_id: "login-client".into(),
+                client_secret_arn: None,
+            }
+        );
+    }
+
+    #[test]
+    fn link_binding_needs_no_login_client() {
+        let mut pairs: Vec<_> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "CONSENT_LOGIN_CLIENT_ID")
+            .collect();
+        assert_eq!(
+            load(&pairs).unwrap_err(),
+            ConfigError::Missing("CONSENT_LOGIN_CLIENT_ID")
+        );
+        pairs.push(("CONSENT_BINDING", "link"));
+        assert_eq!(load(&pairs).unwrap().consent_binding, ConsentBinding::Link);
+        pairs.push(("CONSENT_BINDING", "magic"));
+        assert!(matches!(
+            load(&pairs),
+            Err(ConfigError::Invalid {
+                name: "CONSENT_BINDING",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -289,5 +369,6 @@ mod tests {
         let c = load(&pairs).unwrap();
         assert_eq!(c.inbound_auth, InboundAuth::Dev);
         assert!(c.inbound_issuer.is_none());
+        assert_eq!(c.consent_binding, ConsentBinding::Link);
     }
 }

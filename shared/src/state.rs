@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::oidc::OidcProvider;
 use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
-use crate::config::Config;
+use crate::config::{Config, ConsentBinding};
 use crate::error::Result;
 use crate::ports::{
     AuthorizationStore, Clock, GrantStore, KeyProvider, SecretSource, SessionStore, SystemClock,
@@ -30,6 +31,9 @@ pub struct AppState {
     pub keys: Arc<dyn KeyProvider>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// The identity provider of the browser login at `/connect`, when the
+    /// consent binding is `oidc`.
+    pub login: Option<Arc<OidcProvider>>,
     /// Outbound HTTP (authorization servers, upstream MCP servers): pooled,
     /// keep-alive, redirects off.
     pub http: reqwest::Client,
@@ -62,7 +66,15 @@ impl AppState {
             keys.clone(),
             config.refresh_shards,
         ));
+        let http = http_client();
+        let login = match &config.consent_binding {
+            ConsentBinding::Oidc { issuer, .. } => {
+                Some(Arc::new(OidcProvider::new(issuer.as_str(), http.clone())))
+            }
+            ConsentBinding::Link => None,
+        };
         Ok(AppState {
+            login,
             config: Arc::new(config),
             grants: store.clone(),
             authorizations: store.clone(),
@@ -71,7 +83,7 @@ impl AppState {
             secrets: source,
             keys,
             clock: Arc::new(SystemClock),
-            http: http_client(),
+            http,
         })
     }
 }

@@ -3,6 +3,7 @@
 pub mod discovery;
 pub mod dynamodb;
 pub mod oauth;
+pub mod oidc;
 pub mod secrets;
 
 /// Builds the AWS SDK configuration once per cold start.

@@ -221,9 +221,7 @@ pub fn authorization_url(
 ) -> Result<url::Url, OAuthError> {
     let mut url = url::Url::parse(&settings.authorization_endpoint)
         .map_err(|e| OAuthError::Misconfigured(format!("authorization endpoint: {e}")))?;
-    let challenge = oauth2::PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
-        verifier.expose_secret().to_owned(),
-    ));
+    let challenge = pkce_challenge(verifier);
     // Validate the redirect URI the same way the token request will.
     AuthUrl::new(url.to_string()).map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
     {
@@ -232,7 +230,7 @@ pub fn authorization_url(
             .append_pair("client_id", &settings.client_id)
             .append_pair("redirect_uri", redirect_uri)
             .append_pair("state", state)
-            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
         if !scopes.is_empty() {
             q.append_pair("scope", &scopes.join(" "));
@@ -245,4 +243,66 @@ pub fn authorization_url(
         }
     }
     Ok(url)
+}
+
+/// The S256 code challenge of a PKCE verifier.
+pub fn pkce_challenge(verifier: &SecretString) -> String {
+    oauth2::PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+        verifier.expose_secret().to_owned(),
+    ))
+    .as_str()
+    .to_owned()
+}
+
+/// Exchanges an OpenID Connect authorization code for the ID token (the
+/// gateway's own browser sign-in; the other tokens are dropped).
+pub async fn exchange_for_id_token(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    client_id: &str,
+    secret: Option<&SecretString>,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<String, OAuthError> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ];
+    let mut req = http
+        .post(token_endpoint)
+        .header("accept", "application/json");
+    match secret {
+        Some(s) => req = req.basic_auth(client_id, Some(s.expose_secret())),
+        None => form.push(("client_id", client_id)),
+    }
+    let res = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| OAuthError::Transient(crate::error::chain(&e)))?;
+    let status = res.status();
+    let body: serde_json::Value = res
+        .json()
+        .await
+        .map_err(|_| OAuthError::Transient(format!("unreadable token response (HTTP {status})")))?;
+    if !status.is_success() {
+        return Err(OAuthError::Rejected {
+            error: body
+                .get("error")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
+            description: body
+                .get("error_description")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        });
+    }
+    body.get("id_token")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| OAuthError::Transient("the token response has no id_token".into()))
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -19,14 +19,21 @@ use lambda_http::request::RequestContext;
 use super::pages::Page;
 use super::{base_url, public_url};
 use crate::adapters::oauth::{self, OAuthError};
+use crate::config::ConsentBinding;
+use crate::crypto::{random_token, sha256_hex, Aad};
 use crate::domain::{
     Grant, GrantStatus, OAuthSettings, PendingAuthorization, StateParam, Target, TargetAuth,
 };
 use crate::error::Error;
 use crate::AppState;
+use url::Url;
 
 /// The gateway's one OAuth redirect path.
 pub const CALLBACK_PATH: &str = "/oauth/callback";
+/// Where the inbound identity provider sends the browser back (session binding).
+pub const VERIFY_PATH: &str = "/connect/verify";
+/// The cookie that ties a browser login to the browser that started it.
+const BINDING_COOKIE: &str = "gw_consent";
 
 /// The Router of the `oauth-callback` function.
 pub fn router(state: AppState) -> Router {
@@ -36,6 +43,7 @@ pub fn router(state: AppState) -> Router {
 /// The consent routes, without fallback or state (see [`super::gateway_router`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(VERIFY_PATH, get(verify))
         .route("/connect/{id}", get(connect))
         .route(CALLBACK_PATH, get(callback))
 }
@@ -131,30 +139,67 @@ async fn connect(
         }
         Err(e) => return storage_page(&e).into_response(),
     };
-    let (target, settings) = match oauth_target(&state, &pending.target).await {
+    let (target, settings) = match consentable_target(&state, &pending.target).await {
         Ok(t) => t,
         Err(page) => return page.into_response(),
     };
+    let Some(base) = base_url(&state, context.as_deref()) else {
+        return no_base_url().into_response();
+    };
+    match &state.config.consent_binding {
+        ConsentBinding::Link => upstream_redirect(&base, &pending, &target, &settings),
+        ConsentBinding::Oidc { client_id, .. } => {
+            start_login(&state, &base, &pending, client_id, now).await
+        }
+    }
+}
+
+fn no_base_url() -> Page {
+    tracing::error!("no public base URL: set PUBLIC_BASE_URL");
+    storage_page(&Error::Malformed("no base URL".into()))
+}
+
+/// The target, if it can take a consent (OAuth, PKCE S256).
+async fn consentable_target(state: &AppState, name: &str) -> Result<(Target, OAuthSettings), Page> {
+    let (target, settings) = oauth_target(state, name).await?;
     if !settings
         .code_challenge_methods_supported
         .iter()
         .any(|m| m == "S256")
     {
         tracing::warn!(target = %target.name, "authorization server does not advertise PKCE S256; refusing");
-        return server_page(
+        return Err(server_page(
             target.title(),
             "Its sign-in server does not support PKCE (S256), which the gateway requires to keep your account safe.",
-        )
-        .into_response();
+        ));
     }
-    let Some(base) = base_url(&state, context.as_deref()) else {
-        tracing::error!("no public base URL: set PUBLIC_BASE_URL");
-        return storage_page(&Error::Malformed("no base URL".into())).into_response();
-    };
-    let redirect_uri = public_url(&base, CALLBACK_PATH);
+    Ok((target, settings))
+}
+
+fn redirect(location: &str) -> Response {
+    let mut res = StatusCode::FOUND.into_response();
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// The redirect to the upstream authorization endpoint.
+fn upstream_redirect(
+    base: &Url,
+    pending: &PendingAuthorization,
+    target: &Target,
+    settings: &OAuthSettings,
+) -> Response {
     let url = oauth::authorization_url(
-        &settings,
-        &redirect_uri,
+        settings,
+        &public_url(base, CALLBACK_PATH),
         &pending.state.to_param(),
         &pending.pkce_verifier,
         &pending.scopes,
@@ -163,17 +208,7 @@ async fn connect(
     match url {
         Ok(url) => {
             tracing::info!(authorization = %pending.id, target = %target.name, "redirecting to authorization server");
-            let mut res = StatusCode::FOUND.into_response();
-            let h = res.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(url.as_str()) {
-                h.insert(header::LOCATION, v);
-            }
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-            res
+            redirect(url.as_str())
         }
         Err(e) => {
             tracing::error!(target = %target.name, error = %e, "cannot build authorization URL");
@@ -184,6 +219,259 @@ async fn connect(
             .into_response()
         }
     }
+}
+
+/// What the browser login carries through the identity provider, sealed
+/// (so nothing is stored): the consent, the browser it started in, and the
+/// login's own PKCE verifier and nonce.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LoginState {
+    /// Pending authorization id.
+    a: String,
+    /// SHA-256 of the binding cookie.
+    b: String,
+    /// PKCE verifier of the login.
+    v: String,
+    /// OpenID nonce.
+    n: String,
+    /// Expiry (Unix seconds).
+    e: i64,
+}
+
+fn login_aad() -> Aad {
+    Aad::new("consent-login", &[])
+}
+
+fn login_unavailable(e: impl std::fmt::Display) -> Page {
+    tracing::error!(error = %e, "identity provider unavailable for the consent sign-in");
+    Page::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in is unavailable",
+        "The gateway could not reach your organization's sign-in service.",
+        "Wait a moment and reload this page.",
+    )
+}
+
+/// Session binding, step 1: send the browser to the inbound identity
+/// provider, with a cookie that ties the answer to this browser.
+async fn start_login(
+    state: &AppState,
+    base: &Url,
+    pending: &PendingAuthorization,
+    client_id: &str,
+    now: i64,
+) -> Response {
+    let Some(provider) = &state.login else {
+        return login_unavailable("no identity provider configured").into_response();
+    };
+    let metadata = match provider.metadata().await {
+        Ok(m) => m,
+        Err(e) => return login_unavailable(e).into_response(),
+    };
+    let keys = match state.keys.key_set().await {
+        Ok(k) => k,
+        Err(e) => return storage_page(&e).into_response(),
+    };
+    let browser = random_token(16);
+    let login = LoginState {
+        a: pending.id.clone(),
+        b: sha256_hex(browser.as_bytes()),
+        v: random_token(32),
+        n: random_token(16),
+        e: pending
+            .expires_at
+            .min(now + state.config.authorization_ttl.as_secs() as i64),
+    };
+    let sealed = keys.seal(
+        &serde_json::to_vec(&login).unwrap_or_default(),
+        &login_aad(),
+    );
+    let verifier = secrecy::SecretString::from(login.v.clone());
+    let challenge = oauth::pkce_challenge(&verifier);
+    let Ok(mut url) = Url::parse(&metadata.authorization_endpoint) else {
+        return login_unavailable("invalid authorization endpoint").into_response();
+    };
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", &public_url(base, VERIFY_PATH))
+        .append_pair("scope", "openid")
+        .append_pair("state", &sealed)
+        .append_pair("nonce", &login.n)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    tracing::info!(authorization = %pending.id, "sign-in required before consent");
+    let mut res = redirect(url.as_str());
+    let secure = if base.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let ttl = (login.e - now).max(0);
+    let cookie = format!(
+        "{BINDING_COOKIE}={browser}; Path=/connect; Max-Age={ttl}; HttpOnly; SameSite=Lax{secure}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn untrusted(what: &str) -> Page {
+    Page::error(
+        StatusCode::BAD_REQUEST,
+        "This response cannot be trusted",
+        what.to_owned(),
+        retry_from_agent(),
+    )
+}
+
+/// Session binding, step 2: the identity provider sent the browser back.
+async fn verify(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    context: Option<Extension<RequestContext>>,
+) -> Response {
+    let mut res = match verify_login(&state, &params, &headers, context.as_deref()).await {
+        Ok(res) => res,
+        Err(page) => page.into_response(),
+    };
+    let clear = format!("{BINDING_COOKIE}=; Path=/connect; Max-Age=0; HttpOnly; SameSite=Lax");
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+async fn verify_login(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    context: Option<&RequestContext>,
+) -> Result<Response, Page> {
+    let now = state.clock.now();
+    let ConsentBinding::Oidc {
+        client_id,
+        client_secret_arn,
+        ..
+    } = &state.config.consent_binding
+    else {
+        return Err(untrusted("This gateway does not use a sign-in step."));
+    };
+    let provider = state
+        .login
+        .as_ref()
+        .ok_or_else(|| login_unavailable("no identity provider configured"))?;
+    let sealed = params.get("state").map(String::as_str).unwrap_or_default();
+    let kid = crate::crypto::KeySet::key_id_of(sealed).unwrap_or_default();
+    let keys = state
+        .keys
+        .key_set_with(kid)
+        .await
+        .map_err(|e| storage_page(&e))?;
+    let login: LoginState = keys
+        .open(sealed, &login_aad())
+        .ok()
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(|| untrusted("The response from the sign-in page does not match any sign-in the gateway started."))?;
+    if login.e <= now {
+        return Err(storage_page(&Error::AuthorizationExpired));
+    }
+    let from_this_browser =
+        cookie(headers, BINDING_COOKIE).is_some_and(|b| sha256_hex(b.as_bytes()) == login.b);
+    if !from_this_browser {
+        tracing::warn!(authorization = %login.a, "consent sign-in finished in another browser; refusing");
+        return Err(Page::error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in did not start in this browser",
+            "For your safety, a connection must be completed in the browser where its link was opened.",
+            "Open the link from your agent again, in this browser.",
+        ));
+    }
+    if let Some(error) = params.get("error") {
+        tracing::info!(authorization = %login.a, error = %error, "consent sign-in not completed");
+        return Err(Page::error(
+            StatusCode::FORBIDDEN,
+            "Sign-in was not completed",
+            format!(
+                "Your organization's sign-in service reported: {}.",
+                truncate(error, 64)
+            ),
+            retry_from_agent(),
+        ));
+    }
+    let code = params
+        .get("code")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            untrusted("The response from the sign-in page has no authorization code.")
+        })?;
+    let base = base_url(state, context).ok_or_else(no_base_url)?;
+    let metadata = provider.metadata().await.map_err(login_unavailable)?;
+    let secret = match client_secret_arn {
+        Some(arn) => Some(
+            state
+                .secrets
+                .secret(arn)
+                .await
+                .map_err(|e| storage_page(&e))?,
+        ),
+        None => None,
+    };
+    let id_token = oauth::exchange_for_id_token(
+        &state.http,
+        &metadata.token_endpoint,
+        client_id,
+        secret.as_ref(),
+        code,
+        &public_url(&base, VERIFY_PATH),
+        &login.v,
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(authorization = %login.a, error = %e, "consent sign-in code exchange failed");
+        login_unavailable(e)
+    })?;
+    let claims = provider
+        .validate_id_token(&id_token, client_id, &login.n)
+        .await
+        .map_err(|e| {
+            tracing::warn!(authorization = %login.a, error = %e, "consent sign-in ID token refused");
+            untrusted("The sign-in service's answer could not be verified.")
+        })?;
+    let pending = state
+        .authorizations
+        .peek(&login.a, now)
+        .await
+        .map_err(|e| storage_page(&e))?;
+    if claims.sub != pending.sub {
+        // Someone else's link: spend it, so it cannot be tried again.
+        let _ = state
+            .authorizations
+            .consume(&pending.id, &pending.state.digest(), now)
+            .await;
+        tracing::warn!(authorization = %pending.id, target = %pending.target, "consent link opened by a different user; refused");
+        return Err(Page::error(
+            StatusCode::FORBIDDEN,
+            "This link belongs to someone else",
+            "You are signed in as a different user than the one who asked for this connection, so it was cancelled.",
+            "If you want to connect this service, ask your own agent, and open the link it gives you.",
+        ));
+    }
+    let (target, settings) = consentable_target(state, &pending.target).await?;
+    Ok(upstream_redirect(&base, &pending, &target, &settings))
 }
 
 async fn callback(
