@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gateway_shared::adapters::discovery::{self, FetchPolicy, Fetcher};
 use gateway_shared::adapters::dynamodb::create_table;
-use gateway_shared::domain::Target;
+use gateway_shared::domain::{Target, TokenEndpointAuthMethod};
+use gateway_shared::targets;
 use gateway_shared::{telemetry, AppState, Config};
 
 #[derive(Parser)]
@@ -45,10 +47,35 @@ enum Command {
     /// Manage targets (upstream MCP servers).
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Create a consent link for a user and a target (what an agent would be
+    /// handed), for example to connect ahead of time or to try the flow.
+    Connect {
+        /// The user's subject (`sub`).
+        #[arg(long)]
+        user: String,
+        /// The target.
+        #[arg(long)]
+        target: String,
+        /// Public base URL of the gateway.
+        #[arg(long, env = "PUBLIC_BASE_URL")]
+        public_base_url: url::Url,
+    },
 }
 
 #[derive(Subcommand)]
 enum TargetCommand {
+    /// Register an upstream MCP server: discover its authorization server,
+    /// obtain a client (given, Client ID Metadata Document, or Dynamic Client
+    /// Registration), and store the target.
+    Add(AddArgs),
+    /// Run discovery for an MCP URL and print what was found.
+    Discover {
+        /// The upstream MCP URL.
+        mcp_url: String,
+        /// Allow http and loopback/private addresses (local development).
+        #[arg(long)]
+        allow_insecure_local: bool,
+    },
     /// Add or replace a target from a JSON file (see README, "Targets").
     Put {
         /// The target's JSON description.
@@ -66,6 +93,89 @@ enum TargetCommand {
         /// Target name.
         name: String,
     },
+}
+
+#[derive(clap::Args)]
+struct AddArgs {
+    /// Target name: 1-32 of a-z, 0-9, '-'. Tool names are prefixed `<name>___`.
+    name: String,
+    /// The upstream MCP URL (Streamable HTTP).
+    #[arg(long)]
+    mcp_url: String,
+    /// Name shown to people on consent pages.
+    #[arg(long)]
+    display_name: Option<String>,
+    /// The upstream needs no authentication.
+    #[arg(long, conflicts_with_all = ["client_id", "authorization_endpoint"])]
+    no_auth: bool,
+    /// A client id registered at the authorization server (skips registration).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Secrets Manager ARN of that client's secret.
+    #[arg(long, requires = "client_id")]
+    client_secret_arn: Option<String>,
+    /// Token endpoint authentication: client_secret_basic, client_secret_post or none.
+    #[arg(long, value_parser = parse_method)]
+    auth_method: Option<TokenEndpointAuthMethod>,
+    /// Scopes to request (space separated; default: discovered).
+    #[arg(long)]
+    scopes: Option<String>,
+    /// Extra authorization request parameter, e.g. --param access_type=offline (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Do not send `resource` (RFC 8707), for servers that reject it.
+    #[arg(long)]
+    no_resource: bool,
+    /// Tool-name prefix ("" for none; default `<name>___`).
+    #[arg(long)]
+    tool_prefix: Option<String>,
+    /// Authorization endpoint (with --token-endpoint: skip discovery).
+    #[arg(long, requires_all = ["token_endpoint", "client_id"])]
+    authorization_endpoint: Option<String>,
+    /// Token endpoint (with --authorization-endpoint).
+    #[arg(long, requires = "authorization_endpoint")]
+    token_endpoint: Option<String>,
+    /// Issuer (with given endpoints; enables the RFC 9207 check).
+    #[arg(long, requires = "authorization_endpoint")]
+    issuer: Option<String>,
+    /// Revocation endpoint (with given endpoints).
+    #[arg(long, requires = "authorization_endpoint")]
+    revocation_endpoint: Option<String>,
+    /// Public base URL of the gateway (its redirect URI is <base>/oauth/callback).
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    public_base_url: url::Url,
+    /// Name prefix of secrets created for registered clients.
+    #[arg(long, default_value = "mcp-oauth-gateway/targets/")]
+    secret_name_prefix: String,
+    /// Allow http and loopback/private addresses (local development).
+    #[arg(long)]
+    allow_insecure_local: bool,
+}
+
+fn parse_method(s: &str) -> Result<TokenEndpointAuthMethod, String> {
+    match s {
+        "client_secret_basic" => Ok(TokenEndpointAuthMethod::ClientSecretBasic),
+        "client_secret_post" => Ok(TokenEndpointAuthMethod::ClientSecretPost),
+        "none" => Ok(TokenEndpointAuthMethod::None),
+        other => Err(format!(
+            "{other:?} is not client_secret_basic, client_secret_post or none"
+        )),
+    }
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn policy(allow_insecure_local: bool) -> FetchPolicy {
+    if allow_insecure_local {
+        FetchPolicy::local()
+    } else {
+        FetchPolicy::default()
+    }
 }
 
 #[tokio::main]
@@ -92,6 +202,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Init { table, keyset_name } => init(&table, &keyset_name).await,
         Command::Serve { listen } => serve(&listen).await,
         Command::Target(cmd) => target(cmd).await,
+        Command::Connect {
+            user,
+            target,
+            public_base_url,
+        } => {
+            let state = state().await?;
+            let link = targets::consent_link(&state, &public_base_url, &user, &target).await?;
+            println!("{link}");
+            Ok(())
+        }
     }
 }
 
@@ -160,9 +280,75 @@ async fn serve(listen: &str) -> Result<(), String> {
 }
 
 async fn target(cmd: TargetCommand) -> Result<(), String> {
-    let state = state().await?;
     match cmd {
+        TargetCommand::Add(args) => {
+            let state = state().await?;
+            let new = targets::NewTarget {
+                name: args.name,
+                display_name: args.display_name,
+                mcp_url: args.mcp_url,
+                no_auth: args.no_auth,
+                manual: args.authorization_endpoint.map(|authorization_endpoint| {
+                    targets::ManualEndpoints {
+                        issuer: args.issuer,
+                        authorization_endpoint,
+                        token_endpoint: args.token_endpoint.unwrap_or_default(),
+                        revocation_endpoint: args.revocation_endpoint,
+                    }
+                }),
+                client: targets::ClientChoice {
+                    client_id: args.client_id,
+                    client_secret_arn: args.client_secret_arn,
+                    auth_method: args.auth_method,
+                },
+                scopes: args
+                    .scopes
+                    .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+                extra_authorize_params: args.params.into_iter().collect(),
+                send_resource: !args.no_resource,
+                tool_prefix: args.tool_prefix,
+                secret_name_prefix: args.secret_name_prefix,
+            };
+            let added = targets::add_target(
+                &state,
+                &args.public_base_url,
+                policy(args.allow_insecure_local),
+                new,
+            )
+            .await?;
+            let t = &added.target;
+            println!("target {}: saved", t.name);
+            println!("  mcp url:  {}", t.mcp_url);
+            if let gateway_shared::domain::TargetAuth::OAuth(o) = &t.auth {
+                println!("  issuer:   {}", o.issuer.as_deref().unwrap_or("-"));
+                println!("  client:   {} ({})", o.client_id, added.client_source);
+                println!(
+                    "  scopes:   {}",
+                    if o.scopes.is_empty() {
+                        "-".to_string()
+                    } else {
+                        o.scopes.join(" ")
+                    }
+                );
+            }
+        }
+        TargetCommand::Discover {
+            mcp_url,
+            allow_insecure_local,
+        } => {
+            // Discovery needs no table or keys.
+            let http = gateway_shared::state::http_client();
+            let found =
+                discovery::discover(&Fetcher::new(&http, policy(allow_insecure_local)), &mcp_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&found).map_err(|e| e.to_string())?
+            );
+        }
         TargetCommand::Put { file } => {
+            let state = state().await?;
             let text =
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let target: Target = serde_json::from_str(&text)
@@ -176,6 +362,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             println!("target {}: saved", target.name);
         }
         TargetCommand::List => {
+            let state = state().await?;
             let targets = state.targets.list().await.map_err(|e| e.to_string())?;
             if targets.is_empty() {
                 println!("no targets");
@@ -191,6 +378,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             }
         }
         TargetCommand::Show { name } => {
+            let state = state().await?;
             let t = state
                 .targets
                 .get(&name)
@@ -203,6 +391,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             );
         }
         TargetCommand::Remove { name } => {
+            let state = state().await?;
             state.targets.delete(&name).await.map_err(|e| match e {
                 gateway_shared::Error::NotFound(_) => format!("no target named {name:?}"),
                 other => other.to_string(),

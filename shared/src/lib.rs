@@ -16,6 +16,7 @@ pub mod http;
 pub mod ports;
 pub mod refresh;
 pub mod state;
+pub mod targets;
 pub mod telemetry;
 
 pub use config::Config;

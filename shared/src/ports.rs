@@ -134,6 +134,8 @@ pub trait SessionStore: Send + Sync {
 pub trait SecretSource: Send + Sync {
     /// The secret string stored under `arn`.
     async fn secret(&self, arn: &str) -> Result<SecretString>;
+    /// Creates the secret `name` with `value`, or replaces its value; returns its ARN.
+    async fn store(&self, name: &str, value: &SecretString) -> Result<String>;
 }
 
 /// The gateway key set, cached in the warm instance.

@@ -76,6 +76,39 @@ impl SecretSource for SecretsManagerSource {
         }
         self.fetch(arn).await
     }
+
+    async fn store(&self, name: &str, value: &SecretString) -> Result<String> {
+        let created = self
+            .client
+            .create_secret()
+            .name(name)
+            .secret_string(value.expose_secret())
+            .send()
+            .await;
+        let arn = match created {
+            Ok(out) => out.arn,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_exists_exception()) =>
+            {
+                self.client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value.expose_secret())
+                    .send()
+                    .await
+                    .map_err(Error::secrets)?
+                    .arn
+            }
+            Err(e) => return Err(Error::secrets(e)),
+        };
+        let arn = arn.ok_or_else(|| Error::Secret {
+            arn: name.to_owned(),
+            reason: "Secrets Manager returned no ARN".into(),
+        })?;
+        self.cache.write().await.remove(&arn);
+        Ok(arn)
+    }
 }
 
 /// The gateway key set, parsed once and kept for the cache lifetime.

@@ -32,6 +32,8 @@ use url::Url;
 pub const CALLBACK_PATH: &str = "/oauth/callback";
 /// Where the inbound identity provider sends the browser back (session binding).
 pub const VERIFY_PATH: &str = "/connect/verify";
+/// Where the gateway serves its Client ID Metadata Document.
+pub const CLIENT_METADATA_PATH: &str = "/oauth/client-metadata.json";
 /// The cookie that ties a browser login to the browser that started it.
 const BINDING_COOKIE: &str = "gw_consent";
 
@@ -46,6 +48,28 @@ pub fn routes() -> Router<AppState> {
         .route(VERIFY_PATH, get(verify))
         .route("/connect/{id}", get(connect))
         .route(CALLBACK_PATH, get(callback))
+        .route(CLIENT_METADATA_PATH, get(client_metadata))
+}
+
+/// The Client ID Metadata Document: the gateway's `client_id` at
+/// authorization servers that support them is this document's URL.
+async fn client_metadata(
+    State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
+) -> Response {
+    let Some(base) = base_url(&state, context.as_deref()) else {
+        return no_base_url().into_response();
+    };
+    let doc = crate::adapters::discovery::client_metadata_document(
+        &public_url(&base, CLIENT_METADATA_PATH),
+        &public_url(&base, CALLBACK_PATH),
+    );
+    let mut res = axum::Json(doc).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    res
 }
 
 async fn not_found() -> Page {

@@ -1,0 +1,277 @@
+//! Registering targets: discovery, client registration, and consent links.
+//! The admin tool's commands are thin wrappers around these functions.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+
+use crate::adapters::discovery::{self, Discovered, FetchPolicy, Fetcher};
+use crate::domain::{
+    OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
+};
+use crate::http::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH, public_url};
+use crate::AppState;
+
+/// How the gateway identifies itself to a target's authorization server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChoice {
+    /// A client id registered by the operator (wins over registration).
+    pub client_id: Option<String>,
+    /// Secrets Manager ARN of its secret.
+    pub client_secret_arn: Option<String>,
+    /// How it authenticates at the token endpoint.
+    pub auth_method: Option<TokenEndpointAuthMethod>,
+}
+
+/// Everything `add_target` needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewTarget {
+    /// Target name.
+    pub name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Upstream MCP URL.
+    pub mcp_url: String,
+    /// No OAuth at all.
+    pub no_auth: bool,
+    /// Given endpoints (skip discovery): issuer, authorization, token, revocation.
+    pub manual: Option<ManualEndpoints>,
+    /// The client.
+    pub client: ClientChoice,
+    /// Scopes (default: discovered).
+    pub scopes: Option<Vec<String>>,
+    /// Extra authorization parameters.
+    pub extra_authorize_params: BTreeMap<String, String>,
+    /// Send `resource` (RFC 8707).
+    pub send_resource: bool,
+    /// Tool-name prefix override.
+    pub tool_prefix: Option<String>,
+    /// Name prefix for secrets the registration creates.
+    pub secret_name_prefix: String,
+}
+
+/// Endpoints given by the operator.
+#[derive(Debug, Clone, Default)]
+pub struct ManualEndpoints {
+    /// Issuer.
+    pub issuer: Option<String>,
+    /// Authorization endpoint.
+    pub authorization_endpoint: String,
+    /// Token endpoint.
+    pub token_endpoint: String,
+    /// Revocation endpoint.
+    pub revocation_endpoint: Option<String>,
+}
+
+/// What `add_target` did.
+#[derive(Debug)]
+pub struct Added {
+    /// The stored target.
+    pub target: Target,
+    /// What discovery found, when it ran.
+    pub discovered: Option<Discovered>,
+    /// How the client was obtained.
+    pub client_source: &'static str,
+}
+
+/// The gateway's Client ID Metadata Document URL (its `client_id` where used).
+pub fn client_metadata_url(base: &url::Url) -> String {
+    public_url(base, CLIENT_METADATA_PATH)
+}
+
+/// Discovers (unless endpoints are given), obtains a client (given, Client ID
+/// Metadata Document, or Dynamic Client Registration, in that order), checks
+/// and stores the target.
+pub async fn add_target(
+    state: &AppState,
+    base: &url::Url,
+    policy: FetchPolicy,
+    new: NewTarget,
+) -> Result<Added, String> {
+    let mut added = Added {
+        target: Target {
+            name: new.name.clone(),
+            display_name: new.display_name.clone(),
+            mcp_url: new.mcp_url.clone(),
+            auth: TargetAuth::None,
+            tool_prefix: new.tool_prefix.clone(),
+            tool_catalog: vec![],
+        },
+        discovered: None,
+        client_source: "none",
+    };
+    if !new.no_auth {
+        let settings = oauth_settings(state, base, policy, &new, &mut added).await?;
+        added.target.auth = TargetAuth::OAuth(Box::new(settings));
+    }
+    added.target.validate()?;
+    state
+        .targets
+        .put(&added.target)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(added)
+}
+
+async fn oauth_settings(
+    state: &AppState,
+    base: &url::Url,
+    policy: FetchPolicy,
+    new: &NewTarget,
+    added: &mut Added,
+) -> Result<OAuthSettings, String> {
+    let fetcher = Fetcher::new(&state.http, policy);
+    let mut settings = match &new.manual {
+        Some(m) => {
+            let client_id = new
+                .client
+                .client_id
+                .clone()
+                .ok_or("with given endpoints, --client-id is required")?;
+            OAuthSettings {
+                issuer: m.issuer.clone(),
+                authorization_endpoint: m.authorization_endpoint.clone(),
+                token_endpoint: m.token_endpoint.clone(),
+                revocation_endpoint: m.revocation_endpoint.clone(),
+                client_id,
+                client_secret_arn: None,
+                token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+                scopes: vec![],
+                extra_authorize_params: BTreeMap::new(),
+                send_resource: true,
+                authorization_response_iss_parameter_supported: false,
+                // Given endpoints: the operator vouches for PKCE S256.
+                code_challenge_methods_supported: vec!["S256".into()],
+            }
+        }
+        None => {
+            let found = discovery::discover(&fetcher, &new.mcp_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let settings = found.settings(
+                String::new(),
+                None,
+                TokenEndpointAuthMethod::ClientSecretBasic,
+            );
+            added.discovered = Some(found);
+            settings
+        }
+    };
+    if let Some(scopes) = &new.scopes {
+        settings.scopes = scopes.clone();
+    }
+    settings.extra_authorize_params = new.extra_authorize_params.clone();
+    settings.send_resource = new.send_resource;
+    let redirect_uri = public_url(base, CALLBACK_PATH);
+
+    if let Some(id) = &new.client.client_id {
+        settings.client_id = id.clone();
+        settings.client_secret_arn = new.client.client_secret_arn.clone();
+        settings.token_endpoint_auth_method =
+            new.client
+                .auth_method
+                .unwrap_or(if settings.client_secret_arn.is_some() {
+                    TokenEndpointAuthMethod::ClientSecretBasic
+                } else {
+                    TokenEndpointAuthMethod::None
+                });
+        added.client_source = "given";
+        return Ok(settings);
+    }
+    let asm = added
+        .discovered
+        .as_ref()
+        .map(|d| d.authorization_server.clone())
+        .ok_or("no client id given and nothing discovered to register with")?;
+    if asm.client_id_metadata_document_supported && base.scheme() == "https" {
+        settings.client_id = client_metadata_url(base);
+        settings.client_secret_arn = None;
+        settings.token_endpoint_auth_method = TokenEndpointAuthMethod::None;
+        added.client_source = "client ID metadata document";
+        return Ok(settings);
+    }
+    let Some(endpoint) = &asm.registration_endpoint else {
+        return Err(format!(
+            "no client id given, and {} supports neither Client ID Metadata Documents (over https) nor Dynamic Client Registration: register a client there with redirect URI {redirect_uri} and pass --client-id",
+            asm.issuer
+        ));
+    };
+    // Ask for the scopes at registration only when the server lists them all
+    // (some servers refuse resource scopes they do not advertise there).
+    let advertised = asm.scopes_supported.is_empty()
+        || settings
+            .scopes
+            .iter()
+            .all(|s| asm.scopes_supported.contains(s));
+    let register_scopes: &[String] = if advertised { &settings.scopes } else { &[] };
+    let registered = discovery::register_client(
+        &fetcher,
+        endpoint,
+        &redirect_uri,
+        "MCP OAuth Gateway",
+        register_scopes,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    settings.client_id = registered.client_id;
+    settings.token_endpoint_auth_method = registered.token_endpoint_auth_method;
+    settings.client_secret_arn = match registered.client_secret {
+        Some(secret) => Some(
+            store_secret(
+                state,
+                &format!("{}{}", new.secret_name_prefix, new.name),
+                &secret,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    added.client_source = "dynamic client registration";
+    Ok(settings)
+}
+
+async fn store_secret(
+    state: &AppState,
+    name: &str,
+    value: &SecretString,
+) -> Result<String, String> {
+    state
+        .secrets
+        .store(name, value)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Creates a consent link for `sub` and `target`, as the proxy would hand out.
+pub async fn consent_link(
+    state: &AppState,
+    base: &url::Url,
+    sub: &str,
+    target: &str,
+) -> Result<String, String> {
+    let t = state
+        .targets
+        .get(target)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no target named {target:?}"))?;
+    let TargetAuth::OAuth(settings) = &t.auth else {
+        return Err(format!("target {target:?} does not use OAuth"));
+    };
+    let now = state.clock.now();
+    let pending = PendingAuthorization::new(
+        sub,
+        target,
+        settings.scopes.clone(),
+        settings.send_resource.then(|| t.mcp_url.clone()),
+        settings.issuer.clone(),
+        now,
+        state.config.authorization_ttl.as_secs() as i64,
+    );
+    state
+        .authorizations
+        .create(&pending)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(public_url(base, &format!("/connect/{}", pending.id)))
+}

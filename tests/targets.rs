@@ -1,0 +1,344 @@
+//! Registering targets: discovery against served metadata, Dynamic Client
+//! Registration at oidc-provider, Client ID Metadata Documents, and the
+//! refusals of discovery.
+
+use axum::routing::{get, post};
+use axum::Json;
+use gateway_shared::adapters::discovery::{self, DiscoveryError, FetchPolicy, Fetcher};
+use gateway_shared::domain::{TargetAuth, TokenEndpointAuthMethod};
+use gateway_shared::targets::{self, ClientChoice, NewTarget};
+use gateway_tests::{
+    browser_consent, mcp_call_tool, DemoMcpServer, Gateway, GatewayServer, OidcProvider,
+};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+fn new_target(name: &str, mcp_url: &str) -> NewTarget {
+    NewTarget {
+        name: name.into(),
+        mcp_url: mcp_url.into(),
+        send_resource: true,
+        secret_name_prefix: "mcp-oauth-gateway/targets/".into(),
+        ..NewTarget::default()
+    }
+}
+
+#[tokio::test]
+async fn discovery_follows_the_challenge_to_the_authorization_server() {
+    let op = OidcProvider::start(json!({"clients": []}));
+    let mcp = DemoMcpServer::start(&op.issuer, false);
+    let http = gateway_shared::state::http_client();
+    let found = discovery::discover(&Fetcher::new(&http, FetchPolicy::local()), &mcp.url)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.resource_metadata_url,
+        mcp.url
+            .replace("/mcp", "/.well-known/oauth-protected-resource/mcp"),
+        "taken from the 401 challenge"
+    );
+    assert_eq!(found.resource.resource, mcp.url);
+    // RFC 8414 first.
+    assert_eq!(
+        found.authorization_server_metadata_url,
+        format!("{}/.well-known/oauth-authorization-server", op.issuer)
+    );
+    assert_eq!(found.authorization_server.issuer, op.issuer);
+    assert_eq!(
+        found.authorization_server.token_endpoint,
+        format!("{}/token", op.issuer)
+    );
+    assert!(
+        found
+            .authorization_server
+            .authorization_response_iss_parameter_supported
+    );
+    assert_eq!(
+        found.scopes,
+        vec!["read"],
+        "the resource's scopes_supported"
+    );
+
+    // Deployed policy: no plain http, no loopback.
+    let strict = discovery::discover(&Fetcher::new(&http, FetchPolicy::default()), &mcp.url).await;
+    assert!(
+        matches!(strict, Err(DiscoveryError::Refused { .. })),
+        "{strict:?}"
+    );
+    let https_loopback = discovery::discover(
+        &Fetcher::new(
+            &http,
+            FetchPolicy {
+                allow_http: true,
+                allow_private: false,
+            },
+        ),
+        &mcp.url,
+    )
+    .await;
+    match https_loopback {
+        Err(DiscoveryError::Refused { reason, .. }) => {
+            assert!(reason.contains("loopback"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dynamic_client_registration_then_a_real_consent() {
+    let (listener, base) = GatewayServer::bind().await;
+    let op = OidcProvider::start(json!({"clients": [], "registration": true}));
+    let mcp = DemoMcpServer::start(&op.issuer, false);
+    let gw = Gateway::start(&[("PUBLIC_BASE_URL", &base)]).await;
+    let server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
+    let base_url = url::Url::parse(&base).unwrap();
+
+    let mut new = new_target("demo", &mcp.url);
+    new.display_name = Some("Demo".into());
+    let added = targets::add_target(&gw.state, &base_url, FetchPolicy::local(), new)
+        .await
+        .unwrap();
+    assert_eq!(added.client_source, "dynamic client registration");
+    let TargetAuth::OAuth(settings) = &added.target.auth else {
+        panic!("an OAuth target")
+    };
+    assert!(!settings.client_id.is_empty());
+    assert_eq!(
+        settings.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::ClientSecretBasic
+    );
+    // The registered secret went to Secrets Manager, not into the table.
+    let arn = settings.client_secret_arn.clone().expect("a secret ARN");
+    let secret = gw
+        .secrets
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .unwrap();
+    let secret = secret.secret_string().unwrap().to_owned();
+    let raw = format!("{:?}", gw.raw_item("TARGETS", "TARGET#demo").await.unwrap());
+    assert!(!raw.contains(&secret));
+    assert_eq!(
+        gw.state.targets.get("demo").await.unwrap().unwrap(),
+        added.target
+    );
+
+    // The registered client completes a consent in a browser.
+    let link = targets::consent_link(&gw.state, &base_url, "dora", "demo")
+        .await
+        .unwrap();
+    assert!(link.starts_with(&format!("{}/connect/", server.base)));
+    let seen = browser_consent(&link, &["dora"], "consent", None).await;
+    assert_eq!(seen.title.as_deref(), Some("Connected to Demo"), "{seen:?}");
+    let grant = gw
+        .state
+        .grants
+        .get("dora", "demo", true)
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = mcp_call_tool(
+        &mcp.url,
+        grant.tokens.access_token.expose_secret(),
+        "whoami",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "dora");
+}
+
+#[tokio::test]
+async fn given_credentials_win_over_registration() {
+    let op = OidcProvider::start(json!({"clients": [], "registration": true}));
+    let mcp = DemoMcpServer::start(&op.issuer, false);
+    let gw = Gateway::start(&[]).await;
+    let mut new = new_target("given", &mcp.url);
+    new.client = ClientChoice {
+        client_id: Some("operator-client".into()),
+        client_secret_arn: Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:x".into()),
+        auth_method: Some(TokenEndpointAuthMethod::ClientSecretPost),
+    };
+    new.scopes = Some(vec!["read".into(), "write".into()]);
+    new.extra_authorize_params
+        .insert("access_type".into(), "offline".into());
+    let base = url::Url::parse("https://gateway.example.test").unwrap();
+    let added = targets::add_target(&gw.state, &base, FetchPolicy::local(), new)
+        .await
+        .unwrap();
+    assert_eq!(added.client_source, "given");
+    let TargetAuth::OAuth(s) = &added.target.auth else {
+        panic!()
+    };
+    assert_eq!(s.client_id, "operator-client");
+    assert_eq!(
+        s.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::ClientSecretPost
+    );
+    assert_eq!(s.scopes, vec!["read", "write"]);
+    assert_eq!(s.extra_authorize_params["access_type"], "offline");
+    assert_eq!(s.issuer.as_deref(), Some(op.issuer.as_str()));
+}
+
+#[tokio::test]
+async fn client_id_metadata_documents_are_preferred_when_supported() {
+    let op = OidcProvider::start(json!({"clients": [], "registration": true, "cimd": true}));
+    let mcp = DemoMcpServer::start(&op.issuer, false);
+    let gw = Gateway::start(&[("PUBLIC_BASE_URL", "https://gateway.example.test")]).await;
+    let base = url::Url::parse("https://gateway.example.test").unwrap();
+    let added = targets::add_target(
+        &gw.state,
+        &base,
+        FetchPolicy::local(),
+        new_target("cimd", &mcp.url),
+    )
+    .await
+    .unwrap();
+    assert_eq!(added.client_source, "client ID metadata document");
+    let TargetAuth::OAuth(s) = &added.target.auth else {
+        panic!()
+    };
+    assert_eq!(
+        s.client_id,
+        "https://gateway.example.test/oauth/client-metadata.json"
+    );
+    assert_eq!(s.token_endpoint_auth_method, TokenEndpointAuthMethod::None);
+    assert!(s.client_secret_arn.is_none());
+
+    // The gateway serves that document at that URL.
+    let (listener, local) = GatewayServer::bind().await;
+    let _server = GatewayServer::serve(listener, local.clone(), gw.state.clone());
+    let doc: serde_json::Value = reqwest::get(format!("{local}/oauth/client-metadata.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["client_id"], s.client_id);
+    assert_eq!(
+        doc["redirect_uris"][0],
+        "https://gateway.example.test/oauth/callback"
+    );
+    assert_eq!(doc["token_endpoint_auth_method"], "none");
+}
+
+/// Serves hand-written metadata on 127.0.0.1.
+async fn metadata_server(
+    s256: bool,
+    with_registration: bool,
+) -> (tokio::task::JoinHandle<()>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let b = base.clone();
+    let mut asm = json!({
+        "issuer": format!("{b}/tenant"),
+        "authorization_endpoint": format!("{b}/tenant/authorize"),
+        "token_endpoint": format!("{b}/tenant/token"),
+    });
+    if s256 {
+        asm["code_challenge_methods_supported"] = json!(["S256"]);
+    }
+    if with_registration {
+        asm["registration_endpoint"] = json!(format!("{b}/tenant/register"));
+    }
+    let prm = json!({"resource": format!("{b}/mcp"), "authorization_servers": [format!("{b}/tenant")], "scopes_supported": ["x"]});
+    let app = axum::Router::new()
+        // No challenge on the MCP URL: the well-known path form is found instead.
+        .route("/mcp", post(|| async { axum::http::StatusCode::METHOD_NOT_ALLOWED }))
+        .route("/.well-known/oauth-protected-resource/mcp", get(move || async move { Json(prm) }))
+        // Without S256: the RFC 8414 path-aware form; with: only the last
+        // form in the spec's order (`<issuer>/.well-known/openid-configuration`).
+        .route(
+            if s256 { "/tenant/.well-known/openid-configuration" } else { "/.well-known/oauth-authorization-server/tenant" },
+            get(move || async move { Json(asm) }),
+        )
+        .route(
+            "/tenant/register",
+            post(|| async { (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_client_metadata", "error_description": "redirect_uri not allowed"}))) }),
+        );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (task, base)
+}
+
+#[tokio::test]
+async fn discovery_refusals_are_clear() {
+    let http = gateway_shared::state::http_client();
+    let fetcher = Fetcher::new(&http, FetchPolicy::local());
+
+    // Path-aware RFC 8414 found; no S256: refused.
+    let (task, base) = metadata_server(false, false).await;
+    match discovery::discover(&fetcher, &format!("{base}/mcp")).await {
+        Err(DiscoveryError::Invalid { reason, url, .. }) => {
+            assert!(reason.contains("S256"), "{reason}");
+            assert!(
+                url.ends_with("/.well-known/oauth-authorization-server/tenant"),
+                "{url}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    task.abort();
+
+    // With S256 it is found, by the path forms, in the spec's order.
+    let (task, base) = metadata_server(true, true).await;
+    let found = discovery::discover(&fetcher, &format!("{base}/mcp"))
+        .await
+        .unwrap();
+    assert!(found
+        .resource_metadata_url
+        .ends_with("/.well-known/oauth-protected-resource/mcp"));
+    assert_eq!(
+        found.authorization_server_metadata_url,
+        format!("{base}/tenant/.well-known/openid-configuration")
+    );
+    assert_eq!(found.scopes, vec!["x"]);
+    // A refused registration says why, and stores no target.
+    let gw = Gateway::start(&[]).await;
+    let err = targets::add_target(
+        &gw.state,
+        &url::Url::parse("https://gateway.example.test").unwrap(),
+        FetchPolicy::local(),
+        new_target("reg", &format!("{base}/mcp")),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("invalid_client_metadata"), "{err}");
+    assert!(gw.state.targets.get("reg").await.unwrap().is_none());
+    task.abort();
+
+    // Without registration or CIMD: the error says what to do.
+    let (task, base) = metadata_server(true, false).await;
+    let err = targets::add_target(
+        &gw.state,
+        &url::Url::parse("https://gateway.example.test").unwrap(),
+        FetchPolicy::local(),
+        new_target("noreg", &format!("{base}/mcp")),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("--client-id") && err.contains("https://gateway.example.test/oauth/callback"),
+        "{err}"
+    );
+    task.abort();
+
+    // Nothing served: every place tried is named.
+    let empty = gateway_tests::FakeHttp::start(404, json!({}), Default::default()).await;
+    match discovery::discover(&fetcher, &format!("{}/v1/mcp", empty.base)).await {
+        Err(DiscoveryError::NotFound { tried, .. }) => {
+            assert!(
+                tried.contains("/.well-known/oauth-protected-resource/v1/mcp"),
+                "{tried}"
+            );
+            assert!(
+                tried.contains("/.well-known/oauth-protected-resource,")
+                    || tried.ends_with("/.well-known/oauth-protected-resource"),
+                "{tried}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
