@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Runs the gateway locally, end to end, installing what it needs first:
-#   moto_server (DynamoDB + Secrets Manager), the table and key set, and the
-#   gateway's Routers on one local listener, as API Gateway would route them.
-# Prints the MCP URL to point a client at. Ctrl-C stops everything.
+#   - moto_server as DynamoDB and Secrets Manager, with the table and key set;
+#   - a demo authorization server (oidc-provider) and a demo OAuth-protected
+#     MCP server (the official Python SDK), registered as target "demo" by
+#     discovery and Dynamic Client Registration;
+#   - the gateway's Routers on one local listener, as API Gateway routes them.
+# Prints the MCP URL to point a client at, and a consent link to try in a
+# browser. Ctrl-C stops everything.
 #
-# Environment: GATEWAY_PORT (default 8080), MOTO_PORT (default 4566).
+# Environment: GATEWAY_PORT (8080), MOTO_PORT (4566), DEMO_AS_PORT (8100),
+# DEMO_MCP_PORT (8200).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 gateway_port="${GATEWAY_PORT:-8080}"
 moto_port="${MOTO_PORT:-4566}"
+as_port="${DEMO_AS_PORT:-8100}"
+mcp_port="${DEMO_MCP_PORT:-8200}"
 state_dir="$root/.local"
 mkdir -p "$state_dir"
 
@@ -54,6 +61,23 @@ export RUST_LOG="${RUST_LOG:-info}"
 pids+=($!)
 wait_port "$gateway_port" gateway
 
+# The demo authorization server and OAuth-protected MCP server.
+cat >"$state_dir/demo-as.json" <<JSON
+{"port": $as_port, "clients": [], "registration": true, "resourceScopes": "read write", "accessTokenTtl": 3600}
+JSON
+node tests/node/oidc-server.mjs "$state_dir/demo-as.json" >"$state_dir/demo-as.log" 2>&1 &
+pids+=($!)
+wait_port "$as_port" "demo authorization server"
+"$venv/bin/python" tests/python/demo_mcp_server.py --port "$mcp_port" --issuer "http://127.0.0.1:$as_port" \
+  >"$state_dir/demo-mcp.log" 2>&1 &
+pids+=($!)
+wait_port "$mcp_port" "demo MCP server"
+
+# Register it: discovery from the MCP URL, then Dynamic Client Registration.
+"$admin" target add demo --display-name "Demo MCP server" \
+  --mcp-url "http://127.0.0.1:$mcp_port/mcp" --allow-insecure-local
+link="$("$admin" connect --user dev-user --target demo)"
+
 cat <<MSG
 
 mcp-oauth-gateway is running locally.
@@ -62,6 +86,15 @@ mcp-oauth-gateway is running locally.
   Protected Resource Metadata:           $PUBLIC_BASE_URL/.well-known/oauth-protected-resource/mcp
   OAuth callback URL:                    $PUBLIC_BASE_URL/oauth/callback
   Local AWS endpoint (moto):             $AWS_ENDPOINT_URL  (table $TABLE_NAME)
+  Demo authorization server:             http://127.0.0.1:$as_port  (any login name, any password)
+  Demo OAuth-protected MCP server:       http://127.0.0.1:$mcp_port/mcp  (target "demo")
+
+Try the consent in your browser: open this link, sign in with any name, and
+allow access. The gateway then holds an encrypted grant for dev-user:
+
+  $link
+
+More links: $admin connect --user <name> --target demo
 
 Inbound auth is in development mode: no token needed; the user is the
 X-Gateway-Dev-User header (default "dev-user").
