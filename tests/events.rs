@@ -36,12 +36,15 @@ fn header<'a>(res: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 async fn gateway() -> Gateway {
-    // Deployed shape: identity from API Gateway's JWT authorizer, base URL from the request context.
+    // Deployed shape: identity from API Gateway's JWT authorizer, base URL from
+    // the request context. Consent binding by link, so that /connect answers
+    // without an identity provider (the oidc binding has its own tests).
     Gateway::start(&[
         ("INBOUND_AUTH_MODE", "apigw"),
         ("INBOUND_ISSUER", ISSUER),
         ("INBOUND_SCOPES", "mcp/invoke"),
         ("PUBLIC_BASE_URL", ""),
+        ("CONSENT_BINDING", "link"),
     ])
     .await
 }

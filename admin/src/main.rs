@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use gateway_shared::adapters::discovery::{self, FetchPolicy, Fetcher};
 use gateway_shared::adapters::dynamodb::create_table;
 use gateway_shared::domain::{Target, TokenEndpointAuthMethod};
-use gateway_shared::targets;
+use gateway_shared::{connections, targets};
 use gateway_shared::{telemetry, AppState, Config};
 
 #[derive(Parser)]
@@ -49,6 +49,9 @@ enum Command {
     /// Manage targets (upstream MCP servers).
     #[command(subcommand)]
     Target(TargetCommand),
+    /// A user's grants (connections): list, revoke.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
     /// Create a consent link for a user and a target (what an agent would be
     /// handed), for example to connect ahead of time or to try the flow.
     Connect {
@@ -95,6 +98,25 @@ enum TargetCommand {
     Remove {
         /// Target name.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    /// List a user's grants: target, status, expiry, scopes (never tokens).
+    List {
+        /// The user's subject (`sub`).
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a user's grant at the authorization server and delete it.
+    Revoke {
+        /// The user's subject (`sub`).
+        #[arg(long)]
+        user: String,
+        /// The target.
+        #[arg(long)]
+        target: String,
     },
 }
 
@@ -205,6 +227,51 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Init { table, keyset_name } => init(&table, &keyset_name).await,
         Command::Serve { listen } => serve(&listen).await,
         Command::Target(cmd) => target(cmd).await,
+        Command::Grants(GrantsCommand::List { user }) => {
+            let state = state().await?;
+            let list = connections::list(&state, &user)
+                .await
+                .map_err(|e| e.to_string())?;
+            if list.is_empty() {
+                println!("{user} has no grants");
+            }
+            for c in list {
+                let expires = c
+                    .expires_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:<14} expires_at={:<12} refreshable={:<5} scopes={}",
+                    c.target,
+                    c.status,
+                    expires,
+                    c.refreshable,
+                    c.scopes.join(" ")
+                );
+            }
+            Ok(())
+        }
+        Command::Grants(GrantsCommand::Revoke { user, target }) => {
+            let state = state().await?;
+            let outcome = connections::disconnect(&state, &user, &target)
+                .await
+                .map_err(|e| e.to_string())?;
+            match outcome {
+                connections::Disconnected::Revoked => {
+                    println!("{user}/{target}: revoked and deleted")
+                }
+                connections::Disconnected::DeletedWithoutRevocation => {
+                    println!("{user}/{target}: deleted (the server has no revocation endpoint)")
+                }
+                connections::Disconnected::DeletedRevocationFailed(why) => {
+                    println!("{user}/{target}: deleted; revocation failed: {why}")
+                }
+                connections::Disconnected::NotConnected => {
+                    return Err(format!("{user} has no grant for {target:?}"))
+                }
+            }
+            Ok(())
+        }
         Command::Connect {
             user,
             target,

@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod domain;
 pub mod error;

@@ -416,3 +416,82 @@ pub async fn handle_scheduled_event(
     tracing::info!(?summary, "scheduled refresh finished");
     Ok(summary)
 }
+
+/// Why there is no usable grant for a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoGrant {
+    /// The user never connected the target (or disconnected it).
+    Missing,
+    /// The grant is dead: the user must consent again.
+    NeedsConsent,
+    /// A passing failure (authorization server down, lease not released in
+    /// time): retry later; the grant is unchanged.
+    Retry(String),
+}
+
+/// The grant to call `target` with for `sub`, refreshed first when its
+/// access token is expired or expires within `margin` seconds. One read when
+/// the token is fresh; under the lease protocol otherwise, waiting for the
+/// winner when another instance is refreshing.
+pub async fn usable_grant(
+    state: &AppState,
+    sub: &str,
+    target: &str,
+    owner: &str,
+    margin: i64,
+    policy: LeasePolicy,
+) -> Result<Grant, NoGrant> {
+    let grant = match state.grants.get(sub, target, false).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return Err(NoGrant::Missing),
+        Err(e) => return Err(NoGrant::Retry(e.to_string())),
+    };
+    if grant.status == GrantStatus::NeedsConsent {
+        return Err(NoGrant::NeedsConsent);
+    }
+    if !grant.needs_refresh(state.clock.now(), margin) {
+        return Ok(grant);
+    }
+    let req = RefreshRequest {
+        sub,
+        target,
+        owner,
+        margin,
+        force_from_version: None,
+        wait_for_winner: true,
+        policy,
+    };
+    into_usable(refresh_grant(state, req).await)
+}
+
+/// After the upstream refused `grant`'s access token (401): one forced
+/// refresh (or the newer tokens someone else already stored).
+pub async fn after_unauthorized(
+    state: &AppState,
+    grant: &Grant,
+    owner: &str,
+    policy: LeasePolicy,
+) -> Result<Grant, NoGrant> {
+    let req = RefreshRequest {
+        sub: &grant.sub,
+        target: &grant.target,
+        owner,
+        margin: 0,
+        force_from_version: Some(grant.version),
+        wait_for_winner: true,
+        policy,
+    };
+    into_usable(refresh_grant(state, req).await)
+}
+
+fn into_usable(outcome: Outcome) -> Result<Grant, NoGrant> {
+    match outcome {
+        Outcome::Refreshed(g) | Outcome::AlreadyFresh(g) => Ok(g),
+        Outcome::NeedsConsent => Err(NoGrant::NeedsConsent),
+        Outcome::NotFound => Err(NoGrant::Missing),
+        Outcome::LeaseLost => Err(NoGrant::Retry(
+            "another instance is still refreshing".into(),
+        )),
+        Outcome::Transient(why) => Err(NoGrant::Retry(why)),
+    }
+}

@@ -65,6 +65,21 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
+// Counts of token endpoint requests by grant type and of revocations, for
+// tests that assert how much traffic reached the server: GET /test/counts.
+const counts = {};
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test/counts') {
+    ctx.body = counts;
+    return;
+  }
+  await next();
+  if (ctx.method === 'POST' && (ctx.path === '/token' || ctx.path === '/token/revocation')) {
+    const key = ctx.path === '/token' ? (ctx.oidc?.params?.grant_type || 'unknown') : 'revocation';
+    counts[key] = (counts[key] || 0) + 1;
+  }
+});
+
 if (config.cimd) {
   // Advertise Client ID Metadata Document support in the discovery document.
   provider.use(async (ctx, next) => {

@@ -1,0 +1,111 @@
+//! A user's connections (grants) as people see them: list, and disconnect
+//! with revocation at the authorization server.
+
+use serde::Serialize;
+
+use crate::adapters::oauth::{OAuthError, TokenEndpoint};
+use crate::domain::{GrantStatus, TargetAuth};
+use crate::AppState;
+
+/// One connection, without any token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Connection {
+    /// Target name.
+    pub target: String,
+    /// `active` or `needs_consent`.
+    pub status: &'static str,
+    /// Access token expiry (Unix seconds), if known.
+    pub expires_at: Option<i64>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Whether it can be refreshed.
+    pub refreshable: bool,
+}
+
+/// The user's connections.
+pub async fn list(state: &AppState, sub: &str) -> Result<Vec<Connection>, crate::Error> {
+    let grants = state.grants.list_for_user(sub).await?;
+    Ok(grants
+        .into_iter()
+        .map(|g| Connection {
+            status: match g.status {
+                GrantStatus::Active => "active",
+                GrantStatus::NeedsConsent => "needs_consent",
+            },
+            refreshable: g.tokens.refresh_token.is_some(),
+            target: g.target,
+            expires_at: g.expires_at,
+            scopes: g.scopes,
+        })
+        .collect())
+}
+
+/// What a disconnect did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnected {
+    /// Revoked at the authorization server, and the grant deleted.
+    Revoked,
+    /// Deleted; the server has no revocation endpoint (the tokens live until they expire there).
+    DeletedWithoutRevocation,
+    /// Deleted; revocation failed (the reason is logged).
+    DeletedRevocationFailed(String),
+    /// There was no grant.
+    NotConnected,
+}
+
+/// Disconnects `target` for `sub`: revokes the refresh token (else the access
+/// token) at the target's revocation endpoint (RFC 7009), then deletes the
+/// grant. The grant is deleted even if revocation fails: the user asked to
+/// disconnect, and a later call asks for consent again.
+pub async fn disconnect(
+    state: &AppState,
+    sub: &str,
+    target: &str,
+) -> Result<Disconnected, crate::Error> {
+    let Some(grant) = state.grants.get(sub, target, true).await? else {
+        return Ok(Disconnected::NotConnected);
+    };
+    let settings = match state.targets.get(target).await? {
+        Some(t) => match t.auth {
+            TargetAuth::OAuth(s) => Some(s),
+            TargetAuth::None => None,
+        },
+        None => None,
+    };
+    let outcome = match settings
+        .as_deref()
+        .and_then(|s| s.revocation_endpoint.clone().map(|e| (s, e)))
+    {
+        None => Disconnected::DeletedWithoutRevocation,
+        Some((settings, endpoint)) => {
+            let secret = match &settings.client_secret_arn {
+                Some(arn) => Some(state.secrets.secret(arn).await?),
+                None => None,
+            };
+            let client = TokenEndpoint {
+                http: &state.http,
+                settings,
+                secret: secret.as_ref(),
+            };
+            let (token, hint) = match &grant.tokens.refresh_token {
+                Some(rt) => (rt, "refresh_token"),
+                None => (&grant.tokens.access_token, "access_token"),
+            };
+            match client.revoke(&endpoint, token, hint).await {
+                Ok(()) => Disconnected::Revoked,
+                Err(
+                    e @ (OAuthError::Transient(_)
+                    | OAuthError::Rejected { .. }
+                    | OAuthError::Misconfigured(_)),
+                ) => {
+                    tracing::warn!(target = %target, error = %e, "revocation failed; deleting the grant anyway");
+                    Disconnected::DeletedRevocationFailed(e.to_string())
+                }
+            }
+        }
+    };
+    state.grants.delete(sub, target).await?;
+    state.sessions.delete(sub, target).await?;
+    tracing::info!(target = %target, outcome = ?outcome, "disconnected");
+    Ok(outcome)
+}
