@@ -29,6 +29,16 @@ pub enum InboundAuth {
     /// API Gateway's JWT authorizer validated the token; the function reads
     /// the validated claims (`sub`, `scope`) from the request context.
     ApiGateway,
+    /// The function validates the bearer JWT itself (keys from the issuer's
+    /// JWKS): `INBOUND_AUDIENCES` / `INBOUND_CLIENT_IDS`, `INBOUND_REQUIRED_SCOPES`.
+    Jwt {
+        /// Accepted audiences.
+        audiences: Vec<String>,
+        /// Accepted `client_id` claims.
+        client_ids: Vec<String>,
+        /// Scopes every token must carry.
+        required_scopes: Vec<String>,
+    },
     /// No identity provider: every caller is the user named by the
     /// `X-Gateway-Dev-User` header (default `dev-user`). Local use only; the
     /// SAM template cannot select it.
@@ -83,6 +93,9 @@ pub struct Config {
     /// Session binding at `/connect` (`CONSENT_BINDING`: `oidc` or `link`;
     /// default `oidc`, or `link` in `dev` mode).
     pub consent_binding: ConsentBinding,
+    /// Browser origins allowed to call `/mcp` (`ALLOWED_ORIGINS`, comma
+    /// separated; empty: any origin, since every call needs a bearer token).
+    pub allowed_origins: Vec<String>,
     /// Log format (`LOG_FORMAT`: `json` or `text`; default `json` in Lambda, else `text`).
     pub log_format: LogFormat,
     /// Number of shards of the refresh-due index (`REFRESH_SHARDS`, 1-256, default 16).
@@ -92,6 +105,9 @@ pub struct Config {
     /// Grants whose access token expires within this window are refreshed by
     /// the scheduled function (`REFRESH_WINDOW_SECONDS`, default 600).
     pub refresh_window: Duration,
+    /// The proxy refreshes an access token that expires within this margin
+    /// (`REFRESH_MARGIN_SECONDS`, default 60).
+    pub refresh_margin: Duration,
     /// Grants refreshed at once by the scheduled function (`REFRESH_CONCURRENCY`, 1-256, default 16).
     pub refresh_concurrency: usize,
     /// Lifetime of a consent link (`AUTHORIZATION_TTL_SECONDS`, 60-3600, default 600).
@@ -113,13 +129,35 @@ impl Config {
         };
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
 
+        let list = |name: &'static str| -> Vec<String> {
+            get(name)
+                .map(|v| {
+                    v.split([',', ' '])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let inbound_auth = match get("INBOUND_AUTH_MODE").as_deref() {
             None | Some("apigw") => InboundAuth::ApiGateway,
+            Some("jwt") => {
+                let (audiences, client_ids) =
+                    (list("INBOUND_AUDIENCES"), list("INBOUND_CLIENT_IDS"));
+                if audiences.is_empty() && client_ids.is_empty() {
+                    return Err(ConfigError::Missing("INBOUND_AUDIENCES"));
+                }
+                InboundAuth::Jwt {
+                    audiences,
+                    client_ids,
+                    required_scopes: list("INBOUND_REQUIRED_SCOPES"),
+                }
+            }
             Some("dev") => InboundAuth::Dev,
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "INBOUND_AUTH_MODE",
-                    reason: format!("{other:?} is not one of \"apigw\", \"dev\""),
+                    reason: format!("{other:?} is not one of \"apigw\", \"jwt\", \"dev\""),
                 })
             }
         };
@@ -169,6 +207,7 @@ impl Config {
         };
 
         Ok(Config {
+            allowed_origins: list("ALLOWED_ORIGINS"),
             consent_binding,
             table_name: required("TABLE_NAME")?,
             keyset_secret_arn: required("KEYSET_SECRET_ARN")?,
@@ -193,6 +232,13 @@ impl Config {
                 600,
                 0,
                 86_400,
+            )?),
+            refresh_margin: Duration::from_secs(number(
+                get("REFRESH_MARGIN_SECONDS"),
+                "REFRESH_MARGIN_SECONDS",
+                60,
+                0,
+                3_600,
             )?),
             refresh_concurrency: number(
                 get("REFRESH_CONCURRENCY"),
@@ -348,12 +394,15 @@ mod tests {
             ("PUBLIC_BASE_URL", "not a url"),
             ("PUBLIC_BASE_URL", "ftp://x"),
             ("INBOUND_AUTH_MODE", "none"),
+            ("INBOUND_AUTH_MODE", "jwt"),
             ("LOG_FORMAT", "xml"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));
             match load(&pairs) {
                 Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
+                // jwt without audiences names the missing list.
+                Err(ConfigError::Missing("INBOUND_AUDIENCES")) => assert_eq!(value, "jwt"),
                 other => panic!("{name}={value}: {other:?}"),
             }
         }

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mcp;
 pub mod ports;
 pub mod refresh;
 pub mod state;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::oidc::OidcProvider;
 use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
-use crate::config::{Config, ConsentBinding};
+use crate::config::{Config, ConsentBinding, InboundAuth};
 use crate::error::Result;
+use crate::mcp::upstream::UpstreamClient;
 use crate::ports::{
     AuthorizationStore, Clock, GrantStore, KeyProvider, SecretSource, SessionStore, SystemClock,
     TargetCatalog,
@@ -34,6 +35,10 @@ pub struct AppState {
     /// The identity provider of the browser login at `/connect`, when the
     /// consent binding is `oidc`.
     pub login: Option<Arc<OidcProvider>>,
+    /// The inbound identity provider, when the function validates JWTs itself.
+    pub inbound: Option<Arc<OidcProvider>>,
+    /// The client toward upstream MCP servers (sessions kept per instance).
+    pub upstream: Arc<UpstreamClient>,
     /// Outbound HTTP (authorization servers, upstream MCP servers): pooled,
     /// keep-alive, redirects off.
     pub http: reqwest::Client,
@@ -73,7 +78,21 @@ impl AppState {
             }
             ConsentBinding::Link => None,
         };
+        let inbound = match (&config.inbound_auth, &config.inbound_issuer) {
+            (InboundAuth::Jwt { .. }, Some(issuer)) => {
+                Some(Arc::new(OidcProvider::new(issuer.as_str(), http.clone())))
+            }
+            _ => None,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let upstream = Arc::new(UpstreamClient::new(
+            http.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
         Ok(AppState {
+            inbound,
+            upstream,
             login,
             config: Arc::new(config),
             grants: store.clone(),
@@ -82,7 +101,7 @@ impl AppState {
             sessions: store,
             secrets: source,
             keys,
-            clock: Arc::new(SystemClock),
+            clock,
             http,
         })
     }

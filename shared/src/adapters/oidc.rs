@@ -194,6 +194,113 @@ impl OidcProvider {
     }
 }
 
+/// What an inbound access token must satisfy.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Accepted `client_id` claims (Cognito access tokens carry no `aud`).
+    pub client_ids: Vec<String>,
+    /// Scopes every token must carry.
+    pub required_scopes: Vec<String>,
+}
+
+/// The claims the gateway uses from a validated access token.
+#[derive(Debug, Clone)]
+pub struct AccessClaims {
+    /// The subject.
+    pub sub: String,
+    /// Granted scopes (`scope` string or `scp` array).
+    pub scopes: Vec<String>,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Not a valid token for this gateway (401).
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// Valid, but without the required scopes (403).
+    #[error("insufficient scope")]
+    InsufficientScope,
+    /// The provider could not be reached (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl OidcProvider {
+    /// Validates an inbound access token: signature (asymmetric, from the
+    /// JWKS), exact `iss`, `aud` or `client_id` in the policy's lists,
+    /// `exp`/`nbf` with [`LEEWAY_SECONDS`], and the required scopes.
+    pub async fn validate_access_token(
+        &self,
+        token: &str,
+        policy: &AccessPolicy,
+    ) -> Result<AccessClaims, AccessError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AccessError::Invalid(format!("malformed: {e}")))?;
+        let alg = header.alg;
+        if !is_asymmetric(alg) {
+            return Err(AccessError::Invalid(format!(
+                "algorithm {alg:?} is not accepted"
+            )));
+        }
+        let jwk = self.key(header.kid.as_deref()).await.map_err(|e| match e {
+            OidcError::Unavailable(m) => AccessError::Unavailable(m),
+            OidcError::Rejected(m) => AccessError::Invalid(m),
+        })?;
+        if let Some(key_alg) = jwk.common.key_algorithm {
+            if format!("{key_alg:?}") != format!("{alg:?}") {
+                return Err(AccessError::Invalid(
+                    "the token's algorithm does not match its key".into(),
+                ));
+            }
+        }
+        let key = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| AccessError::Invalid(format!("unusable key: {e}")))?;
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.validate_aud = false;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = LEEWAY_SECONDS;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .map_err(|e| AccessError::Invalid(e.to_string()))?;
+        let claims = data.claims;
+        let auds: Vec<&str> = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.as_str()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => vec![],
+        };
+        let client_id = claims.get("client_id").and_then(|v| v.as_str());
+        let audience_ok = auds.iter().any(|a| policy.audiences.iter().any(|p| p == a))
+            || client_id.is_some_and(|c| policy.client_ids.iter().any(|p| p == c));
+        if !audience_ok {
+            return Err(AccessError::Invalid(
+                "the token is not for this gateway (aud / client_id)".into(),
+            ));
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AccessError::Invalid("no sub".into()))?
+            .to_owned();
+        let mut scopes: Vec<String> = claims
+            .get("scope")
+            .and_then(|v| v.as_str())
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        if let Some(scp) = claims.get("scp").and_then(|v| v.as_array()) {
+            scopes.extend(scp.iter().filter_map(|v| v.as_str()).map(str::to_owned));
+        }
+        if !policy.required_scopes.iter().all(|r| scopes.contains(r)) {
+            return Err(AccessError::InsufficientScope);
+        }
+        Ok(AccessClaims { sub, scopes })
+    }
+}
+
 /// True for the signature algorithms the gateway accepts (public-key only).
 pub fn is_asymmetric(alg: Algorithm) -> bool {
     matches!(

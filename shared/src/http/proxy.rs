@@ -1,9 +1,14 @@
-//! The MCP proxy function's Router: `/mcp` and Protected Resource Metadata.
+//! The MCP proxy function's Router: `/mcp` (Streamable HTTP, every
+//! protocol era on one endpoint) and Protected Resource Metadata.
 //!
-//! This module holds the HTTP edge: who is calling (the validated `sub`),
-//! RFC 9728 metadata, and JSON-RPC framing. The gateway answers
-//! `initialize`, `ping` and `tools/list` (the targets' cached catalogs,
-//! prefixed), and notifications with 202.
+//! This is the HTTP edge: who is calling (the validated `sub`), protocol
+//! framing and version checks, sealed client sessions for the 2025 eras.
+//! What a request does is [`crate::mcp::gateway`].
+//!
+//! Stateless toward clients: the `Mcp-Session-Id` the gateway hands out is
+//! a sealed blob (user, version, client capabilities, expiry), so any
+//! instance serves the next request and a session cannot be used by another
+//! user.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,15 +20,21 @@ use lambda_http::request::RequestContext;
 use serde_json::{json, Value};
 
 use super::{base_url, json_error, public_url};
+use crate::adapters::oidc::{AccessError, AccessPolicy};
 use crate::config::InboundAuth;
+use crate::crypto::Aad;
+use crate::mcp::gateway::{Caller, Gateway, Reply};
+use crate::mcp::{codes, decode_header_value, meta, MODERN, SUPPORTED_VERSIONS, VERSIONS_2025};
 use crate::AppState;
 
 /// Path of the MCP endpoint.
 pub const MCP_PATH: &str = "/mcp";
 /// Largest request body accepted on `/mcp`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Protocol versions the gateway speaks, newest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// Lifetime of a sealed client session.
+pub const SESSION_TTL_SECONDS: i64 = 24 * 3600;
+/// The version assumed when a 2025 request names none.
+const DEFAULT_VERSION: &str = "2025-03-26";
 
 /// The Router of the `mcp-proxy` function.
 pub fn router(state: AppState) -> Router {
@@ -54,7 +65,7 @@ async fn method_not_allowed() -> Response {
     let mut res = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this gateway is stateless: use POST",
+        "this gateway is stateless: it opens no server stream and keeps no session to delete; use POST",
     );
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -92,72 +103,166 @@ async fn resource_metadata(
     res
 }
 
-/// The validated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The user's subject.
-    pub sub: String,
-}
-
-/// The validated caller, if the request carries one.
-fn caller(
+/// Who is calling, or the HTTP answer that says why not.
+async fn authenticate(
     state: &AppState,
     context: Option<&RequestContext>,
     headers: &HeaderMap,
-) -> Option<Caller> {
-    let sub = match state.config.inbound_auth {
-        InboundAuth::Dev => Some(
-            headers
-                .get("x-gateway-dev-user")
+) -> Result<String, Response> {
+    match &state.config.inbound_auth {
+        InboundAuth::Dev => Ok(headers
+            .get("x-gateway-dev-user")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or("dev-user")
+            .to_owned()),
+        InboundAuth::ApiGateway => {
+            let sub = match context {
+                Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+                    .authorizer
+                    .as_ref()
+                    .and_then(|a| a.jwt.as_ref())
+                    .and_then(|jwt| jwt.claims.get("sub"))
+                    .filter(|s| !s.is_empty())
+                    .cloned(),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            };
+            sub.ok_or_else(|| {
+                unauthorized(state, context, None, "a valid bearer token is required")
+            })
+        }
+        InboundAuth::Jwt {
+            audiences,
+            client_ids,
+            required_scopes,
+        } => {
+            let token = headers
+                .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .unwrap_or("dev-user")
-                .to_owned(),
-        ),
-        InboundAuth::ApiGateway => match context {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-                .authorizer
-                .as_ref()
-                .and_then(|a| a.jwt.as_ref())
-                .and_then(|jwt| jwt.claims.get("sub"))
-                .filter(|s| !s.is_empty())
-                .cloned(),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        },
-    };
-    sub.map(|sub| Caller { sub })
-}
-
-fn unauthorized(state: &AppState, context: Option<&RequestContext>) -> Response {
-    let mut res = json_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-        "a valid bearer token is required",
-    );
-    let mut challenge = String::from("Bearer");
-    if let Some(base) = base_url(state, context) {
-        challenge.push_str(&format!(
-            " resource_metadata=\"{}\"",
-            public_url(&base, "/.well-known/oauth-protected-resource/mcp")
-        ));
-        if !state.config.inbound_scopes.is_empty() {
-            challenge.push_str(&format!(
-                ", scope=\"{}\"",
-                state.config.inbound_scopes.join(" ")
-            ));
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim)
+                .filter(|t| !t.is_empty());
+            let Some(token) = token else {
+                return Err(unauthorized(
+                    state,
+                    context,
+                    None,
+                    "a bearer token is required",
+                ));
+            };
+            let Some(provider) = &state.inbound else {
+                return Err(json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "no identity provider configured",
+                ));
+            };
+            let policy = AccessPolicy {
+                audiences: audiences.clone(),
+                client_ids: client_ids.clone(),
+                required_scopes: required_scopes.clone(),
+            };
+            match provider.validate_access_token(token, &policy).await {
+                Ok(claims) => Ok(claims.sub),
+                Err(AccessError::Invalid(why)) => {
+                    tracing::info!(reason = %why, "inbound token refused");
+                    Err(unauthorized(
+                        state,
+                        context,
+                        Some("invalid_token"),
+                        "the bearer token is not valid for this gateway",
+                    ))
+                }
+                Err(AccessError::InsufficientScope) => Err(insufficient_scope(state, context)),
+                Err(AccessError::Unavailable(why)) => {
+                    tracing::error!(reason = %why, "identity provider unavailable");
+                    Err(json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the identity provider could not be reached; retry later",
+                    ))
+                }
+            }
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
+}
+
+fn challenge(state: &AppState, context: Option<&RequestContext>, error: Option<&str>) -> String {
+    let mut parts = vec![];
+    if let Some(e) = error {
+        parts.push(format!("error=\"{e}\""));
+    }
+    if let Some(base) = base_url(state, context) {
+        parts.push(format!(
+            "resource_metadata=\"{}\"",
+            public_url(&base, "/.well-known/oauth-protected-resource/mcp")
+        ));
+    }
+    let scopes: Vec<String> = match &state.config.inbound_auth {
+        InboundAuth::Jwt {
+            required_scopes, ..
+        } if !required_scopes.is_empty() => required_scopes.clone(),
+        _ => state.config.inbound_scopes.clone(),
+    };
+    if !scopes.is_empty() {
+        parts.push(format!("scope=\"{}\"", scopes.join(" ")));
+    }
+    if parts.is_empty() {
+        "Bearer".into()
+    } else {
+        format!("Bearer {}", parts.join(", "))
+    }
+}
+
+/// 401 with the challenge that tells MCP clients how to log in. `error` is
+/// set when a token was presented and refused (RFC 6750 3.1).
+fn unauthorized(
+    state: &AppState,
+    context: Option<&RequestContext>,
+    error: Option<&str>,
+    message: &str,
+) -> Response {
+    let mut res = json_error(
+        StatusCode::UNAUTHORIZED,
+        error.unwrap_or("unauthorized"),
+        message,
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge(state, context, error)) {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     res
 }
 
-fn rpc_error(id: Value, status: StatusCode, code: i64, message: &str) -> Response {
+fn insufficient_scope(state: &AppState, context: Option<&RequestContext>) -> Response {
+    let mut res = json_error(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        "the bearer token lacks a required scope",
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge(state, context, Some("insufficient_scope"))) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+fn rpc_error(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(d) = data {
+        error["data"] = d;
+    }
     (
         status,
-        Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})),
+        Json(json!({"jsonrpc": "2.0", "id": id, "error": error})),
     )
         .into_response()
 }
@@ -166,129 +271,385 @@ fn rpc_result(id: Value, result: Value) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
 }
 
+/// What a sealed client session holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClientSession {
+    /// User.
+    s: String,
+    /// Negotiated version.
+    v: String,
+    /// URL-mode elicitation declared.
+    u: bool,
+    /// Expiry (Unix seconds).
+    x: i64,
+}
+
+fn session_aad() -> Aad {
+    Aad::new("client-session", &[])
+}
+
+fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let allowed = &state.config.allowed_origins;
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(_) if allowed.is_empty() => true,
+        Some(origin) => allowed.iter().any(|a| a == origin),
+    }
+}
+
+fn supports_url_elicitation(capabilities: Option<&Value>) -> bool {
+    capabilities
+        .and_then(|c| c.get("elicitation"))
+        .and_then(|e| e.get("url"))
+        .is_some()
+}
+
 async fn mcp(
     State(state): State<AppState>,
     context: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(caller) = caller(&state, context.as_deref(), &headers) else {
-        return unauthorized(&state, context.as_deref());
+    let context = context.as_deref();
+    if !origin_allowed(&state, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this Origin may not call the gateway",
+        );
+    }
+    let sub = match authenticate(&state, context, &headers).await {
+        Ok(sub) => sub,
+        Err(res) => return res,
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
             return rpc_error(
-                Value::Null,
                 StatusCode::BAD_REQUEST,
-                -32700,
+                Value::Null,
+                codes::PARSE_ERROR,
                 "Parse error: the body is not JSON",
+                None,
             )
         }
     };
+    if message.is_array() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            codes::INVALID_REQUEST,
+            "Invalid Request: batches are not supported; send one message per request",
+            None,
+        );
+    }
     let Some(obj) = message.as_object() else {
         return rpc_error(
-            Value::Null,
             StatusCode::BAD_REQUEST,
-            -32600,
-            "Invalid Request: expected one JSON-RPC object",
+            Value::Null,
+            codes::INVALID_REQUEST,
+            "Invalid Request: expected a JSON-RPC object",
+            None,
         );
+    };
+    let id = obj.get("id").cloned();
+    let id_ok = id.as_ref().is_some_and(|i| i.is_string() || i.is_number());
+    let echo_id = if id_ok {
+        id.clone().unwrap_or(Value::Null)
+    } else {
+        Value::Null
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return rpc_error(
-            Value::Null,
             StatusCode::BAD_REQUEST,
-            -32600,
+            echo_id,
+            codes::INVALID_REQUEST,
             "Invalid Request: jsonrpc must be \"2.0\"",
+            None,
         );
     }
     let method = obj.get("method").and_then(Value::as_str);
-    match (obj.get("id"), method) {
-        // A notification: accepted, nothing to return.
-        (None, Some(_)) => StatusCode::ACCEPTED.into_response(),
-        // A response to a server request: accepted.
-        (Some(_), None) if obj.contains_key("result") || obj.contains_key("error") => {
-            StatusCode::ACCEPTED.into_response()
-        }
-        (Some(id), Some(method)) if id.is_string() || id.is_number() => {
-            dispatch(&state, &caller, id.clone(), method, obj.get("params")).await
-        }
-        _ => rpc_error(
-            Value::Null,
+    let params = obj.get("params");
+    if params.is_some_and(|p| !p.is_object() && !p.is_array()) {
+        return rpc_error(
             StatusCode::BAD_REQUEST,
-            -32600,
-            "Invalid Request",
-        ),
+            echo_id,
+            codes::INVALID_REQUEST,
+            "Invalid Request: params must be an object",
+            None,
+        );
+    }
+    match (&id, method) {
+        (None, Some(_)) => return StatusCode::ACCEPTED.into_response(),
+        (Some(_), None) if obj.contains_key("result") || obj.contains_key("error") => {
+            return StatusCode::ACCEPTED.into_response()
+        }
+        (Some(_), Some(_)) if id_ok => {}
+        _ => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                echo_id,
+                codes::INVALID_REQUEST,
+                "Invalid Request",
+                None,
+            )
+        }
+    }
+    let id = echo_id;
+    let method = method.unwrap_or_default();
+    let Some(base) = base_url(&state, context) else {
+        tracing::error!("no public base URL: set PUBLIC_BASE_URL");
+        return rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            id,
+            codes::INTERNAL_ERROR,
+            "the gateway has no public URL configured",
+            None,
+        );
+    };
+
+    let header_version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if header_version.as_deref() == Some(MODERN) {
+        return modern(&state, base, sub, id, method, params, &headers).await;
+    }
+    if let Some(v) = &header_version {
+        if !SUPPORTED_VERSIONS.contains(&v.as_str()) && method != "initialize" {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                codes::UNSUPPORTED_VERSION,
+                &format!("Unsupported protocol version: {v}"),
+                Some(json!({"supported": SUPPORTED_VERSIONS})),
+            );
+        }
+    }
+    if method == "initialize" {
+        return initialize(&state, &sub, id, params).await;
+    }
+    if method == "server/discover" {
+        return rpc_result(id, discover_result());
+    }
+
+    // A 2025-era request: the session (if any) tells the version and capabilities.
+    let mut caller = Caller {
+        sub: sub.clone(),
+        version: header_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
+        url_elicitation: false,
+    };
+    if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        match open_session(&state, sealed).await {
+            Some(s) if s.s == sub && s.x > state.clock.now() => {
+                if header_version.is_none() {
+                    caller.version = s.v.clone();
+                }
+                caller.url_elicitation = s.u;
+            }
+            _ => {
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    id,
+                    codes::INVALID_REQUEST,
+                    "Session not found: initialize again",
+                    None,
+                );
+            }
+        }
+    }
+    respond(
+        Gateway::new(&state, base, caller)
+            .handle(method, params)
+            .await,
+        id,
+        false,
+    )
+}
+
+fn respond(reply: Reply, id: Value, modern: bool) -> Response {
+    match reply {
+        Reply::Result(r) => rpc_result(id, r),
+        Reply::Error {
+            code,
+            message,
+            data,
+        } => {
+            let status = if modern && code == codes::METHOD_NOT_FOUND {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            };
+            rpc_error(status, id, code, &message, data)
+        }
     }
 }
 
-async fn dispatch(
+fn server_capabilities() -> Value {
+    json!({
+        "tools": {"listChanged": false},
+        "prompts": {"listChanged": false},
+        "resources": {"listChanged": false, "subscribe": false},
+        "completions": {},
+        "logging": {},
+    })
+}
+
+fn server_info() -> Value {
+    json!({"name": "mcp-oauth-gateway", "title": "MCP OAuth Gateway", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn discover_result() -> Value {
+    json!({
+        "supportedVersions": SUPPORTED_VERSIONS,
+        "capabilities": server_capabilities(),
+        "serverInfo": server_info(),
+    })
+}
+
+async fn initialize(state: &AppState, sub: &str, id: Value, params: Option<&Value>) -> Response {
+    let requested = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let version = if VERSIONS_2025.contains(&requested) {
+        requested
+    } else {
+        VERSIONS_2025[0]
+    };
+    let url_elicitation = version == "2025-11-25"
+        && supports_url_elicitation(params.and_then(|p| p.get("capabilities")));
+    let session = ClientSession {
+        s: sub.to_owned(),
+        v: version.to_owned(),
+        u: url_elicitation,
+        x: state.clock.now() + SESSION_TTL_SECONDS,
+    };
+    let sealed = match state.keys.key_set().await {
+        Ok(keys) => keys.seal(
+            &serde_json::to_vec(&session).unwrap_or_default(),
+            &session_aad(),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "key set unavailable");
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                codes::RETRY_LATER,
+                "the gateway is temporarily unavailable; retry",
+                None,
+            );
+        }
+    };
+    let mut res = rpc_result(
+        id,
+        json!({
+            "protocolVersion": version,
+            "capabilities": server_capabilities(),
+            "serverInfo": server_info(),
+            "instructions": "Tools of several services, each prefixed with the service's name. When a service needs your permission, you get a link to open; open it, then retry.",
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&sealed) {
+        res.headers_mut().insert("mcp-session-id", v);
+    }
+    res
+}
+
+async fn open_session(state: &AppState, sealed: &str) -> Option<ClientSession> {
+    let kid = crate::crypto::KeySet::key_id_of(sealed)?;
+    let keys = state.keys.key_set_with(kid).await.ok()?;
+    let plain = keys.open(sealed, &session_aad()).ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// Methods a 2026-07-28 client may call.
+const MODERN_METHODS: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "completion/complete",
+];
+
+/// A 2026-07-28 request: headers must match the body.
+async fn modern(
     state: &AppState,
-    caller: &Caller,
+    base: url::Url,
+    sub: String,
     id: Value,
     method: &str,
     params: Option<&Value>,
+    headers: &HeaderMap,
 ) -> Response {
-    match method {
-        "initialize" => {
-            let requested = params
-                .and_then(|p| p.get("protocolVersion"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let version = if SUPPORTED_VERSIONS.contains(&requested) {
-                requested
-            } else {
-                SUPPORTED_VERSIONS[0]
-            };
-            rpc_result(
-                id,
-                json!({
-                    "protocolVersion": version,
-                    "capabilities": {"tools": {"listChanged": false}},
-                    "serverInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")},
-                }),
-            )
-        }
-        "ping" => rpc_result(id, json!({})),
-        "tools/list" => match state.targets.list().await {
-            Ok(targets) => {
-                let single = targets.len() == 1;
-                let tools: Vec<Value> = targets
-                    .iter()
-                    .flat_map(|t| {
-                        let prefix = t.tool_prefix.clone().unwrap_or_else(|| {
-                            if single {
-                                String::new()
-                            } else {
-                                format!("{}___", t.name)
-                            }
-                        });
-                        t.tool_catalog.iter().filter_map(move |tool| {
-                            let mut tool = tool.clone();
-                            let name = tool.get("name")?.as_str()?.to_owned();
-                            tool["name"] = json!(format!("{prefix}{name}"));
-                            Some(tool)
-                        })
-                    })
-                    .collect();
-                tracing::debug!(sub = %caller.sub, count = tools.len(), "tools/list");
-                rpc_result(id, json!({"tools": tools}))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "listing targets failed");
-                rpc_error(
-                    id,
-                    StatusCode::OK,
-                    -32603,
-                    "the gateway could not read its targets; retry later",
-                )
-            }
-        },
-        _ => rpc_error(
-            id,
-            StatusCode::OK,
-            -32601,
-            &format!("Method not found: {method}"),
-        ),
+    let mismatch = |what: &str| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            id.clone(),
+            codes::HEADER_MISMATCH,
+            &format!("Header mismatch: {what}"),
+            None,
+        )
+    };
+    let meta_obj = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object);
+    let body_version = meta_obj
+        .and_then(|m| m.get(meta::PROTOCOL_VERSION))
+        .and_then(Value::as_str);
+    if body_version.is_some_and(|v| v != MODERN) {
+        return mismatch("MCP-Protocol-Version does not match _meta protocolVersion");
     }
+    match headers.get("mcp-method").and_then(|v| v.to_str().ok()) {
+        Some(m) if m == method => {}
+        Some(_) => return mismatch("Mcp-Method does not match the method"),
+        None => return mismatch("Mcp-Method is required"),
+    }
+    if let Some(field) = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    } {
+        let body_name = params.and_then(|p| p.get(field)).and_then(Value::as_str);
+        let header_name = headers
+            .get("mcp-name")
+            .and_then(|v| v.to_str().ok())
+            .and_then(decode_header_value);
+        match (header_name, body_name) {
+            (Some(h), Some(b)) if h == b => {}
+            (None, _) => return mismatch("Mcp-Name is required"),
+            _ => return mismatch("Mcp-Name does not match the params"),
+        }
+    }
+    if !MODERN_METHODS.contains(&method) {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            id,
+            codes::METHOD_NOT_FOUND,
+            &format!("Method not found: {method}"),
+            None,
+        );
+    }
+    if method == "server/discover" {
+        return rpc_result(id, discover_result());
+    }
+    let capabilities = meta_obj.and_then(|m| m.get(meta::CLIENT_CAPABILITIES));
+    let caller = Caller {
+        sub,
+        version: MODERN.to_owned(),
+        url_elicitation: supports_url_elicitation(capabilities),
+    };
+    respond(
+        Gateway::new(state, base, caller)
+            .handle(method, params)
+            .await,
+        id,
+        true,
+    )
 }

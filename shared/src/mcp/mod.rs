@@ -1,0 +1,101 @@
+//! The MCP side of the gateway: protocol constants, the aggregation and
+//! routing of requests over targets, and the client toward upstreams.
+
+pub mod gateway;
+pub mod names;
+pub mod upstream;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+/// The stateless protocol revision.
+pub const MODERN: &str = "2026-07-28";
+/// The newest 2025 revision.
+pub const LATEST_2025: &str = "2025-11-25";
+/// Every revision the gateway speaks, newest first.
+pub const SUPPORTED_VERSIONS: &[&str] = &[MODERN, "2025-11-25", "2025-06-18", "2025-03-26"];
+/// The 2025 revisions (session-based), newest first.
+pub const VERSIONS_2025: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+
+/// JSON-RPC and MCP error codes.
+pub mod codes {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Not a valid request object.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Unknown method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Invalid parameters.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// 2025-11-25: the request needs the user to visit a URL first.
+    pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+    /// 2026-07-28: a header does not match the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28: unsupported protocol version.
+    pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// Gateway: a passing failure; retry later.
+    pub const RETRY_LATER: i64 = -32000;
+}
+
+/// The `_meta` keys of 2026-07-28 requests.
+pub mod meta {
+    /// Protocol version.
+    pub const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+    /// Client capabilities.
+    pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+    /// Client info.
+    pub const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+    /// Gateway option: start a new consent for the called target.
+    pub const FORCE_CONSENT: &str = "mcp-oauth-gateway/forceConsent";
+}
+
+/// A header value for `Mcp-Name`: as is when it is plain visible ASCII,
+/// else `=?base64?<base64>?=`.
+pub fn header_value(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !s.starts_with("=?");
+    if plain {
+        s.to_owned()
+    } else {
+        format!("=?base64?{}?=", B64.encode(s.as_bytes()))
+    }
+}
+
+/// Decodes a header value made by [`header_value`].
+pub fn decode_header_value(s: &str) -> Option<String> {
+    match s
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b) => B64.decode(b).ok().and_then(|v| String::from_utf8(v).ok()),
+        None => Some(s.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_round_trip() {
+        for s in [
+            "plain_tool",
+            "file:///a b",
+            "naïve",
+            " lead",
+            "=?trick?=",
+            "multi\nline",
+        ] {
+            let h = header_value(s);
+            assert!(h.bytes().all(|b| (0x20..0x7f).contains(&b)), "{h}");
+            assert_eq!(decode_header_value(&h).as_deref(), Some(s));
+        }
+        assert_eq!(header_value("get_weather"), "get_weather");
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+    }
+}

@@ -1,0 +1,493 @@
+//! Streamable HTTP client toward upstream MCP servers, for every era.
+//!
+//! - 2026-07-28 servers are stateless: every request carries the version
+//!   header, `Mcp-Method` (and `Mcp-Name`), and `_meta` with the protocol
+//!   version and client capabilities. The gateway finds them with
+//!   `server/discover`.
+//! - 2025 servers get `initialize` and `notifications/initialized` once per
+//!   (user, target); an `Mcp-Session-Id` they hand out is kept (in the
+//!   instance and in the table, so other instances reuse it) and a 404 on it
+//!   starts a new session once.
+//! - Responses may be JSON or an SSE stream with other messages before the
+//!   response; both are read up to a size limit.
+//!
+//! The bearer token is always the user's upstream token for the target.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use tokio::sync::RwLock;
+
+use super::{header_value, LATEST_2025, MODERN};
+use crate::adapters::discovery::auth_param;
+use crate::domain::UpstreamSession;
+use crate::ports::{Clock, SessionStore};
+
+/// Largest upstream response read.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How long an upstream session is reused.
+pub const SESSION_TTL_SECONDS: i64 = 3600;
+
+/// Why an upstream call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// 401: the access token was refused.
+    #[error("the upstream refused the access token")]
+    Unauthorized,
+    /// 403 `insufficient_scope`: the token lacks `scope`.
+    #[error("the upstream needs more scopes")]
+    InsufficientScope {
+        /// The scopes the upstream asked for, if it said.
+        scope: Option<String>,
+    },
+    /// Another HTTP error status.
+    #[error("the upstream answered HTTP {0}")]
+    Status(u16),
+    /// Could not connect, or timed out.
+    #[error("the upstream could not be reached: {0}")]
+    Transport(String),
+    /// The response was not a usable MCP message.
+    #[error("the upstream's response was invalid: {0}")]
+    Protocol(String),
+}
+
+impl UpstreamError {
+    /// True when retrying later may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, UpstreamError::Transport(_))
+            || matches!(self, UpstreamError::Status(s) if *s >= 500)
+    }
+}
+
+/// How the gateway talks to one upstream for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Link {
+    /// 2026-07-28: stateless.
+    Modern,
+    /// A 2025 era: negotiated version and the session, if any.
+    Legacy {
+        version: String,
+        session: Option<String>,
+    },
+}
+
+/// The upstream client of one warm instance.
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    sessions: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    links: RwLock<HashMap<(String, String), Link>>,
+    next_id: AtomicU64,
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// The user.
+    pub sub: &'a str,
+    /// The target's name.
+    pub target: &'a str,
+    /// The target's MCP URL.
+    pub url: &'a str,
+    /// The user's upstream access token (none for targets without auth).
+    pub token: Option<&'a SecretString>,
+    /// JSON-RPC method.
+    pub method: &'a str,
+    /// JSON-RPC params.
+    pub params: Option<Value>,
+}
+
+impl UpstreamClient {
+    /// A client over the gateway's pooled HTTP client.
+    pub fn new(
+        http: reqwest::Client,
+        sessions: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        UpstreamClient {
+            http,
+            sessions,
+            clock,
+            links: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a request and returns the upstream's JSON-RPC response message
+    /// (with `result` or `error`).
+    pub async fn request(&self, call: &Call<'_>) -> Result<Value, UpstreamError> {
+        let key = (call.sub.to_owned(), call.target.to_owned());
+        let mut link = self.link(call, &key).await?;
+        for attempt in 0..2 {
+            match self
+                .send(call, &link, call.method, call.params.clone())
+                .await
+            {
+                Err(UpstreamError::Status(404))
+                    if attempt == 0
+                        && matches!(
+                            &link,
+                            Link::Legacy {
+                                session: Some(_),
+                                ..
+                            }
+                        ) =>
+                {
+                    // The upstream forgot the session: start a new one, once.
+                    self.forget(&key).await;
+                    link = self.establish(call, &key).await?;
+                }
+                other => return other.map(|m| m.unwrap_or(Value::Null)),
+            }
+        }
+        Err(UpstreamError::Status(404))
+    }
+
+    async fn forget(&self, key: &(String, String)) {
+        self.links.write().await.remove(key);
+        if let Err(e) = self.sessions.delete(&key.0, &key.1).await {
+            tracing::warn!(error = %e, "could not forget an upstream session");
+        }
+    }
+
+    async fn link(&self, call: &Call<'_>, key: &(String, String)) -> Result<Link, UpstreamError> {
+        if let Some(link) = self.links.read().await.get(key) {
+            return Ok(link.clone());
+        }
+        let now = self.clock.now();
+        if let Ok(Some(s)) = self.sessions.get(call.sub, call.target, now).await {
+            let link = if s.protocol_version == MODERN {
+                Link::Modern
+            } else {
+                Link::Legacy {
+                    version: s.protocol_version,
+                    session: Some(s.session_id).filter(|s| !s.is_empty()),
+                }
+            };
+            self.links.write().await.insert(key.clone(), link.clone());
+            return Ok(link);
+        }
+        self.establish(call, key).await
+    }
+
+    /// Finds the upstream's era and, for 2025 servers, opens a session.
+    async fn establish(
+        &self,
+        call: &Call<'_>,
+        key: &(String, String),
+    ) -> Result<Link, UpstreamError> {
+        let discovered = self
+            .send(call, &Link::Modern, "server/discover", Some(json!({})))
+            .await;
+        let link = match discovered {
+            Ok(Some(m)) if supports_modern(&m) => Link::Modern,
+            Err(e @ (UpstreamError::Unauthorized | UpstreamError::InsufficientScope { .. })) => {
+                return Err(e)
+            }
+            _ => self.initialize(call).await?,
+        };
+        let (version, session) = match &link {
+            Link::Modern => (MODERN.to_owned(), String::new()),
+            Link::Legacy { version, session } => {
+                (version.clone(), session.clone().unwrap_or_default())
+            }
+        };
+        let record = UpstreamSession {
+            sub: call.sub.to_owned(),
+            target: call.target.to_owned(),
+            session_id: session,
+            protocol_version: version,
+            expires_at: self.clock.now() + SESSION_TTL_SECONDS,
+        };
+        if let Err(e) = self.sessions.put(&record).await {
+            tracing::warn!(error = %e, "could not store the upstream session; continuing");
+        }
+        self.links.write().await.insert(key.clone(), link.clone());
+        Ok(link)
+    }
+
+    async fn initialize(&self, call: &Call<'_>) -> Result<Link, UpstreamError> {
+        let params = json!({
+            "protocolVersion": LATEST_2025,
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")},
+        });
+        let id = self.id();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": params});
+        let res = self
+            .post(call, None, Some(LATEST_2025), None, &body)
+            .await?;
+        let session = res
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let message = read_response(res, id).await?;
+        if let Some(err) = message.get("error") {
+            return Err(UpstreamError::Protocol(format!("initialize failed: {err}")));
+        }
+        let version = message
+            .get("result")
+            .and_then(|r| r.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or(LATEST_2025)
+            .to_owned();
+        let legacy = Link::Legacy { version, session };
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let (v, s) = match &legacy {
+            Link::Legacy { version, session } => (version.clone(), session.clone()),
+            Link::Modern => (MODERN.to_owned(), None),
+        };
+        let res = self.post(call, s.as_deref(), Some(&v), None, &note).await?;
+        drop(res);
+        Ok(legacy)
+    }
+
+    /// Sends one request over `link`. `Ok(None)` only for notifications.
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        link: &Link,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Option<Value>, UpstreamError> {
+        let id = self.id();
+        let mut params = params;
+        let (session, version, modern) = match link {
+            Link::Modern => {
+                let p = params.get_or_insert_with(|| json!({}));
+                if let Some(obj) = p.as_object_mut() {
+                    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+                    if let Some(m) = meta.as_object_mut() {
+                        m.insert(
+                            "io.modelcontextprotocol/protocolVersion".into(),
+                            json!(MODERN),
+                        );
+                        m.insert(
+                            "io.modelcontextprotocol/clientCapabilities".into(),
+                            json!({}),
+                        );
+                        m.insert(
+                            "io.modelcontextprotocol/clientInfo".into(),
+                            json!({"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")}),
+                        );
+                    }
+                }
+                (
+                    None,
+                    MODERN,
+                    Some((method, mcp_name(method, params.as_ref()))),
+                )
+            }
+            Link::Legacy { version, session } => (session.as_deref(), version.as_str(), None),
+        };
+        let mut body = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        if let Some(p) = params {
+            body["params"] = p;
+        }
+        let res = self
+            .post(call, session, Some(version), modern, &body)
+            .await?;
+        read_response(res, id).await.map(Some)
+    }
+
+    async fn post(
+        &self,
+        call: &Call<'_>,
+        session: Option<&str>,
+        version: Option<&str>,
+        modern: Option<(&str, Option<String>)>,
+        body: &Value,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut req = self.http.post(call.url);
+        if let Some(token) = call.token {
+            req = req.bearer_auth(token.expose_secret());
+        }
+        let mut req = req
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .timeout(Duration::from_secs(30))
+            .body(body.to_string());
+        if let Some(v) = version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some((method, name)) = modern {
+            req = req.header("mcp-method", method);
+            if let Some(n) = name {
+                req = req.header("mcp-name", header_value(&n));
+            }
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Transport(crate::error::chain(&e)))?;
+        let status = res.status().as_u16();
+        match status {
+            200..=299 => Ok(res),
+            401 => Err(UpstreamError::Unauthorized),
+            403 => {
+                let challenge = res
+                    .headers()
+                    .get_all("www-authenticate")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find(|v| v.to_ascii_lowercase().contains("insufficient_scope"))
+                    .map(str::to_owned);
+                match challenge {
+                    Some(c) => Err(UpstreamError::InsufficientScope {
+                        scope: auth_param(&c, "scope"),
+                    }),
+                    None => Err(UpstreamError::Status(403)),
+                }
+            }
+            other => Err(UpstreamError::Status(other)),
+        }
+    }
+}
+
+/// True when a `server/discover` answer lists 2026-07-28.
+fn supports_modern(message: &Value) -> bool {
+    message
+        .get("result")
+        .and_then(|r| r.get("supportedVersions"))
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|x| x == MODERN))
+}
+
+/// The `Mcp-Name` of a 2026-07-28 request: the tool, resource or prompt it names.
+pub fn mcp_name(method: &str, params: Option<&Value>) -> Option<String> {
+    let field = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return None,
+    };
+    params?.get(field)?.as_str().map(str::to_owned)
+}
+
+/// Reads the JSON-RPC response with `id` from a JSON or SSE body.
+async fn read_response(mut res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+    let sse = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let chunk = res
+            .chunk()
+            .await
+            .map_err(|e| UpstreamError::Transport(crate::error::chain(&e)))?;
+        let Some(chunk) = chunk else { break };
+        total += chunk.len();
+        if total > MAX_RESPONSE_BYTES {
+            return Err(UpstreamError::Protocol(format!(
+                "response larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+        if sse {
+            // Look at complete events only; stop at the response.
+            while let Some(end) = find_event_end(&buf) {
+                let event: Vec<u8> = buf.drain(..end).collect();
+                if let Some(message) = sse_data(&event) {
+                    if is_response_to(&message, id) {
+                        return Ok(message);
+                    }
+                }
+            }
+        }
+    }
+    if sse {
+        if let Some(message) = sse_data(&buf) {
+            if is_response_to(&message, id) {
+                return Ok(message);
+            }
+        }
+        return Err(UpstreamError::Protocol(
+            "the event stream ended without a response".into(),
+        ));
+    }
+    if buf.is_empty() {
+        return Ok(Value::Null);
+    }
+    let message: Value = serde_json::from_slice(&buf)
+        .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
+    if message.get("result").is_none() && message.get("error").is_none() {
+        return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));
+    }
+    Ok(message)
+}
+
+fn is_response_to(message: &Value, id: u64) -> bool {
+    message.get("id").and_then(Value::as_u64) == Some(id)
+        && (message.get("result").is_some() || message.get("error").is_some())
+}
+
+/// End (exclusive) of the first complete SSE event, including its blank line.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The JSON of an SSE event's `data:` lines.
+fn sse_data(event: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    serde_json::from_str(&data.join("\n")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events() {
+        let stream = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n\n";
+        let end = find_event_end(stream).unwrap();
+        let first = sse_data(&stream[..end]).unwrap();
+        assert_eq!(first["method"], "notifications/progress");
+        let second = sse_data(&stream[end..]).unwrap();
+        assert!(is_response_to(&second, 7));
+        assert!(!is_response_to(&first, 7));
+        assert!(sse_data(b": comment only\n\n").is_none());
+        assert!(sse_data(b"data: not json\n\n").is_none());
+        assert_eq!(find_event_end(b"data: x\r\n\r\nrest"), Some(11));
+    }
+
+    #[test]
+    fn names_for_headers() {
+        assert_eq!(
+            mcp_name("tools/call", Some(&json!({"name": "t"}))).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            mcp_name("resources/read", Some(&json!({"uri": "file:///x"}))).as_deref(),
+            Some("file:///x")
+        );
+        assert_eq!(mcp_name("tools/list", None), None);
+        assert_eq!(mcp_name("tools/call", Some(&json!({"name": 5}))), None);
+    }
+}
