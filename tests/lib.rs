@@ -283,6 +283,11 @@ pub struct DemoMcpServer {
 impl DemoMcpServer {
     /// Starts it for tokens from `issuer`; `stateless` serves without sessions.
     pub fn start(issuer: &str, stateless: bool) -> DemoMcpServer {
+        Self::start_with(issuer, stateless, &[])
+    }
+
+    /// Like [`DemoMcpServer::start`] with extra arguments (`--era 2025`).
+    pub fn start_with(issuer: &str, stateless: bool, extra: &[&str]) -> DemoMcpServer {
         let port = free_port();
         let python = workspace_root().join(".tools/venv/bin/python");
         let mut cmd = Command::new(python);
@@ -294,6 +299,7 @@ impl DemoMcpServer {
         if stateless {
             cmd.arg("--stateless");
         }
+        cmd.args(extra);
         let mut child = cmd
             .spawn()
             .expect("start the demo MCP server (scripts/tools.sh python)");
@@ -614,6 +620,18 @@ impl Stack {
         client_id: &str,
         method: gateway_shared::domain::TokenEndpointAuthMethod,
     ) -> gateway_shared::domain::Target {
+        let url = self.mcp.url.clone();
+        self.target_at(name, &url, client_id, method).await
+    }
+
+    /// Registers the MCP server at `url` as target `name` with the given client.
+    pub async fn target_at(
+        &self,
+        name: &str,
+        url: &str,
+        client_id: &str,
+        method: gateway_shared::domain::TokenEndpointAuthMethod,
+    ) -> gateway_shared::domain::Target {
         let secret = match method {
             gateway_shared::domain::TokenEndpointAuthMethod::None => None,
             _ => Some(self.client_secret_arn().await),
@@ -622,7 +640,7 @@ impl Stack {
         let target = gateway_shared::domain::Target {
             name: name.into(),
             display_name: Some("Demo Service".into()),
-            mcp_url: self.mcp.url.clone(),
+            mcp_url: url.to_owned(),
             auth: gateway_shared::domain::TargetAuth::OAuth(Box::new(
                 gateway_shared::domain::OAuthSettings {
                     issuer: Some(issuer.clone()),
@@ -844,4 +862,146 @@ pub fn stack_target_for_fake(token_endpoint: &str) -> gateway_shared::domain::Ta
         tool_prefix: None,
         tool_catalog: vec![],
     }
+}
+
+/// A raw Streamable HTTP MCP client for tests that look at the wire.
+pub struct RawClient {
+    http: reqwest::Client,
+    /// The MCP endpoint.
+    pub url: String,
+    /// Extra headers on every request (auth, dev user).
+    pub headers: Vec<(String, String)>,
+    /// Version header to send (after initialize).
+    pub version: Option<String>,
+    /// The session id the server handed out.
+    pub session: Option<String>,
+    next_id: std::sync::atomic::AtomicI64,
+}
+
+/// One HTTP exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body (Null when empty or not JSON).
+    pub body: serde_json::Value,
+}
+
+impl RawClient {
+    /// A client of `url` sending `headers`.
+    pub fn new(url: &str, headers: &[(&str, &str)]) -> RawClient {
+        RawClient {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            version: None,
+            session: None,
+            next_id: std::sync::atomic::AtomicI64::new(1),
+        }
+    }
+
+    /// POSTs `body` with `extra` headers.
+    pub async fn post_raw(&self, body: String, extra: &[(&str, String)]) -> Exchange {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        if let Some(v) = &self.version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, v);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Exchange {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A JSON-RPC request; returns the exchange.
+    pub async fn request(&self, method: &str, params: serde_json::Value) -> Exchange {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.post_raw(body.to_string(), &[]).await
+    }
+
+    /// `initialize` with `version` and `capabilities`; keeps the session and version.
+    pub async fn initialize(&mut self, version: &str, capabilities: serde_json::Value) -> Exchange {
+        let ex = self
+            .request(
+                "initialize",
+                serde_json::json!({"protocolVersion": version, "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "1"}}),
+            )
+            .await;
+        self.session = ex
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.version = ex.body["result"]["protocolVersion"]
+            .as_str()
+            .map(str::to_owned);
+        let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let n = self.post_raw(note.to_string(), &[]).await;
+        assert_eq!(n.status, 202, "notifications are accepted with 202");
+        ex
+    }
+
+    /// A 2026-07-28 request: version header, `Mcp-Method`, `Mcp-Name`, `_meta`.
+    pub async fn modern(
+        &self,
+        method: &str,
+        mut params: serde_json::Value,
+        capabilities: serde_json::Value,
+    ) -> Exchange {
+        params["_meta"] = serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        });
+        let name = match method {
+            "tools/call" | "prompts/get" => params["name"].as_str().map(str::to_owned),
+            "resources/read" => params["uri"].as_str().map(str::to_owned),
+            _ => None,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut extra = vec![
+            ("mcp-protocol-version", "2026-07-28".to_string()),
+            ("mcp-method", method.to_string()),
+        ];
+        if let Some(n) = name {
+            extra.push(("mcp-name", gateway_shared::mcp::header_value(&n)));
+        }
+        self.post_raw(body.to_string(), &extra).await
+    }
+}
+
+/// The text of the first content item of a tool result.
+pub fn tool_text(result: &serde_json::Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

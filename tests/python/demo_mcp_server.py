@@ -14,7 +14,10 @@ Tools: `whoami` (the caller's `sub`), `echo`, `add`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+import uvicorn
 
 import jwt
 from mcp.server import MCPServer
@@ -63,6 +66,12 @@ def main() -> None:
     parser.add_argument("--resource", help="this server's URL (default http://127.0.0.1:PORT/mcp)")
     parser.add_argument("--name", default="demo")
     parser.add_argument("--stateless", action="store_true", help="no Mcp-Session-Id")
+    parser.add_argument(
+        "--era",
+        choices=["all", "2025"],
+        default="all",
+        help="2025: refuse 2026-07-28 requests, as a server of the 2025 eras does",
+    )
     args = parser.parse_args()
     resource = args.resource or f"http://127.0.0.1:{args.port}/mcp"
 
@@ -93,13 +102,44 @@ def main() -> None:
         """Adds two integers."""
         return a + b
 
-    server.run(
-        "streamable-http",
-        host="127.0.0.1",
-        port=args.port,
+    app = server.streamable_http_app(
         stateless_http=args.stateless,
         json_response=args.stateless,
+        host="127.0.0.1",
     )
+    if args.era == "2025":
+        app = Only2025(app)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+class Only2025:
+    """ASGI wrapper: answers 2026-07-28 requests the way a 2025 server does
+    (400, unsupported protocol version)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"mcp-protocol-version") == b"2026-07-28":
+                body = json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {"code": -32600, "message": "Bad Request: Unsupported protocol version: 2026-07-28"},
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 if __name__ == "__main__":

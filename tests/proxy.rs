@@ -1,0 +1,266 @@
+//! The MCP proxy end to end: clients of every era against the gateway in
+//! front of two OAuth-protected upstreams built with the official Python SDK
+//! (one session-based, one stateless), consent through a real browser.
+
+use gateway_shared::domain::TokenEndpointAuthMethod;
+use gateway_tests::{browser_consent, stack, tool_text, DemoMcpServer, RawClient, Stack};
+use serde_json::{json, Value};
+
+struct Proxy {
+    s: Stack,
+    _legacy: DemoMcpServer,
+    _stateless: DemoMcpServer,
+}
+
+/// Targets: `demo`, a session-based server of the 2025 eras; `plain`, a
+/// stateless server that speaks 2026-07-28.
+async fn proxy() -> Proxy {
+    let s = stack(json!({})).await;
+    let legacy = DemoMcpServer::start_with(&s.op.issuer, false, &["--era", "2025"]);
+    s.target_at(
+        "demo",
+        &legacy.url,
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    let stateless = DemoMcpServer::start(&s.op.issuer, true);
+    s.target_at(
+        "plain",
+        &stateless.url,
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    Proxy {
+        s,
+        _legacy: legacy,
+        _stateless: stateless,
+    }
+}
+
+impl Proxy {
+    fn client(&self, user: &str) -> RawClient {
+        RawClient::new(
+            &format!("{}/mcp", self.s.server.base),
+            &[("x-gateway-dev-user", user)],
+        )
+    }
+}
+
+const URL_ELICITATION: &str = r#"{"elicitation": {"url": {}}}"#;
+
+fn tool_names(result: &Value) -> Vec<String> {
+    result["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_2025_11_25_client_gets_a_url_elicitation_then_its_own_results() {
+    let p = proxy().await;
+    let mut alice = p.client("alice");
+    let init = alice
+        .initialize("2025-11-25", serde_json::from_str(URL_ELICITATION).unwrap())
+        .await;
+    assert_eq!(init.status, 200);
+    assert_eq!(init.body["result"]["protocolVersion"], "2025-11-25");
+    assert!(alice.session.is_some(), "a sealed session id");
+
+    let call = alice
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(call.status, 200);
+    let err = &call.body["error"];
+    assert_eq!(err["code"], -32042, "{}", call.body);
+    let elicitation = &err["data"]["elicitations"][0];
+    assert_eq!(elicitation["mode"], "url");
+    let link = elicitation["url"].as_str().unwrap();
+    assert!(link.starts_with(&format!("{}/connect/", p.s.server.base)));
+
+    let seen = browser_consent(link, &["alice"], "consent", None).await;
+    assert_eq!(seen.title.as_deref(), Some("Connected to Demo Service"));
+    let call = alice
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(tool_text(&call.body["result"]), "alice", "{}", call.body);
+    // The session-based upstream gave alice her own Mcp-Session-Id, kept for other instances.
+    let link =
+        p.s.gw
+            .raw_item("USER#alice", "SESSION#demo")
+            .await
+            .expect("an upstream session");
+    assert!(!link["session_id"].as_s().unwrap().is_empty(), "{link:?}");
+    assert_ne!(link["protocol_version"].as_s().unwrap(), "2026-07-28");
+    let add = alice
+        .request(
+            "tools/call",
+            json!({"name": "demo___add", "arguments": {"a": 2, "b": 40}}),
+        )
+        .await;
+    assert_eq!(tool_text(&add.body["result"]), "42", "{}", add.body);
+
+    // Listing now shows both targets' tools under prefixes, and the gateway's own.
+    let list = alice.request("tools/list", json!({})).await;
+    let names = tool_names(&list.body["result"]);
+    for n in [
+        "demo___whoami",
+        "demo___echo",
+        "demo___add",
+        "gateway___connections",
+        "gateway___disconnect",
+    ] {
+        assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+    }
+    // Another user who never connected sees demo's tools from the cached catalog.
+    let mut bob = p.client("bob");
+    bob.initialize("2025-06-18", json!({})).await;
+    let names = tool_names(&bob.request("tools/list", json!({})).await.body["result"]);
+    assert!(names.contains(&"demo___whoami".to_string()), "{names:?}");
+    // Bob's client has no URL elicitation: the link comes as a tool error to relay.
+    let call = bob
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    let result = &call.body["result"];
+    assert_eq!(result["isError"], true, "{}", call.body);
+    let text = tool_text(result);
+    assert!(
+        text.contains("/connect/") && text.contains("retry"),
+        "{text}"
+    );
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/connect/"))
+        .unwrap()
+        .trim_end_matches(',');
+    browser_consent(link, &["bob"], "consent", None).await;
+    // Two users at once, each with their own upstream identity.
+    let (a, b) = tokio::join!(
+        alice.request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}})
+        ),
+        bob.request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}})
+        )
+    );
+    assert_eq!(tool_text(&a.body["result"]), "alice");
+    assert_eq!(tool_text(&b.body["result"]), "bob");
+
+    // Alice's session id is useless to Bob.
+    let mut stolen = p.client("bob");
+    stolen.version = Some("2025-11-25".into());
+    stolen.session = alice.session.clone();
+    let r = stolen.request("tools/list", json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // The gateway's own tools: connections, then disconnect.
+    let conns = alice
+        .request(
+            "tools/call",
+            json!({"name": "gateway___connections", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        conns.body["result"]["structuredContent"]["connections"][0]["target"], "demo",
+        "{}",
+        conns.body
+    );
+    let out = alice
+        .request(
+            "tools/call",
+            json!({"name": "gateway___disconnect", "arguments": {"target": "demo"}}),
+        )
+        .await;
+    assert!(
+        tool_text(&out.body["result"]).contains("Disconnected"),
+        "{}",
+        out.body
+    );
+    let again = alice
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        again.body["error"]["code"], -32042,
+        "consent again after disconnect"
+    );
+}
+
+#[tokio::test]
+async fn a_2026_client_gets_input_required_and_retries_with_request_state() {
+    let p = proxy().await;
+    let carol = p.client("carol");
+    let caps = json!({"elicitation": {"url": {}}});
+    let discover = carol
+        .modern("server/discover", json!({}), caps.clone())
+        .await;
+    assert_eq!(discover.status, 200, "{}", discover.body);
+    assert!(discover.body["result"]["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("2026-07-28")));
+
+    let params = json!({"name": "plain___whoami", "arguments": {}});
+    let first = carol
+        .modern("tools/call", params.clone(), caps.clone())
+        .await;
+    let result = &first.body["result"];
+    assert_eq!(result["resultType"], "input_required", "{}", first.body);
+    let request = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(request["method"], "elicitation/create");
+    assert_eq!(request["params"]["mode"], "url");
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    let link = request["params"]["url"].as_str().unwrap();
+    browser_consent(link, &["carol"], "consent", None).await;
+
+    let mut retry = params.clone();
+    retry["requestState"] = json!(state);
+    retry["inputResponses"] = json!({});
+    let second = carol
+        .modern("tools/call", retry.clone(), caps.clone())
+        .await;
+    assert_eq!(
+        tool_text(&second.body["result"]),
+        "carol",
+        "{}",
+        second.body
+    );
+    // The stateless upstream was spoken to in 2026-07-28 (found by server/discover).
+    let link =
+        p.s.gw
+            .raw_item("USER#carol", "SESSION#plain")
+            .await
+            .expect("an upstream link record");
+    assert_eq!(link["protocol_version"].as_s().unwrap(), "2026-07-28");
+
+    // The state is bound to its user and its parameters.
+    let dave = p.client("dave");
+    let stolen = dave.modern("tools/call", retry.clone(), caps.clone()).await;
+    assert_eq!(stolen.body["error"]["code"], -32602, "{}", stolen.body);
+    let mut other = retry.clone();
+    other["name"] = json!("plain___echo");
+    other["arguments"] = json!({"text": "x"});
+    let swapped = carol.modern("tools/call", other, caps.clone()).await;
+    assert_eq!(swapped.body["error"]["code"], -32602, "{}", swapped.body);
+}
