@@ -412,19 +412,13 @@ async fn mcp(
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if header_version.as_deref() == Some(MODERN) {
+    // A version header that is not a 2025 revision takes the 2026 path, where
+    // an unknown version gets its own error.
+    if header_version
+        .as_deref()
+        .is_some_and(|v| !VERSIONS_2025.contains(&v))
+    {
         return modern(&state, base, sub, id, method, params, &headers).await;
-    }
-    if let Some(v) = &header_version {
-        if !SUPPORTED_VERSIONS.contains(&v.as_str()) && method != "initialize" {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                codes::UNSUPPORTED_VERSION,
-                &format!("Unsupported protocol version: {v}"),
-                Some(json!({"supported": SUPPORTED_VERSIONS})),
-            );
-        }
     }
     if method == "initialize" {
         return initialize(&state, &sub, id, params).await;
@@ -460,17 +454,15 @@ async fn mcp(
             }
         }
     }
-    respond(
-        Gateway::new(&state, base, caller)
-            .handle(method, params)
-            .await,
-        id,
-        false,
-    )
+    let reply = Gateway::new(&state, base, caller)
+        .handle(method, params)
+        .await;
+    respond(reply, id, false, method)
 }
 
-fn respond(reply: Reply, id: Value, modern: bool) -> Response {
+fn respond(reply: Reply, id: Value, modern: bool, method: &str) -> Response {
     match reply {
+        Reply::Result(r) if modern => rpc_result(id, modern_result(r, method)),
         Reply::Result(r) => rpc_result(id, r),
         Reply::Error {
             code,
@@ -485,6 +477,24 @@ fn respond(reply: Reply, id: Value, modern: bool) -> Response {
             rpc_error(status, id, code, &message, data)
         }
     }
+}
+
+/// A result as 2026-07-28 clients expect it: `resultType`, the server's
+/// identity in `_meta`, and cache hints on list and read results.
+fn modern_result(mut result: Value, method: &str) -> Value {
+    let Some(obj) = result.as_object_mut() else {
+        return result;
+    };
+    obj.entry("resultType").or_insert_with(|| json!("complete"));
+    if method.ends_with("/list") || method == "resources/read" || method == "server/discover" {
+        obj.entry("ttlMs").or_insert_with(|| json!(0));
+        obj.entry("cacheScope").or_insert_with(|| json!("private"));
+    }
+    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
+    }
+    result
 }
 
 fn server_capabilities() -> Value {
@@ -505,7 +515,6 @@ fn discover_result() -> Value {
     json!({
         "supportedVersions": SUPPORTED_VERSIONS,
         "capabilities": server_capabilities(),
-        "serverInfo": server_info(),
     })
 }
 
@@ -600,10 +609,24 @@ async fn modern(
     let meta_obj = params
         .and_then(|p| p.get("_meta"))
         .and_then(Value::as_object);
+    let header_version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let body_version = meta_obj
         .and_then(|m| m.get(meta::PROTOCOL_VERSION))
         .and_then(Value::as_str);
-    if body_version.is_some_and(|v| v != MODERN) {
+    let capabilities = meta_obj.and_then(|m| m.get(meta::CLIENT_CAPABILITIES));
+    let (Some(body_version), Some(_)) = (body_version, capabilities) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id.clone(),
+            codes::INVALID_PARAMS,
+            "Invalid params: _meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
+            None,
+        );
+    };
+    if body_version != header_version {
         return mismatch("MCP-Protocol-Version does not match _meta protocolVersion");
     }
     match headers.get("mcp-method").and_then(|v| v.to_str().ok()) {
@@ -627,6 +650,15 @@ async fn modern(
             _ => return mismatch("Mcp-Name does not match the params"),
         }
     }
+    if header_version != MODERN {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            codes::UNSUPPORTED_VERSION,
+            &format!("Unsupported protocol version: {header_version}"),
+            Some(json!({"supported": [MODERN], "requested": header_version})),
+        );
+    }
     if !MODERN_METHODS.contains(&method) {
         return rpc_error(
             StatusCode::NOT_FOUND,
@@ -637,19 +669,15 @@ async fn modern(
         );
     }
     if method == "server/discover" {
-        return rpc_result(id, discover_result());
+        return respond(Reply::Result(discover_result()), id, true, method);
     }
-    let capabilities = meta_obj.and_then(|m| m.get(meta::CLIENT_CAPABILITIES));
     let caller = Caller {
         sub,
         version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
     };
-    respond(
-        Gateway::new(state, base, caller)
-            .handle(method, params)
-            .await,
-        id,
-        true,
-    )
+    let reply = Gateway::new(state, base, caller)
+        .handle(method, params)
+        .await;
+    respond(reply, id, true, method)
 }

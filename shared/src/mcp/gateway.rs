@@ -654,13 +654,10 @@ impl<'a> Gateway<'a> {
             target.title()
         );
         tracing::info!(target = %target.name, authorization = %pending.id, "consent needed");
-        let elicitation = json!({
-            "mode": "url",
-            "elicitationId": pending.id,
-            "url": url,
-            "message": format!("Connect your {} account to continue.", target.title()),
-        });
+        let prompt = format!("Connect your {} account to continue.", target.title());
         if self.caller.modern() {
+            // 2026-07-28 URL elicitations carry no elicitationId.
+            let elicitation = json!({"mode": "url", "url": url, "message": prompt});
             let state = match self.seal_request_state(method, params, now).await {
                 Some(s) => s,
                 None => {
@@ -679,10 +676,12 @@ impl<'a> Gateway<'a> {
                 "requestState": state,
             }));
         }
+        let elicitation =
+            json!({"mode": "url", "elicitationId": pending.id, "url": url, "message": prompt});
         if self.caller.url_elicitation {
             return Reply::Error {
                 code: codes::URL_ELICITATION_REQUIRED,
-                message: "This request requires more information.".into(),
+                message: "URL elicitation required".into(),
                 data: Some(json!({"elicitations": [elicitation]})),
             };
         }
@@ -831,10 +830,31 @@ fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, Value> {
     p
 }
 
-/// The upstream's answer as ours: its result or its error.
+/// The upstream's answer as ours: its result (without the fields a
+/// 2026-07-28 upstream adds for its own client; the edge adds the gateway's)
+/// or its error.
 fn pass_through(message: Value) -> Reply {
     if let Some(result) = message.get("result") {
-        return Reply::Result(result.clone());
+        let mut result = result.clone();
+        if let Some(obj) = result.as_object_mut() {
+            if obj.get("resultType").and_then(Value::as_str) == Some("input_required") {
+                // The upstream wants input the gateway cannot relay.
+                return Reply::error(
+                    codes::INTERNAL_ERROR,
+                    "the upstream asked for input the gateway cannot relay",
+                );
+            }
+            for k in ["resultType", "ttlMs", "cacheScope"] {
+                obj.remove(k);
+            }
+            if let Some(Value::Object(m)) = obj.get_mut("_meta") {
+                m.remove("io.modelcontextprotocol/serverInfo");
+                if m.is_empty() {
+                    obj.remove("_meta");
+                }
+            }
+        }
+        return Reply::Result(result);
     }
     if let Some(error) = message.get("error") {
         return Reply::Error {
