@@ -264,3 +264,101 @@ async fn a_2026_client_gets_input_required_and_retries_with_request_state() {
     let swapped = carol.modern("tools/call", other, caps.clone()).await;
     assert_eq!(swapped.body["error"]["code"], -32602, "{}", swapped.body);
 }
+
+/// Runs a client script (Python or Node) and parses its JSON report.
+async fn run_client(program: &str, args: &[String]) -> Value {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run the SDK client");
+    assert!(
+        out.status.success(),
+        "{program} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+async fn python_client(p: &Proxy, user: &str, tool: &str, mode: &str) -> Value {
+    let root = gateway_tests::workspace_root();
+    run_client(
+        root.join(".tools/venv/bin/python").to_str().unwrap(),
+        &[
+            root.join("tests/python/sdk_client.py")
+                .display()
+                .to_string(),
+            "--url".into(),
+            format!("{}/mcp", p.s.server.base),
+            "--user".into(),
+            user.into(),
+            "--tool".into(),
+            tool.into(),
+            "--mode".into(),
+            mode.into(),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_python_sdk_client_connects_consents_and_calls_in_both_eras() {
+    let p = proxy().await;
+    // 2026-07-28 (auto: server/discover): the SDK drives input_required itself.
+    let (modern, legacy) = tokio::join!(
+        python_client(&p, "erin", "plain___whoami", "auto"),
+        python_client(&p, "frank", "demo___whoami", "legacy"),
+    );
+    assert_eq!(
+        modern["elicitations"][0]["form"], "input_required",
+        "{modern}"
+    );
+    assert_eq!(modern["pages"][0], "Connected to Demo Service", "{modern}");
+    assert_eq!(modern["text"], "erin", "{modern}");
+    assert_eq!(modern["is_error"], false);
+    assert!(modern["tools"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("gateway___connections")));
+    // 2025-11-25 (legacy initialize): error -32042, consent, retry.
+    assert_eq!(legacy["elicitations"][0]["form"], "error-32042", "{legacy}");
+    assert_eq!(legacy["text"], "frank", "{legacy}");
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_client_connects_consents_and_calls() {
+    let p = proxy().await;
+    let opts =
+        json!({"url": format!("{}/mcp", p.s.server.base), "user": "gina", "tool": "demo___whoami"});
+    let report = run_client(
+        "node",
+        &[
+            gateway_tests::node_dir()
+                .join("sdk-client.mjs")
+                .display()
+                .to_string(),
+            opts.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(report["protocolVersion"], "2025-11-25", "{report}");
+    assert_eq!(
+        report["elicitations"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(report["pages"][0], "Connected to Demo Service");
+    assert_eq!(report["text"], "gina", "{report}");
+    assert_eq!(report["isError"], false);
+    assert!(
+        report["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("demo___echo")),
+        "{report}"
+    );
+}
