@@ -1,0 +1,589 @@
+//! The proxy's edge under bad input: inbound JWT validation (against a local
+//! identity provider serving discovery and JWKS), malformed messages, wrong
+//! headers, foreign sessions, and upstreams that misbehave. Each gets the
+//! spec's answer; nothing panics.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Json;
+use gateway_shared::domain::{Target, TargetAuth};
+use gateway_tests::{workspace_root, FakeHttp, Gateway, GatewayServer, RawClient};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+fn keys() -> Value {
+    let text = std::fs::read_to_string(workspace_root().join("tests/fixtures/jwt-test-keys.json"))
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A local identity provider: discovery and a JWKS that tests can change.
+struct Idp {
+    issuer: String,
+    jwks: Arc<Mutex<Value>>,
+    jwks_hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn idp(kids: &[&str]) -> Idp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let k = keys();
+    let jwks = Arc::new(Mutex::new(
+        json!({"keys": kids.iter().map(|kid| k[kid]["jwk"].clone()).collect::<Vec<_>>()}),
+    ));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (iss, j, h) = (issuer.clone(), jwks.clone(), hits.clone());
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let iss = iss.clone();
+                async move {
+                    Json(json!({"issuer": iss, "authorization_endpoint": format!("{iss}/auth"), "token_endpoint": format!("{iss}/token"), "jwks_uri": format!("{iss}/jwks")}))
+                }
+            }),
+        )
+        .route(
+            "/jwks",
+            get(move || {
+                let (j, h) = (j.clone(), h.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    Json(j.lock().unwrap().clone())
+                }
+            }),
+        );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Idp {
+        issuer,
+        jwks,
+        jwks_hits: hits,
+        task,
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn sign(kid: &str, claims: Value) -> String {
+    let k = keys();
+    let key =
+        EncodingKey::from_rsa_pem(k[kid]["private_pem"].as_str().unwrap().as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+const AUD: &str = "https://gateway.example.test/mcp";
+
+async fn jwt_gateway(idp: &Idp) -> (Gateway, GatewayServer) {
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", &base),
+        ("INBOUND_AUTH_MODE", "jwt"),
+        ("INBOUND_ISSUER", &idp.issuer),
+        ("INBOUND_AUDIENCES", AUD),
+        ("INBOUND_CLIENT_IDS", "cognito-app-client"),
+        ("INBOUND_REQUIRED_SCOPES", "mcp:invoke"),
+        ("CONSENT_BINDING", "link"),
+    ])
+    .await;
+    let server = GatewayServer::serve(listener, base, gw.state.clone());
+    (gw, server)
+}
+
+async fn ping_with(server: &GatewayServer, token: Option<&str>) -> gateway_tests::Exchange {
+    let mut headers = vec![];
+    let auth;
+    if let Some(t) = token {
+        auth = format!("Bearer {t}");
+        headers.push(("authorization", auth.as_str()));
+    }
+    let c = RawClient::new(&format!("{}/mcp", server.base), &headers);
+    c.request("ping", json!({})).await
+}
+
+#[tokio::test]
+async fn inbound_jwts_are_validated_strictly() {
+    let idp = idp(&["test-key-1"]).await;
+    let (_gw, server) = jwt_gateway(&idp).await;
+    let good = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": now() + 300, "scope": "openid mcp:invoke"});
+
+    let ok = ping_with(&server, Some(&sign("test-key-1", good.clone()))).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    assert_eq!(ok.body["result"], json!({}));
+
+    // Cognito-style: no aud, an allowed client_id.
+    let mut cognito = good.clone();
+    cognito.as_object_mut().unwrap().remove("aud");
+    cognito["client_id"] = json!("cognito-app-client");
+    assert_eq!(
+        ping_with(&server, Some(&sign("test-key-1", cognito)))
+            .await
+            .status,
+        200
+    );
+
+    // No token: 401 with the challenge that points at the metadata, no error.
+    let none = ping_with(&server, None).await;
+    assert_eq!(none.status, 401);
+    let challenge = none.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer resource_metadata=\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("/.well-known/oauth-protected-resource/mcp\"")
+            && challenge.contains("scope=\"mcp:invoke\""),
+        "{challenge}"
+    );
+
+    let k = keys();
+    let hs_with_public_key = jsonwebtoken::encode(
+        &Header {
+            kid: Some("test-key-1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &good,
+        &EncodingKey::from_secret(k["test-key-1"]["public_pem"].as_str().unwrap().as_bytes()),
+    )
+    .unwrap();
+    let unsigned = {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            b.encode(br#"{"alg":"none","typ":"JWT","kid":"test-key-1"}"#),
+            b.encode(good.to_string())
+        )
+    };
+    let forged = {
+        // Signed with key 2 but claiming key 1.
+        let key =
+            EncodingKey::from_rsa_pem(k["test-key-2"]["private_pem"].as_str().unwrap().as_bytes())
+                .unwrap();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("test-key-1".into());
+        jsonwebtoken::encode(&h, &good, &key).unwrap()
+    };
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        sign("test-key-1", c)
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", with(&|c| c["exp"] = json!(now() - 120))),
+        ("not yet valid", with(&|c| c["nbf"] = json!(now() + 600))),
+        (
+            "wrong issuer",
+            with(&|c| c["iss"] = json!("https://evil.example")),
+        ),
+        (
+            "wrong audience",
+            with(&|c| c["aud"] = json!("https://other.example/mcp")),
+        ),
+        (
+            "client not allowed",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+                c["client_id"] = json!("someone-else");
+            }),
+        ),
+        (
+            "no sub",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+        ),
+        ("alg none", unsigned),
+        ("HS256 with the public key", hs_with_public_key),
+        ("forged signature", forged),
+        ("garbage", "not.a.jwt".into()),
+    ];
+    for (what, token) in cases {
+        let r = ping_with(&server, Some(&token)).await;
+        assert_eq!(r.status, 401, "{what}: {:?}", r.body);
+        let challenge = r.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+    }
+
+    // Valid, but without the required scope: 403 insufficient_scope.
+    let r = ping_with(&server, Some(&with(&|c| c["scope"] = json!("openid")))).await;
+    assert_eq!(r.status, 403);
+    assert!(r.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
+}
+
+#[tokio::test]
+async fn an_unknown_key_id_refetches_the_jwks_at_a_limited_rate() {
+    let idp = idp(&["test-key-1"]).await;
+    let (_gw, server) = jwt_gateway(&idp).await;
+    let claims = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": now() + 300, "scope": "mcp:invoke"});
+    assert_eq!(
+        ping_with(&server, Some(&sign("test-key-1", claims.clone())))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 1);
+    // Cached: no fetch per request.
+    for _ in 0..5 {
+        assert_eq!(
+            ping_with(&server, Some(&sign("test-key-1", claims.clone())))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 1);
+    // The provider rotates in key 2: one refetch finds it.
+    let k = keys();
+    idp.jwks.lock().unwrap()["keys"] = json!([k["test-key-1"]["jwk"], k["test-key-2"]["jwk"]]);
+    assert_eq!(
+        ping_with(&server, Some(&sign("test-key-2", claims.clone())))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 2);
+    // Tokens naming keys nobody has do not make the gateway hammer the provider.
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("nobody-has-this".into());
+    let key =
+        EncodingKey::from_rsa_pem(k["test-key-1"]["private_pem"].as_str().unwrap().as_bytes())
+            .unwrap();
+    let stray = jsonwebtoken::encode(&h, &claims, &key).unwrap();
+    for _ in 0..5 {
+        assert_eq!(ping_with(&server, Some(&stray)).await.status, 401);
+    }
+    assert!(
+        idp.jwks_hits.load(Ordering::SeqCst) <= 3,
+        "at most one refetch per interval"
+    );
+}
+
+async fn dev_gateway(extra: &[(&str, &str)]) -> (Gateway, GatewayServer) {
+    let (listener, base) = GatewayServer::bind().await;
+    let mut vars = vec![("PUBLIC_BASE_URL", base.as_str())];
+    vars.extend_from_slice(extra);
+    let gw = Gateway::start(&vars).await;
+    let server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
+    (gw, server)
+}
+
+#[tokio::test]
+async fn malformed_messages_get_the_spec_errors() {
+    let (_gw, server) = dev_gateway(&[("ALLOWED_ORIGINS", "https://app.example")]).await;
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    let cases: Vec<(&str, String, u16, i64)> = vec![
+        ("not JSON", "{not json".into(), 400, -32700),
+        ("empty", "".into(), 400, -32700),
+        (
+            "batch",
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.into(),
+            400,
+            -32600,
+        ),
+        ("not an object", "42".into(), 400, -32600),
+        (
+            "wrong jsonrpc",
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "object id",
+            r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "string params",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "no method",
+            r#"{"jsonrpc":"2.0","id":1}"#.into(),
+            400,
+            -32600,
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let r = c.post_raw(body, &[]).await;
+        assert_eq!(r.status, status, "{what}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], code, "{what}: {:?}", r.body);
+        assert_eq!(r.body["jsonrpc"], "2.0");
+    }
+    let r = c.request("no/such/method", json!({})).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (200, Some(-32601))
+    );
+    let r = c.request("tools/call", json!({"arguments": {}})).await;
+    assert_eq!(r.body["error"]["code"], -32602, "missing name");
+    let r = c
+        .request("tools/call", json!({"name": "nothing___here"}))
+        .await;
+    assert_eq!(r.body["error"]["code"], -32602, "unknown tool");
+    let r = c
+        .request("tools/list", json!({"cursor": "not-a-cursor"}))
+        .await;
+    assert_eq!(r.body["error"]["code"], -32602, "bad cursor");
+    // Notifications and responses: 202, no body.
+    let r = c
+        .post_raw(
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#.into(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    // Oversized: refused before parsing.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "a".repeat(2 * 1024 * 1024)
+    );
+    assert_eq!(c.post_raw(big, &[]).await.status, 413);
+    // Origin not allowed.
+    let r = c
+        .post_raw(
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.into(),
+            &[("origin", "https://evil.example".into())],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = c
+        .post_raw(
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.into(),
+            &[("origin", "https://app.example".into())],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // GET and DELETE: stateless.
+    let http = reqwest::Client::new();
+    for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = http
+            .request(m.clone(), format!("{}/mcp", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{m}");
+        assert_eq!(r.headers()["allow"], "POST");
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_sealed_per_user_and_expire() {
+    let (gw, server) = dev_gateway(&[]).await;
+    let mut alice = RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[("x-gateway-dev-user", "alice")],
+    );
+    alice.initialize("2025-06-18", json!({})).await;
+    assert_eq!(alice.request("ping", json!({})).await.status, 200);
+    for forged in ["garbage", "k1.AAAA", ""] {
+        let mut c = RawClient::new(
+            &format!("{}/mcp", server.base),
+            &[("x-gateway-dev-user", "alice")],
+        );
+        c.version = Some("2025-06-18".into());
+        c.session = Some(forged.into());
+        let r = c.request("ping", json!({})).await;
+        assert_eq!(r.status, 404, "{forged:?}: {:?}", r.body);
+    }
+    gw.clock.advance(25 * 3600);
+    assert_eq!(
+        alice.request("ping", json!({})).await.status,
+        404,
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn modern_requests_with_wrong_headers_get_the_2026_errors() {
+    let (_gw, server) = dev_gateway(&[]).await;
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
+    let send = |method: &str, params: Value, headers: Vec<(&'static str, String)>| {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string();
+        let c = &c;
+        async move { c.post_raw(body, &headers).await }
+    };
+    let v = || ("mcp-protocol-version", "2026-07-28".to_string());
+    let m = |x: &str| ("mcp-method", x.to_string());
+
+    let r = send("tools/list", json!({}), vec![v(), m("tools/list")]).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32602)),
+        "no _meta: {:?}",
+        r.body
+    );
+    let r = send("tools/list", json!({"_meta": meta}), vec![v()]).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "no Mcp-Method"
+    );
+    let r = send(
+        "tools/list",
+        json!({"_meta": meta}),
+        vec![v(), m("prompts/list")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "wrong Mcp-Method"
+    );
+    let r = send(
+        "tools/call",
+        json!({"_meta": meta, "name": "a"}),
+        vec![v(), m("tools/call"), ("mcp-name", "b".into())],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "wrong Mcp-Name"
+    );
+    let r = send(
+        "tools/call",
+        json!({"_meta": meta, "name": "a"}),
+        vec![v(), m("tools/call")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "no Mcp-Name"
+    );
+    let odd = json!({"io.modelcontextprotocol/protocolVersion": "v999.0.0", "io.modelcontextprotocol/clientCapabilities": {}});
+    let r = send(
+        "tools/list",
+        json!({"_meta": odd}),
+        vec![("mcp-protocol-version", "v999.0.0".into()), m("tools/list")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32022)),
+        "unsupported: {:?}",
+        r.body
+    );
+    assert_eq!(r.body["error"]["data"]["requested"], "v999.0.0");
+    let r = send(
+        "tools/list",
+        json!({"_meta": odd}),
+        vec![v(), m("tools/list")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "header and _meta differ"
+    );
+    for removed in ["initialize", "ping", "logging/setLevel", "unknown/method"] {
+        let r = send(removed, json!({"_meta": meta}), vec![v(), m(removed)]).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_i64()),
+            (404, Some(-32601)),
+            "{removed}"
+        );
+        assert_eq!(r.body["id"], 7);
+    }
+    let r = send(
+        "server/discover",
+        json!({"_meta": meta}),
+        vec![v(), m("server/discover")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["result"]["resultType"], "complete");
+    assert!(r.body["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"].is_string());
+    // Non-ASCII names travel base64-encoded in Mcp-Name.
+    let r = send(
+        "tools/call",
+        json!({"_meta": meta, "name": "naïve"}),
+        vec![
+            v(),
+            m("tools/call"),
+            ("mcp-name", gateway_shared::mcp::header_value("naïve")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.body["error"]["code"], -32602,
+        "headers accepted; the tool is unknown: {:?}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn misbehaving_upstreams_become_clear_errors() {
+    let (gw, server) = dev_gateway(&[]).await;
+    let broken = FakeHttp::start(500, json!({"oops": true}), Duration::ZERO).await;
+    let junk = FakeHttp::start(200, json!("not json-rpc"), Duration::ZERO).await;
+    for (name, base) in [("broken", &broken.base), ("junk", &junk.base)] {
+        gw.state
+            .targets
+            .put(&Target {
+                name: name.into(),
+                display_name: None,
+                mcp_url: format!("{base}/mcp"),
+                auth: TargetAuth::None,
+                tool_prefix: None,
+                tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}})],
+            })
+            .await
+            .unwrap();
+    }
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-06-18", json!({})).await;
+    // Listing survives: the cached catalogs stand in.
+    let list = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = list.body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"broken___t") && names.contains(&"junk___t"),
+        "{names:?}"
+    );
+    for tool in ["broken___t", "junk___t"] {
+        let r = c
+            .request("tools/call", json!({"name": tool, "arguments": {}}))
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["result"]["isError"], true, "{tool}: {:?}", r.body);
+        let text = r.body["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(!text.is_empty(), "{tool}");
+    }
+    let r = c.request("resources/read", json!({"uri": "x://y"})).await;
+    assert!(r.body["error"]["code"].is_i64(), "{:?}", r.body);
+}
