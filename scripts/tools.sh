@@ -3,7 +3,8 @@
 #   python  .tools/venv: moto[server], the MCP Python SDK, PyJWT (tests/python/requirements.txt)
 #   lambda  .tools/venv: cargo-lambda and zig (the arm64 Lambda build)
 #   sam     .tools/venv: SAM CLI and cfn-lint
-#   node    tests/node/node_modules (oidc-provider, playwright-core) and Debian's chromium
+#   node    tests/node/node_modules (oidc-provider, playwright-core, MCP SDK) and Debian's chromium;
+#           tests/conformance/node_modules (the MCP conformance suite and the Node.js 22 it needs)
 # Usage: scripts/tools.sh [python|lambda|sam|node|all]...   (default: all)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +46,12 @@ node_tools() {
     log "installing Node test peers (npm ci in tests/node)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     touch "$stamp"
+  fi
+  local cdir="$root/tests/conformance" cstamp="$root/tests/conformance/node_modules/.installed"
+  if [ ! -f "$cstamp" ] || [ "$cdir/package-lock.json" -nt "$cstamp" ]; then
+    log "installing the MCP conformance suite (npm ci in tests/conformance)"
+    (cd "$cdir" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$cstamp"
   fi
   if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
     log "installing Debian's chromium (headless browser tests)"
