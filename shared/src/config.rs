@@ -102,6 +102,9 @@ pub struct Config {
     pub refresh_shards: u16,
     /// How long fetched secrets stay cached in a warm instance (`SECRETS_CACHE_TTL_SECONDS`, default 300).
     pub secrets_cache_ttl: Duration,
+    /// How long a warm instance keeps the list of targets
+    /// (`TARGETS_CACHE_SECONDS`, 0-3600, default 30).
+    pub targets_cache_ttl: Duration,
     /// Grants whose access token expires within this window are refreshed by
     /// the scheduled function (`REFRESH_WINDOW_SECONDS`, default 600).
     pub refresh_window: Duration,
@@ -225,6 +228,13 @@ impl Config {
                 300,
                 0,
                 86_400,
+            )?),
+            targets_cache_ttl: Duration::from_secs(number(
+                get("TARGETS_CACHE_SECONDS"),
+                "TARGETS_CACHE_SECONDS",
+                30,
+                0,
+                3_600,
             )?),
             refresh_window: Duration::from_secs(number(
                 get("REFRESH_WINDOW_SECONDS"),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::adapters::cache::CachedTargets;
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::oidc::OidcProvider;
 use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
@@ -85,6 +86,8 @@ impl AppState {
             _ => None,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let targets: Arc<dyn TargetCatalog> =
+            Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
         let upstream = Arc::new(UpstreamClient::new(
             http.clone(),
             store.clone(),
@@ -97,7 +100,7 @@ impl AppState {
             config: Arc::new(config),
             grants: store.clone(),
             authorizations: store.clone(),
-            targets: store.clone(),
+            targets,
             sessions: store,
             secrets: source,
             keys,

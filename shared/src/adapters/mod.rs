@@ -1,5 +1,6 @@
 //! Adapters: the ports implemented with AWS services.
 
+pub mod cache;
 pub mod discovery;
 pub mod dynamodb;
 pub mod oauth;
