@@ -358,3 +358,141 @@ async fn the_typescript_sdk_client_connects_consents_and_calls() {
     let tools = report["tools"].as_array().unwrap();
     assert!(tools.contains(&json!("gateway___disconnect")), "{report}");
 }
+
+#[tokio::test]
+async fn upstream_refusals_lead_to_refresh_new_sessions_and_step_up_consent() {
+    let p = proxy().await;
+    let mut hana = p.client("hana");
+    hana.initialize("2025-11-25", serde_json::from_str(URL_ELICITATION).unwrap())
+        .await;
+    let first = hana
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    let link = first.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser_consent(&link, &["hana"], "consent", None).await;
+    assert_eq!(
+        tool_text(
+            &hana
+                .request(
+                    "tools/call",
+                    json!({"name": "demo___whoami", "arguments": {}})
+                )
+                .await
+                .body["result"]
+        ),
+        "hana"
+    );
+
+    // The upstream forgot the session (restart): a new one is opened, once.
+    let gw = &p.s.gw;
+    gw.dynamo
+        .update_item()
+        .table_name(&gw.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("USER#hana".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("SESSION#demo".into()),
+        )
+        .update_expression("SET session_id = :s")
+        .expression_attribute_values(
+            ":s",
+            aws_sdk_dynamodb::types::AttributeValue::S("forgotten-session".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let other =
+        gateway_tests::instance(gw, std::sync::Arc::new(gateway_shared::ports::SystemClock)).await;
+    let (listener, base) = gateway_tests::GatewayServer::bind().await;
+    let second = gateway_tests::GatewayServer::serve(listener, base.clone(), other);
+    let mut via_other = RawClient::new(
+        &format!("{}/mcp", second.base),
+        &[("x-gateway-dev-user", "hana")],
+    );
+    via_other.initialize("2025-11-25", json!({})).await;
+    let r = via_other
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "hana", "{}", r.body);
+    let session = gw.raw_item("USER#hana", "SESSION#demo").await.unwrap();
+    assert_ne!(session["session_id"].as_s().unwrap(), "forgotten-session");
+
+    // The upstream refuses the access token (revoked there): one refresh, then it works.
+    let grant = gw
+        .state
+        .grants
+        .get("hana", "demo", true)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut broken = grant.clone();
+    broken.tokens.access_token = "revoked-upstream".to_string().into();
+    gw.state.grants.update(&broken).await.unwrap();
+    let before = gateway_tests::provider_counts(&p.s.op).await["refresh_token"]
+        .as_u64()
+        .unwrap_or(0);
+    let r = hana
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "hana", "{}", r.body);
+    let after = gateway_tests::provider_counts(&p.s.op).await["refresh_token"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(after, before + 1, "exactly one refresh after the 401");
+
+    // A tool that needs more scope: 403 insufficient_scope → consent for the union.
+    let r = hana
+        .request(
+            "tools/call",
+            json!({"name": "demo___write_note", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(r.body["error"]["code"], -32042, "{}", r.body);
+    let link = r.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = link.rsplit('/').next().unwrap();
+    let pending = gw
+        .state
+        .authorizations
+        .peek(id, gw.state.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(pending.scopes, vec!["read", "write"], "the union of scopes");
+    browser_consent(&link, &["hana"], "consent", None).await;
+    let r = hana
+        .request(
+            "tools/call",
+            json!({"name": "demo___write_note", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "noted for hana", "{}", r.body);
+    let grant = gw
+        .state
+        .grants
+        .get("hana", "demo", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        grant.scopes.contains(&"write".to_string()),
+        "{:?}",
+        grant.scopes
+    );
+}

@@ -6,7 +6,9 @@ It is a resource server: it accepts only RS256 JWT access tokens signed by
 (`--resource`, RFC 8707), serves Protected Resource Metadata, and answers 401
 with a `WWW-Authenticate` challenge otherwise.
 
-Tools: `whoami` (the caller's `sub`), `echo`, `add`.
+Tools: `whoami` (the caller's `sub`), `echo`, `add`, and `write_note`, which
+needs the `write` scope: without it the server answers 403
+`insufficient_scope` (RFC 6750), as per-tool scopes are meant to work.
 
     python demo_mcp_server.py --port 8200 --issuer http://127.0.0.1:8100
 """
@@ -102,14 +104,69 @@ def main() -> None:
         """Adds two integers."""
         return a + b
 
+    @server.tool()
+    def write_note(text: str = "") -> str:
+        """Stores a note (needs the write scope)."""
+        token = get_access_token()
+        return f"noted for {token.subject if token else 'unknown'}"
+
     app = server.streamable_http_app(
         stateless_http=args.stateless,
         json_response=args.stateless,
         host="127.0.0.1",
     )
+    app = WriteScope(app, resource)
     if args.era == "2025":
         app = Only2025(app)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+class WriteScope:
+    """ASGI wrapper: `tools/call write_note` needs the `write` scope; without
+    it, 403 with `WWW-Authenticate: Bearer error="insufficient_scope"`.
+    (The token itself is validated by the server behind.)"""
+
+    def __init__(self, app, resource: str) -> None:
+        self.app = app
+        self.resource = resource
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and request.get("method") == "tools/call" and (request.get("params") or {}).get("name") == "write_note":
+            headers = dict(scope.get("headers") or [])
+            token = headers.get(b"authorization", b"").decode().removeprefix("Bearer ").strip()
+            try:
+                scopes = str(jwt.decode(token, options={"verify_signature": False}).get("scope", "")).split()
+            except jwt.PyJWTError:
+                scopes = []
+            if "write" not in scopes:
+                challenge = f'Bearer error="insufficient_scope", scope="read write", resource_metadata="{self.resource.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")}"'
+                await send({"type": "http.response.start", "status": 403, "headers": [(b"www-authenticate", challenge.encode()), (b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": b'{"error":"insufficient_scope"}'})
+                return
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class Only2025:
