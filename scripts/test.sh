@@ -32,7 +32,8 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p +=
 step "cfn-lint template.yaml"
 cfn-lint template.yaml
 
-step "sam validate --lint"
+step "sam validate (the SAM transform) and sam validate --lint"
+AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" sam validate --template-file template.yaml
 sam validate --lint --template-file template.yaml
 
 if [ "${SKIP_ARM64:-}" != 1 ]; then
