@@ -496,3 +496,65 @@ async fn upstream_refusals_lead_to_refresh_new_sessions_and_step_up_consent() {
         grant.scopes
     );
 }
+
+#[tokio::test]
+async fn a_meta_option_forces_a_new_consent_and_the_grant_is_replaced() {
+    let p = proxy().await;
+    let mut ivy = p.client("ivy");
+    ivy.initialize("2025-11-25", serde_json::from_str(URL_ELICITATION).unwrap())
+        .await;
+    let r = ivy
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    let link = r.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser_consent(&link, &["ivy"], "consent", None).await;
+    let before =
+        p.s.gw
+            .state
+            .grants
+            .get("ivy", "demo", true)
+            .await
+            .unwrap()
+            .unwrap();
+
+    // Connected, yet the caller asks for a new consent (another account, say).
+    let forced = json!({"name": "demo___whoami", "arguments": {}, "_meta": {"mcp-oauth-gateway/forceConsent": true}});
+    let r = ivy.request("tools/call", forced).await;
+    assert_eq!(r.body["error"]["code"], -32042, "{}", r.body);
+    let link = r.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser_consent(&link, &["ivy"], "consent", None).await;
+    let after =
+        p.s.gw
+            .state
+            .grants
+            .get("ivy", "demo", true)
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        after.version > before.version,
+        "the new consent replaced the grant"
+    );
+    // Without the option, the call goes through.
+    let r = ivy
+        .request(
+            "tools/call",
+            json!({"name": "demo___whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "ivy");
+    // The option is not sent upstream: a target's tools never see it.
+    let echo = ivy
+        .request("tools/call", json!({"name": "demo___echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 5}}))
+        .await;
+    assert_eq!(tool_text(&echo.body["result"]), "hi");
+}

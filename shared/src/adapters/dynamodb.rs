@@ -170,6 +170,41 @@ impl DynamoStore {
         Ok((set, remove))
     }
 
+    /// Runs the conditional update `u` of grant (`sub`, `target`) under
+    /// `condition`; returns the grant as stored, or `refusal` when the
+    /// condition failed on an existing grant (`NotFound` when there is none).
+    async fn conditional_grant_update(
+        &self,
+        u: UpdateBuilder,
+        sub: &str,
+        target: &str,
+        condition_expression: String,
+        refusal: Error,
+    ) -> Result<Grant> {
+        let res = u
+            .apply(self.client.update_item())
+            .table_name(&self.table)
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
+            .condition_expression(condition_expression)
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                self.grant_from_item(&out.attributes.unwrap_or_default())
+                    .await
+            }
+            Err(e) => {
+                let old = self
+                    .old_item(condition(e)?, grant_pk(sub), &grant_sk(target))
+                    .await?;
+                Err(Self::grant_condition_error(old, refusal))
+            }
+        }
+    }
+
     /// Classifies a failed condition on a grant: no item, or another state.
     fn grant_condition_error(old: Option<Item>, when_present: Error) -> Error {
         match old {
@@ -415,32 +450,14 @@ impl GrantStore for DynamoStore {
             .set("updated_at", nv(grant.updated_at))
             .value(":expected", nv(grant.version as i64));
         let version = u.name("version");
-        let res = u
-            .apply(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", sv(grant_pk(&grant.sub)))
-            .key("sk", sv(grant_sk(&grant.target)))
-            .condition_expression(format!("attribute_exists(pk) AND {version} = :expected"))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                self.grant_from_item(&out.attributes.unwrap_or_default())
-                    .await
-            }
-            Err(e) => {
-                let old = self
-                    .old_item(
-                        condition(e)?,
-                        grant_pk(&grant.sub),
-                        &grant_sk(&grant.target),
-                    )
-                    .await?;
-                Err(Self::grant_condition_error(old, Error::StaleVersion))
-            }
-        }
+        self.conditional_grant_update(
+            u,
+            &grant.sub,
+            &grant.target,
+            format!("attribute_exists(pk) AND {version} = :expected"),
+            Error::StaleVersion,
+        )
+        .await
     }
 
     async fn put_after_consent(&self, grant: &Grant) -> Result<Grant> {
@@ -491,30 +508,10 @@ impl GrantStore for DynamoStore {
             .set("lease_until", nv(until))
             .value(":now", nv(now));
         let (lo, lu) = (u.name("lease_owner"), u.name("lease_until"));
-        let res = u
-            .apply(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", sv(grant_pk(sub)))
-            .key("sk", sv(grant_sk(target)))
-            .condition_expression(format!(
+        self.conditional_grant_update(u, sub, target, format!(
                 "attribute_exists(pk) AND (attribute_not_exists({lu}) OR {lu} <= :now OR {lo} = :lease_owner)"
-            ))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                self.grant_from_item(&out.attributes.unwrap_or_default())
-                    .await
-            }
-            Err(e) => {
-                let old = self
-                    .old_item(condition(e)?, grant_pk(sub), &grant_sk(target))
-                    .await?;
-                Err(Self::grant_condition_error(old, Error::LeaseHeld))
-            }
-        }
+            ), Error::LeaseHeld)
+            .await
     }
 
     async fn release_lease(&self, sub: &str, target: &str, owner: &str) -> Result<()> {
@@ -555,28 +552,14 @@ impl GrantStore for DynamoStore {
             .remove("lease_owner")
             .remove("lease_until");
         let version = u.name("version");
-        let res = u
-            .apply(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", sv(grant_pk(sub)))
-            .key("sk", sv(grant_sk(target)))
-            .condition_expression(format!("attribute_exists(pk) AND {version} = :expected"))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                self.grant_from_item(&out.attributes.unwrap_or_default())
-                    .await
-            }
-            Err(e) => {
-                let old = self
-                    .old_item(condition(e)?, grant_pk(sub), &grant_sk(target))
-                    .await?;
-                Err(Self::grant_condition_error(old, Error::StaleVersion))
-            }
-        }
+        self.conditional_grant_update(
+            u,
+            sub,
+            target,
+            format!("attribute_exists(pk) AND {version} = :expected"),
+            Error::StaleVersion,
+        )
+        .await
     }
 
     async fn delete(&self, sub: &str, target: &str) -> Result<()> {

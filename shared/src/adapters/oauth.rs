@@ -50,6 +50,21 @@ pub enum OAuthError {
 }
 
 impl OAuthError {
+    /// The refusal an OAuth error response body (`error`, `error_description`) describes.
+    pub fn rejected_from(body: &serde_json::Value) -> Self {
+        OAuthError::Rejected {
+            error: body
+                .get("error")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
+            description: body
+                .get("error_description")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        }
+    }
+
     /// True when the grant itself is dead (consent needed), not a passing failure.
     pub fn is_rejection(&self) -> bool {
         matches!(self, OAuthError::Rejected { .. })
@@ -245,17 +260,7 @@ impl TokenEndpoint<'_> {
             )));
         }
         let body: serde_json::Value = res.json().await.unwrap_or_default();
-        Err(OAuthError::Rejected {
-            error: body
-                .get("error")
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown")
-                .to_owned(),
-            description: body
-                .get("error_description")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-        })
+        Err(OAuthError::rejected_from(&body))
     }
 }
 
@@ -339,17 +344,7 @@ pub async fn exchange_for_id_token(
         .await
         .map_err(|_| OAuthError::Transient(format!("unreadable token response (HTTP {status})")))?;
     if !status.is_success() {
-        return Err(OAuthError::Rejected {
-            error: body
-                .get("error")
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown")
-                .to_owned(),
-            description: body
-                .get("error_description")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-        });
+        return Err(OAuthError::rejected_from(&body));
     }
     body.get("id_token")
         .and_then(|v| v.as_str())
