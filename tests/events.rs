@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gateway_shared::domain::{
-    Grant, GrantStatus, OAuthSettings, PendingAuthorization, Target, TargetAuth,
-    TokenEndpointAuthMethod, TokenSet,
+    GrantStatus, OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
 use gateway_shared::http::{callback, proxy};
 use gateway_tests::{free_port, workspace_root, Gateway};
@@ -224,25 +223,7 @@ async fn scheduled_event() {
         .await
         .unwrap();
     let now = gw.state.clock.now();
-    let grant = Grant {
-        sub: "alice".into(),
-        target: "example".into(),
-        tokens: TokenSet {
-            access_token: "at".to_string().into(),
-            refresh_token: Some("rt".to_string().into()),
-            token_type: "Bearer".into(),
-        },
-        expires_at: Some(now + 30),
-        scopes: vec!["read".into()],
-        issuer: None,
-        token_endpoint: None,
-        resource: None,
-        status: GrantStatus::Active,
-        version: 0,
-        lease: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let grant = gateway_tests::refreshable_grant("alice", "example", "at", "rt", now + 30, now);
     gw.state.grants.create(&grant).await.unwrap();
     let summary = gateway_shared::refresh::handle_scheduled_event(
         &gw.state,

@@ -1005,3 +1005,34 @@ pub fn tool_text(result: &serde_json::Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// An active grant of `sub` for `target` with the given tokens and expiry,
+/// as a consent would store it (version 0: `create` makes it 1).
+pub fn refreshable_grant(
+    sub: &str,
+    target: &str,
+    access: &str,
+    refresh: &str,
+    expires_at: i64,
+    now: i64,
+) -> gateway_shared::domain::Grant {
+    gateway_shared::domain::Grant {
+        sub: sub.into(),
+        target: target.into(),
+        tokens: gateway_shared::domain::TokenSet {
+            access_token: access.to_owned().into(),
+            refresh_token: Some(refresh.to_owned().into()),
+            token_type: "Bearer".into(),
+        },
+        expires_at: Some(expires_at),
+        scopes: vec!["read".into()],
+        issuer: None,
+        token_endpoint: None,
+        resource: None,
+        status: gateway_shared::domain::GrantStatus::Active,
+        version: 0,
+        lease: None,
+        created_at: now,
+        updated_at: now,
+    }
+}

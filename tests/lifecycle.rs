@@ -474,25 +474,14 @@ async fn a_refresh_token_the_server_did_not_replace_is_kept() {
     target.name = "fake".into();
     gw.state.targets.put(&target).await.unwrap();
     let now = gw.state.clock.now();
-    let grant = gateway_shared::domain::Grant {
-        sub: "bob".into(),
-        target: "fake".into(),
-        tokens: gateway_shared::domain::TokenSet {
-            access_token: "old-access".to_string().into(),
-            refresh_token: Some("long-lived-refresh".to_string().into()),
-            token_type: "Bearer".into(),
-        },
-        expires_at: Some(now - 1),
-        scopes: vec!["read".into()],
-        issuer: None,
-        token_endpoint: None,
-        resource: None,
-        status: GrantStatus::Active,
-        version: 0,
-        lease: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let grant = gateway_tests::refreshable_grant(
+        "bob",
+        "fake",
+        "old-access",
+        "long-lived-refresh",
+        now - 1,
+        now,
+    );
     gw.state.grants.create(&grant).await.unwrap();
     let fresh = refresh::usable_grant(&gw.state, "bob", "fake", "a", 60, fast_policy())
         .await

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gateway_shared::domain::{Grant, GrantStatus, TokenSet};
 use gateway_shared::refresh::{self, LeasePolicy, ScheduledRun};
 use gateway_tests::{stack_target_for_fake, Gateway};
 
@@ -56,25 +55,14 @@ async fn main() {
         .for_each_concurrent(32, |i| {
             let g = gw.state.grants.clone();
             async move {
-                let grant = Grant {
-                    sub: format!("user-{i}"),
-                    target: "fake".into(),
-                    tokens: TokenSet {
-                        access_token: "old".to_string().into(),
-                        refresh_token: Some(format!("rt-{i}").into()),
-                        token_type: "Bearer".into(),
-                    },
-                    expires_at: Some(now + 60),
-                    scopes: vec!["read".into()],
-                    issuer: None,
-                    token_endpoint: None,
-                    resource: None,
-                    status: GrantStatus::Active,
-                    version: 0,
-                    lease: None,
-                    created_at: now,
-                    updated_at: now,
-                };
+                let grant = gateway_tests::refreshable_grant(
+                    &format!("user-{i}"),
+                    "fake",
+                    "old",
+                    &format!("rt-{i}"),
+                    now + 60,
+                    now,
+                );
                 g.create(&grant).await.unwrap();
             }
         })
