@@ -107,6 +107,9 @@ impl Target {
                 self.name
             ));
         }
+        if self.name == "gateway" {
+            return Err("target name \"gateway\" is reserved for the gateway's own tools".into());
+        }
         let url = url::Url::parse(&self.mcp_url)
             .map_err(|e| format!("mcp_url {:?} is not a URL: {e}", self.mcp_url))?;
         if !matches!(url.scheme(), "https" | "http") {
@@ -122,6 +125,25 @@ impl Target {
             }
             if o.client_id.is_empty() {
                 return Err("client_id is empty".into());
+            }
+            const RESERVED: &[&str] = &[
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "state",
+                "code_challenge",
+                "code_challenge_method",
+                "scope",
+                "resource",
+            ];
+            if let Some(k) = o
+                .extra_authorize_params
+                .keys()
+                .find(|k| RESERVED.contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "extra authorization parameter {k:?} is set by the gateway itself"
+                ));
             }
             if o.token_endpoint_auth_method != TokenEndpointAuthMethod::None
                 && o.client_secret_arn.is_none()
@@ -188,5 +210,14 @@ mod tests {
             o.client_secret_arn = None;
         }
         assert!(t.validate().unwrap_err().contains("client_secret_arn"));
+        let mut t = target();
+        t.name = "gateway".into();
+        assert!(t.validate().unwrap_err().contains("reserved"));
+        let mut t = target();
+        if let TargetAuth::OAuth(o) = &mut t.auth {
+            o.extra_authorize_params
+                .insert("redirect_uri".into(), "https://evil".into());
+        }
+        assert!(t.validate().unwrap_err().contains("redirect_uri"));
     }
 }
