@@ -354,9 +354,10 @@ async fn the_typescript_sdk_client_connects_consents_and_calls() {
     assert_eq!(report["pages"][0], "Connected to Demo Service");
     assert_eq!(report["text"], "gina", "{report}");
     assert_eq!(report["isError"], false);
-    // Nobody listed demo's tools yet, so no catalog: the gateway's own are there.
+    // Nobody listed demo's tools yet, so no catalog: a connect tool stands in.
     let tools = report["tools"].as_array().unwrap();
     assert!(tools.contains(&json!("gateway___disconnect")), "{report}");
+    assert!(tools.contains(&json!("demo___connect")), "{report}");
 }
 
 #[tokio::test]
@@ -557,4 +558,44 @@ async fn a_meta_option_forces_a_new_consent_and_the_grant_is_replaced() {
         .request("tools/call", json!({"name": "demo___echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 5}}))
         .await;
     assert_eq!(tool_text(&echo.body["result"]), "hi");
+}
+
+#[tokio::test]
+async fn a_target_with_unknown_tools_offers_a_connect_tool() {
+    let p = proxy().await;
+    let mut jo = p.client("jo");
+    jo.initialize("2025-11-25", serde_json::from_str(URL_ELICITATION).unwrap())
+        .await;
+    let names = tool_names(&jo.request("tools/list", json!({})).await.body["result"]);
+    assert!(
+        names.contains(&"demo___connect".to_string())
+            && names.contains(&"plain___connect".to_string()),
+        "{names:?}"
+    );
+    let r = jo
+        .request(
+            "tools/call",
+            json!({"name": "demo___connect", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(r.body["error"]["code"], -32042, "{}", r.body);
+    let link = r.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser_consent(&link, &["jo"], "consent", None).await;
+    let names = tool_names(&jo.request("tools/list", json!({})).await.body["result"]);
+    assert!(names.contains(&"demo___whoami".to_string()), "{names:?}");
+    assert!(!names.contains(&"demo___connect".to_string()), "{names:?}");
+    let r = jo
+        .request(
+            "tools/call",
+            json!({"name": "demo___connect", "arguments": {}}),
+        )
+        .await;
+    assert!(
+        tool_text(&r.body["result"]).contains("is connected"),
+        "{}",
+        r.body
+    );
 }

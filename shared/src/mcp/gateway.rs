@@ -292,6 +292,13 @@ impl<'a> Gateway<'a> {
                     }
                     // Not connected (or unavailable): the cached catalog for tools.
                     if key == "tools" && wanted.is_none() {
+                        if e.target.tool_catalog.is_empty()
+                            && matches!(blocked, Blocked::Consent(_))
+                        {
+                            // Nothing known about its tools yet: a tool that
+                            // starts the consent, so the agent can offer it.
+                            items.push(connect_tool(&e.target));
+                        }
                         items.extend(
                             e.target
                                 .tool_catalog
@@ -346,6 +353,14 @@ impl<'a> Gateway<'a> {
             Ok(t) => t,
             Err(r) => return r,
         };
+        if method == "tools/call" {
+            if let Some(e) = exposed
+                .iter()
+                .find(|e| connect_tool_name(&e.target) == name)
+            {
+                return self.connect_target(&e.target, params).await;
+            }
+        }
         let Some((e, upstream_name)) = self.resolve(&exposed, name, list_method, key).await else {
             return if method == "tools/call" {
                 Reply::error(codes::INVALID_PARAMS, format!("Unknown tool: {name}"))
@@ -753,6 +768,30 @@ impl<'a> Gateway<'a> {
         }
     }
 
+    /// The `<target>___connect` tool: consent if needed, else say so.
+    async fn connect_target(&self, target: &Target, params: &Map<String, Value>) -> Reply {
+        if let Some(r) = self.check_request_state("tools/call", params).await {
+            return r;
+        }
+        match self.token(target).await {
+            Ok(_) => Reply::Result(json!({
+                "content": [{"type": "text", "text": format!("{} is connected. List the tools again to see its tools.", target.title())}],
+                "isError": false,
+            })),
+            Err(Blocked::Consent(extra)) => {
+                self.consent(target, &extra, "tools/call", params).await
+            }
+            Err(Blocked::Retry(why)) | Err(Blocked::Upstream(why)) => {
+                tracing::warn!(target = %target.name, reason = %why, "connect tool: grant unavailable");
+                self.failure(
+                    "tools/call",
+                    "The gateway could not check the connection; retry in a moment.",
+                    true,
+                )
+            }
+        }
+    }
+
     // ----- the gateway's own tools -----
 
     async fn gateway_tool(&self, name: &str, args: Option<&Value>) -> Reply {
@@ -920,6 +959,20 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
         }
     }
     rest.is_empty()
+}
+
+/// The name of a target's connect tool (always `<target>___connect`).
+fn connect_tool_name(target: &Target) -> String {
+    format!("{}{}connect", target.name, super::names::SEPARATOR)
+}
+
+/// A tool that connects a target whose tools are not known yet.
+fn connect_tool(target: &Target) -> Value {
+    json!({
+        "name": connect_tool_name(target),
+        "description": format!("Connect your {} account through the gateway, so that its tools become available.", target.title()),
+        "inputSchema": {"type": "object", "properties": {}},
+    })
 }
 
 /// The gateway's own tools.
