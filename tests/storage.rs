@@ -803,3 +803,61 @@ async fn bad_key_set_fails_the_cold_start_with_a_clear_error() {
         "the key leaked into the error: {msg}"
     );
 }
+
+#[tokio::test]
+async fn warm_instances_serve_grants_from_memory_within_the_bound() {
+    let gw = Gateway::start(&[("GRANT_CACHE_SECONDS", "1")]).await;
+    let now = gw.state.clock.now();
+    gw.state
+        .grants
+        .create(&grant("alice", "gh", Some(now + 3600), now))
+        .await
+        .unwrap();
+    let a = &gw.state.grants;
+    assert!(
+        a.get("alice", "gh", false).await.unwrap().is_some(),
+        "cold: one read"
+    );
+
+    // Another instance revokes it (the item goes away from the table).
+    let b = gateway_tests::instance(&gw, gw.clock.clone()).await;
+    b.grants.delete("alice", "gh").await.unwrap();
+    assert!(gw.raw_item("USER#alice", "GRANT#gh").await.is_none());
+    // Warm: served from memory (no read), so the revocation is not seen yet...
+    assert!(
+        a.get("alice", "gh", false).await.unwrap().is_some(),
+        "warm: no read"
+    );
+    // ...but consistent reads (the lease protocol) always see the table...
+    assert!(a.get("alice", "gh", true).await.unwrap().is_none());
+    // ...and after the bound, eventually consistent ones do too.
+    gw.state
+        .grants
+        .create(&grant("bob", "gh", Some(now + 3600), now))
+        .await
+        .unwrap();
+    assert!(a.get("bob", "gh", false).await.unwrap().is_some());
+    b.grants.delete("bob", "gh").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(
+        a.get("bob", "gh", false).await.unwrap().is_none(),
+        "seen within GRANT_CACHE_SECONDS"
+    );
+
+    // A write through the same instance is seen at once.
+    let v1 = a
+        .create(&grant("carol", "gh", Some(now + 3600), now))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.get("carol", "gh", false).await.unwrap().unwrap().version,
+        1
+    );
+    let mut next = v1.clone();
+    next.tokens.access_token = "rotated".to_string().into();
+    a.update(&next).await.unwrap();
+    let got = a.get("carol", "gh", false).await.unwrap().unwrap();
+    assert_eq!(got.tokens.access_token.expose_secret(), "rotated");
+    a.delete("carol", "gh").await.unwrap();
+    assert!(a.get("carol", "gh", false).await.unwrap().is_none());
+}

@@ -105,6 +105,10 @@ pub struct Config {
     /// How long a warm instance keeps the list of targets
     /// (`TARGETS_CACHE_SECONDS`, 0-3600, default 30).
     pub targets_cache_ttl: Duration,
+    /// How long a warm instance keeps a grant it read (`GRANT_CACHE_SECONDS`,
+    /// 0-300, default 30): the bound on how late another instance's change
+    /// or revocation is seen.
+    pub grant_cache_ttl: Duration,
     /// Grants whose access token expires within this window are refreshed by
     /// the scheduled function (`REFRESH_WINDOW_SECONDS`, default 600).
     pub refresh_window: Duration,
@@ -235,6 +239,13 @@ impl Config {
                 30,
                 0,
                 3_600,
+            )?),
+            grant_cache_ttl: Duration::from_secs(number(
+                get("GRANT_CACHE_SECONDS"),
+                "GRANT_CACHE_SECONDS",
+                30,
+                0,
+                300,
             )?),
             refresh_window: Duration::from_secs(number(
                 get("REFRESH_WINDOW_SECONDS"),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::adapters::cache::CachedTargets;
+use crate::adapters::cache::{CachedGrants, CachedTargets};
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::oidc::OidcProvider;
 use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
@@ -86,6 +86,7 @@ impl AppState {
             _ => None,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let grant_cache_ttl = config.grant_cache_ttl;
         let targets: Arc<dyn TargetCatalog> =
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
         let upstream = Arc::new(UpstreamClient::new(
@@ -98,7 +99,7 @@ impl AppState {
             upstream,
             login,
             config: Arc::new(config),
-            grants: store.clone(),
+            grants: Arc::new(CachedGrants::new(store.clone(), grant_cache_ttl)),
             authorizations: store.clone(),
             targets,
             sessions: store,

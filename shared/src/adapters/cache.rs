@@ -3,17 +3,18 @@
 //!
 //! Targets: the whole list is kept for `ttl` (`TARGETS_CACHE_SECONDS`);
 //! writes through this instance drop it at once, writes elsewhere are seen
-//! within `ttl`.
+//! within `ttl`. Grants: see [`CachedGrants`] (`GRANT_CACHE_SECONDS`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 
-use crate::domain::Target;
+use crate::domain::{Grant, GrantKey, Target};
 use crate::error::Result;
-use crate::ports::TargetCatalog;
+use crate::ports::{GrantStore, TargetCatalog};
 
 /// A [`TargetCatalog`] that keeps the list in memory for a while.
 pub struct CachedTargets {
@@ -71,5 +72,153 @@ impl TargetCatalog for CachedTargets {
         let r = self.inner.delete(name).await;
         self.invalidate().await;
         r
+    }
+}
+
+/// A [`GrantStore`] that keeps grants read by this instance for `ttl`.
+///
+/// Only eventually consistent reads (`consistent = false`, the proxy's hot
+/// path) are served from memory; the lease protocol's consistent reads and
+/// every write go to the table, and a write through this instance replaces or
+/// drops its entry at once. A grant changed or revoked by another instance is
+/// seen within `ttl` (`GRANT_CACHE_SECONDS`): until then this instance may
+/// still call the upstream with the old access token, which the upstream
+/// refuses once it is revoked there (the proxy then refreshes or asks for
+/// consent).
+pub struct CachedGrants {
+    inner: Arc<dyn GrantStore>,
+    ttl: Duration,
+    cached: RwLock<HashMap<(String, String), (Grant, Instant)>>,
+}
+
+impl CachedGrants {
+    /// Caches `inner`'s grants for `ttl` (zero: no caching).
+    pub fn new(inner: Arc<dyn GrantStore>, ttl: Duration) -> Self {
+        CachedGrants {
+            inner,
+            ttl,
+            cached: RwLock::new(HashMap::new()),
+        }
+    }
+
+    async fn remember(&self, grant: &Grant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.cached.write().await;
+        if map.len() >= MAX_CACHED_GRANTS {
+            let now = Instant::now();
+            map.retain(|_, (_, at)| now.duration_since(*at) < self.ttl);
+            if map.len() >= MAX_CACHED_GRANTS {
+                map.clear();
+            }
+        }
+        map.insert(
+            (grant.sub.clone(), grant.target.clone()),
+            (grant.clone(), Instant::now()),
+        );
+    }
+
+    async fn forget(&self, sub: &str, target: &str) {
+        self.cached
+            .write()
+            .await
+            .remove(&(sub.to_owned(), target.to_owned()));
+    }
+}
+
+/// Bound on the grants one instance keeps.
+const MAX_CACHED_GRANTS: usize = 10_000;
+
+#[async_trait]
+impl GrantStore for CachedGrants {
+    async fn get(&self, sub: &str, target: &str, consistent: bool) -> Result<Option<Grant>> {
+        if !consistent && !self.ttl.is_zero() {
+            if let Some((g, at)) = self
+                .cached
+                .read()
+                .await
+                .get(&(sub.to_owned(), target.to_owned()))
+            {
+                if at.elapsed() < self.ttl {
+                    return Ok(Some(g.clone()));
+                }
+            }
+        }
+        let found = self.inner.get(sub, target, consistent).await?;
+        match &found {
+            Some(g) => self.remember(g).await,
+            None => self.forget(sub, target).await,
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, grant: &Grant) -> Result<Grant> {
+        let r = self.inner.create(grant).await;
+        self.forget(&grant.sub, &grant.target).await;
+        r
+    }
+
+    async fn update(&self, grant: &Grant) -> Result<Grant> {
+        let r = self.inner.update(grant).await;
+        match &r {
+            Ok(g) => self.remember(g).await,
+            Err(_) => self.forget(&grant.sub, &grant.target).await,
+        }
+        r
+    }
+
+    async fn put_after_consent(&self, grant: &Grant) -> Result<Grant> {
+        let r = self.inner.put_after_consent(grant).await;
+        self.forget(&grant.sub, &grant.target).await;
+        r
+    }
+
+    async fn acquire_lease(
+        &self,
+        sub: &str,
+        target: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Grant> {
+        let r = self
+            .inner
+            .acquire_lease(sub, target, owner, now, until)
+            .await;
+        self.forget(sub, target).await;
+        r
+    }
+
+    async fn release_lease(&self, sub: &str, target: &str, owner: &str) -> Result<()> {
+        self.inner.release_lease(sub, target, owner).await
+    }
+
+    async fn mark_needs_consent(
+        &self,
+        sub: &str,
+        target: &str,
+        expected_version: u64,
+    ) -> Result<Grant> {
+        let r = self
+            .inner
+            .mark_needs_consent(sub, target, expected_version)
+            .await;
+        self.forget(sub, target).await;
+        r
+    }
+
+    async fn delete(&self, sub: &str, target: &str) -> Result<()> {
+        let r = self.inner.delete(sub, target).await;
+        self.forget(sub, target).await;
+        r
+    }
+
+    async fn due_for_refresh(&self, until: i64, limit: usize) -> Result<Vec<GrantKey>> {
+        self.inner.due_for_refresh(until, limit).await
+    }
+
+    async fn list_for_user(&self, sub: &str) -> Result<Vec<Grant>> {
+        self.inner.list_for_user(sub).await
     }
 }
