@@ -1,0 +1,308 @@
+//! Benchmark: the proxy's cost on the hot path, each figure beside its
+//! baseline from the same run.
+//!
+//! 1. `tools/call` through the gateway's Router on a local listener against
+//!    the same call made directly to a fast local upstream, at concurrency 1
+//!    and 32: added latency (p50, p99) and throughput ratio; with the grant
+//!    cached in the instance (warm) and read from DynamoDB on every call
+//!    (`GRANT_CACHE_SECONDS=0`).
+//! 2. DynamoDB and Secrets Manager requests per `tools/call` (counted by a
+//!    forwarder in front of moto_server).
+//! 3. `tools/list` across 10 targets that each take 50 ms, against one.
+//!
+//!     cargo bench -p gateway-tests --bench proxy_overhead
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::response::IntoResponse;
+use futures::StreamExt;
+use gateway_shared::domain::{Target, TargetAuth};
+use gateway_shared::{AppState, Config};
+use gateway_tests::{refreshable_grant, stack_target_for_fake, Gateway, GatewayServer};
+use serde_json::{json, Value};
+
+/// A fast upstream MCP server (2026-07-28, stateless), optionally slow.
+async fn upstream(delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| async move {
+        let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let id = msg["id"].clone();
+        let result = match msg["method"].as_str().unwrap_or_default() {
+            "server/discover" => json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}),
+            "tools/list" => {
+                tokio::time::sleep(delay).await;
+                json!({"tools": [{"name": "fast", "inputSchema": {"type": "object"}}]})
+            }
+            "tools/call" => json!({"content": [{"type": "text", "text": "ok"}]}),
+            _ => return axum::http::StatusCode::ACCEPTED.into_response(),
+        };
+        axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// Forwards to moto_server, counting requests by AWS API action.
+async fn counting_forwarder(moto: &str) -> (String, Arc<Mutex<BTreeMap<String, usize>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let (c, moto, http) = (counts.clone(), moto.to_owned(), reqwest::Client::new());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (c, moto, http) = (c.clone(), moto.clone(), http.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let action = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("other")
+                .to_owned();
+            *c.lock().unwrap().entry(action).or_insert(0) += 1;
+            let body = axum::body::to_bytes(body, 1 << 24).await.unwrap_or_default();
+            let mut out = http.request(parts.method.clone(), format!("{moto}{}", parts.uri));
+            for (k, v) in &parts.headers {
+                if k != "host" && k != "content-length" {
+                    out = out.header(k, v);
+                }
+            }
+            let res = out.body(body).send().await.unwrap();
+            let status = res.status();
+            let headers = res.headers().clone();
+            let bytes = res.bytes().await.unwrap_or_default();
+            let mut r = (status, bytes).into_response();
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" {
+                    r.headers_mut().insert(k, v.clone());
+                }
+            }
+            r
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, counts)
+}
+
+struct Run {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+async fn measure(url: &str, user: &str, tool: &str, concurrency: usize, n: usize) -> Run {
+    let http = reqwest::Client::new();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}).to_string();
+    let call = |http: reqwest::Client, body: String| {
+        let url = url.to_owned();
+        let user = user.to_owned();
+        async move {
+            let t = Instant::now();
+            let res = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("x-gateway-dev-user", user)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let text = res.text().await.unwrap();
+            assert!(text.contains("\"ok\""), "{text}");
+            t.elapsed()
+        }
+    };
+    for _ in 0..20 {
+        call(http.clone(), body.clone()).await; // warm up
+    }
+    let started = Instant::now();
+    let mut times: Vec<Duration> = futures::stream::iter(0..n)
+        .map(|_| call(http.clone(), body.clone()))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let total = started.elapsed();
+    times.sort();
+    Run {
+        p50: times[times.len() / 2],
+        p99: times[(times.len() * 99 / 100).min(times.len() - 1)],
+        per_second: n as f64 / total.as_secs_f64(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn gateway_on(gw: &Gateway, endpoint: &str, extra: &[(&str, &str)]) -> (GatewayServer, AppState) {
+    let (listener, base) = GatewayServer::bind().await;
+    let mut vars: std::collections::HashMap<String, String> = [
+        ("TABLE_NAME", gw.table.as_str()),
+        ("KEYSET_SECRET_ARN", gw.keyset_arn.as_str()),
+        ("INBOUND_AUTH_MODE", "dev"),
+        ("PUBLIC_BASE_URL", base.as_str()),
+        ("REFRESH_SHARDS", "4"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"),
+        ))
+        .build();
+    let state = AppState::with_sdk_config(config, &sdk).await.unwrap();
+    (GatewayServer::serve(listener, base, state.clone()), state)
+}
+
+#[tokio::main]
+async fn main() {
+    let gw = Gateway::start(&[]).await;
+    let (endpoint, counts) = counting_forwarder(&gw.moto.endpoint).await;
+    let up = upstream(Duration::ZERO).await;
+    // One OAuth target, one connected user with a long-lived token.
+    let mut target = stack_target_for_fake("http://127.0.0.1:9/token");
+    target.name = "fast".into();
+    target.mcp_url = up.clone();
+    target.tool_prefix = Some(String::new());
+    gw.state.targets.put(&target).await.unwrap();
+    let now = gw.state.clock.now();
+    gw.state
+        .grants
+        .create(&refreshable_grant("bench-user", "fast", "at", "rt", now + 86_400, now))
+        .await
+        .unwrap();
+
+    let (warm, _) = gateway_on(&gw, &endpoint, &[]).await;
+    let (cold, _) = gateway_on(&gw, &endpoint, &[("GRANT_CACHE_SECONDS", "0")]).await;
+    let warm_url = format!("{}/mcp", warm.base);
+    let cold_url = format!("{}/mcp", cold.base);
+
+    println!("## Proxy overhead: tools/call, fast local upstream (2026-07-28, stateless)\n");
+    println!("| concurrency | path | p50 | p99 | added p50 | added p99 | calls/s | throughput vs direct |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (concurrency, n) in [(1usize, 1000usize), (32, 4000)] {
+        let direct = measure(&up, "bench-user", "fast", concurrency, n).await;
+        let w = measure(&warm_url, "bench-user", "fast", concurrency, n).await;
+        let c = measure(&cold_url, "bench-user", "fast", concurrency, n / 4).await;
+        println!("| {concurrency} | direct | {} | {} | | | {:.0} | 1.00 |", ms(direct.p50), ms(direct.p99), direct.per_second);
+        for (name, r) in [("gateway, grant cached (warm)", &w), ("gateway, grant read from DynamoDB (moto) per call", &c)] {
+            println!(
+                "| {concurrency} | {name} | {} | {} | {} | {} | {:.0} | {:.2} |",
+                ms(r.p50),
+                ms(r.p99),
+                ms(r.p50.saturating_sub(direct.p50)),
+                ms(r.p99.saturating_sub(direct.p99)),
+                r.per_second,
+                r.per_second / direct.per_second
+            );
+        }
+    }
+
+    println!("\n## AWS requests per tools/call\n");
+    println!("| path | calls | DynamoDB GetItem | DynamoDB Query | DynamoDB other | Secrets Manager |");
+    println!("|---|---|---|---|---|---|");
+    for (name, url) in [("warm (grant cached)", &warm_url), ("GRANT_CACHE_SECONDS=0", &cold_url)] {
+        counts.lock().unwrap().clear();
+        let n = 200;
+        measure(url, "bench-user", "fast", 1, n).await;
+        let c = counts.lock().unwrap().clone();
+        let per = |k: &str| *c.get(k).unwrap_or(&0) as f64 / (n + 20) as f64;
+        let other: usize = c
+            .iter()
+            .filter(|(k, _)| k.starts_with("DynamoDB") && !k.ends_with(".GetItem") && !k.ends_with(".Query"))
+            .map(|(_, v)| *v)
+            .sum();
+        let sm: usize = c.iter().filter(|(k, _)| k.starts_with("secretsmanager")).map(|(_, v)| *v).sum();
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            n + 20,
+            per("DynamoDB_20120810.GetItem"),
+            per("DynamoDB_20120810.Query"),
+            other as f64 / (n + 20) as f64,
+            sm as f64 / (n + 20) as f64
+        );
+    }
+
+    println!("\n## tools/list across targets that each take 50 ms\n");
+    let slow = gateway_tests::Gateway::start(&[]).await;
+    let mut ups = vec![];
+    for i in 0..10 {
+        ups.push(upstream(Duration::from_millis(50)).await);
+        let _ = i;
+    }
+    let (server1, _) = gateway_on(&slow, &slow.moto.endpoint, &[]).await;
+    let list = |url: String| async move {
+        let http = reqwest::Client::new();
+        let t = Instant::now();
+        let res = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let v: Value = res.json().await.unwrap();
+        (t.elapsed(), v["result"]["tools"].as_array().map(|a| a.len()).unwrap_or(0))
+    };
+    let put = |i: usize, url: &str| Target {
+        name: format!("t{i}"),
+        display_name: None,
+        mcp_url: url.to_owned(),
+        auth: TargetAuth::None,
+        tool_prefix: None,
+        tool_catalog: vec![],
+    };
+    slow.state.targets.put(&put(0, &ups[0])).await.unwrap();
+    let _ = server1.base.clone();
+    let (one_server, _) = gateway_on(&slow, &slow.moto.endpoint, &[]).await;
+    let (one, tools_one) = {
+        let url = format!("{}/mcp", one_server.base);
+        list(url.clone()).await;
+        let mut best = Duration::MAX;
+        let mut n = 0;
+        for _ in 0..5 {
+            let (d, k) = list(url.clone()).await;
+            best = best.min(d);
+            n = k;
+        }
+        (best, n)
+    };
+    for (i, u) in ups.iter().enumerate().skip(1) {
+        slow.state.targets.put(&put(i, u)).await.unwrap();
+    }
+    let (ten_server, _) = gateway_on(&slow, &slow.moto.endpoint, &[]).await;
+    let (ten, tools_ten) = {
+        let url = format!("{}/mcp", ten_server.base);
+        list(url.clone()).await;
+        let mut best = Duration::MAX;
+        let mut n = 0;
+        for _ in 0..5 {
+            let (d, k) = list(url.clone()).await;
+            best = best.min(d);
+            n = k;
+        }
+        (best, n)
+    };
+    println!("| targets | tools listed | tools/list (best of 5) | ratio to one target | sum of the targets' delays |");
+    println!("|---|---|---|---|---|");
+    println!("| 1 | {tools_one} | {} | 1.00 | 50 ms |", ms(one));
+    println!("| 10 | {tools_ten} | {} | {:.2} | 500 ms |", ms(ten), ten.as_secs_f64() / one.as_secs_f64());
+    let _ = AtomicUsize::new(0).load(Ordering::Relaxed);
+}
