@@ -13,7 +13,6 @@
 //!     cargo bench -p gateway-tests --bench proxy_overhead
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,9 @@ async fn upstream(delay: Duration) -> String {
         let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
         let id = msg["id"].clone();
         let result = match msg["method"].as_str().unwrap_or_default() {
-            "server/discover" => json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}),
+            "server/discover" => {
+                json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}})
+            }
             "tools/list" => {
                 tokio::time::sleep(delay).await;
                 json!({"tools": [{"name": "fast", "inputSchema": {"type": "object"}}]})
@@ -65,7 +66,9 @@ async fn counting_forwarder(moto: &str) -> (String, Arc<Mutex<BTreeMap<String, u
                 .unwrap_or("other")
                 .to_owned();
             *c.lock().unwrap().entry(action).or_insert(0) += 1;
-            let body = axum::body::to_bytes(body, 1 << 24).await.unwrap_or_default();
+            let body = axum::body::to_bytes(body, 1 << 24)
+                .await
+                .unwrap_or_default();
             let mut out = http.request(parts.method.clone(), format!("{moto}{}", parts.uri));
             for (k, v) in &parts.headers {
                 if k != "host" && k != "content-length" {
@@ -142,7 +145,11 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn gateway_on(gw: &Gateway, endpoint: &str, extra: &[(&str, &str)]) -> (GatewayServer, AppState) {
+async fn gateway_on(
+    gw: &Gateway,
+    endpoint: &str,
+    extra: &[(&str, &str)],
+) -> (GatewayServer, AppState) {
     let (listener, base) = GatewayServer::bind().await;
     let mut vars: std::collections::HashMap<String, String> = [
         ("TABLE_NAME", gw.table.as_str()),
@@ -184,7 +191,14 @@ async fn main() {
     let now = gw.state.clock.now();
     gw.state
         .grants
-        .create(&refreshable_grant("bench-user", "fast", "at", "rt", now + 86_400, now))
+        .create(&refreshable_grant(
+            "bench-user",
+            "fast",
+            "at",
+            "rt",
+            now + 86_400,
+            now,
+        ))
         .await
         .unwrap();
 
@@ -200,8 +214,16 @@ async fn main() {
         let direct = measure(&up, "bench-user", "fast", concurrency, n).await;
         let w = measure(&warm_url, "bench-user", "fast", concurrency, n).await;
         let c = measure(&cold_url, "bench-user", "fast", concurrency, n / 4).await;
-        println!("| {concurrency} | direct | {} | {} | | | {:.0} | 1.00 |", ms(direct.p50), ms(direct.p99), direct.per_second);
-        for (name, r) in [("gateway, grant cached (warm)", &w), ("gateway, grant read from DynamoDB (moto) per call", &c)] {
+        println!(
+            "| {concurrency} | direct | {} | {} | | | {:.0} | 1.00 |",
+            ms(direct.p50),
+            ms(direct.p99),
+            direct.per_second
+        );
+        for (name, r) in [
+            ("gateway, grant cached (warm)", &w),
+            ("gateway, grant read from DynamoDB (moto) per call", &c),
+        ] {
             println!(
                 "| {concurrency} | {name} | {} | {} | {} | {} | {:.0} | {:.2} |",
                 ms(r.p50),
@@ -215,9 +237,14 @@ async fn main() {
     }
 
     println!("\n## AWS requests per tools/call\n");
-    println!("| path | calls | DynamoDB GetItem | DynamoDB Query | DynamoDB other | Secrets Manager |");
+    println!(
+        "| path | calls | DynamoDB GetItem | DynamoDB Query | DynamoDB other | Secrets Manager |"
+    );
     println!("|---|---|---|---|---|---|");
-    for (name, url) in [("warm (grant cached)", &warm_url), ("GRANT_CACHE_SECONDS=0", &cold_url)] {
+    for (name, url) in [
+        ("warm (grant cached)", &warm_url),
+        ("GRANT_CACHE_SECONDS=0", &cold_url),
+    ] {
         counts.lock().unwrap().clear();
         let n = 200;
         measure(url, "bench-user", "fast", 1, n).await;
@@ -225,10 +252,16 @@ async fn main() {
         let per = |k: &str| *c.get(k).unwrap_or(&0) as f64 / (n + 20) as f64;
         let other: usize = c
             .iter()
-            .filter(|(k, _)| k.starts_with("DynamoDB") && !k.ends_with(".GetItem") && !k.ends_with(".Query"))
+            .filter(|(k, _)| {
+                k.starts_with("DynamoDB") && !k.ends_with(".GetItem") && !k.ends_with(".Query")
+            })
             .map(|(_, v)| *v)
             .sum();
-        let sm: usize = c.iter().filter(|(k, _)| k.starts_with("secretsmanager")).map(|(_, v)| *v).sum();
+        let sm: usize = c
+            .iter()
+            .filter(|(k, _)| k.starts_with("secretsmanager"))
+            .map(|(_, v)| *v)
+            .sum();
         println!(
             "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
             n + 20,
@@ -242,11 +275,9 @@ async fn main() {
     println!("\n## tools/list across targets that each take 50 ms\n");
     let slow = gateway_tests::Gateway::start(&[]).await;
     let mut ups = vec![];
-    for i in 0..10 {
+    for _ in 0..10 {
         ups.push(upstream(Duration::from_millis(50)).await);
-        let _ = i;
     }
-    let (server1, _) = gateway_on(&slow, &slow.moto.endpoint, &[]).await;
     let list = |url: String| async move {
         let http = reqwest::Client::new();
         let t = Instant::now();
@@ -259,7 +290,13 @@ async fn main() {
             .await
             .unwrap();
         let v: Value = res.json().await.unwrap();
-        (t.elapsed(), v["result"]["tools"].as_array().map(|a| a.len()).unwrap_or(0))
+        (
+            t.elapsed(),
+            v["result"]["tools"]
+                .as_array()
+                .map(|a| a.len())
+                .unwrap_or(0),
+        )
     };
     let put = |i: usize, url: &str| Target {
         name: format!("t{i}"),
@@ -270,7 +307,6 @@ async fn main() {
         tool_catalog: vec![],
     };
     slow.state.targets.put(&put(0, &ups[0])).await.unwrap();
-    let _ = server1.base.clone();
     let (one_server, _) = gateway_on(&slow, &slow.moto.endpoint, &[]).await;
     let (one, tools_one) = {
         let url = format!("{}/mcp", one_server.base);
@@ -303,6 +339,9 @@ async fn main() {
     println!("| targets | tools listed | tools/list (best of 5) | ratio to one target | sum of the targets' delays |");
     println!("|---|---|---|---|---|");
     println!("| 1 | {tools_one} | {} | 1.00 | 50 ms |", ms(one));
-    println!("| 10 | {tools_ten} | {} | {:.2} | 500 ms |", ms(ten), ten.as_secs_f64() / one.as_secs_f64());
-    let _ = AtomicUsize::new(0).load(Ordering::Relaxed);
+    println!(
+        "| 10 | {tools_ten} | {} | {:.2} | 500 ms |",
+        ms(ten),
+        ten.as_secs_f64() / one.as_secs_f64()
+    );
 }
