@@ -37,12 +37,19 @@ async fn next(State(rt): State<Runtime>) -> axum::response::Response {
         // The function waits for its next event: keep it waiting.
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 30_000;
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 30_000;
     (
         [
             ("lambda-runtime-aws-request-id", "req-1".to_string()),
             ("lambda-runtime-deadline-ms", deadline.to_string()),
-            ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:bench".to_string()),
+            (
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:bench".to_string(),
+            ),
             ("content-type", "application/json".to_string()),
         ],
         rt.event.as_str().to_owned(),
@@ -67,7 +74,12 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-async fn one(binary: &std::path::Path, event: &str, env: &[(String, String)], broken: bool) -> (Duration, Option<u64>, String) {
+async fn one(
+    binary: &std::path::Path,
+    event: &str,
+    env: &[(String, String)],
+    broken: bool,
+) -> (Duration, Option<u64>, String) {
     let rt = Runtime {
         event: Arc::new(event.to_owned()),
         served: Arc::new(Mutex::new(false)),
@@ -76,7 +88,10 @@ async fn one(binary: &std::path::Path, event: &str, env: &[(String, String)], br
     };
     let app = axum::Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(respond),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(respond))
         .route("/2018-06-01/runtime/init/error", post(respond))
         .with_state(rt.clone());
@@ -103,7 +118,9 @@ async fn one(binary: &std::path::Path, event: &str, env: &[(String, String)], br
         let _ = child.wait().await;
         elapsed = started.elapsed();
     } else {
-        tokio::time::timeout(Duration::from_secs(30), rt.done.notified()).await.expect("the function answered");
+        tokio::time::timeout(Duration::from_secs(30), rt.done.notified())
+            .await
+            .expect("the function answered");
         elapsed = started.elapsed();
         rss = child.id().and_then(peak_rss_kib);
         let _ = child.kill().await;
@@ -173,7 +190,9 @@ async fn main() {
             c.as_secs_f64() * 1000.0,
             b.as_secs_f64() * 1000.0,
             c.as_secs_f64() / b.as_secs_f64(),
-            rss.last().map(|k| format!("{:.1} MiB", *k as f64 / 1024.0)).unwrap_or_else(|| "-".into())
+            rss.last()
+                .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into())
         );
     }
 }

@@ -119,7 +119,7 @@ async fn main() {
     let storage = started.elapsed();
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!("refresh benchmark: {n} due grants, concurrency {concurrency}, moto_server, local token endpoint");
+    println!("## Scheduled refresh: {n} due grants in one invocation (concurrency {concurrency}, moto_server, a fast local token endpoint)\n");
     println!("| measure | time | per second | ratio to baseline |");
     println!("|---|---|---|---|");
     println!(
@@ -144,7 +144,7 @@ async fn main() {
         seeded.as_secs_f64(),
         rate(seeded)
     );
-    println!("summary: {summary:?}; token requests: {requests}");
+    println!("\nsummary: {summary:?}; token requests: {requests}");
     assert_eq!(summary.refreshed, n, "every due grant refreshed");
     assert_eq!(requests, n, "one token request per grant");
 }
