@@ -103,13 +103,7 @@ async fn consent_in_a_browser_stores_a_working_encrypted_grant() {
         .await
         .unwrap()
         .contains("This link was already used"));
-    let after =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let after = s.grant("alice", "demo").await;
     assert_eq!(after.version, 1);
     // Opening the used link again says so too.
     let reopened = reqwest::get(&link).await.unwrap();
@@ -471,13 +465,7 @@ async fn session_binding_lets_the_right_user_connect() {
         Some("Connected to Demo Service"),
         "{seen:?}"
     );
-    let grant =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let grant = s.grant("alice", "demo").await;
     let answer = mcp_call_tool(
         &s.mcp.url,
         grant.tokens.access_token.expose_secret(),

@@ -596,6 +596,17 @@ pub async fn stack(op_config: serde_json::Value) -> Stack {
 }
 
 impl Stack {
+    /// The stored grant of `sub` for `target` (read consistently); it must exist.
+    pub async fn grant(&self, sub: &str, target: &str) -> gateway_shared::domain::Grant {
+        self.gw
+            .state
+            .grants
+            .get(sub, target, true)
+            .await
+            .expect("read the grant")
+            .unwrap_or_else(|| panic!("no grant for {sub}/{target}"))
+    }
+
     /// Stores the test clients' secret in Secrets Manager.
     pub async fn client_secret_arn(&self) -> String {
         self.gw

@@ -69,13 +69,7 @@ fn an_hour_later() -> Arc<dyn Clock> {
 #[tokio::test]
 async fn fifty_instances_find_the_token_expired_and_refresh_once() {
     let (s, _) = connected(false).await;
-    let before =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let before = s.grant("alice", "demo").await;
     assert_eq!(refreshes(&provider_counts(&s.op).await), 0);
 
     let clock = an_hour_later();
@@ -125,13 +119,7 @@ async fn fifty_instances_find_the_token_expired_and_refresh_once() {
 
     // The grant ends with the newest tokens: its refresh token still works
     // (with rotation on, a stale one would have revoked the whole family).
-    let after =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let after = s.grant("alice", "demo").await;
     assert_eq!(after.version, before.version + 1);
     assert!(after.lease.is_none());
     assert_ne!(
@@ -230,13 +218,7 @@ async fn a_dead_lease_holder_blocks_others_no_longer_than_the_lease() {
 async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
     let (s, sw) = connected(true).await;
     let mut sw = sw.unwrap();
-    let before =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let before = s.grant("alice", "demo").await;
     let state = instance(&s.gw, an_hour_later()).await;
     let policy = LeasePolicy {
         http_timeout: Duration::from_millis(800),
@@ -268,13 +250,7 @@ async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
         "the token request timed out"
     );
 
-    let after =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let after = s.grant("alice", "demo").await;
     assert_eq!(after.version, before.version);
     assert_eq!(after.status, GrantStatus::Active);
     assert_eq!(
@@ -312,13 +288,7 @@ async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
 #[tokio::test]
 async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
     let (s, _) = connected(false).await;
-    let grant =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let grant = s.grant("alice", "demo").await;
     // The user revoked the gateway at the provider.
     let target = s.gw.state.targets.get("demo").await.unwrap().unwrap();
     let TargetAuth::OAuth(settings) = &target.auth else {
@@ -350,13 +320,7 @@ async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
         1,
         "one refresh attempt, then no retry storm"
     );
-    let dead =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let dead = s.grant("alice", "demo").await;
     assert_eq!(dead.status, GrantStatus::NeedsConsent);
 
     let scheduler = instance(&s.gw, clock).await;
@@ -374,13 +338,7 @@ async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
     let (_, link) = s.link("alice", "demo").await;
     let seen = browser_consent(&link, &["alice"], "consent", None).await;
     assert_eq!(seen.title.as_deref(), Some("Connected to Demo Service"));
-    let revived =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let revived = s.grant("alice", "demo").await;
     assert_eq!(revived.status, GrantStatus::Active);
     assert!(revived.version > dead.version);
 }
@@ -388,13 +346,7 @@ async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
 #[tokio::test]
 async fn disconnect_revokes_at_the_provider_and_deletes_the_grant() {
     let (s, _) = connected(false).await;
-    let grant =
-        s.gw.state
-            .grants
-            .get("alice", "demo", true)
-            .await
-            .unwrap()
-            .unwrap();
+    let grant = s.grant("alice", "demo").await;
     let listed = connections::list(&s.gw.state, "alice").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
