@@ -5,7 +5,9 @@
 use gateway_shared::domain::{
     GrantStatus, OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
-use gateway_tests::{browser_consent, mcp_call_tool, stack, stack_with, Gateway, GatewayServer};
+use gateway_tests::{
+    browser_consent, mcp_call_tool, stack, stack_with, whoami, Gateway, GatewayServer,
+};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -84,10 +86,7 @@ async fn consent_in_a_browser_stores_a_working_encrypted_grant() {
         .is_none());
 
     // The stored token works at the upstream MCP server, which checks its audience, as alice.
-    let answer = mcp_call_tool(&s.mcp.url, &access, "whoami", json!({}))
-        .await
-        .expect("the MCP server accepts the token");
-    assert_eq!(answer["result"]["content"][0]["text"], "alice", "{answer}");
+    assert_eq!(whoami(&s.mcp.url, &access).await, "alice");
     assert_eq!(
         mcp_call_tool(&s.mcp.url, "not-a-token", "whoami", json!({}))
             .await
@@ -132,15 +131,10 @@ async fn client_secret_post_and_public_clients_work() {
                 .await
                 .unwrap()
                 .unwrap();
-        let answer = mcp_call_tool(
-            &s.mcp.url,
-            grant.tokens.access_token.expose_secret(),
-            "whoami",
-            json!({}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(answer["result"]["content"][0]["text"], "carol");
+        assert_eq!(
+            whoami(&s.mcp.url, grant.tokens.access_token.expose_secret()).await,
+            "carol"
+        );
     }
 }
 
@@ -466,15 +460,10 @@ async fn session_binding_lets_the_right_user_connect() {
         "{seen:?}"
     );
     let grant = s.grant("alice", "demo").await;
-    let answer = mcp_call_tool(
-        &s.mcp.url,
-        grant.tokens.access_token.expose_secret(),
-        "whoami",
-        json!({}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(answer["result"]["content"][0]["text"], "alice");
+    assert_eq!(
+        whoami(&s.mcp.url, grant.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
 }
 
 #[tokio::test]

@@ -1047,3 +1047,15 @@ pub fn refreshable_grant(
         updated_at: now,
     }
 }
+
+/// What the demo MCP server's `whoami` tool answers for `token` at `url`
+/// (panics when the server refuses the token).
+pub async fn whoami(url: &str, token: &str) -> String {
+    let answer = mcp_call_tool(url, token, "whoami", serde_json::json!({}))
+        .await
+        .unwrap_or_else(|status| panic!("the MCP server refused the token: HTTP {status}"));
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -10,8 +10,8 @@ use gateway_shared::domain::{GrantStatus, TargetAuth, TokenEndpointAuthMethod};
 use gateway_shared::ports::{Clock, SystemClock};
 use gateway_shared::refresh::{self, LeasePolicy, NoGrant};
 use gateway_tests::{
-    browser_consent, instance, mcp_call_tool, provider_counts, stack, ManualClock, Stack, Switch,
-    SwitchMode,
+    browser_consent, instance, mcp_call_tool, provider_counts, stack, whoami, ManualClock, Stack,
+    Switch, SwitchMode,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -137,16 +137,9 @@ async fn fifty_instances_find_the_token_expired_and_refresh_once() {
         .expect("the newest refresh token works");
     assert_eq!(again.version, after.version + 1);
     assert_eq!(refreshes(&provider_counts(&s.op).await), 2);
-    let answer = mcp_call_tool(
-        &s.mcp.url,
-        again.tokens.access_token.expose_secret(),
-        "whoami",
-        json!({}),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        answer["result"]["content"][0]["text"], "alice",
+        whoami(&s.mcp.url, again.tokens.access_token.expose_secret()).await,
+        "alice",
         "refreshed with the original resource and scopes"
     );
 }
@@ -274,15 +267,10 @@ async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
         .await
         .expect("recovered");
     assert_eq!(fresh.version, before.version + 1);
-    let answer = mcp_call_tool(
-        &s.mcp.url,
-        fresh.tokens.access_token.expose_secret(),
-        "whoami",
-        json!({}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(answer["result"]["content"][0]["text"], "alice");
+    assert_eq!(
+        whoami(&s.mcp.url, fresh.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
 }
 
 #[tokio::test]

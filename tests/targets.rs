@@ -7,9 +7,7 @@ use axum::Json;
 use gateway_shared::adapters::discovery::{self, DiscoveryError, FetchPolicy, Fetcher};
 use gateway_shared::domain::{TargetAuth, TokenEndpointAuthMethod};
 use gateway_shared::targets::{self, ClientChoice, NewTarget};
-use gateway_tests::{
-    browser_consent, mcp_call_tool, DemoMcpServer, Gateway, GatewayServer, OidcProvider,
-};
+use gateway_tests::{browser_consent, whoami, DemoMcpServer, Gateway, GatewayServer, OidcProvider};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -138,15 +136,10 @@ async fn dynamic_client_registration_then_a_real_consent() {
         .await
         .unwrap()
         .unwrap();
-    let answer = mcp_call_tool(
-        &mcp.url,
-        grant.tokens.access_token.expose_secret(),
-        "whoami",
-        json!({}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(answer["result"]["content"][0]["text"], "dora");
+    assert_eq!(
+        whoami(&mcp.url, grant.tokens.access_token.expose_secret()).await,
+        "dora"
+    );
 }
 
 #[tokio::test]
