@@ -95,7 +95,7 @@ async fn consent_in_a_browser_stores_a_working_encrypted_grant() {
     );
 
     // Replaying the callback (same code and state) shows a clear page and changes nothing.
-    let replay = reqwest::get(&seen.url).await.unwrap();
+    let replay = gateway_tests::get(&seen.url).await.unwrap();
     assert_eq!(replay.status(), 410);
     assert!(replay
         .text()
@@ -105,7 +105,7 @@ async fn consent_in_a_browser_stores_a_working_encrypted_grant() {
     let after = s.grant("alice", "demo").await;
     assert_eq!(after.version, 1);
     // Opening the used link again says so too.
-    let reopened = reqwest::get(&link).await.unwrap();
+    let reopened = gateway_tests::get(&link).await.unwrap();
     assert_eq!(reopened.status(), 410);
 }
 
@@ -225,7 +225,7 @@ async fn pending(gw: &Gateway, target: &str) -> PendingAuthorization {
 }
 
 async fn get_page(url: &str) -> (u16, String) {
-    let res = reqwest::Client::builder()
+    let res = gateway_tests::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
@@ -516,7 +516,7 @@ async fn session_binding_refuses_another_browser_and_forged_state() {
     )
     .await;
     let (pending, link) = s.link("alice", "demo").await;
-    let http = reqwest::Client::builder()
+    let http = gateway_tests::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

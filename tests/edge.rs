@@ -382,7 +382,7 @@ async fn malformed_messages_get_the_spec_errors() {
         .await;
     assert_eq!(r.status, 200);
     // GET and DELETE: stateless.
-    let http = reqwest::Client::new();
+    let http = gateway_tests::http();
     for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
         let r = http
             .request(m.clone(), format!("{}/mcp", server.base))

@@ -17,6 +17,27 @@ use axum::response::IntoResponse;
 use gateway_shared::ports::Clock;
 use gateway_shared::{AppState, Config};
 
+/// A plain HTTP client for tests (redirects followed, no timeouts).
+///
+/// The gateway's binaries link one TLS crypto provider and install it at
+/// start; this does the same before building the client.
+pub fn http() -> reqwest::Client {
+    http_builder()
+        .build()
+        .expect("a client with static settings builds")
+}
+
+/// A client builder for tests that need other settings (redirects off, ...).
+pub fn http_builder() -> reqwest::ClientBuilder {
+    gateway_shared::state::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// GET `url` with a fresh [`http`] client.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -426,7 +447,7 @@ pub async fn mcp_call_tool(
     tool: &str,
     args: serde_json::Value,
 ) -> Result<serde_json::Value, u16> {
-    let http = reqwest::Client::new();
+    let http = http();
     let post = |body: serde_json::Value, session: Option<String>| {
         let mut req = http
             .post(url)
@@ -763,7 +784,7 @@ impl Switch {
         let listener = listener.expect("rebind the switch's port");
         let upstream = self.upstream.clone();
         let mode = self.mode.clone();
-        let http = reqwest::Client::new();
+        let http = http();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let upstream = upstream.clone();
             let mode = mode.clone();
@@ -829,7 +850,7 @@ impl Drop for Switch {
 
 /// Counts of requests oidc-provider served (`/test/counts` of `oidc-server.mjs`).
 pub async fn provider_counts(op: &OidcProvider) -> serde_json::Value {
-    reqwest::get(format!("{}/test/counts", op.issuer))
+    get(format!("{}/test/counts", op.issuer))
         .await
         .expect("counts")
         .json()
@@ -904,7 +925,7 @@ impl RawClient {
     /// A client of `url` sending `headers`.
     pub fn new(url: &str, headers: &[(&str, &str)]) -> RawClient {
         RawClient {
-            http: reqwest::Client::new(),
+            http: http(),
             url: url.to_owned(),
             headers: headers
                 .iter()

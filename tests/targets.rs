@@ -202,7 +202,7 @@ async fn client_id_metadata_documents_are_preferred_when_supported() {
     // The gateway serves that document at that URL.
     let (listener, local) = GatewayServer::bind().await;
     let _server = GatewayServer::serve(listener, local.clone(), gw.state.clone());
-    let doc: serde_json::Value = reqwest::get(format!("{local}/oauth/client-metadata.json"))
+    let doc: serde_json::Value = gateway_tests::get(format!("{local}/oauth/client-metadata.json"))
         .await
         .unwrap()
         .json()

@@ -54,7 +54,7 @@ async fn counting_forwarder(moto: &str) -> (String, Arc<Mutex<BTreeMap<String, u
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let counts = Arc::new(Mutex::new(BTreeMap::new()));
-    let (c, moto, http) = (counts.clone(), moto.to_owned(), reqwest::Client::new());
+    let (c, moto, http) = (counts.clone(), moto.to_owned(), gateway_tests::http());
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (c, moto, http) = (c.clone(), moto.clone(), http.clone());
         async move {
@@ -101,7 +101,7 @@ struct Run {
 }
 
 async fn measure(url: &str, user: &str, tool: &str, concurrency: usize, n: usize) -> Run {
-    let http = reqwest::Client::new();
+    let http = gateway_tests::http();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}).to_string();
     let call = |http: reqwest::Client, body: String| {
         let url = url.to_owned();
@@ -279,7 +279,7 @@ async fn main() {
         ups.push(upstream(Duration::from_millis(50)).await);
     }
     let list = |url: String| async move {
-        let http = reqwest::Client::new();
+        let http = gateway_tests::http();
         let t = Instant::now();
         let res = http
             .post(&url)
