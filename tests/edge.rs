@@ -3,92 +3,15 @@
 //! headers, foreign sessions, and upstreams that misbehave. Each gets the
 //! spec's answer; nothing panics.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Json;
 use gateway_shared::domain::{Target, TargetAuth};
-use gateway_tests::{workspace_root, FakeHttp, Gateway, GatewayServer, RawClient};
+use gateway_tests::{
+    idp, jwt_test_keys as keys, sign, unix_now, FakeHttp, Gateway, GatewayServer, Idp, RawClient,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-
-fn keys() -> Value {
-    let text = std::fs::read_to_string(workspace_root().join("tests/fixtures/jwt-test-keys.json"))
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// A local identity provider: discovery and a JWKS that tests can change.
-struct Idp {
-    issuer: String,
-    jwks: Arc<Mutex<Value>>,
-    jwks_hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn idp(kids: &[&str]) -> Idp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let k = keys();
-    let jwks = Arc::new(Mutex::new(
-        json!({"keys": kids.iter().map(|kid| k[kid]["jwk"].clone()).collect::<Vec<_>>()}),
-    ));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (iss, j, h) = (issuer.clone(), jwks.clone(), hits.clone());
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let iss = iss.clone();
-                async move {
-                    Json(json!({"issuer": iss, "authorization_endpoint": format!("{iss}/auth"), "token_endpoint": format!("{iss}/token"), "jwks_uri": format!("{iss}/jwks")}))
-                }
-            }),
-        )
-        .route(
-            "/jwks",
-            get(move || {
-                let (j, h) = (j.clone(), h.clone());
-                async move {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    Json(j.lock().unwrap().clone())
-                }
-            }),
-        );
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Idp {
-        issuer,
-        jwks,
-        jwks_hits: hits,
-        task,
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn sign(kid: &str, claims: Value) -> String {
-    let k = keys();
-    let key =
-        EncodingKey::from_rsa_pem(k[kid]["private_pem"].as_str().unwrap().as_bytes()).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
 
 const AUD: &str = "https://gateway.example.test/mcp";
 
@@ -123,11 +46,15 @@ async fn ping_with(server: &GatewayServer, token: Option<&str>) -> gateway_tests
 async fn inbound_jwts_are_validated_strictly() {
     let idp = idp(&["test-key-1"]).await;
     let (_gw, server) = jwt_gateway(&idp).await;
-    let good = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": now() + 300, "scope": "openid mcp:invoke"});
+    let good = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 300, "scope": "openid mcp:invoke"});
 
-    let ok = ping_with(&server, Some(&sign("test-key-1", good.clone()))).await;
+    let good_token = sign("test-key-1", good.clone());
+    let ok = ping_with(&server, Some(&good_token)).await;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert_eq!(ok.body["result"], json!({}));
+    // Verified tokens are remembered: the same token passes again.
+    let again = ping_with(&server, Some(&good_token)).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
 
     // Cognito-style: no aud, an allowed client_id.
     let mut cognito = good.clone();
@@ -188,8 +115,11 @@ async fn inbound_jwts_are_validated_strictly() {
         sign("test-key-1", c)
     };
     let cases: Vec<(&str, String)> = vec![
-        ("expired", with(&|c| c["exp"] = json!(now() - 120))),
-        ("not yet valid", with(&|c| c["nbf"] = json!(now() + 600))),
+        ("expired", with(&|c| c["exp"] = json!(unix_now() - 120))),
+        (
+            "not yet valid",
+            with(&|c| c["nbf"] = json!(unix_now() + 600)),
+        ),
         (
             "wrong issuer",
             with(&|c| c["iss"] = json!("https://evil.example")),
@@ -214,6 +144,15 @@ async fn inbound_jwts_are_validated_strictly() {
         ("alg none", unsigned),
         ("HS256 with the public key", hs_with_public_key),
         ("forged signature", forged),
+        (
+            // The remembered token's header and claims with another signature.
+            "altered signature of a verified token",
+            {
+                let (signed, sig) = good_token.rsplit_once('.').unwrap();
+                let flipped = if sig.starts_with('A') { "B" } else { "A" };
+                format!("{signed}.{flipped}{}", &sig[1..])
+            },
+        ),
         ("garbage", "not.a.jwt".into()),
     ];
     for (what, token) in cases {
@@ -239,7 +178,7 @@ async fn inbound_jwts_are_validated_strictly() {
 async fn an_unknown_key_id_refetches_the_jwks_at_a_limited_rate() {
     let idp = idp(&["test-key-1"]).await;
     let (_gw, server) = jwt_gateway(&idp).await;
-    let claims = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": now() + 300, "scope": "mcp:invoke"});
+    let claims = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 300, "scope": "mcp:invoke"});
     assert_eq!(
         ping_with(&server, Some(&sign("test-key-1", claims.clone())))
             .await

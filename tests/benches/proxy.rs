@@ -11,6 +11,9 @@
 //! 3. `tools/list` across 10 targets that each take 50 ms, against one.
 //!
 //!     cargo bench -p gateway-tests --bench proxy_overhead
+//!
+//! With `PROXY_BENCH_PROFILE_CALLS=N` it makes only N warm calls at
+//! concurrency 32 through the gateway, for a profiler.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +45,34 @@ async fn upstream(delay: Duration) -> String {
             _ => return axum::http::StatusCode::ACCEPTED.into_response(),
         };
         axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// The least any HTTP proxy does here: axum receives the body, reqwest
+/// sends it to `upstream` over a pooled connection, the answer goes back.
+/// No authentication, no JSON, no tokens: the floor for the gateway.
+async fn bare_forwarder(upstream: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (upstream, http) = (upstream.to_owned(), gateway_shared::state::http_client());
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let (upstream, http) = (upstream.clone(), http.clone());
+        async move {
+            let res = http
+                .post(&upstream)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let bytes = res.bytes().await.unwrap_or_default();
+            ([("content-type", "application/json")], bytes).into_response()
+        }
     });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -100,24 +131,33 @@ struct Run {
     per_second: f64,
 }
 
-async fn measure(url: &str, user: &str, tool: &str, concurrency: usize, n: usize) -> Run {
+/// `n` calls of `tool` at `url`, `concurrency` at a time, each with `headers`.
+async fn measure(
+    url: &str,
+    headers: &[(&str, String)],
+    tool: &str,
+    concurrency: usize,
+    n: usize,
+) -> Run {
     let http = gateway_tests::http();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}).to_string();
     let call = |http: reqwest::Client, body: String| {
         let url = url.to_owned();
-        let user = user.to_owned();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         async move {
             let t = Instant::now();
-            let res = http
+            let mut req = http
                 .post(&url)
                 .header("content-type", "application/json")
                 .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-06-18")
-                .header("x-gateway-dev-user", user)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+                .header("mcp-protocol-version", "2025-06-18");
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let res = req.body(body).send().await.unwrap();
             let text = res.text().await.unwrap();
             assert!(text.contains("\"ok\""), "{text}");
             t.elapsed()
@@ -204,34 +244,73 @@ async fn main() {
 
     let (warm, _) = gateway_on(&gw, &endpoint, &[]).await;
     let (cold, _) = gateway_on(&gw, &endpoint, &[("GRANT_CACHE_SECONDS", "0")]).await;
+    // The deployed default: every call's bearer JWT checked (RS256, JWKS).
+    let idp = gateway_tests::idp(&["test-key-1"]).await;
+    let (jwt, _) = gateway_on(
+        &gw,
+        &endpoint,
+        &[
+            ("INBOUND_AUTH_MODE", "jwt"),
+            ("INBOUND_ISSUER", &idp.issuer),
+            ("INBOUND_AUDIENCES", "https://gateway.example.test/mcp"),
+            ("CONSENT_BINDING", "link"),
+        ],
+    )
+    .await;
+    let token = gateway_tests::sign(
+        "test-key-1",
+        json!({"iss": idp.issuer, "sub": "bench-user", "aud": "https://gateway.example.test/mcp",
+               "exp": gateway_tests::unix_now() + 3600, "scope": "mcp:invoke"}),
+    );
+    let forwarder = bare_forwarder(&up).await;
     let warm_url = format!("{}/mcp", warm.base);
     let cold_url = format!("{}/mcp", cold.base);
+    let jwt_url = format!("{}/mcp", jwt.base);
+    let dev = [("x-gateway-dev-user", "bench-user".to_owned())];
+    let bearer = [("authorization", format!("Bearer {token}"))];
+    if let Ok(n) = std::env::var("PROXY_BENCH_PROFILE_CALLS") {
+        // Only warm calls at concurrency 32, for a profiler to watch:
+        //     PROXY_BENCH_PROFILE_CALLS=100000 perf record -g <bench binary>
+        let n = n.parse().expect("PROXY_BENCH_PROFILE_CALLS is a number");
+        let r = measure(&jwt_url, &bearer, "fast", 32, n).await;
+        println!(
+            "{n} warm calls (jwt) at concurrency 32: {:.0} calls/s",
+            r.per_second
+        );
+        return;
+    }
 
     println!("## Proxy overhead: tools/call, fast local upstream (2026-07-28, stateless)\n");
-    println!("| concurrency | path | p50 | p99 | added p50 | added p99 | calls/s | throughput vs direct |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for (concurrency, n) in [(1usize, 1000usize), (32, 4000)] {
-        let direct = measure(&up, "bench-user", "fast", concurrency, n).await;
-        let w = measure(&warm_url, "bench-user", "fast", concurrency, n).await;
-        let c = measure(&cold_url, "bench-user", "fast", concurrency, n / 4).await;
+    println!("Load generator, gateway and upstream share this machine's cores, so each row also pays for the others' work. The bare forwarder (axum in, reqwest out, nothing else) is the floor for any HTTP proxy in this setting; the last column compares the gateway with it.\n");
+    println!("| concurrency | path | p50 | p99 | added p50 | added p99 | calls/s | throughput vs direct | throughput vs bare forwarder |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (concurrency, n) in [(1usize, 2000usize), (32, 8000)] {
+        let direct = measure(&up, &[], "fast", concurrency, n).await;
+        let bare = measure(&forwarder, &[], "fast", concurrency, n).await;
+        let w = measure(&warm_url, &dev, "fast", concurrency, n).await;
+        let j = measure(&jwt_url, &bearer, "fast", concurrency, n).await;
+        let c = measure(&cold_url, &dev, "fast", concurrency, n / 8).await;
         println!(
-            "| {concurrency} | direct | {} | {} | | | {:.0} | 1.00 |",
+            "| {concurrency} | direct | {} | {} | | | {:.0} | 1.00 | |",
             ms(direct.p50),
             ms(direct.p99),
             direct.per_second
         );
         for (name, r) in [
+            ("bare forwarder (no gateway logic)", &bare),
             ("gateway, grant cached (warm)", &w),
+            ("gateway, warm, inbound JWT checked (RS256)", &j),
             ("gateway, grant read from DynamoDB (moto) per call", &c),
         ] {
             println!(
-                "| {concurrency} | {name} | {} | {} | {} | {} | {:.0} | {:.2} |",
+                "| {concurrency} | {name} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
                 ms(r.p50),
                 ms(r.p99),
                 ms(r.p50.saturating_sub(direct.p50)),
                 ms(r.p99.saturating_sub(direct.p99)),
                 r.per_second,
-                r.per_second / direct.per_second
+                r.per_second / direct.per_second,
+                r.per_second / bare.per_second
             );
         }
     }
@@ -247,7 +326,7 @@ async fn main() {
     ] {
         counts.lock().unwrap().clear();
         let n = 200;
-        measure(url, "bench-user", "fast", 1, n).await;
+        measure(url, &dev, "fast", 1, n).await;
         let c = counts.lock().unwrap().clone();
         let per = |k: &str| *c.get(k).unwrap_or(&0) as f64 / (n + 20) as f64;
         let other: usize = c

@@ -6,6 +6,13 @@
 //! warm instance and refetched when a token names an unknown `kid` (at most
 //! once per [`MIN_REFETCH`]). Only asymmetric algorithms are accepted, and the
 //! algorithm must match the key's type: never `none`, never HMAC.
+//!
+//! Checking an RS256 signature is the largest cost of a warm proxied call, and
+//! an agent sends the same access token on every call. So a token whose
+//! signature, issuer and times checked out is remembered by its SHA-256 for
+//! at most [`VERIFIED_TTL`] and never past its `exp`; the policy (audience,
+//! client, scopes) is applied to its claims on every call. A key withdrawn
+//! from the JWKS therefore stops being honoured within [`VERIFIED_TTL`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +20,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
 /// How often an unknown `kid` may trigger a JWKS refetch.
@@ -21,6 +29,10 @@ pub const MIN_REFETCH: Duration = Duration::from_secs(30);
 pub const CACHE_TTL: Duration = Duration::from_secs(3600);
 /// Clock skew allowed on `exp`/`nbf`/`iat`.
 pub const LEEWAY_SECONDS: u64 = 60;
+/// How long a verified access token is remembered (never past its `exp`).
+pub const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// How many verified access tokens a warm instance remembers.
+pub const VERIFIED_CAPACITY: usize = 4096;
 
 /// Why an OpenID operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +70,7 @@ pub struct OidcProvider {
     http: reqwest::Client,
     cache: RwLock<Option<Arc<Cached>>>,
     last_refetch: Mutex<Option<Instant>>,
+    verified: std::sync::Mutex<VerifiedTokens>,
 }
 
 /// Claims of a validated ID token.
@@ -78,6 +91,7 @@ impl OidcProvider {
             http,
             cache: RwLock::new(None),
             last_refetch: Mutex::new(None),
+            verified: std::sync::Mutex::new(VerifiedTokens::default()),
         }
     }
 
@@ -237,6 +251,30 @@ impl OidcProvider {
         token: &str,
         policy: &AccessPolicy,
     ) -> Result<AccessClaims, AccessError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&digest, now, Instant::now()));
+        let claims = match remembered {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_access_token(token).await?);
+                let exp = claims.get("exp").and_then(serde_json::Value::as_i64);
+                if let (Some(exp), Ok(mut v)) = (exp, self.verified.lock()) {
+                    v.insert(digest, claims.clone(), exp, Instant::now());
+                }
+                claims
+            }
+        };
+        apply_policy(&claims, policy)
+    }
+
+    /// Checks an access token's signature, `iss`, `exp` and `nbf`; returns
+    /// its claims.
+    async fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, AccessError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AccessError::Invalid(format!("malformed: {e}")))?;
         let alg = header.alg;
@@ -266,39 +304,101 @@ impl OidcProvider {
         validation.leeway = LEEWAY_SECONDS;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| AccessError::Invalid(e.to_string()))?;
-        let claims = data.claims;
-        let auds: Vec<&str> = match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => vec![a.as_str()],
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
-            _ => vec![],
-        };
-        let client_id = claims.get("client_id").and_then(|v| v.as_str());
-        let audience_ok = auds.iter().any(|a| policy.audiences.iter().any(|p| p == a))
-            || client_id.is_some_and(|c| policy.client_ids.iter().any(|p| p == c));
-        if !audience_ok {
-            return Err(AccessError::Invalid(
-                "the token is not for this gateway (aud / client_id)".into(),
-            ));
-        }
-        let sub = claims
-            .get("sub")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| AccessError::Invalid("no sub".into()))?
-            .to_owned();
-        let mut scopes: Vec<String> = claims
-            .get("scope")
-            .and_then(|v| v.as_str())
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
-        if let Some(scp) = claims.get("scp").and_then(|v| v.as_array()) {
-            scopes.extend(scp.iter().filter_map(|v| v.as_str()).map(str::to_owned));
-        }
-        if !policy.required_scopes.iter().all(|r| scopes.contains(r)) {
-            return Err(AccessError::InsufficientScope);
-        }
-        Ok(AccessClaims { sub, scopes })
+        Ok(data.claims)
     }
+}
+
+/// The policy checks of [`OidcProvider::validate_access_token`] on verified
+/// claims: `aud` or `client_id`, `sub`, required scopes.
+fn apply_policy(
+    claims: &serde_json::Value,
+    policy: &AccessPolicy,
+) -> Result<AccessClaims, AccessError> {
+    let auds: Vec<&str> = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => vec![a.as_str()],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => vec![],
+    };
+    let client_id = claims.get("client_id").and_then(|v| v.as_str());
+    let audience_ok = auds.iter().any(|a| policy.audiences.iter().any(|p| p == a))
+        || client_id.is_some_and(|c| policy.client_ids.iter().any(|p| p == c));
+    if !audience_ok {
+        return Err(AccessError::Invalid(
+            "the token is not for this gateway (aud / client_id)".into(),
+        ));
+    }
+    let sub = claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| AccessError::Invalid("no sub".into()))?
+        .to_owned();
+    let mut scopes: Vec<String> = claims
+        .get("scope")
+        .and_then(|v| v.as_str())
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    if let Some(scp) = claims.get("scp").and_then(|v| v.as_array()) {
+        scopes.extend(scp.iter().filter_map(|v| v.as_str()).map(str::to_owned));
+    }
+    if !policy.required_scopes.iter().all(|r| scopes.contains(r)) {
+        return Err(AccessError::InsufficientScope);
+    }
+    Ok(AccessClaims { sub, scopes })
+}
+
+/// Verified access tokens by SHA-256: their claims, `exp`, and when they
+/// were verified. Bounded: when full, expired entries go, then all.
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: std::collections::HashMap<[u8; 32], VerifiedToken>,
+}
+
+struct VerifiedToken {
+    claims: Arc<serde_json::Value>,
+    exp: i64,
+    verified: Instant,
+}
+
+impl VerifiedTokens {
+    /// The claims of a remembered token still within its `exp` (with
+    /// [`LEEWAY_SECONDS`], as when it was verified) and [`VERIFIED_TTL`].
+    fn get(&self, digest: &[u8; 32], now: i64, at: Instant) -> Option<Arc<serde_json::Value>> {
+        self.entries
+            .get(digest)
+            .filter(|e| Self::live(e, now, at))
+            .map(|e| e.claims.clone())
+    }
+
+    fn live(e: &VerifiedToken, now: i64, at: Instant) -> bool {
+        now < e.exp.saturating_add(LEEWAY_SECONDS as i64)
+            && at.saturating_duration_since(e.verified) < VERIFIED_TTL
+    }
+
+    fn insert(&mut self, digest: [u8; 32], claims: Arc<serde_json::Value>, exp: i64, at: Instant) {
+        if self.entries.len() >= VERIFIED_CAPACITY {
+            let now = unix_now();
+            self.entries.retain(|_, e| Self::live(e, now, at));
+            if self.entries.len() >= VERIFIED_CAPACITY {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(
+            digest,
+            VerifiedToken {
+                claims,
+                exp,
+                verified: at,
+            },
+        );
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// True for the signature algorithms the gateway accepts (public-key only).
@@ -315,4 +415,67 @@ pub fn is_asymmetric(alg: Algorithm) -> bool {
             | Algorithm::ES384
             | Algorithm::EdDSA
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Arc<serde_json::Value> {
+        Arc::new(serde_json::json!({"sub": "alice", "aud": "gw", "scope": "a b"}))
+    }
+
+    #[test]
+    fn remembered_tokens_end_at_exp_with_leeway_and_after_the_ttl() {
+        let mut v = VerifiedTokens::default();
+        let t0 = Instant::now();
+        v.insert([1; 32], claims(), 1_000, t0);
+        assert!(v.get(&[1; 32], 1_000, t0).is_some());
+        assert!(v
+            .get(&[1; 32], 1_000 + LEEWAY_SECONDS as i64 - 1, t0)
+            .is_some());
+        assert!(v.get(&[1; 32], 1_000 + LEEWAY_SECONDS as i64, t0).is_none());
+        assert!(v.get(&[2; 32], 1_000, t0).is_none());
+        let late = t0 + VERIFIED_TTL;
+        assert!(v.get(&[1; 32], 1_000, late).is_none());
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let mut v = VerifiedTokens::default();
+        let t0 = Instant::now();
+        let far = unix_now() + 3_600;
+        for i in 0..VERIFIED_CAPACITY + 10 {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            v.insert(d, claims(), far, t0);
+        }
+        assert!(v.entries.len() <= VERIFIED_CAPACITY);
+    }
+
+    #[test]
+    fn the_policy_is_applied_to_remembered_claims() {
+        let policy = AccessPolicy {
+            audiences: vec!["gw".into()],
+            client_ids: vec![],
+            required_scopes: vec!["a".into()],
+        };
+        assert_eq!(apply_policy(&claims(), &policy).unwrap().sub, "alice");
+        let other = AccessPolicy {
+            audiences: vec!["other".into()],
+            ..policy.clone()
+        };
+        assert!(matches!(
+            apply_policy(&claims(), &other),
+            Err(AccessError::Invalid(_))
+        ));
+        let more = AccessPolicy {
+            required_scopes: vec!["c".into()],
+            ..policy
+        };
+        assert!(matches!(
+            apply_policy(&claims(), &more),
+            Err(AccessError::InsufficientScope)
+        ));
+    }
 }
