@@ -112,8 +112,9 @@ pub trait TargetCatalog: Send + Sync {
     async fn put(&self, target: &Target) -> Result<()>;
     /// Reads a target.
     async fn get(&self, name: &str) -> Result<Option<Target>>;
-    /// Lists all targets, by name.
-    async fn list(&self) -> Result<Vec<Target>>;
+    /// Lists all targets, by name. Shared, because the proxy reads the list
+    /// on every call and a target carries its whole tool catalog.
+    async fn list(&self) -> Result<Vec<Arc<Target>>>;
     /// Removes a target; `NotFound` when there is none.
     async fn delete(&self, name: &str) -> Result<()>;
 }

@@ -227,6 +227,14 @@ async fn main() {
     target.name = "fast".into();
     target.mcp_url = up.clone();
     target.tool_prefix = Some(String::new());
+    // A catalog the size of a real server's, as the gateway keeps it once
+    // any user listed the tools.
+    target.tool_catalog = (0..40)
+        .map(|i| {
+            json!({"name": format!("tool_{i}"), "description": "Does one thing to a record of the service and returns the result as text.",
+                   "inputSchema": {"type": "object", "properties": {"id": {"type": "string", "description": "The record"}, "limit": {"type": "integer", "minimum": 1}}, "required": ["id"]}})
+        })
+        .collect();
     gw.state.targets.put(&target).await.unwrap();
     let now = gw.state.clock.now();
     gw.state

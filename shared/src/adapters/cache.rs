@@ -20,7 +20,7 @@ use crate::ports::{GrantStore, TargetCatalog};
 pub struct CachedTargets {
     inner: Arc<dyn TargetCatalog>,
     ttl: Duration,
-    cached: RwLock<Option<(Arc<Vec<Target>>, Instant)>>,
+    cached: RwLock<Option<(Arc<Vec<Arc<Target>>>, Instant)>>,
 }
 
 impl CachedTargets {
@@ -33,7 +33,7 @@ impl CachedTargets {
         }
     }
 
-    async fn all(&self) -> Result<Arc<Vec<Target>>> {
+    async fn all(&self) -> Result<Arc<Vec<Arc<Target>>>> {
         if let Some((list, at)) = &*self.cached.read().await {
             if at.elapsed() < self.ttl {
                 return Ok(list.clone());
@@ -61,10 +61,15 @@ impl TargetCatalog for CachedTargets {
         if self.ttl.is_zero() {
             return self.inner.get(name).await;
         }
-        Ok(self.all().await?.iter().find(|t| t.name == name).cloned())
+        Ok(self
+            .all()
+            .await?
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.as_ref().clone()))
     }
 
-    async fn list(&self) -> Result<Vec<Target>> {
+    async fn list(&self) -> Result<Vec<Arc<Target>>> {
         Ok(self.all().await?.as_ref().clone())
     }
 

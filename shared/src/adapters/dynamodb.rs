@@ -805,7 +805,7 @@ impl TargetCatalog for DynamoStore {
         out.item.map(|item| target_from_item(&item)).transpose()
     }
 
-    async fn list(&self) -> Result<Vec<Target>> {
+    async fn list(&self) -> Result<Vec<Arc<Target>>> {
         let mut targets = vec![];
         let mut start: Option<Item> = None;
         loop {
@@ -821,7 +821,7 @@ impl TargetCatalog for DynamoStore {
                 .await
                 .map_err(Error::dynamo)?;
             for item in out.items() {
-                targets.push(target_from_item(item)?);
+                targets.push(Arc::new(target_from_item(item)?));
             }
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),

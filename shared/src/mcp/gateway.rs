@@ -7,6 +7,7 @@
 //! protocol framing; this module sees a [`Caller`] and a method.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -84,7 +85,7 @@ pub struct Gateway<'a> {
 
 /// How a target is exposed.
 struct Exposed {
-    target: Target,
+    target: Arc<Target>,
     prefix: String,
 }
 
@@ -105,7 +106,7 @@ impl<'a> Gateway<'a> {
             state,
             base,
             caller,
-            owner: format!("proxy-{}", random_token(6)),
+            owner: lease_owner(),
         }
     }
 
@@ -833,6 +834,16 @@ impl<'a> Gateway<'a> {
             _ => Reply::error(codes::INVALID_PARAMS, format!("Unknown tool: {name}")),
         }
     }
+}
+
+/// A lease owner name unique to this request: a random name for the
+/// process, drawn once, and a counter (no system call per request).
+fn lease_owner() -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let process = PROCESS.get_or_init(|| random_token(9));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("proxy-{process}-{n}")
 }
 
 fn request_state_aad() -> Aad {
