@@ -670,7 +670,7 @@ async fn targets_put_get_list_delete() {
         .await
         .unwrap()
         .into_iter()
-        .map(|t| t.name)
+        .map(|t| t.name.clone())
         .collect();
     assert_eq!(names, ["alpha", "zeta"]);
     let zeta = t.get("zeta").await.unwrap().unwrap();

@@ -267,8 +267,21 @@ fn rpc_error(
         .into_response()
 }
 
+/// A JSON-RPC response, serialized without building a map first.
+#[derive(serde::Serialize)]
+struct RpcResult {
+    jsonrpc: &'static str,
+    id: Value,
+    result: Value,
+}
+
 fn rpc_result(id: Value, result: Value) -> Response {
-    Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+    Json(RpcResult {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .into_response()
 }
 
 /// What a sealed client session holds.

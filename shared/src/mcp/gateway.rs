@@ -199,7 +199,7 @@ impl<'a> Gateway<'a> {
                 url: &target.mcp_url,
                 token,
                 method,
-                params: params.clone(),
+                params: params.as_ref(),
             };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),
@@ -883,9 +883,9 @@ fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, Value> {
 /// The upstream's answer as ours: its result (without the fields a
 /// 2026-07-28 upstream adds for its own client; the edge adds the gateway's)
 /// or its error.
-fn pass_through(message: Value) -> Reply {
-    if let Some(result) = message.get("result") {
-        let mut result = result.clone();
+fn pass_through(mut message: Value) -> Reply {
+    if let Some(result) = message.get_mut("result") {
+        let mut result = result.take();
         if let Some(obj) = result.as_object_mut() {
             if obj.get("resultType").and_then(Value::as_str) == Some("input_required") {
                 // The upstream wants input the gateway cannot relay.

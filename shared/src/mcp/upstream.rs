@@ -97,8 +97,8 @@ pub struct Call<'a> {
     pub token: Option<&'a SecretString>,
     /// JSON-RPC method.
     pub method: &'a str,
-    /// JSON-RPC params.
-    pub params: Option<Value>,
+    /// JSON-RPC params (sent as they are, never copied).
+    pub params: Option<&'a Value>,
 }
 
 impl UpstreamClient {
@@ -127,10 +127,7 @@ impl UpstreamClient {
         let key = (call.sub.to_owned(), call.target.to_owned());
         let mut link = self.link(call, &key).await?;
         for attempt in 0..2 {
-            match self
-                .send(call, &link, call.method, call.params.clone())
-                .await
-            {
+            match self.send(call, &link, call.method, call.params).await {
                 Err(UpstreamError::Status(404))
                     if attempt == 0
                         && matches!(
@@ -185,7 +182,7 @@ impl UpstreamClient {
         key: &(String, String),
     ) -> Result<Link, UpstreamError> {
         let discovered = self
-            .send(call, &Link::Modern, "server/discover", Some(json!({})))
+            .send(call, &Link::Modern, "server/discover", Some(&json!({})))
             .await;
         let link = match discovered {
             Ok(Some(m)) if supports_modern(&m) => Link::Modern,
@@ -221,10 +218,9 @@ impl UpstreamClient {
             "clientInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")},
         });
         let id = self.id();
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": params});
-        let res = self
-            .post(call, None, Some(LATEST_2025), None, &body)
-            .await?;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": params})
+            .to_string();
+        let res = self.post(call, None, Some(LATEST_2025), None, body).await?;
         let session = res
             .headers()
             .get("mcp-session-id")
@@ -246,7 +242,9 @@ impl UpstreamClient {
             Link::Legacy { version, session } => (version.clone(), session.clone()),
             Link::Modern => (MODERN.to_owned(), None),
         };
-        let res = self.post(call, s.as_deref(), Some(&v), None, &note).await?;
+        let res = self
+            .post(call, s.as_deref(), Some(&v), None, note.to_string())
+            .await?;
         drop(res);
         Ok(legacy)
     }
@@ -257,44 +255,27 @@ impl UpstreamClient {
         call: &Call<'_>,
         link: &Link,
         method: &str,
-        params: Option<Value>,
+        params: Option<&Value>,
     ) -> Result<Option<Value>, UpstreamError> {
         let id = self.id();
-        let mut params = params;
         let (session, version, modern) = match link {
-            Link::Modern => {
-                let p = params.get_or_insert_with(|| json!({}));
-                if let Some(obj) = p.as_object_mut() {
-                    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
-                    if let Some(m) = meta.as_object_mut() {
-                        m.insert(
-                            "io.modelcontextprotocol/protocolVersion".into(),
-                            json!(MODERN),
-                        );
-                        m.insert(
-                            "io.modelcontextprotocol/clientCapabilities".into(),
-                            json!({}),
-                        );
-                        m.insert(
-                            "io.modelcontextprotocol/clientInfo".into(),
-                            json!({"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")}),
-                        );
-                    }
-                }
-                (
-                    None,
-                    MODERN,
-                    Some((method, mcp_name(method, params.as_ref()))),
-                )
-            }
+            Link::Modern => (None, MODERN, Some((method, mcp_name(method, params)))),
             Link::Legacy { version, session } => (session.as_deref(), version.as_str(), None),
         };
-        let mut body = json!({"jsonrpc": "2.0", "id": id, "method": method});
-        if let Some(p) = params {
-            body["params"] = p;
-        }
+        let out = OutRequest {
+            jsonrpc: "2.0",
+            id,
+            method,
+            params: if modern.is_some() {
+                Some(OutParams::Modern(params))
+            } else {
+                params.map(OutParams::AsGiven)
+            },
+        };
+        let body = serde_json::to_string(&out)
+            .map_err(|e| UpstreamError::Protocol(format!("request not serializable: {e}")))?;
         let res = self
-            .post(call, session, Some(version), modern, &body)
+            .post(call, session, Some(version), modern, body)
             .await?;
         read_response(res, id).await.map(Some)
     }
@@ -305,7 +286,7 @@ impl UpstreamClient {
         session: Option<&str>,
         version: Option<&str>,
         modern: Option<(&str, Option<String>)>,
-        body: &Value,
+        body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut req = self.http.post(call.url);
         if let Some(token) = call.token {
@@ -315,7 +296,7 @@ impl UpstreamClient {
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .timeout(Duration::from_secs(30))
-            .body(body.to_string());
+            .body(body);
         if let Some(v) = version {
             req = req.header("mcp-protocol-version", v);
         }
@@ -376,6 +357,87 @@ pub fn mcp_name(method: &str, params: Option<&Value>) -> Option<String> {
 }
 
 /// Reads the JSON-RPC response with `id` from a JSON or SSE body.
+/// A JSON-RPC request as sent upstream, serialized straight from borrowed
+/// parts (the caller's params are not copied).
+#[derive(serde::Serialize)]
+struct OutRequest<'a> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<OutParams<'a>>,
+}
+
+/// Params as sent: as given (2025 eras), or for a stateless 2026 upstream
+/// with the per-request protocol fields merged into `_meta`.
+enum OutParams<'a> {
+    AsGiven(&'a Value),
+    Modern(Option<&'a Value>),
+}
+
+/// The per-request `_meta` fields a 2026-07-28 server expects.
+const MODERN_META_KEYS: [&str; 3] = [
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+];
+
+impl serde::Serialize for OutParams<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let given = match self {
+            OutParams::AsGiven(p) => return p.serialize(s),
+            OutParams::Modern(p) => *p,
+        };
+        let obj = match given {
+            None => None,
+            Some(Value::Object(o)) => Some(o),
+            // Positional params carry no `_meta`: send them as they are.
+            Some(other) => return other.serialize(s),
+        };
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in obj.into_iter().flatten() {
+            if k != "_meta" {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        let meta = obj.and_then(|o| o.get("_meta")).and_then(Value::as_object);
+        map.serialize_entry("_meta", &ModernMeta(meta))?;
+        map.end()
+    }
+}
+
+/// A request's `_meta` with the 2026 protocol fields set.
+struct ModernMeta<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+impl serde::Serialize for ModernMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.0.into_iter().flatten() {
+            if !MODERN_META_KEYS.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.serialize_entry(MODERN_META_KEYS[0], MODERN)?;
+        map.serialize_entry(MODERN_META_KEYS[1], &serde_json::Map::new())?;
+        map.serialize_entry(
+            MODERN_META_KEYS[2],
+            &ClientInfo {
+                name: "mcp-oauth-gateway",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        )?;
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ClientInfo {
+    name: &'static str,
+    version: &'static str,
+}
+
 async fn read_response(mut res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
     let sse = res
         .headers()
@@ -462,6 +524,51 @@ fn sse_data(event: &[u8]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sent(method: &str, params: Option<&Value>, modern: bool) -> Value {
+        let out = OutRequest {
+            jsonrpc: "2.0",
+            id: 7,
+            method,
+            params: if modern {
+                Some(OutParams::Modern(params))
+            } else {
+                params.map(OutParams::AsGiven)
+            },
+        };
+        serde_json::from_str(&serde_json::to_string(&out).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn requests_carry_the_2026_meta_fields_only_for_stateless_upstreams() {
+        let info = json!({"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")});
+        let params = json!({"name": "t", "arguments": {"a": 1},
+            "_meta": {"progressToken": 5, "io.modelcontextprotocol/protocolVersion": "old"}});
+        assert_eq!(
+            sent("tools/call", Some(&params), true),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+                "name": "t", "arguments": {"a": 1},
+                "_meta": {"progressToken": 5,
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": info}}})
+        );
+        assert_eq!(
+            sent("ping", None, true)["params"],
+            json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": info}})
+        );
+        assert_eq!(sent("tools/call", Some(&params), false)["params"], params);
+        assert_eq!(
+            sent("ping", None, false),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "ping"})
+        );
+        assert_eq!(
+            sent("x", Some(&json!([1, 2])), true)["params"],
+            json!([1, 2])
+        );
+    }
 
     #[test]
     fn sse_events() {
