@@ -12,7 +12,7 @@ use gateway_shared::domain::{
 use gateway_shared::ports::{GrantStore, KeyProvider, SecretSource};
 use gateway_shared::Error;
 use gateway_tests::{Gateway, KEY_1, KEY_2};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +217,64 @@ async fn refresh_lease_is_exclusive_until_it_expires() {
     // No grant, no lease (and nothing created).
     assert!(matches!(
         g.acquire_lease("bob", "gh", "x", now, now + 15).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(gw.raw_item("USER#bob", "GRANT#gh").await.is_none());
+}
+
+#[tokio::test]
+async fn new_tokens_and_the_lease_release_are_one_conditional_write() {
+    let gw = Gateway::start(&[]).await;
+    let g = &gw.state.grants;
+    let now = gw.state.clock.now();
+    g.create(&grant("alice", "gh", Some(now + 60), now))
+        .await
+        .unwrap();
+    let leased = g
+        .acquire_lease("alice", "gh", "owner-a", now, now + 15)
+        .await
+        .unwrap();
+    let mut next = leased.clone();
+    next.expires_at = Some(now + 3600);
+    next.tokens.access_token = SecretString::from("at-2");
+
+    // Not the lease holder: nothing is written.
+    assert!(matches!(
+        g.update_and_release(&next, "owner-b").await,
+        Err(Error::NotLeaseOwner)
+    ));
+    let raw = gw.raw_item("USER#alice", "GRANT#gh").await.unwrap();
+    assert_eq!(raw["version"].as_n().unwrap(), "1");
+    assert_eq!(raw["lease_owner"].as_s().unwrap(), "owner-a");
+
+    // A version that moved: StaleVersion, nothing written.
+    let mut stale = next.clone();
+    stale.version = 7;
+    assert!(matches!(
+        g.update_and_release(&stale, "owner-a").await,
+        Err(Error::StaleVersion)
+    ));
+
+    // The holder: tokens, version and expiry written, lease gone, one write.
+    let written = g.update_and_release(&next, "owner-a").await.unwrap();
+    assert_eq!(written.version, 2);
+    assert!(written.lease.is_none());
+    let raw = gw.raw_item("USER#alice", "GRANT#gh").await.unwrap();
+    assert_eq!(raw["version"].as_n().unwrap(), "2");
+    assert!(!raw.contains_key("lease_owner") && !raw.contains_key("lease_until"));
+    let stored = g.get("alice", "gh", true).await.unwrap().unwrap();
+    assert_eq!(stored.tokens.access_token.expose_secret(), "at-2");
+    assert_eq!(stored.expires_at, Some(now + 3600));
+    // Released: anyone can take the lease at once.
+    g.acquire_lease("alice", "gh", "owner-c", now + 1, now + 16)
+        .await
+        .unwrap();
+
+    // No grant: NotFound, nothing created.
+    let mut missing = next.clone();
+    missing.sub = "bob".into();
+    assert!(matches!(
+        g.update_and_release(&missing, "owner-a").await,
         Err(Error::NotFound(_))
     ));
     assert!(gw.raw_item("USER#bob", "GRANT#gh").await.is_none());

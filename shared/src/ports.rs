@@ -47,6 +47,12 @@ pub trait GrantStore: Send + Sync {
     /// Fails with `StaleVersion` otherwise (or `NotFound`). Leases are left alone.
     async fn update(&self, grant: &Grant) -> Result<Grant>;
 
+    /// [`GrantStore::update`] and releasing `owner`'s lease in the same
+    /// write: one conditional write where a refresh would otherwise make two.
+    /// Fails with `NotLeaseOwner` (and writes nothing) when `owner` no longer
+    /// holds the lease, `StaleVersion` when the version moved, `NotFound`.
+    async fn update_and_release(&self, grant: &Grant, owner: &str) -> Result<Grant>;
+
     /// Stores the grant a completed consent produced, creating it or replacing
     /// whatever was there (and any lease), with a version above the old one.
     async fn put_after_consent(&self, grant: &Grant) -> Result<Grant>;

@@ -10,8 +10,12 @@
 //! 2. if someone refreshed meanwhile, use their tokens;
 //! 3. refresh at the token endpoint the grant came from (HTTP timeout shorter
 //!    than the lease);
-//! 4. write the new tokens only if the version is unchanged;
-//! 5. release the lease only if it is still ours.
+//! 4. write the new tokens only if the version is unchanged, releasing the
+//!    lease in the same write when it is still ours;
+//! 5. otherwise release the lease only if it is still ours.
+//!
+//! A refresh therefore costs two conditional writes: take the lease, then
+//! write the tokens and release.
 //!
 //! `invalid_grant` marks the grant as needing consent (conditional on the
 //! version); a transient failure leaves the grant as it was.
@@ -121,7 +125,11 @@ pub async fn refresh_grant(state: &AppState, req: RefreshRequest<'_>) -> Outcome
         Err(Error::LeaseHeld) => return Outcome::LeaseLost,
         Err(e) => return Outcome::Transient(e.to_string()),
     };
-    let outcome = refresh_leased(state, leased, margin, force_from_version, policy).await;
+    let (outcome, released) =
+        refresh_leased(state, leased, owner, margin, force_from_version, policy).await;
+    if released {
+        return outcome;
+    }
     match state.grants.release_lease(sub, target, owner).await {
         Ok(()) | Err(Error::NotLeaseOwner) | Err(Error::NotFound(_)) => {}
         Err(e) => {
@@ -139,19 +147,23 @@ fn is_fresh(grant: &Grant, now: i64, margin: i64, force_from_version: Option<u64
     }
 }
 
+/// Refreshes a grant whose lease `owner` holds; also tells whether the lease
+/// was released on the way (by the token write or by marking it dead).
 async fn refresh_leased(
     state: &AppState,
     grant: Grant,
+    owner: &str,
     margin: i64,
     force_from_version: Option<u64>,
     policy: LeasePolicy,
-) -> Outcome {
+) -> (Outcome, bool) {
     let now = state.clock.now();
+    let kept = |o: Outcome| (o, false);
     if grant.status == GrantStatus::NeedsConsent {
-        return Outcome::NeedsConsent;
+        return kept(Outcome::NeedsConsent);
     }
     if is_fresh(&grant, now, margin, force_from_version) {
-        return Outcome::AlreadyFresh(grant);
+        return kept(Outcome::AlreadyFresh(grant));
     }
     let Some(refresh_token) = grant.tokens.refresh_token.clone() else {
         // Nothing to refresh with: only a new consent helps.
@@ -159,16 +171,16 @@ async fn refresh_leased(
     };
     let target = match state.targets.get(&grant.target).await {
         Ok(Some(t)) => t,
-        Ok(None) => return Outcome::NotFound,
-        Err(e) => return Outcome::Transient(e.to_string()),
+        Ok(None) => return kept(Outcome::NotFound),
+        Err(e) => return kept(Outcome::Transient(e.to_string())),
     };
     let TargetAuth::OAuth(settings) = &target.auth else {
-        return Outcome::NotFound;
+        return kept(Outcome::NotFound);
     };
     let secret = match &settings.client_secret_arn {
         Some(arn) => match state.secrets.secret(arn).await {
             Ok(s) => Some(s),
-            Err(e) => return Outcome::Transient(e.to_string()),
+            Err(e) => return kept(Outcome::Transient(e.to_string())),
         },
         None => None,
     };
@@ -189,12 +201,12 @@ async fn refresh_leased(
         now,
     );
     let issued = match tokio::time::timeout(policy.http_timeout, request).await {
-        Err(_) => return Outcome::Transient("token endpoint timed out".into()),
+        Err(_) => return kept(Outcome::Transient("token endpoint timed out".into())),
         Ok(Err(OAuthError::Rejected { error, .. })) => {
             tracing::info!(sub = %grant.sub, target = %grant.target, error = %error, "refresh rejected; consent needed");
             return mark_dead(state, &grant).await;
         }
-        Ok(Err(e)) => return Outcome::Transient(e.to_string()),
+        Ok(Err(e)) => return kept(Outcome::Transient(e.to_string())),
         Ok(Ok(issued)) => issued,
     };
     let updated = Grant {
@@ -204,25 +216,34 @@ async fn refresh_leased(
         updated_at: now,
         ..grant.clone()
     };
-    match state.grants.update(&updated).await {
+    let (written, released) = match state.grants.update_and_release(&updated, owner).await {
+        // The lease ran out under us (a slow token endpoint) and may be
+        // someone else's now: write the tokens, which are the newest, as a
+        // plain versioned write and leave that lease to its holder.
+        Err(Error::NotLeaseOwner) => (state.grants.update(&updated).await, true),
+        other => (other, true),
+    };
+    let outcome = match written {
         Ok(g) => Outcome::Refreshed(g),
         // Someone else wrote (a new consent): theirs wins.
-        Err(Error::StaleVersion) => reread(state, &grant.sub, &grant.target).await,
+        Err(Error::StaleVersion) => return kept(reread(state, &grant.sub, &grant.target).await),
         Err(Error::NotFound(_)) => Outcome::NotFound,
-        Err(e) => Outcome::Transient(e.to_string()),
-    }
+        Err(e) => return kept(Outcome::Transient(e.to_string())),
+    };
+    (outcome, released)
 }
 
-async fn mark_dead(state: &AppState, grant: &Grant) -> Outcome {
+/// Marks the grant dead; the same write drops any lease.
+async fn mark_dead(state: &AppState, grant: &Grant) -> (Outcome, bool) {
     match state
         .grants
         .mark_needs_consent(&grant.sub, &grant.target, grant.version)
         .await
     {
-        Ok(_) => Outcome::NeedsConsent,
-        Err(Error::StaleVersion) => reread(state, &grant.sub, &grant.target).await,
-        Err(Error::NotFound(_)) => Outcome::NotFound,
-        Err(e) => Outcome::Transient(e.to_string()),
+        Ok(_) => (Outcome::NeedsConsent, true),
+        Err(Error::StaleVersion) => (reread(state, &grant.sub, &grant.target).await, false),
+        Err(Error::NotFound(_)) => (Outcome::NotFound, true),
+        Err(e) => (Outcome::Transient(e.to_string()), false),
     }
 }
 

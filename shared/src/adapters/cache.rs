@@ -173,6 +173,15 @@ impl GrantStore for CachedGrants {
         r
     }
 
+    async fn update_and_release(&self, grant: &Grant, owner: &str) -> Result<Grant> {
+        let r = self.inner.update_and_release(grant, owner).await;
+        match &r {
+            Ok(g) => self.remember(g).await,
+            Err(_) => self.forget(&grant.sub, &grant.target).await,
+        }
+        r
+    }
+
     async fn put_after_consent(&self, grant: &Grant) -> Result<Grant> {
         let r = self.inner.put_after_consent(grant).await;
         self.forget(&grant.sub, &grant.target).await;

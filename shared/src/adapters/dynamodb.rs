@@ -170,6 +170,23 @@ impl DynamoStore {
         Ok((set, remove))
     }
 
+    /// The update that writes `g` as the next version after `g.version`
+    /// (`:expected` holds `g.version`; the caller adds the condition).
+    async fn versioned_update(&self, g: &Grant) -> Result<UpdateBuilder> {
+        let (set, remove) = self.grant_fields(g).await?;
+        let mut u = UpdateBuilder::new();
+        for (k, v) in set {
+            u.set(k, v);
+        }
+        for k in remove {
+            u.remove(k);
+        }
+        u.set("version", nv(g.version as i64 + 1))
+            .set("updated_at", nv(g.updated_at))
+            .value(":expected", nv(g.version as i64));
+        Ok(u)
+    }
+
     /// Runs the conditional update `u` of grant (`sub`, `target`) under
     /// `condition`; returns the grant as stored, or `refusal` when the
     /// condition failed on an existing grant (`NotFound` when there is none).
@@ -438,17 +455,7 @@ impl GrantStore for DynamoStore {
     }
 
     async fn update(&self, grant: &Grant) -> Result<Grant> {
-        let (set, remove) = self.grant_fields(grant).await?;
-        let mut u = UpdateBuilder::new();
-        for (k, v) in set {
-            u.set(k, v);
-        }
-        for k in remove {
-            u.remove(k);
-        }
-        u.set("version", nv(grant.version as i64 + 1))
-            .set("updated_at", nv(grant.updated_at))
-            .value(":expected", nv(grant.version as i64));
+        let mut u = self.versioned_update(grant).await?;
         let version = u.name("version");
         self.conditional_grant_update(
             u,
@@ -458,6 +465,50 @@ impl GrantStore for DynamoStore {
             Error::StaleVersion,
         )
         .await
+    }
+
+    async fn update_and_release(&self, grant: &Grant, owner: &str) -> Result<Grant> {
+        let mut u = self.versioned_update(grant).await?;
+        u.remove("lease_owner")
+            .remove("lease_until")
+            .value(":owner", sv(owner));
+        let (version, lo) = (u.name("version"), u.name("lease_owner"));
+        let res = u
+            .apply(self.client.update_item())
+            .table_name(&self.table)
+            .key("pk", sv(grant_pk(&grant.sub)))
+            .key("sk", sv(grant_sk(&grant.target)))
+            .condition_expression(format!(
+                "attribute_exists(pk) AND {version} = :expected AND {lo} = :owner"
+            ))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                self.grant_from_item(&out.attributes.unwrap_or_default())
+                    .await
+            }
+            Err(e) => {
+                let old = self
+                    .old_item(
+                        condition(e)?,
+                        grant_pk(&grant.sub),
+                        &grant_sk(&grant.target),
+                    )
+                    .await?;
+                let Some(old) = old else {
+                    return Err(Error::NotFound("grant"));
+                };
+                let stored = n(&old, "version").unwrap_or(-1);
+                Err(if stored == grant.version as i64 {
+                    Error::NotLeaseOwner
+                } else {
+                    Error::StaleVersion
+                })
+            }
+        }
     }
 
     async fn put_after_consent(&self, grant: &Grant) -> Result<Grant> {
