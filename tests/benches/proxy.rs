@@ -181,6 +181,20 @@ async fn measure(
     }
 }
 
+/// This process's peak resident set (VmHWM), as text.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| format!("{:.1} MiB", kb / 1024.0))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
@@ -322,6 +336,11 @@ async fn main() {
             );
         }
     }
+
+    println!(
+        "\nPeak RSS of this whole benchmark process (load generator, gateway and upstream together, an upper bound for the gateway) after the concurrency-32 runs: {}.",
+        peak_rss()
+    );
 
     println!("\n## AWS requests per tools/call\n");
     println!(

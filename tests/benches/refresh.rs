@@ -101,8 +101,9 @@ async fn main() {
     let scheduled = started.elapsed();
     let requests = hits.load(Ordering::Relaxed) - before;
 
-    // Storage alone: take and release the lease of every grant (2 of the 3
-    // conditional writes a refresh makes), same concurrency.
+    // Storage alone: take and release the lease of every grant (as many
+    // conditional writes as a refresh makes: lease, then tokens with the
+    // release), same concurrency.
     let started = Instant::now();
     futures::stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {

@@ -16,11 +16,14 @@ use crate::domain::{Grant, GrantKey, Target};
 use crate::error::Result;
 use crate::ports::{GrantStore, TargetCatalog};
 
+/// The targets as cached: one shared list of shared targets.
+type TargetList = Arc<Vec<Arc<Target>>>;
+
 /// A [`TargetCatalog`] that keeps the list in memory for a while.
 pub struct CachedTargets {
     inner: Arc<dyn TargetCatalog>,
     ttl: Duration,
-    cached: RwLock<Option<(Arc<Vec<Arc<Target>>>, Instant)>>,
+    cached: RwLock<Option<(TargetList, Instant)>>,
 }
 
 impl CachedTargets {
@@ -33,7 +36,7 @@ impl CachedTargets {
         }
     }
 
-    async fn all(&self) -> Result<Arc<Vec<Arc<Target>>>> {
+    async fn all(&self) -> Result<TargetList> {
         if let Some((list, at)) = &*self.cached.read().await {
             if at.elapsed() < self.ttl {
                 return Ok(list.clone());
