@@ -129,7 +129,7 @@ async fn main() {
         rate(baseline)
     );
     println!(
-        "| scheduled run: query, lease, refresh, write, release | {:.2} s | {:.0} | {:.2} |",
+        "| scheduled run: query, lease, refresh, write tokens and release | {:.2} s | {:.0} | {:.2} |",
         scheduled.as_secs_f64(),
         rate(scheduled),
         scheduled.as_secs_f64() / baseline.as_secs_f64()
