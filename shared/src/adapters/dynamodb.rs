@@ -188,7 +188,7 @@ impl DynamoStore {
     }
 
     /// Runs the conditional update `u` of grant (`sub`, `target`) under
-    /// `condition`; returns the grant as stored, or `refusal` when the
+    /// `condition`; returns the grant as stored, or `refusal(item)` when the
     /// condition failed on an existing grant (`NotFound` when there is none).
     async fn conditional_grant_update(
         &self,
@@ -196,7 +196,7 @@ impl DynamoStore {
         sub: &str,
         target: &str,
         condition_expression: String,
-        refusal: Error,
+        refusal: impl FnOnce(&Item) -> Error,
     ) -> Result<Grant> {
         let res = u
             .apply(self.client.update_item())
@@ -217,16 +217,11 @@ impl DynamoStore {
                 let old = self
                     .old_item(condition(e)?, grant_pk(sub), &grant_sk(target))
                     .await?;
-                Err(Self::grant_condition_error(old, refusal))
+                Err(match old {
+                    None => Error::NotFound("grant"),
+                    Some(item) => refusal(&item),
+                })
             }
-        }
-    }
-
-    /// Classifies a failed condition on a grant: no item, or another state.
-    fn grant_condition_error(old: Option<Item>, when_present: Error) -> Error {
-        match old {
-            None => Error::NotFound("grant"),
-            Some(_) => when_present,
         }
     }
 
@@ -462,7 +457,7 @@ impl GrantStore for DynamoStore {
             &grant.sub,
             &grant.target,
             format!("attribute_exists(pk) AND {version} = :expected"),
-            Error::StaleVersion,
+            |_| Error::StaleVersion,
         )
         .await
     }
@@ -473,42 +468,19 @@ impl GrantStore for DynamoStore {
             .remove("lease_until")
             .value(":owner", sv(owner));
         let (version, lo) = (u.name("version"), u.name("lease_owner"));
-        let res = u
-            .apply(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", sv(grant_pk(&grant.sub)))
-            .key("sk", sv(grant_sk(&grant.target)))
-            .condition_expression(format!(
-                "attribute_exists(pk) AND {version} = :expected AND {lo} = :owner"
-            ))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                self.grant_from_item(&out.attributes.unwrap_or_default())
-                    .await
-            }
-            Err(e) => {
-                let old = self
-                    .old_item(
-                        condition(e)?,
-                        grant_pk(&grant.sub),
-                        &grant_sk(&grant.target),
-                    )
-                    .await?;
-                let Some(old) = old else {
-                    return Err(Error::NotFound("grant"));
-                };
-                let stored = n(&old, "version").unwrap_or(-1);
-                Err(if stored == grant.version as i64 {
-                    Error::NotLeaseOwner
-                } else {
-                    Error::StaleVersion
-                })
-            }
-        }
+        let expected = grant.version as i64;
+        self.conditional_grant_update(
+            u,
+            &grant.sub,
+            &grant.target,
+            format!("attribute_exists(pk) AND {version} = :expected AND {lo} = :owner"),
+            // The version still matches: the lease is what failed.
+            |old| match n(old, "version") {
+                Ok(v) if v == expected => Error::NotLeaseOwner,
+                _ => Error::StaleVersion,
+            },
+        )
+        .await
     }
 
     async fn put_after_consent(&self, grant: &Grant) -> Result<Grant> {
@@ -561,7 +533,7 @@ impl GrantStore for DynamoStore {
         let (lo, lu) = (u.name("lease_owner"), u.name("lease_until"));
         self.conditional_grant_update(u, sub, target, format!(
                 "attribute_exists(pk) AND (attribute_not_exists({lu}) OR {lu} <= :now OR {lo} = :lease_owner)"
-            ), Error::LeaseHeld)
+            ), |_| Error::LeaseHeld)
             .await
     }
 
@@ -608,7 +580,7 @@ impl GrantStore for DynamoStore {
             sub,
             target,
             format!("attribute_exists(pk) AND {version} = :expected"),
-            Error::StaleVersion,
+            |_| Error::StaleVersion,
         )
         .await
     }
