@@ -812,10 +812,15 @@ pub enum SwitchMode {
     Fail = 1,
     /// Never answer.
     Hang = 2,
+    /// Forward, after [`SLOW_SWITCH_DELAY`].
+    Slow = 3,
 }
 
+/// How long a [`SwitchMode::Slow`] switch holds each request.
+pub const SLOW_SWITCH_DELAY: Duration = Duration::from_secs(2);
+
 /// An HTTP forwarder in front of a real server, whose behaviour a test can
-/// switch: forward, fail with 500, hang, or stop listening (connections
+/// switch: forward, forward slowly, fail with 500, hang, or stop listening (connections
 /// refused) and start again on the same port.
 pub struct Switch {
     port: u16,
@@ -884,6 +889,7 @@ impl Switch {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         return http::StatusCode::GATEWAY_TIMEOUT.into_response();
                     }
+                    3 => tokio::time::sleep(SLOW_SWITCH_DELAY).await,
                     _ => {}
                 }
                 let (parts, body) = req.into_parts();

@@ -11,7 +11,7 @@ use gateway_shared::ports::{Clock, SystemClock};
 use gateway_shared::refresh::{self, LeasePolicy, NoGrant};
 use gateway_tests::{
     browser_consent, instance, mcp_call_tool, provider_counts, stack, whoami, ManualClock, Stack,
-    Switch, SwitchMode,
+    Switch, SwitchMode, SLOW_SWITCH_DELAY,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -205,6 +205,75 @@ async fn a_dead_lease_holder_blocks_others_no_longer_than_the_lease() {
     assert!(waited <= Duration::from_millis(3500), "waited {waited:?}");
     assert_eq!(grant.version, 2);
     assert_eq!(refreshes(&provider_counts(&s.op).await), 1);
+}
+
+/// A refresher whose lease ran out while the token endpoint was slow still
+/// stores the tokens it got (the provider has rotated the refresh token, so
+/// they are the only good ones) and leaves the new holder's lease alone.
+#[tokio::test]
+async fn tokens_from_a_refresh_that_outlived_its_lease_are_kept() {
+    let (s, sw) = connected(true).await;
+    let sw = sw.unwrap();
+    let before = s.grant("alice", "demo").await;
+    sw.set(SwitchMode::Slow);
+    let state = instance(&s.gw, an_hour_later()).await;
+    // A lease shorter than the token request: the timing the protocol
+    // otherwise rules out, broken on purpose.
+    let policy = LeasePolicy {
+        lease: Duration::from_secs(1),
+        http_timeout: SLOW_SWITCH_DELAY * 3,
+        wait: Duration::ZERO,
+        poll: Duration::from_millis(50),
+    };
+    let t = state.clock.now();
+    let request = refresh::RefreshRequest {
+        sub: "alice",
+        target: "demo",
+        owner: "slow-refresher",
+        margin: 0,
+        force_from_version: None,
+        wait_for_winner: false,
+        policy,
+    };
+    let (outcome, taken) = tokio::join!(refresh::refresh_grant(&state, request), async {
+        // Once the slow refresher's lease has run out, another holder takes it.
+        tokio::time::sleep(SLOW_SWITCH_DELAY / 2).await;
+        s.gw.state
+            .grants
+            .acquire_lease("alice", "demo", "next-holder", t + 2, t + 60)
+            .await
+    });
+    taken.expect("the lapsed lease can be taken");
+    let refreshed = match outcome {
+        refresh::Outcome::Refreshed(g) => g,
+        other => panic!("expected the tokens to be stored, got {other:?}"),
+    };
+    assert_eq!(refreshed.version, before.version + 1);
+    assert_eq!(refreshes(&provider_counts(&s.op).await), 1);
+    let stored = s.grant("alice", "demo").await;
+    assert_eq!(
+        stored.tokens.access_token.expose_secret(),
+        refreshed.tokens.access_token.expose_secret()
+    );
+    assert_ne!(
+        stored
+            .tokens
+            .refresh_token
+            .as_ref()
+            .map(|r| r.expose_secret().to_owned()),
+        before
+            .tokens
+            .refresh_token
+            .as_ref()
+            .map(|r| r.expose_secret().to_owned()),
+        "the rotated refresh token is stored"
+    );
+    assert_eq!(
+        whoami(&s.mcp.url, stored.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
+    let raw = s.gw.raw_item("USER#alice", "GRANT#demo").await.unwrap();
+    assert_eq!(raw["lease_owner"].as_s().unwrap(), "next-holder");
 }
 
 #[tokio::test]
