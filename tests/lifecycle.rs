@@ -503,3 +503,40 @@ async fn a_refresh_token_the_server_did_not_replace_is_kept() {
     assert_eq!(fresh.expires_at, Some(now + 600));
     assert_eq!(token.hits(), 1);
 }
+
+#[tokio::test]
+async fn a_refused_client_keeps_the_grant_for_when_it_is_fixed() {
+    // A wrong or rotated client secret: the server refuses the client, not
+    // the grant. A new consent would not help; the grant must survive.
+    let token = gateway_tests::FakeHttp::start(
+        401,
+        json!({"error": "invalid_client", "error_description": "client authentication failed"}),
+        Duration::ZERO,
+    )
+    .await;
+    let gw = gateway_tests::Gateway::start(&[]).await;
+    let mut target = gateway_tests::stack_target_for_fake(&format!("{}/token", token.base));
+    target.name = "fake".into();
+    gw.state.targets.put(&target).await.unwrap();
+    let now = gw.state.clock.now();
+    let grant = gateway_tests::refreshable_grant("bob", "fake", "old", "refresh", now - 1, now);
+    gw.state.grants.create(&grant).await.unwrap();
+
+    let r = refresh::usable_grant(&gw.state, "bob", "fake", "a", 60, fast_policy()).await;
+    assert!(matches!(r, Err(NoGrant::Retry(_))), "{r:?}");
+    assert_eq!(token.hits(), 1);
+    let kept = gw
+        .state
+        .grants
+        .get("bob", "fake", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.status, GrantStatus::Active);
+    assert_eq!(kept.version, 1);
+    assert!(kept.lease.is_none(), "the lease was released");
+    assert_eq!(
+        kept.tokens.refresh_token.unwrap().expose_secret(),
+        "refresh"
+    );
+}

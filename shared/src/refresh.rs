@@ -18,7 +18,10 @@
 //! write the tokens and release.
 //!
 //! `invalid_grant` marks the grant as needing consent (conditional on the
-//! version); a transient failure leaves the grant as it was.
+//! version); a transient failure leaves the grant as it was. So does any
+//! other refusal (`invalid_client`, `unauthorized_client`, ...): it says the
+//! gateway's client is misconfigured, which a new consent cannot mend, and
+//! marking every user's grant dead for it would lose them all.
 
 use std::time::Duration;
 
@@ -202,9 +205,15 @@ async fn refresh_leased(
     );
     let issued = match tokio::time::timeout(policy.http_timeout, request).await {
         Err(_) => return kept(Outcome::Transient("token endpoint timed out".into())),
-        Ok(Err(OAuthError::Rejected { error, .. })) => {
+        Ok(Err(OAuthError::Rejected { error, .. })) if error == "invalid_grant" => {
             tracing::info!(sub = %grant.sub, target = %grant.target, error = %error, "refresh rejected; consent needed");
             return mark_dead(state, &grant).await;
+        }
+        Ok(Err(OAuthError::Rejected { error, .. })) => {
+            tracing::error!(target = %grant.target, error = %error, "the token endpoint refused the gateway's client; grant kept, check the target's client settings");
+            return kept(Outcome::Transient(format!(
+                "the authorization server refused the gateway's client ({error})"
+            )));
         }
         Ok(Err(e)) => return kept(Outcome::Transient(e.to_string())),
         Ok(Ok(issued)) => issued,
@@ -216,21 +225,21 @@ async fn refresh_leased(
         updated_at: now,
         ..grant.clone()
     };
-    let (written, released) = match state.grants.update_and_release(&updated, owner).await {
+    let written = match state.grants.update_and_release(&updated, owner).await {
         // The lease ran out under us (a slow token endpoint) and may be
         // someone else's now: write the tokens, which are the newest, as a
         // plain versioned write and leave that lease to its holder.
-        Err(Error::NotLeaseOwner) => (state.grants.update(&updated).await, true),
-        other => (other, true),
+        Err(Error::NotLeaseOwner) => state.grants.update(&updated).await,
+        other => other,
     };
-    let outcome = match written {
-        Ok(g) => Outcome::Refreshed(g),
+    match written {
+        // The lease went with the write, or was no longer ours.
+        Ok(g) => (Outcome::Refreshed(g), true),
+        Err(Error::NotFound(_)) => (Outcome::NotFound, true),
         // Someone else wrote (a new consent): theirs wins.
-        Err(Error::StaleVersion) => return kept(reread(state, &grant.sub, &grant.target).await),
-        Err(Error::NotFound(_)) => Outcome::NotFound,
-        Err(e) => return kept(Outcome::Transient(e.to_string())),
-    };
-    (outcome, released)
+        Err(Error::StaleVersion) => kept(reread(state, &grant.sub, &grant.target).await),
+        Err(e) => kept(Outcome::Transient(e.to_string())),
+    }
 }
 
 /// Marks the grant dead; the same write drops any lease.
