@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::adapters::oauth::{OAuthError, TokenEndpoint};
-use crate::domain::{GrantStatus, TargetAuth};
+use crate::domain::TargetAuth;
 use crate::AppState;
 
 /// One connection, without any token.
@@ -28,10 +28,7 @@ pub async fn list(state: &AppState, sub: &str) -> Result<Vec<Connection>, crate:
     Ok(grants
         .into_iter()
         .map(|g| Connection {
-            status: match g.status {
-                GrantStatus::Active => "active",
-                GrantStatus::NeedsConsent => "needs_consent",
-            },
+            status: g.status.as_str(),
             refreshable: g.tokens.refresh_token.is_some(),
             target: g.target,
             expires_at: g.expires_at,

@@ -501,13 +501,17 @@ impl<'a> Gateway<'a> {
                 self.consent(&e.target, &extra, "resources/read", params)
                     .await
             }
-            Err(Blocked::Retry(why)) => Reply::error(
-                codes::RETRY_LATER,
-                format!(
-                    "{} is temporarily unavailable ({why}); retry later",
-                    e.target.title()
-                ),
-            ),
+            Err(Blocked::Retry(why)) => {
+                // The reason may name the upstream's URL: logged, not returned.
+                tracing::warn!(target = %e.target.name, reason = %why, "read failed; retryable");
+                Reply::error(
+                    codes::RETRY_LATER,
+                    format!(
+                        "{} is temporarily unavailable; retry later",
+                        e.target.title()
+                    ),
+                )
+            }
             Err(Blocked::Upstream(why)) => Reply::error(
                 codes::INTERNAL_ERROR,
                 format!("{} failed: {why}", e.target.title()),

@@ -16,13 +16,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
-use super::{header_value, LATEST_2025, MODERN};
+use super::{header_value, meta, LATEST_2025, MODERN};
 use crate::adapters::discovery::auth_param;
 use crate::domain::UpstreamSession;
 use crate::ports::{Clock, SessionStore};
@@ -295,7 +294,6 @@ impl UpstreamClient {
         let mut req = req
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
-            .timeout(Duration::from_secs(30))
             .body(body);
         if let Some(v) = version {
             req = req.header("mcp-protocol-version", v);
@@ -377,9 +375,9 @@ enum OutParams<'a> {
 
 /// The per-request `_meta` fields a 2026-07-28 server expects.
 const MODERN_META_KEYS: [&str; 3] = [
-    "io.modelcontextprotocol/protocolVersion",
-    "io.modelcontextprotocol/clientCapabilities",
-    "io.modelcontextprotocol/clientInfo",
+    meta::PROTOCOL_VERSION,
+    meta::CLIENT_CAPABILITIES,
+    meta::CLIENT_INFO,
 ];
 
 impl serde::Serialize for OutParams<'_> {
