@@ -67,7 +67,13 @@ async fn proxy_events() {
     let res = invoke(router(), &event_text("apigw-v2-mcp-tools-list.json")).await;
     assert_eq!(res["statusCode"], 200, "{res}");
     let body: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
-    assert!(body["result"]["tools"].is_array());
+    let tools: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .expect("a tool list")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(tools.contains(&"gateway___connections"), "{tools:?}");
 
     let res = invoke(router(), &event_text("apigw-v2-mcp-unauthenticated.json")).await;
     assert_eq!(res["statusCode"], 401, "{res}");

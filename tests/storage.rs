@@ -186,6 +186,13 @@ async fn refresh_lease_is_exclusive_until_it_expires() {
     g.acquire_lease("alice", "gh", "owner-a", now + 1, now + 16)
         .await
         .unwrap();
+    let raw = gw.raw_item("USER#alice", "GRANT#gh").await.unwrap();
+    assert_eq!(raw["lease_until"].as_n().unwrap(), &(now + 16).to_string());
+    assert!(matches!(
+        g.acquire_lease("alice", "gh", "owner-b", now + 15, now + 30)
+            .await,
+        Err(Error::LeaseHeld)
+    ));
 
     // Only the owner releases.
     assert!(matches!(

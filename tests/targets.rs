@@ -166,6 +166,10 @@ async fn given_credentials_win_over_registration() {
     };
     assert_eq!(s.client_id, "operator-client");
     assert_eq!(
+        s.client_secret_arn.as_deref(),
+        Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:x")
+    );
+    assert_eq!(
         s.token_endpoint_auth_method,
         TokenEndpointAuthMethod::ClientSecretPost
     );
