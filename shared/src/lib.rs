@@ -26,6 +26,6 @@ pub use error::{Error, Result};
 pub use state::AppState;
 
 /// Logs a cold-start failure (configuration, key set) before the process exits.
-pub fn startup_failed(err: &Error) {
+pub fn startup_failed(err: &dyn std::fmt::Display) {
     tracing::error!(error = %err, "start-up failed");
 }

@@ -8,11 +8,13 @@ use lambda_runtime::{service_fn, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(telemetry::format_from_env());
-    let state = AppState::from_config(Config::from_env()?)
-        .await
-        .inspect_err(|e| {
-            gateway_shared::startup_failed(e);
-        })?;
+    let state = AppState::from_config(
+        Config::from_env().inspect_err(|e| gateway_shared::startup_failed(e))?,
+    )
+    .await
+    .inspect_err(|e| {
+        gateway_shared::startup_failed(e);
+    })?;
     let concurrency = state.config.refresh_concurrency;
     let state = &state;
     lambda_runtime::run(service_fn(
