@@ -23,6 +23,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
+use crate::ports::{Clock, SystemClock};
+
 /// How often an unknown `kid` may trigger a JWKS refetch.
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
 /// How long discovery and keys are kept.
@@ -252,7 +254,7 @@ impl OidcProvider {
         policy: &AccessPolicy,
     ) -> Result<AccessClaims, AccessError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = unix_now();
+        let now = SystemClock.now();
         let remembered = self
             .verified
             .lock()
@@ -377,7 +379,7 @@ impl VerifiedTokens {
 
     fn insert(&mut self, digest: [u8; 32], claims: Arc<serde_json::Value>, exp: i64, at: Instant) {
         if self.entries.len() >= VERIFIED_CAPACITY {
-            let now = unix_now();
+            let now = SystemClock.now();
             self.entries.retain(|_, e| Self::live(e, now, at));
             if self.entries.len() >= VERIFIED_CAPACITY {
                 self.entries.clear();
@@ -392,13 +394,6 @@ impl VerifiedTokens {
             },
         );
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// True for the signature algorithms the gateway accepts (public-key only).
@@ -444,7 +439,7 @@ mod tests {
     fn the_memory_is_bounded() {
         let mut v = VerifiedTokens::default();
         let t0 = Instant::now();
-        let far = unix_now() + 3_600;
+        let far = SystemClock.now() + 3_600;
         for i in 0..VERIFIED_CAPACITY + 10 {
             let mut d = [0u8; 32];
             d[..8].copy_from_slice(&(i as u64).to_le_bytes());
