@@ -553,7 +553,10 @@ async fn a_meta_option_forces_a_new_consent_and_the_grant_is_replaced() {
         )
         .await;
     assert_eq!(tool_text(&r.body["result"]), "ivy");
-    // The option is not sent upstream: a target's tools never see it.
+    // The client's own `_meta` does not disturb a call. (That the gateway's
+    // fields are stripped before forwarding is the unit test
+    // `forwarded_params_lose_gateway_fields`: the demo tools cannot show the
+    // `_meta` they receive.)
     let echo = ivy
         .request("tools/call", json!({"name": "demo___echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 5}}))
         .await;
