@@ -24,6 +24,9 @@ pub struct CachedTargets {
     inner: Arc<dyn TargetCatalog>,
     ttl: Duration,
     cached: RwLock<Option<(TargetList, Instant)>>,
+    /// Held while loading, so that callers who miss together (a listing's
+    /// fan-out, the scheduler's concurrent refreshes) share one read.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl CachedTargets {
@@ -33,14 +36,27 @@ impl CachedTargets {
             inner,
             ttl,
             cached: RwLock::new(None),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn fresh(&self) -> Option<TargetList> {
+        match &*self.cached.read().await {
+            Some((list, at)) if at.elapsed() < self.ttl => Some(list.clone()),
+            _ => None,
         }
     }
 
     async fn all(&self) -> Result<TargetList> {
-        if let Some((list, at)) = &*self.cached.read().await {
-            if at.elapsed() < self.ttl {
-                return Ok(list.clone());
-            }
+        if self.ttl.is_zero() {
+            return Ok(Arc::new(self.inner.list().await?));
+        }
+        if let Some(list) = self.fresh().await {
+            return Ok(list);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(list) = self.fresh().await {
+            return Ok(list);
         }
         let list = Arc::new(self.inner.list().await?);
         *self.cached.write().await = Some((list.clone(), Instant::now()));
@@ -237,5 +253,62 @@ impl GrantStore for CachedGrants {
 
     async fn list_for_user(&self, sub: &str) -> Result<Vec<Grant>> {
         self.inner.list_for_user(sub).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::TargetAuth;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A slow catalog that counts how often it is listed.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl TargetCatalog for Counting {
+        async fn put(&self, _: &Target) -> Result<()> {
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Option<Target>> {
+            Ok(None)
+        }
+        async fn list(&self) -> Result<Vec<Arc<Target>>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(vec![Arc::new(Target {
+                name: "t".into(),
+                display_name: None,
+                mcp_url: "http://127.0.0.1:9/mcp".into(),
+                auth: TargetAuth::None,
+                tool_prefix: None,
+                tool_catalog: vec![],
+            })])
+        }
+        async fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_who_miss_together_share_one_read() {
+        let inner = Arc::new(Counting::default());
+        let cached = CachedTargets::new(inner.clone(), Duration::from_secs(30));
+        let lists = futures::future::join_all((0..16).map(|_| cached.list())).await;
+        assert!(lists.iter().all(|l| l.as_ref().unwrap().len() == 1));
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        // A write through this instance drops the list: the next call reads.
+        cached.put(&lists[0].as_ref().unwrap()[0]).await.unwrap();
+        cached.list().await.unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn no_caching_reads_every_time() {
+        let inner = Arc::new(Counting::default());
+        let cached = CachedTargets::new(inner.clone(), Duration::ZERO);
+        futures::future::join_all((0..4).map(|_| cached.list())).await;
+        assert_eq!(inner.0.load(Ordering::SeqCst), 4);
     }
 }

@@ -18,6 +18,9 @@ pub struct SecretsManagerSource {
     client: aws_sdk_secretsmanager::Client,
     ttl: Duration,
     cache: RwLock<HashMap<String, (SecretString, Instant)>>,
+    /// Held while fetching, so that callers who miss together (the
+    /// scheduler's concurrent refreshes) share one request.
+    loading: Mutex<()>,
 }
 
 impl SecretsManagerSource {
@@ -27,10 +30,18 @@ impl SecretsManagerSource {
             client,
             ttl,
             cache: RwLock::new(HashMap::new()),
+            loading: Mutex::new(()),
         }
     }
 
-    /// Fetches the secret, bypassing the cache, and caches the result.
+    async fn cached(&self, arn: &str) -> Option<SecretString> {
+        match self.cache.read().await.get(arn) {
+            Some((value, at)) if at.elapsed() < self.ttl => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reads the secret from Secrets Manager, without the cache.
     pub async fn fetch(&self, arn: &str) -> Result<SecretString> {
         let out = self
             .client
@@ -58,10 +69,6 @@ impl SecretsManagerSource {
             })?
             .to_owned()
             .into();
-        self.cache
-            .write()
-            .await
-            .insert(arn.to_owned(), (value.clone(), Instant::now()));
         Ok(value)
     }
 }
@@ -69,12 +76,19 @@ impl SecretsManagerSource {
 #[async_trait]
 impl SecretSource for SecretsManagerSource {
     async fn secret(&self, arn: &str) -> Result<SecretString> {
-        if let Some((value, at)) = self.cache.read().await.get(arn) {
-            if at.elapsed() < self.ttl {
-                return Ok(value.clone());
-            }
+        if let Some(value) = self.cached(arn).await {
+            return Ok(value);
         }
-        self.fetch(arn).await
+        let _loading = self.loading.lock().await;
+        if let Some(value) = self.cached(arn).await {
+            return Ok(value);
+        }
+        let value = self.fetch(arn).await?;
+        self.cache
+            .write()
+            .await
+            .insert(arn.to_owned(), (value.clone(), Instant::now()));
+        Ok(value)
     }
 
     async fn store(&self, name: &str, value: &SecretString) -> Result<String> {
@@ -123,6 +137,8 @@ pub struct SecretKeyProvider {
     min_refetch: Duration,
     cached: RwLock<Option<(Arc<KeySet>, Instant)>>,
     refetch: Mutex<Option<Instant>>,
+    /// Held while loading: callers who miss together share one fetch.
+    loading: Mutex<()>,
 }
 
 impl SecretKeyProvider {
@@ -135,6 +151,14 @@ impl SecretKeyProvider {
             min_refetch: Duration::from_secs(10),
             cached: RwLock::new(None),
             refetch: Mutex::new(None),
+            loading: Mutex::new(()),
+        }
+    }
+
+    async fn fresh(&self) -> Option<Arc<KeySet>> {
+        match &*self.cached.read().await {
+            Some((set, at)) if at.elapsed() < self.ttl => Some(set.clone()),
+            _ => None,
         }
     }
 
@@ -154,10 +178,12 @@ impl SecretKeyProvider {
 #[async_trait]
 impl KeyProvider for SecretKeyProvider {
     async fn key_set(&self) -> Result<Arc<KeySet>> {
-        if let Some((set, at)) = &*self.cached.read().await {
-            if at.elapsed() < self.ttl {
-                return Ok(set.clone());
-            }
+        if let Some(set) = self.fresh().await {
+            return Ok(set);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(set) = self.fresh().await {
+            return Ok(set);
         }
         self.load().await
     }
