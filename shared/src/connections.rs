@@ -75,10 +75,9 @@ pub async fn disconnect(
     {
         None => Disconnected::DeletedWithoutRevocation,
         Some((settings, endpoint)) => {
-            let secret = match &settings.client_secret_arn {
-                Some(arn) => Some(state.secrets.secret(arn).await?),
-                None => None,
-            };
+            let secret = state
+                .client_secret(settings.client_secret_arn.as_deref())
+                .await?;
             let client = TokenEndpoint {
                 http: &state.http,
                 settings,

@@ -180,12 +180,12 @@ async fn refresh_leased(
     let TargetAuth::OAuth(settings) = &target.auth else {
         return kept(Outcome::NotFound);
     };
-    let secret = match &settings.client_secret_arn {
-        Some(arn) => match state.secrets.secret(arn).await {
-            Ok(s) => Some(s),
-            Err(e) => return kept(Outcome::Transient(e.to_string())),
-        },
-        None => None,
+    let secret = match state
+        .client_secret(settings.client_secret_arn.as_deref())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return kept(Outcome::Transient(e.to_string())),
     };
     let token_endpoint = grant
         .token_endpoint

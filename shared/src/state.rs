@@ -46,6 +46,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The client secret stored under `arn`, if the client has one.
+    pub async fn client_secret(&self, arn: Option<&str>) -> Result<Option<secrecy::SecretString>> {
+        match arn {
+            Some(arn) => Ok(Some(self.secrets.secret(arn).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Builds the AWS clients and stores from `config`, and loads the key set
     /// once so that a bad key-set secret fails the cold start, not a request.
     pub async fn from_config(config: Config) -> Result<Self> {

@@ -444,16 +444,10 @@ async fn verify_login(
         })?;
     let base = base_url(state, context).ok_or_else(no_base_url)?;
     let metadata = provider.metadata().await.map_err(login_unavailable)?;
-    let secret = match client_secret_arn {
-        Some(arn) => Some(
-            state
-                .secrets
-                .secret(arn)
-                .await
-                .map_err(|e| storage_page(&e))?,
-        ),
-        None => None,
-    };
+    let secret = state
+        .client_secret(client_secret_arn.as_deref())
+        .await
+        .map_err(|e| storage_page(&e))?;
     let id_token = oauth::exchange_for_id_token(
         &state.http,
         &metadata.token_endpoint,
@@ -572,20 +566,17 @@ async fn complete(
         ));
     };
 
-    let secret = match &settings.client_secret_arn {
-        Some(arn) => Some(state.secrets.secret(arn).await.map_err(|e| {
+    let secret = state
+        .client_secret(settings.client_secret_arn.as_deref())
+        .await
+        .map_err(|e| {
             tracing::error!(target = %target.name, error = %e, "client secret unavailable");
             server_page(
                 &title,
                 "The gateway could not read its credentials for this service.",
             )
-        })?),
-        None => None,
-    };
-    let base = base_url(state, context).ok_or_else(|| {
-        tracing::error!("no public base URL: set PUBLIC_BASE_URL");
-        storage_page(&Error::Malformed("no base URL".into()))
-    })?;
+        })?;
+    let base = base_url(state, context).ok_or_else(no_base_url)?;
     let endpoint = oauth::TokenEndpoint {
         http: &state.http,
         settings: &settings,
