@@ -24,7 +24,7 @@ scripts/tools.sh python node
 venv="$root/.tools/venv"
 
 echo "building the gateway (first run: a few minutes)..."
-cargo build --quiet -p gateway-admin
+cargo build --quiet --locked -p gateway-admin
 admin="$root/target/debug/gateway-admin"
 
 pids=()
@@ -42,6 +42,15 @@ wait_port() { # wait_port <port> <name>
   echo "$2 did not start on 127.0.0.1:$1 (see $state_dir/*.log)" >&2
   exit 1
 }
+
+# Refuse ports something else already listens on: the steps below would
+# talk to it instead of the servers started here.
+for port in "$moto_port" "$gateway_port" "$as_port" "$mcp_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "127.0.0.1:$port is already in use; stop what listens there or choose other ports (GATEWAY_PORT, MOTO_PORT, DEMO_AS_PORT, DEMO_MCP_PORT)" >&2
+    exit 1
+  fi
+done
 
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state_dir/moto.log" 2>&1 &
 pids+=($!)
