@@ -6,7 +6,8 @@ use gateway_shared::domain::{
     GrantStatus, OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
 use gateway_tests::{
-    browser_consent, mcp_call_tool, stack, stack_with, whoami, Gateway, GatewayServer,
+    browser_consent, forwarded_consent, mcp_call_tool, stack, stack_with, whoami, Gateway,
+    GatewayServer, Stack,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -225,20 +226,49 @@ async fn pending(gw: &Gateway, target: &str) -> PendingAuthorization {
 }
 
 async fn get_page(url: &str) -> (u16, String) {
-    let res = gateway_tests::http_builder()
+    get_page_with(url, None).await
+}
+
+/// [`get_page`] from a browser that holds `cookie`.
+async fn get_page_with(url: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut req = gateway_tests::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(url)
-        .send()
-        .await
-        .unwrap();
+        .get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/html"));
     (status, res.text().await.unwrap())
+}
+
+/// Opens the consent link as a browser would (`link` binding): the gateway
+/// binds the consent to this browser. Returns the binding cookie
+/// (`name=value`) and the Set-Cookie header as sent.
+async fn open_link(server: &GatewayServer, p: &PendingAuthorization) -> (String, String) {
+    let res = gateway_tests::http_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/connect/{}", server.base, p.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "the link redirects upstream");
+    let set = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.contains("gw_browser="))
+        .expect("a browser-binding cookie");
+    (set.split(';').next().unwrap().to_owned(), set)
 }
 
 fn title(html: &str) -> &str {
@@ -326,11 +356,15 @@ async fn wrong_or_missing_issuer_is_refused_before_any_token_request() {
     put_target(&gw, "t", &format!("{}/token", token.base), &["S256"]).await;
     for iss in ["&iss=https%3A%2F%2Fevil.example", ""] {
         let p = pending(&gw, "t").await;
-        let (status, html) = get_page(&format!(
-            "{}/oauth/callback?code=c&state={}{iss}",
-            server.base,
-            p.state.to_param()
-        ))
+        let (cookie, _) = open_link(&server, &p).await;
+        let (status, html) = get_page_with(
+            &format!(
+                "{}/oauth/callback?code=c&state={}{iss}",
+                server.base,
+                p.state.to_param()
+            ),
+            Some(&cookie),
+        )
         .await;
         assert_eq!(
             (status, title(&html)),
@@ -404,11 +438,15 @@ async fn failing_token_endpoints_show_a_page_and_store_nothing() {
     ] {
         put_target(&gw, name, &endpoint, &["S256"]).await;
         let p = pending(&gw, name).await;
-        let (status, html) = get_page(&format!(
-            "{}/oauth/callback?code=the-code&state={}&iss={AS}",
-            server.base,
-            p.state.to_param()
-        ))
+        let (cookie, _) = open_link(&server, &p).await;
+        let (status, html) = get_page_with(
+            &format!(
+                "{}/oauth/callback?code=the-code&state={}&iss={AS}",
+                server.base,
+                p.state.to_param()
+            ),
+            Some(&cookie),
+        )
         .await;
         assert_eq!(status, 502, "{name}: {html}");
         assert!(html.contains(expect), "{name}: {html}");
@@ -601,4 +639,217 @@ async fn session_binding_refuses_another_browser_and_forged_state() {
         .peek(&pending.id, s.gw.state.clock.now())
         .await
         .is_ok());
+}
+
+/// What the forwarded-URL attack must end with: the victim sees the refusal,
+/// nothing is stored for anyone, and the consent is cancelled.
+async fn assert_forwarded_url_refused(
+    s: &Stack,
+    pending: &PendingAuthorization,
+    report: &serde_json::Value,
+) {
+    assert_eq!(report["captured"], true, "{report}");
+    let victim = &report["victim"];
+    assert_eq!(victim["status"], 403, "{report}");
+    assert_eq!(
+        victim["title"], "This connection was started in another browser",
+        "{report}"
+    );
+    assert!(
+        victim["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/oauth/callback?", s.server.base)),
+        "the victim approved upstream and came back to the gateway: {report}"
+    );
+    for sub in ["alice", "bob"] {
+        assert!(
+            s.gw.state
+                .grants
+                .get(sub, "demo", true)
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing is stored for {sub}"
+        );
+    }
+    assert!(
+        s.gw.raw_item(&format!("AUTHZ#{}", pending.id), "AUTHZ")
+            .await
+            .is_none(),
+        "the consent is cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_forwarded_upstream_url_is_refused_at_the_callback_oidc_mode() {
+    let s = stack_with(json!({}), true).await;
+    s.target(
+        "demo",
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    // Bob signs in to the gateway as himself, then forwards the upstream
+    // authorization URL to alice, who approves at the upstream.
+    let (pending, link) = s.link("bob", "demo").await;
+    let report = forwarded_consent(&link, &["bob"], &["alice"], false).await;
+    assert_forwarded_url_refused(&s, &pending, &report).await;
+    // Alice's own consent still works, in her own browser.
+    let (_, link) = s.link("alice", "demo").await;
+    let seen = browser_consent(&link, &["alice"], "consent", None).await;
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("Connected to Demo Service"),
+        "{seen:?}"
+    );
+    let grant = s.grant("alice", "demo").await;
+    assert_eq!(
+        whoami(&s.mcp.url, grant.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
+}
+
+#[tokio::test]
+async fn a_forwarded_upstream_url_is_refused_at_the_callback_link_mode() {
+    let s = stack(json!({})).await;
+    s.target(
+        "demo",
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    let (pending, link) = s.link("bob", "demo").await;
+    let report = forwarded_consent(&link, &[], &["alice"], true).await;
+    assert_forwarded_url_refused(&s, &pending, &report).await;
+    // The binding cookie, as Chromium stored it for the gateway.
+    let cookie = report["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gw_browser")
+        .unwrap_or_else(|| panic!("a binding cookie: {report}"));
+    assert_eq!(cookie["httpOnly"], true, "{report}");
+    assert_eq!(cookie["sameSite"], "Lax", "{report}");
+    assert_eq!(cookie["path"], "/", "{report}");
+    // From a page on another site, subrequests do not carry it; a top-level
+    // link (like the authorization server's redirect back) does.
+    assert_eq!(report["probes"]["img"], false, "{report}");
+    assert_eq!(report["probes"]["fetch"], false, "{report}");
+    assert_eq!(report["probes"]["top"], true, "{report}");
+}
+
+#[tokio::test]
+async fn the_binding_cookie_is_httponly_lax_and_host_only() {
+    // On https the cookie carries the __Host- prefix (Secure, Path=/, no
+    // Domain), so no other host can plant or overwrite it.
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[("PUBLIC_BASE_URL", "https://gw.example.test")]).await;
+    let server = GatewayServer::serve(listener, base, gw.state.clone());
+    put_target(&gw, "t", &format!("{AS}/token"), &["S256"]).await;
+    let p = pending(&gw, "t").await;
+    let (cookie, set) = open_link(&server, &p).await;
+    assert!(cookie.starts_with("__Host-gw_browser="), "{set}");
+    for part in ["Path=/;", "HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(set.contains(part), "{part} in {set}");
+    }
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    // Opening the link again in the same browser keeps the binding; a second
+    // browser is refused and learns nothing.
+    let again = gateway_tests::http_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/connect/{}", server.base, p.id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 302);
+    let (status, html) = get_page(&format!("{}/connect/{}", server.base, p.id)).await;
+    assert_eq!(
+        (status, title(&html)),
+        (403, "This connection was started in another browser")
+    );
+    assert!(!html.contains(&p.state.to_param()));
+    // A callback without the cookie is refused and cancels the consent.
+    let cb = format!(
+        "{}/oauth/callback?code=c&state={}&iss={AS}",
+        server.base,
+        p.state.to_param()
+    );
+    let (status, html) = get_page(&cb).await;
+    assert_eq!(
+        (status, title(&html)),
+        (403, "This connection was started in another browser")
+    );
+    let (status, html) = get_page_with(&cb, Some(&cookie)).await;
+    assert_eq!((status, title(&html)), (410, "This link was already used"));
+    // An http deployment (local) uses the plain name.
+    let (gw2, server2) = bare().await;
+    put_target(&gw2, "t", &format!("{AS}/token"), &["S256"]).await;
+    let p2 = pending(&gw2, "t").await;
+    let (cookie2, set2) = open_link(&server2, &p2).await;
+    assert!(cookie2.starts_with("gw_browser="), "{set2}");
+    assert!(!set2.contains("Secure"), "{set2}");
+}
+
+#[tokio::test]
+async fn log_injection_through_the_authorization_server_is_escaped() {
+    let (logs, _guard) = gateway_tests::capture_logs();
+    let (gw, server) = bare().await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO grant stored";
+    let token = gateway_tests::FakeHttp::start(
+        400,
+        json!({"error": format!("invalid_grant\n{forged}"), "error_description": format!("bad\r\n{forged}")}),
+        Default::default(),
+    )
+    .await;
+    put_target(&gw, "t", &format!("{}/token", token.base), &["S256"]).await;
+    // The authorization server's `error` on the callback.
+    let p = pending(&gw, "t").await;
+    let (cookie, _) = open_link(&server, &p).await;
+    let (status, html) = get_page_with(
+        &format!(
+            "{}/oauth/callback?state={}&iss={AS}&error=server_error%0A{}",
+            server.base,
+            p.state.to_param(),
+            forged.replace(' ', "%20")
+        ),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 502, "{html}");
+    // Its `error` and `error_description` on the token endpoint.
+    let p = pending(&gw, "t").await;
+    let (cookie, _) = open_link(&server, &p).await;
+    let (status, _) = get_page_with(
+        &format!(
+            "{}/oauth/callback?code=c&state={}&iss={AS}",
+            server.base,
+            p.state.to_param()
+        ),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(token.hits(), 1);
+    let text = logs.text();
+    assert!(text.contains("code exchange failed"), "{text}");
+    assert!(
+        text.contains("authorization server returned an error"),
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-01-01"),
+            "a forged log line: {line:?}\n{text}"
+        );
+    }
+    assert!(
+        text.contains("\\n2026-01-01"),
+        "escaped, not dropped: {text}"
+    );
+    // In link mode the consent id is a bearer capability: logged as a digest.
+    assert!(!text.contains(&p.id), "{text}");
 }

@@ -486,6 +486,76 @@ pub async fn browser_consent(
     })
 }
 
+/// Runs the forwarded-authorization-URL attack (`forwarded-consent.mjs`):
+/// the attacker opens `url` signing in as `attacker` (if asked), the upstream
+/// authorization URL is captured and opened by `victim` in another browser
+/// profile, who signs in and approves. With `probe`, also reports which
+/// cross-site requests carried the binding cookie. Returns the JSON report.
+pub async fn forwarded_consent(
+    url: &str,
+    attacker: &[&str],
+    victim: &[&str],
+    probe: bool,
+) -> serde_json::Value {
+    let opts =
+        serde_json::json!({"url": url, "attacker": attacker, "victim": victim, "probe": probe});
+    let out = tokio::process::Command::new("node")
+        .arg(node_dir().join("forwarded-consent.mjs"))
+        .arg(opts.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the browser driver");
+    assert!(
+        out.status.success(),
+        "browser driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "browser output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Log lines written while a test runs, for tests that check what reaches
+/// the log. Install with [`capture_logs`] on a current-thread runtime (the
+/// default of `#[tokio::test]`), so the gateway's tasks log into it.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends this thread's log events, in the gateway's text format, to a
+/// buffer until the guard is dropped.
+pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
 /// The gateway's Routers served on a 127.0.0.1 listener, stopped on drop.
 pub struct GatewayServer {
     task: tokio::task::JoinHandle<()>,

@@ -56,6 +56,11 @@ impl Aad {
         Aad::new("oauth-state", &[authorization_id, sub, target])
     }
 
+    /// Binding for the digest of the browser a pending authorization belongs to.
+    pub fn consent_browser(authorization_id: &str, sub: &str, target: &str) -> Self {
+        Aad::new("consent-browser", &[authorization_id, sub, target])
+    }
+
     /// Binding for a pending authorization's PKCE verifier.
     pub fn pkce_verifier(authorization_id: &str, sub: &str, target: &str) -> Self {
         Aad::new("pkce-verifier", &[authorization_id, sub, target])

@@ -41,6 +41,11 @@ pub enum Error {
     #[error("the authorization link has expired")]
     AuthorizationExpired,
 
+    /// The pending authorization belongs to another browser than the one
+    /// presenting it (its browser-binding cookie does not match).
+    #[error("the authorization was started in another browser")]
+    OtherBrowser,
+
     /// The `state` presented does not belong to the pending authorization.
     #[error("the authorization state does not match")]
     StateMismatch,
@@ -84,6 +89,7 @@ impl Error {
             | Error::AuthorizationUsed
             | Error::AuthorizationExpired
             | Error::StateMismatch
+            | Error::OtherBrowser
             | Error::Decrypt(_)
             | Error::Malformed(_)
             | Error::Secret { .. } => false,

@@ -103,6 +103,18 @@ pub trait AuthorizationStore: Send + Sync {
     /// fail with `AuthorizationExpired`, missing ones with `AuthorizationUsed`.
     async fn peek(&self, id: &str, now: i64) -> Result<PendingAuthorization>;
 
+    /// Binds the pending authorization to the browser whose binding cookie
+    /// has SHA-256 `browser_digest`: the first binding wins, atomically.
+    /// Binding again from the same browser succeeds; from another browser it
+    /// fails with `OtherBrowser`. Missing, used or expired authorizations
+    /// fail as in [`AuthorizationStore::peek`].
+    async fn bind_browser(
+        &self,
+        pending: &PendingAuthorization,
+        browser_digest: &str,
+        now: i64,
+    ) -> Result<()>;
+
     /// Atomically removes and returns the pending authorization if its state
     /// digest matches and it has not expired at `now`. A second consume fails
     /// with `AuthorizationUsed`; an expired one with `AuthorizationExpired`; a

@@ -38,3 +38,39 @@ pub fn format_from_env() -> LogFormat {
         _ => LogFormat::Text,
     }
 }
+
+/// A value an outsider controls (an authorization server's `error`, a
+/// client's header), made safe for a log line: control characters (newlines
+/// that would forge a line in text logs, terminal escapes) are written as
+/// escapes, and the value is cut at `max` characters.
+pub fn clean(value: &str, max: usize) -> String {
+    let mut out = String::with_capacity(value.len().min(max));
+    for (i, c) in value.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn outsider_values_cannot_forge_log_lines() {
+        let forged = "access_denied\n2026-01-01T00:00:00Z  INFO grant stored\r\u{1b}[2J";
+        let c = clean(forged, 200);
+        assert!(!c.chars().any(char::is_control), "{c}");
+        assert!(c.starts_with("access_denied\\n2026"));
+        assert!(c.contains("\\u{1b}[2J"));
+        assert_eq!(clean("abcdef", 3), "abc…");
+        assert_eq!(clean("plain", 10), "plain");
+    }
+}

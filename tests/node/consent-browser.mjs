@@ -8,59 +8,18 @@
 //
 // `action` is "consent" (default) or "cancel". `screenshot` saves a PNG of
 // the final page. Every run starts with a fresh, empty browser profile.
-import { chromium } from 'playwright-core';
+import { drive, launch, person, seen, trackStatus } from './browser.mjs';
 
 const opts = JSON.parse(process.argv[2]);
-const logins = [...(opts.logins || [])];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 let result;
 try {
-  const context = await browser.newContext();
-  // The demo provider's pages import web fonts; nothing outside 127.0.0.1 is reachable.
-  await context.route((url) => !['127.0.0.1', 'localhost'].includes(url.hostname), (route) => route.abort());
+  const context = await person(browser);
   const page = await context.newPage();
-  let status = 0;
-  page.on('response', (res) => {
-    if (res.request().isNavigationRequest() && res.frame() === page.mainFrame()) status = res.status();
-  });
+  const status = trackStatus(page);
   await page.goto(opts.url, { waitUntil: 'domcontentloaded' });
-  const login = 'input[name="login"]';
-  const consent = 'input[name="prompt"][value="consent"]';
-  for (let step = 0; step < 10; step += 1) {
-    // Wait for a page that asks something, or one of the gateway's pages.
-    await page.waitForSelector(`${login}, ${consent}, #title`, { state: 'attached', timeout: 15000 }).catch(() => {});
-    if (await page.locator(login).count()) {
-      const name = logins.shift();
-      if (!name) throw new Error(`a login page appeared but no login is left: ${page.url()}`);
-      await page.fill(login, name);
-      await page.fill('input[name="password"]', 'any-password');
-      await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded' }), page.click('button[type="submit"]')]);
-    } else if (await page.locator(consent).count()) {
-      if (opts.action === 'cancel') {
-        await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded' }), page.click('text=[ Cancel ]')]);
-      } else {
-        await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded' }), page.click('button[type="submit"]')]);
-      }
-    } else {
-      break;
-    }
-  }
-  const text = async (sel) => ((await page.locator(sel).count()) ? (await page.locator(sel).first().innerText()).trim() : null);
-  result = {
-    status,
-    url: page.url(),
-    title: await text('#title'),
-    message: await text('#message'),
-    next: await text('#next'),
-    body: (await page.locator('body').innerText()).slice(0, 2000),
-  };
+  await drive(page, opts.logins || [], opts.action);
+  result = await seen(page, status());
   if (opts.screenshot) {
     await page.screenshot({ path: opts.screenshot, fullPage: true });
     result.screenshot = opts.screenshot;

@@ -266,7 +266,18 @@ impl DynamoStore {
             .await?;
         let secret =
             String::from_utf8(secret).map_err(|_| Error::Malformed("state is not text".into()))?;
+        let browser = match opt_s(item, "browser") {
+            Some(sealed) => Some(
+                String::from_utf8(
+                    self.open(&sealed, &Aad::consent_browser(&id, &sub, &target))
+                        .await?,
+                )
+                .map_err(|_| Error::Malformed("browser binding is not text".into()))?,
+            ),
+            None => None,
+        };
         Ok(PendingAuthorization {
+            browser,
             state: StateParam::from_parts(id.clone(), secret),
             id,
             sub,
@@ -745,6 +756,52 @@ impl AuthorizationStore for DynamoStore {
             return Err(Error::AuthorizationExpired);
         }
         self.authorization_from_item(&item).await
+    }
+
+    async fn bind_browser(
+        &self,
+        p: &PendingAuthorization,
+        browser_digest: &str,
+        now: i64,
+    ) -> Result<()> {
+        let sealed = self
+            .seal(
+                browser_digest.as_bytes(),
+                &Aad::consent_browser(&p.id, &p.sub, &p.target),
+            )
+            .await?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(authz_pk(&p.id)))
+            .key("sk", sv(AUTHZ_SK))
+            .update_expression("SET browser = :browser")
+            .condition_expression(
+                "attribute_exists(pk) AND expires_at > :now AND attribute_not_exists(browser)",
+            )
+            .expression_attribute_values(":browser", sv(&sealed))
+            .expression_attribute_values(":now", nv(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let Err(e) = res else {
+            return Ok(());
+        };
+        let Some(old) = self
+            .old_item(condition(e)?, authz_pk(&p.id), AUTHZ_SK)
+            .await?
+        else {
+            return Err(Error::AuthorizationUsed);
+        };
+        if n(&old, "expires_at")? <= now {
+            return Err(Error::AuthorizationExpired);
+        }
+        // Bound already: by this browser (a reload) or by another one.
+        match self.authorization_from_item(&old).await?.browser {
+            Some(bound) if bound == browser_digest => Ok(()),
+            _ => Err(Error::OtherBrowser),
+        }
     }
 
     async fn consume(

@@ -53,15 +53,15 @@ impl OAuthError {
     /// The refusal an OAuth error response body (`error`, `error_description`) describes.
     pub fn rejected_from(body: &serde_json::Value) -> Self {
         OAuthError::Rejected {
-            error: body
-                .get("error")
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown")
-                .to_owned(),
+            error: clean_code(
+                body.get("error")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown"),
+            ),
             description: body
                 .get("error_description")
                 .and_then(|v| v.as_str())
-                .map(str::to_owned),
+                .map(clean_description),
         }
     }
 
@@ -130,13 +130,25 @@ fn issued(
     }
 }
 
+/// The server's error code, safe to log and show (control characters
+/// escaped, at most 64 characters).
+fn clean_code(code: &str) -> String {
+    crate::telemetry::clean(code, 64)
+}
+
+/// The server's error description, safe to log (control characters
+/// escaped, at most 200 characters).
+fn clean_description(description: &str) -> String {
+    crate::telemetry::clean(description, 200)
+}
+
 fn classify<RE: std::error::Error + 'static>(
     err: RequestTokenError<RE, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
 ) -> OAuthError {
     match err {
         RequestTokenError::ServerResponse(resp) => {
-            let code = resp.error().as_ref().to_owned();
-            let description = resp.error_description().cloned();
+            let code = clean_code(resp.error().as_ref());
+            let description = resp.error_description().map(|d| clean_description(d));
             match resp.error() {
                 // Server-side trouble reported in OAuth form is still transient.
                 BasicErrorResponseType::Extension(e)

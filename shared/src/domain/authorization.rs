@@ -28,6 +28,10 @@ pub struct PendingAuthorization {
     pub resource: Option<String>,
     /// The issuer the authorization is expected to come back from (RFC 9207).
     pub issuer: Option<String>,
+    /// SHA-256 (hex) of the browser-binding cookie of the browser the
+    /// consent belongs to, once the gateway knows it (sealed at rest). The
+    /// callback refuses a browser whose cookie does not match.
+    pub browser: Option<String>,
     /// Unix seconds of creation.
     pub created_at: i64,
     /// Unix seconds after which the authorization can no longer be used.
@@ -45,6 +49,7 @@ impl fmt::Debug for PendingAuthorization {
             .field("scopes", &self.scopes)
             .field("resource", &self.resource)
             .field("issuer", &self.issuer)
+            .field("browser", &self.browser.as_ref().map(|_| "[bound]"))
             .field("expires_at", &self.expires_at)
             .finish()
     }
@@ -131,6 +136,7 @@ impl PendingAuthorization {
             scopes,
             resource,
             issuer,
+            browser: None,
             created_at: now,
             expires_at: now + ttl_seconds,
         }

@@ -36,6 +36,13 @@ pub const VERIFY_PATH: &str = "/connect/verify";
 pub const CLIENT_METADATA_PATH: &str = "/oauth/client-metadata.json";
 /// The cookie that ties a browser login to the browser that started it.
 const BINDING_COOKIE: &str = "gw_consent";
+/// The browser-binding cookie: set once the gateway knows who is in the
+/// browser, its digest sealed into the pending authorization, and required
+/// by `/oauth/callback`. On https it carries the `__Host-` prefix (Secure,
+/// no Domain, Path=/), so no other host can plant or overwrite it.
+const BROWSER_COOKIE: &str = "gw_browser";
+/// [`BROWSER_COOKIE`] on https.
+const BROWSER_COOKIE_HTTPS: &str = "__Host-gw_browser";
 
 /// The Router of the `oauth-callback` function.
 pub fn router(state: AppState) -> Router {
@@ -153,6 +160,7 @@ fn server_page(title: &str, what: &str) -> Page {
 async fn connect(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     context: Option<Extension<RequestContext>>,
 ) -> Response {
     let now = state.clock.now();
@@ -171,10 +179,107 @@ async fn connect(
         return no_base_url().into_response();
     };
     match &state.config.consent_binding {
-        ConsentBinding::Link => upstream_redirect(&base, &pending, &target, &settings),
+        ConsentBinding::Link => {
+            // The first browser to open the link is the one that may finish it.
+            let browser = match bind_browser(&state, &base, &headers, &pending, now).await {
+                Ok(b) => b,
+                Err(page) => return page.into_response(),
+            };
+            let mut res = upstream_redirect(&state, &base, &pending, &target, &settings);
+            browser.set_on(&mut res);
+            res
+        }
         ConsentBinding::Oidc { client_id, .. } => {
             start_login(&state, &base, &pending, client_id, now).await
         }
+    }
+}
+
+/// The browser-binding cookie this response sets.
+struct BrowserCookie(String);
+
+impl BrowserCookie {
+    fn set_on(&self, res: &mut Response) {
+        if let Ok(v) = HeaderValue::from_str(&self.0) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+fn browser_cookie_name(base: &Url) -> &'static str {
+    if base.scheme() == "https" {
+        BROWSER_COOKIE_HTTPS
+    } else {
+        BROWSER_COOKIE
+    }
+}
+
+/// The browser's binding value, if it sent a well-formed one.
+fn browser_value(base: &Url, headers: &HeaderMap) -> Option<String> {
+    cookie(headers, browser_cookie_name(base)).filter(|v| {
+        (16..=128).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Binds `pending` to this browser (its existing binding cookie, or a new
+/// one), atomically: a link already bound to another browser is refused.
+async fn bind_browser(
+    state: &AppState,
+    base: &Url,
+    headers: &HeaderMap,
+    pending: &PendingAuthorization,
+    now: i64,
+) -> Result<BrowserCookie, Page> {
+    let value = browser_value(base, headers).unwrap_or_else(|| random_token(24));
+    match state
+        .authorizations
+        .bind_browser(pending, &sha256_hex(value.as_bytes()), now)
+        .await
+    {
+        Ok(()) => {}
+        Err(Error::OtherBrowser) => {
+            tracing::warn!(
+                audit = "consent_refused",
+                reason = "other_browser",
+                authorization = %authorization_ref(state, &pending.id),
+                target = %pending.target,
+                "consent link opened in a second browser; refused"
+            );
+            return Err(other_browser_page());
+        }
+        Err(e) => return Err(storage_page(&e)),
+    }
+    let secure = if base.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    // Lax: the top-level redirect back from the authorization server
+    // carries it; cross-site subrequests and POSTs do not.
+    let ttl = state.config.authorization_ttl.as_secs();
+    Ok(BrowserCookie(format!(
+        "{}={value}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax{secure}",
+        browser_cookie_name(base)
+    )))
+}
+
+fn other_browser_page() -> Page {
+    Page::error(
+        StatusCode::FORBIDDEN,
+        "This connection was started in another browser",
+        "This connection was started in another browser, or by another person, so the gateway cancelled it. Nothing was connected.",
+        "If you want to connect this service, ask your own agent for a new link and open it in this browser.",
+    )
+}
+
+/// How a consent id appears in logs: in `link` mode the id is a bearer
+/// capability until it is used, so only a digest is logged.
+fn authorization_ref(state: &AppState, id: &str) -> String {
+    match state.config.consent_binding {
+        ConsentBinding::Link => format!("sha256:{}", &sha256_hex(id.as_bytes())[..16]),
+        ConsentBinding::Oidc { .. } => id.to_owned(),
     }
 }
 
@@ -216,6 +321,7 @@ fn redirect(location: &str) -> Response {
 
 /// The redirect to the upstream authorization endpoint.
 fn upstream_redirect(
+    state: &AppState,
     base: &Url,
     pending: &PendingAuthorization,
     target: &Target,
@@ -231,7 +337,7 @@ fn upstream_redirect(
     );
     match url {
         Ok(url) => {
-            tracing::info!(authorization = %pending.id, target = %target.name, "redirecting to authorization server");
+            tracing::info!(authorization = %authorization_ref(state, &pending.id), target = %target.name, "redirecting to authorization server");
             redirect(url.as_str())
         }
         Err(e) => {
@@ -425,7 +531,7 @@ async fn verify_login(
         ));
     }
     if let Some(error) = params.get("error") {
-        tracing::info!(authorization = %login.a, error = %error, "consent sign-in not completed");
+        tracing::info!(authorization = %login.a, error = %crate::telemetry::clean(error, 64), "consent sign-in not completed");
         return Err(Page::error(
             StatusCode::FORBIDDEN,
             "Sign-in was not completed",
@@ -474,13 +580,18 @@ async fn verify_login(
         .peek(&login.a, now)
         .await
         .map_err(|e| storage_page(&e))?;
-    if claims.sub != pending.sub {
+    if !same_person(
+        &claims.iss,
+        &claims.sub,
+        state.config.inbound_issuer.as_ref(),
+        &pending.sub,
+    ) {
         // Someone else's link: spend it, so it cannot be tried again.
         let _ = state
             .authorizations
             .consume(&pending.id, &pending.state.digest(), now)
             .await;
-        tracing::warn!(authorization = %pending.id, target = %pending.target, "consent link opened by a different user; refused");
+        tracing::warn!(audit = "consent_refused", reason = "other_user", authorization = %pending.id, target = %pending.target, "consent link opened by a different user; refused");
         return Err(Page::error(
             StatusCode::FORBIDDEN,
             "This link belongs to someone else",
@@ -489,15 +600,20 @@ async fn verify_login(
         ));
     }
     let (target, settings) = consentable_target(state, &pending.target).await?;
-    Ok(upstream_redirect(&base, &pending, &target, &settings))
+    // The person is known now: this browser, and only this one, may finish.
+    let browser = bind_browser(state, &base, headers, &pending, now).await?;
+    let mut res = upstream_redirect(state, &base, &pending, &target, &settings);
+    browser.set_on(&mut res);
+    Ok(res)
 }
 
 async fn callback(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     context: Option<Extension<RequestContext>>,
 ) -> Response {
-    match complete(&state, &params, context.as_deref()).await {
+    match complete(&state, &params, &headers, context.as_deref()).await {
         Ok(page) | Err(page) => page.into_response(),
     }
 }
@@ -505,6 +621,7 @@ async fn callback(
 async fn complete(
     state: &AppState,
     params: &HashMap<String, String>,
+    headers: &HeaderMap,
     context: Option<&RequestContext>,
 ) -> Result<Page, Page> {
     let now = state.clock.now();
@@ -522,11 +639,27 @@ async fn complete(
         .consume(&state_param.id, &state_param.digest(), now)
         .await
         .map_err(|e| storage_page(&e))?;
+    let base = base_url(state, context).ok_or_else(no_base_url)?;
+    // The state is spent; only the browser the consent was bound to may
+    // turn it into a grant. An upstream authorization URL forwarded to
+    // someone else comes back here without that browser's cookie.
+    let this_browser = browser_value(&base, headers).map(|v| sha256_hex(v.as_bytes()));
+    if pending.browser.is_none() || pending.browser != this_browser {
+        tracing::warn!(
+            audit = "consent_refused",
+            reason = "other_browser",
+            authorization = %authorization_ref(state, &pending.id),
+            target = %pending.target,
+            cookie = this_browser.is_some(),
+            "consent callback from a browser the consent was not bound to; cancelled, nothing stored"
+        );
+        return Err(other_browser_page());
+    }
     let (target, settings) = oauth_target(state, &pending.target).await?;
     let title = target.title().to_owned();
 
     if let Some(error) = params.get("error") {
-        tracing::info!(authorization = %pending.id, target = %target.name, error = %error, "authorization server returned an error");
+        tracing::info!(authorization = %authorization_ref(state, &pending.id), target = %target.name, error = %crate::telemetry::clean(error, 64), "authorization server returned an error");
         return Err(if error == "access_denied" {
             Page::error(
                 StatusCode::FORBIDDEN,
@@ -548,7 +681,7 @@ async fn complete(
     }
 
     check_issuer(&pending, &settings, params.get("iss").map(String::as_str)).map_err(|why| {
-        tracing::warn!(authorization = %pending.id, target = %target.name, "{why}");
+        tracing::warn!(authorization = %authorization_ref(state, &pending.id), target = %target.name, "{why}");
         Page::error(
             StatusCode::BAD_REQUEST,
             "This response cannot be trusted",
@@ -576,7 +709,6 @@ async fn complete(
                 "The gateway could not read its credentials for this service.",
             )
         })?;
-    let base = base_url(state, context).ok_or_else(no_base_url)?;
     let endpoint = oauth::TokenEndpoint {
         http: &state.http,
         settings: &settings,
@@ -592,7 +724,7 @@ async fn complete(
         )
     .await
     .map_err(|e| {
-        tracing::warn!(authorization = %pending.id, target = %target.name, error = %e, "code exchange failed");
+        tracing::warn!(authorization = %authorization_ref(state, &pending.id), target = %target.name, error = %e, "code exchange failed");
         match e {
             OAuthError::Rejected { error, .. } => server_page(
                 &title,
@@ -623,7 +755,7 @@ async fn complete(
         .put_after_consent(&grant)
         .await
         .map_err(|e| storage_page(&e))?;
-    tracing::info!(authorization = %pending.id, target = %target.name, "grant stored");
+    tracing::info!(audit = "consent_completed", authorization = %authorization_ref(state, &pending.id), target = %target.name, "grant stored");
     Ok(Page::connected(&title))
 }
 
@@ -646,6 +778,68 @@ fn check_issuer(
     }
 }
 
+/// True when the person who signed in (`iss`, `sub` of the ID token) is the
+/// caller the consent belongs to: the `sub` the gateway's callers are known
+/// by, from the inbound issuer. A `sub` is unique only within its issuer, so
+/// when the sign-in issuer is another one, equal `sub`s prove nothing.
+fn same_person(login_iss: &str, login_sub: &str, inbound_issuer: Option<&Url>, sub: &str) -> bool {
+    let issuer_ok = match inbound_issuer {
+        Some(inbound) => login_iss.trim_end_matches('/') == inbound.as_str().trim_end_matches('/'),
+        // `dev`/`apigw` without an issuer: callers are known by `sub` alone.
+        None => true,
+    };
+    issuer_ok && login_sub == sub
+}
+
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_identity_compares_issuer_and_sub() {
+        let inbound = Url::parse("https://idp.example/tenant/").unwrap();
+        assert!(same_person(
+            "https://idp.example/tenant",
+            "alice",
+            Some(&inbound),
+            "alice"
+        ));
+        assert!(!same_person(
+            "https://idp.example/tenant",
+            "bob",
+            Some(&inbound),
+            "alice"
+        ));
+        // The same sub at another issuer is another person.
+        assert!(!same_person(
+            "https://other.example",
+            "alice",
+            Some(&inbound),
+            "alice"
+        ));
+        assert!(same_person("https://any.example", "alice", None, "alice"));
+    }
+
+    #[test]
+    fn browser_values_must_look_like_ours() {
+        let base = Url::parse("http://127.0.0.1:1/").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("gw_browser=short"));
+        assert_eq!(browser_value(&base, &h), None);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; gw_browser=abcdefghijklmnopqrstuvwxyz012345"),
+        );
+        assert_eq!(
+            browser_value(&base, &h).as_deref(),
+            Some("abcdefghijklmnopqrstuvwxyz012345")
+        );
+        // On https only the __Host- cookie counts.
+        let https = Url::parse("https://gw.example/").unwrap();
+        assert_eq!(browser_value(&https, &h), None);
+    }
 }
