@@ -16,28 +16,38 @@ use serde_json::{json, Value};
 const AUD: &str = "https://gateway.example.test/mcp";
 
 async fn jwt_gateway(idp: &Idp) -> (Gateway, GatewayServer) {
+    jwt_gateway_with(idp, &[]).await
+}
+
+async fn jwt_gateway_with(idp: &Idp, extra: &[(&str, &str)]) -> (Gateway, GatewayServer) {
     let (listener, base) = GatewayServer::bind().await;
-    let gw = Gateway::start(&[
-        ("PUBLIC_BASE_URL", &base),
+    let mut vars = vec![
+        ("PUBLIC_BASE_URL", base.as_str()),
         ("INBOUND_AUTH_MODE", "jwt"),
         ("INBOUND_ISSUER", &idp.issuer),
         ("INBOUND_AUDIENCES", AUD),
         ("INBOUND_CLIENT_IDS", "cognito-app-client"),
         ("INBOUND_REQUIRED_SCOPES", "mcp:invoke"),
         ("CONSENT_BINDING", "link"),
-    ])
-    .await;
+    ];
+    vars.extend_from_slice(extra);
+    let gw = Gateway::start(&vars).await;
     let server = GatewayServer::serve(listener, base, gw.state.clone());
     (gw, server)
 }
 
 async fn ping_with(server: &GatewayServer, token: Option<&str>) -> gateway_tests::Exchange {
-    let mut headers = vec![];
-    let auth;
-    if let Some(t) = token {
-        auth = format!("Bearer {t}");
-        headers.push(("authorization", auth.as_str()));
-    }
+    ping_authorized(server, token.map(|t| format!("Bearer {t}")).as_deref()).await
+}
+
+/// A ping with this `Authorization` header value.
+async fn ping_authorized(
+    server: &GatewayServer,
+    authorization: Option<&str>,
+) -> gateway_tests::Exchange {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
     let c = RawClient::new(&format!("{}/mcp", server.base), &headers);
     c.request("ping", json!({})).await
 }
@@ -60,6 +70,7 @@ async fn inbound_jwts_are_validated_strictly() {
     let mut cognito = good.clone();
     cognito.as_object_mut().unwrap().remove("aud");
     cognito["client_id"] = json!("cognito-app-client");
+    cognito["token_use"] = json!("access");
     assert_eq!(
         ping_with(&server, Some(&sign("test-key-1", cognito)))
             .await
@@ -540,4 +551,189 @@ async fn misbehaving_upstreams_become_clear_errors() {
     // No target could list its resources: the URI belongs to none of them.
     let r = c.request("resources/read", json!({"uri": "x://y"})).await;
     assert_eq!(r.body["error"]["code"], -32602, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let idp = idp(&["test-key-1"]).await;
+    let (_gw, server) = jwt_gateway(&idp).await;
+    let token = sign(
+        "test-key-1",
+        json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 300, "scope": "mcp:invoke"}),
+    );
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let r = ping_authorized(&server, Some(&format!("{scheme} {token}"))).await;
+        assert_eq!(r.status, 200, "{scheme}: {:?}", r.body);
+    }
+    for other in [
+        format!("Basic {token}"),
+        format!("Bearer{token}"),
+        "Bearer ".into(),
+    ] {
+        assert_eq!(
+            ping_authorized(&server, Some(&other)).await.status,
+            401,
+            "{other}"
+        );
+    }
+}
+
+/// An RS256 JWT of `claims` signed with `kid`, with header `typ`.
+fn sign_typed(kid: &str, typ: &str, claims: Value) -> String {
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some(kid.into());
+    h.typ = Some(typ.into());
+    let key =
+        EncodingKey::from_rsa_pem(keys()[kid]["private_pem"].as_str().unwrap().as_bytes()).unwrap();
+    jsonwebtoken::encode(&h, &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn id_tokens_are_not_access_tokens() {
+    let idp = idp(&["test-key-1"]).await;
+    let (_gw, server) = jwt_gateway(&idp).await;
+    let base =
+        json!({"iss": idp.issuer, "sub": "alice", "exp": unix_now() + 300, "scope": "mcp:invoke"});
+    let with = |extra: Value| {
+        let mut c = base.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        sign("test-key-1", c)
+    };
+    // Cognito: the access token passes by its client_id ...
+    let access = with(json!({"client_id": "cognito-app-client", "token_use": "access"}));
+    assert_eq!(ping_with(&server, Some(&access)).await.status, 200);
+    // ... its ID token (aud = the app client) does not, nor does a token
+    // accepted by client_id that does not say it is an access token.
+    for (what, token) in [
+        (
+            "id token",
+            with(
+                json!({"aud": "cognito-app-client", "client_id": "cognito-app-client", "token_use": "id"}),
+            ),
+        ),
+        (
+            "id token for the gateway",
+            with(json!({"aud": AUD, "token_use": "id"})),
+        ),
+        ("unmarked", with(json!({"client_id": "cognito-app-client"}))),
+    ] {
+        let r = ping_with(&server, Some(&token)).await;
+        assert_eq!(r.status, 401, "{what}: {:?}", r.body);
+    }
+    // INBOUND_REQUIRE_AT_JWT: only RFC 9068 access tokens (typ at+jwt).
+    let (_gw2, strict) = jwt_gateway_with(&idp, &[("INBOUND_REQUIRE_AT_JWT", "true")]).await;
+    let claims = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 300, "scope": "mcp:invoke"});
+    assert_eq!(
+        ping_with(
+            &strict,
+            Some(&sign_typed("test-key-1", "at+jwt", claims.clone()))
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        ping_with(
+            &strict,
+            Some(&sign_typed("test-key-1", "JWT", claims.clone()))
+        )
+        .await
+        .status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_withdrawn_signing_key_stops_working() {
+    let idp = idp(&["test-key-1", "test-key-2"]).await;
+    let (_gw, server) = jwt_gateway_with(&idp, &[("JWKS_CACHE_SECONDS", "5")]).await;
+    let claims = json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 300, "scope": "mcp:invoke"});
+    let old = sign("test-key-1", claims.clone());
+    assert_eq!(ping_with(&server, Some(&old)).await.status, 200);
+    // The provider withdraws key 1 (it leaked, say).
+    idp.jwks.lock().unwrap()["keys"] = json!([keys()["test-key-2"]["jwk"]]);
+    // Past the key cache's lifetime, neither the remembered token nor a new
+    // one signed with the withdrawn key is honoured; key 2 still works.
+    tokio::time::sleep(Duration::from_millis(5_300)).await;
+    let r = ping_with(&server, Some(&old)).await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    let fresh = sign(
+        "test-key-1",
+        json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 301, "scope": "mcp:invoke"}),
+    );
+    assert_eq!(ping_with(&server, Some(&fresh)).await.status, 401);
+    assert_eq!(
+        ping_with(&server, Some(&sign("test-key-2", claims)))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn post_mcp_requires_json_content_type() {
+    let (_gw, server) = dev_gateway(&[]).await;
+    let http = gateway_tests::http();
+    let post = |content_type: Option<&'static str>| {
+        let mut req = http
+            .post(format!("{}/mcp", server.base))
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send()
+    };
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+    ] {
+        let r = post(ct).await.unwrap();
+        assert_eq!(r.status(), 415, "{ct:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unsupported_media_type", "{ct:?}");
+    }
+    for ct in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+    ] {
+        assert_eq!(post(Some(ct)).await.unwrap().status(), 200, "{ct}");
+    }
+}
+
+#[tokio::test]
+async fn dev_mode_refuses_foreign_origins_and_hosts() {
+    // dev mode has no token: a page the developer visits must not be able to
+    // call tools as dev-user, directly (Origin) or by DNS rebinding (Host).
+    let (_gw, server) = dev_gateway(&[]).await;
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    for (header, value, status) in [
+        ("origin", "https://evil.example".to_owned(), 403),
+        ("origin", "http://192.168.1.10:3000".to_owned(), 403),
+        ("origin", "null".to_owned(), 403),
+        ("origin", "http://localhost:6274".to_owned(), 200),
+        ("origin", "http://127.0.0.1:5173".to_owned(), 200),
+        ("origin", "http://[::1]:8080".to_owned(), 200),
+        ("host", format!("evil.example:{port}"), 403),
+        ("host", format!("attacker.127.0.0.1.nip.io:{port}"), 403),
+        ("host", format!("localhost:{port}"), 200),
+        ("host", format!("127.0.0.1:{port}"), 200),
+    ] {
+        let r = c.post_raw(ping.into(), &[(header, value.clone())]).await;
+        assert_eq!(r.status, status, "{header}: {value}: {:?}", r.body);
+    }
+    // An origin the operator listed is allowed.
+    let (_gw2, listed) = dev_gateway(&[("ALLOWED_ORIGINS", "https://app.example")]).await;
+    let c = RawClient::new(&format!("{}/mcp", listed.base), &[]);
+    let r = c
+        .post_raw(ping.into(), &[("origin", "https://app.example".into())])
+        .await;
+    assert_eq!(r.status, 200);
 }

@@ -38,6 +38,8 @@ pub enum InboundAuth {
         client_ids: Vec<String>,
         /// Scopes every token must carry.
         required_scopes: Vec<String>,
+        /// Require the RFC 9068 header `typ: at+jwt` (`INBOUND_REQUIRE_AT_JWT`).
+        require_at_jwt: bool,
     },
     /// No identity provider: every caller is the user named by the
     /// `X-Gateway-Dev-User` header (default `dev-user`). Local use only; the
@@ -119,6 +121,10 @@ pub struct Config {
     pub refresh_concurrency: usize,
     /// Lifetime of a consent link (`AUTHORIZATION_TTL_SECONDS`, 60-3600, default 600).
     pub authorization_ttl: Duration,
+    /// How long the identity provider's keys are kept, and so how long a key
+    /// withdrawn from its JWKS can still be honoured (`JWKS_CACHE_SECONDS`,
+    /// 5-300, default 300).
+    pub jwks_cache_ttl: Duration,
 }
 
 impl Config {
@@ -158,6 +164,7 @@ impl Config {
                     audiences,
                     client_ids,
                     required_scopes: list("INBOUND_REQUIRED_SCOPES"),
+                    require_at_jwt: flag(get("INBOUND_REQUIRE_AT_JWT"), "INBOUND_REQUIRE_AT_JWT")?,
                 }
             }
             Some("dev") => InboundAuth::Dev,
@@ -275,6 +282,13 @@ impl Config {
                 60,
                 3_600,
             )?),
+            jwks_cache_ttl: Duration::from_secs(number(
+                get("JWKS_CACHE_SECONDS"),
+                "JWKS_CACHE_SECONDS",
+                300,
+                5,
+                300,
+            )?),
         })
     }
 }
@@ -291,6 +305,17 @@ fn parse_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
         });
     }
     Ok(url)
+}
+
+fn flag(value: Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match value.as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{other:?} is not one of \"true\", \"false\""),
+        }),
+    }
 }
 
 fn number(

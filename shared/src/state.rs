@@ -82,15 +82,17 @@ impl AppState {
         ));
         let http = http_client();
         let login = match &config.consent_binding {
-            ConsentBinding::Oidc { issuer, .. } => {
-                Some(Arc::new(OidcProvider::new(issuer.as_str(), http.clone())))
-            }
+            ConsentBinding::Oidc { issuer, .. } => Some(Arc::new(
+                OidcProvider::new(issuer.as_str(), http.clone())
+                    .with_cache_ttl(config.jwks_cache_ttl),
+            )),
             ConsentBinding::Link => None,
         };
         let inbound = match (&config.inbound_auth, &config.inbound_issuer) {
-            (InboundAuth::Jwt { .. }, Some(issuer)) => {
-                Some(Arc::new(OidcProvider::new(issuer.as_str(), http.clone())))
-            }
+            (InboundAuth::Jwt { .. }, Some(issuer)) => Some(Arc::new(
+                OidcProvider::new(issuer.as_str(), http.clone())
+                    .with_cache_ttl(config.jwks_cache_ttl),
+            )),
             _ => None,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

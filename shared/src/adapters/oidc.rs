@@ -11,8 +11,12 @@
 //! an agent sends the same access token on every call. So a token whose
 //! signature, issuer and times checked out is remembered by its SHA-256 for
 //! at most [`VERIFIED_TTL`] and never past its `exp`; the policy (audience,
-//! client, scopes) is applied to its claims on every call. A key withdrawn
-//! from the JWKS therefore stops being honoured within [`VERIFIED_TTL`].
+//! client, scopes) is applied to its claims on every call.
+//!
+//! A key withdrawn from the JWKS stops being honoured within the key cache's
+//! lifetime ([`CACHE_TTL`] by default, 5 minutes): keys are refetched when
+//! they are older than that, and a remembered verification counts only while
+//! the key set it was checked against is younger than that too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +31,9 @@ use crate::ports::{Clock, SystemClock};
 
 /// How often an unknown `kid` may trigger a JWKS refetch.
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
-/// How long discovery and keys are kept.
-pub const CACHE_TTL: Duration = Duration::from_secs(3600);
+/// How long discovery and keys are kept by default: the bound on how long a
+/// key withdrawn from the JWKS is still honoured.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Clock skew allowed on `exp`/`nbf`/`iat`.
 pub const LEEWAY_SECONDS: u64 = 60;
 /// How long a verified access token is remembered (never past its `exp`).
@@ -70,6 +75,7 @@ struct Cached {
 pub struct OidcProvider {
     issuer: String,
     http: reqwest::Client,
+    cache_ttl: Duration,
     cache: RwLock<Option<Arc<Cached>>>,
     last_refetch: Mutex<Option<Instant>>,
     verified: std::sync::Mutex<VerifiedTokens>,
@@ -78,6 +84,8 @@ pub struct OidcProvider {
 /// Claims of a validated ID token.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IdClaims {
+    /// The issuer.
+    pub iss: String,
     /// The subject.
     pub sub: String,
     /// The nonce the token answers.
@@ -91,10 +99,18 @@ impl OidcProvider {
         OidcProvider {
             issuer: issuer.trim_end_matches('/').to_owned(),
             http,
+            cache_ttl: CACHE_TTL,
             cache: RwLock::new(None),
             last_refetch: Mutex::new(None),
             verified: std::sync::Mutex::new(VerifiedTokens::default()),
         }
+    }
+
+    /// Keeps discovery and keys for `ttl` (at most [`CACHE_TTL`]) instead
+    /// of [`CACHE_TTL`].
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl.min(CACHE_TTL);
+        self
     }
 
     /// The issuer identifier.
@@ -139,7 +155,7 @@ impl OidcProvider {
 
     async fn cached(&self) -> Result<Arc<Cached>, OidcError> {
         if let Some(c) = &*self.cache.read().await {
-            if c.fetched.elapsed() < CACHE_TTL {
+            if c.fetched.elapsed() < self.cache_ttl {
                 return Ok(c.clone());
             }
         }
@@ -151,7 +167,8 @@ impl OidcProvider {
         Ok(self.cached().await?.metadata.clone())
     }
 
-    async fn key(&self, kid: Option<&str>) -> Result<Jwk, OidcError> {
+    /// The key `kid` names, and when the key set holding it was fetched.
+    async fn key(&self, kid: Option<&str>) -> Result<(Jwk, Instant), OidcError> {
         let find = |set: &JwkSet| match kid {
             Some(k) => set.find(k).cloned(),
             None if set.keys.len() == 1 => set.keys.first().cloned(),
@@ -159,7 +176,7 @@ impl OidcProvider {
         };
         let cached = self.cached().await?;
         if let Some(k) = find(&cached.keys) {
-            return Ok(k);
+            return Ok((k, cached.fetched));
         }
         let mut last = self.last_refetch.lock().await;
         if last.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
@@ -167,7 +184,9 @@ impl OidcProvider {
         }
         *last = Some(Instant::now());
         let fresh = self.load().await?;
-        find(&fresh.keys).ok_or_else(|| OidcError::Rejected("signed with an unknown key".into()))
+        find(&fresh.keys)
+            .map(|k| (k, fresh.fetched))
+            .ok_or_else(|| OidcError::Rejected("signed with an unknown key".into()))
     }
 
     /// Validates an ID token for `client_id` and `nonce`: signature (an
@@ -186,7 +205,7 @@ impl OidcProvider {
                 "algorithm {alg:?} is not accepted"
             )));
         }
-        let jwk = self.key(header.kid.as_deref()).await?;
+        let (jwk, _) = self.key(header.kid.as_deref()).await?;
         if let Some(key_alg) = jwk.common.key_algorithm {
             if format!("{key_alg:?}") != format!("{alg:?}") {
                 return Err(OidcError::Rejected(
@@ -219,6 +238,8 @@ pub struct AccessPolicy {
     pub client_ids: Vec<String>,
     /// Scopes every token must carry.
     pub required_scopes: Vec<String>,
+    /// Require the RFC 9068 header `typ: at+jwt`.
+    pub require_at_jwt: bool,
 }
 
 /// The claims the gateway uses from a validated access token.
@@ -263,10 +284,17 @@ impl OidcProvider {
         let claims = match remembered {
             Some(claims) => claims,
             None => {
-                let claims = Arc::new(self.verify_access_token(token).await?);
+                let (claims, keys_fetched) = self.verify_access_token(token, policy).await?;
+                let claims = Arc::new(claims);
                 let exp = claims.get("exp").and_then(serde_json::Value::as_i64);
                 if let (Some(exp), Ok(mut v)) = (exp, self.verified.lock()) {
-                    v.insert(digest, claims.clone(), exp, Instant::now());
+                    v.insert(
+                        digest,
+                        claims.clone(),
+                        exp,
+                        Instant::now(),
+                        (keys_fetched, self.cache_ttl),
+                    );
                 }
                 claims
             }
@@ -274,18 +302,32 @@ impl OidcProvider {
         apply_policy(&claims, policy)
     }
 
-    /// Checks an access token's signature, `iss`, `exp` and `nbf`; returns
-    /// its claims.
-    async fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, AccessError> {
+    /// Checks an access token's signature, `iss`, `exp` and `nbf` (and its
+    /// `typ` when the policy asks); returns its claims and when the key set
+    /// that verified it was fetched.
+    async fn verify_access_token(
+        &self,
+        token: &str,
+        policy: &AccessPolicy,
+    ) -> Result<(serde_json::Value, Instant), AccessError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AccessError::Invalid(format!("malformed: {e}")))?;
         let alg = header.alg;
+        if policy.require_at_jwt
+            && !header.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            })
+        {
+            return Err(AccessError::Invalid(
+                "not an access token (typ is not at+jwt)".into(),
+            ));
+        }
         if !is_asymmetric(alg) {
             return Err(AccessError::Invalid(format!(
                 "algorithm {alg:?} is not accepted"
             )));
         }
-        let jwk = self.key(header.kid.as_deref()).await.map_err(|e| match e {
+        let (jwk, keys_fetched) = self.key(header.kid.as_deref()).await.map_err(|e| match e {
             OidcError::Unavailable(m) => AccessError::Unavailable(m),
             OidcError::Rejected(m) => AccessError::Invalid(m),
         })?;
@@ -306,7 +348,7 @@ impl OidcProvider {
         validation.leeway = LEEWAY_SECONDS;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| AccessError::Invalid(e.to_string()))?;
-        Ok(data.claims)
+        Ok((data.claims, keys_fetched))
     }
 }
 
@@ -322,11 +364,21 @@ fn apply_policy(
         _ => vec![],
     };
     let client_id = claims.get("client_id").and_then(|v| v.as_str());
-    let audience_ok = auds.iter().any(|a| policy.audiences.iter().any(|p| p == a))
-        || client_id.is_some_and(|c| policy.client_ids.iter().any(|p| p == c));
-    if !audience_ok {
+    let by_audience = auds.iter().any(|a| policy.audiences.iter().any(|p| p == a));
+    let by_client = client_id.is_some_and(|c| policy.client_ids.iter().any(|p| p == c));
+    if !by_audience && !by_client {
         return Err(AccessError::Invalid(
             "the token is not for this gateway (aud / client_id)".into(),
+        ));
+    }
+    // Cognito marks its tokens: an ID token (`token_use: id`, `aud` = the
+    // app client) must never pass as a bearer token, and a token accepted
+    // by its `client_id` alone (`INBOUND_CLIENT_IDS`) must say it is an
+    // access token.
+    let token_use = claims.get("token_use").and_then(|v| v.as_str());
+    if token_use.is_some_and(|u| u != "access") || (!by_audience && token_use != Some("access")) {
+        return Err(AccessError::Invalid(
+            "not an access token (token_use)".into(),
         ));
     }
     let sub = claims
@@ -359,12 +411,14 @@ struct VerifiedTokens {
 struct VerifiedToken {
     claims: Arc<serde_json::Value>,
     exp: i64,
-    verified: Instant,
+    /// Until when the verification counts: [`VERIFIED_TTL`] after it, and
+    /// no longer than the key set that verified it may be kept.
+    until: Instant,
 }
 
 impl VerifiedTokens {
     /// The claims of a remembered token still within its `exp` (with
-    /// [`LEEWAY_SECONDS`], as when it was verified) and [`VERIFIED_TTL`].
+    /// [`LEEWAY_SECONDS`], as when it was verified) and its `until`.
     fn get(&self, digest: &[u8; 32], now: i64, at: Instant) -> Option<Arc<serde_json::Value>> {
         self.entries
             .get(digest)
@@ -373,11 +427,19 @@ impl VerifiedTokens {
     }
 
     fn live(e: &VerifiedToken, now: i64, at: Instant) -> bool {
-        now < e.exp.saturating_add(LEEWAY_SECONDS as i64)
-            && at.saturating_duration_since(e.verified) < VERIFIED_TTL
+        now < e.exp.saturating_add(LEEWAY_SECONDS as i64) && at < e.until
     }
 
-    fn insert(&mut self, digest: [u8; 32], claims: Arc<serde_json::Value>, exp: i64, at: Instant) {
+    /// Remembers a token verified at `at` against keys fetched at
+    /// `keys_fetched`, which are kept for `keys_ttl`.
+    fn insert(
+        &mut self,
+        digest: [u8; 32],
+        claims: Arc<serde_json::Value>,
+        exp: i64,
+        at: Instant,
+        (keys_fetched, keys_ttl): (Instant, Duration),
+    ) {
         if self.entries.len() >= VERIFIED_CAPACITY {
             let now = SystemClock.now();
             self.entries.retain(|_, e| Self::live(e, now, at));
@@ -385,14 +447,9 @@ impl VerifiedTokens {
                 self.entries.clear();
             }
         }
-        self.entries.insert(
-            digest,
-            VerifiedToken {
-                claims,
-                exp,
-                verified: at,
-            },
-        );
+        let until = (at + VERIFIED_TTL).min(keys_fetched + keys_ttl);
+        self.entries
+            .insert(digest, VerifiedToken { claims, exp, until });
     }
 }
 
@@ -424,7 +481,7 @@ mod tests {
     fn remembered_tokens_end_at_exp_with_leeway_and_after_the_ttl() {
         let mut v = VerifiedTokens::default();
         let t0 = Instant::now();
-        v.insert([1; 32], claims(), 1_000, t0);
+        v.insert([1; 32], claims(), 1_000, t0, (t0, CACHE_TTL));
         assert!(v.get(&[1; 32], 1_000, t0).is_some());
         assert!(v
             .get(&[1; 32], 1_000 + LEEWAY_SECONDS as i64 - 1, t0)
@@ -436,6 +493,65 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_token_ends_with_the_key_set_that_verified_it() {
+        // Keys fetched 4 minutes before the token was verified: the
+        // verification counts only for the key set's last minute, so a key
+        // withdrawn right after the fetch is honoured for 5 minutes at most.
+        let mut v = VerifiedTokens::default();
+        let fetched = Instant::now();
+        let verified = fetched + Duration::from_secs(240);
+        let far = SystemClock.now() + 3_600;
+        v.insert([1; 32], claims(), far, verified, (fetched, CACHE_TTL));
+        assert!(v
+            .get(&[1; 32], 0, verified + Duration::from_secs(59))
+            .is_some());
+        assert!(v.get(&[1; 32], 0, fetched + CACHE_TTL).is_none());
+        // A shorter key cache bounds it further.
+        v.insert(
+            [2; 32],
+            claims(),
+            far,
+            fetched,
+            (fetched, Duration::from_secs(5)),
+        );
+        assert!(v
+            .get(&[2; 32], 0, fetched + Duration::from_secs(5))
+            .is_none());
+    }
+
+    #[test]
+    fn id_tokens_and_unmarked_tokens_are_refused_where_cognito_marks_them() {
+        let cognito = AccessPolicy {
+            client_ids: vec!["app".into()],
+            ..AccessPolicy::default()
+        };
+        let access = serde_json::json!({"sub": "u", "client_id": "app", "token_use": "access"});
+        assert!(apply_policy(&access, &cognito).is_ok());
+        let id =
+            serde_json::json!({"sub": "u", "aud": "app", "client_id": "app", "token_use": "id"});
+        assert!(matches!(
+            apply_policy(&id, &cognito),
+            Err(AccessError::Invalid(_))
+        ));
+        let unmarked = serde_json::json!({"sub": "u", "client_id": "app"});
+        assert!(matches!(
+            apply_policy(&unmarked, &cognito),
+            Err(AccessError::Invalid(_))
+        ));
+        // Audience-checked deployments: an explicit ID token is refused too.
+        let aud = AccessPolicy {
+            audiences: vec!["gw".into()],
+            ..AccessPolicy::default()
+        };
+        let id_for_gw = serde_json::json!({"sub": "u", "aud": "gw", "token_use": "id"});
+        assert!(matches!(
+            apply_policy(&id_for_gw, &aud),
+            Err(AccessError::Invalid(_))
+        ));
+        assert!(apply_policy(&serde_json::json!({"sub": "u", "aud": "gw"}), &aud).is_ok());
+    }
+
+    #[test]
     fn the_memory_is_bounded() {
         let mut v = VerifiedTokens::default();
         let t0 = Instant::now();
@@ -443,7 +559,7 @@ mod tests {
         for i in 0..VERIFIED_CAPACITY + 10 {
             let mut d = [0u8; 32];
             d[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            v.insert(d, claims(), far, t0);
+            v.insert(d, claims(), far, t0, (t0, CACHE_TTL));
         }
         assert!(v.entries.len() <= VERIFIED_CAPACITY);
     }
@@ -452,8 +568,8 @@ mod tests {
     fn the_policy_is_applied_to_remembered_claims() {
         let policy = AccessPolicy {
             audiences: vec!["gw".into()],
-            client_ids: vec![],
             required_scopes: vec!["a".into()],
+            ..AccessPolicy::default()
         };
         assert_eq!(apply_policy(&claims(), &policy).unwrap().sub, "alice");
         let other = AccessPolicy {

@@ -18,6 +18,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use lambda_http::request::RequestContext;
 use serde_json::{json, Value};
+use url::Url;
 
 use super::{base_url, json_error, public_url};
 use crate::adapters::oidc::{AccessError, AccessPolicy};
@@ -136,15 +137,12 @@ async fn authenticate(
             audiences,
             client_ids,
             required_scopes,
+            require_at_jwt,
         } => {
             let token = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(str::trim)
+                .and_then(bearer_token)
                 .filter(|t| !t.is_empty());
             let Some(token) = token else {
                 return Err(unauthorized(
@@ -165,6 +163,7 @@ async fn authenticate(
                 audiences: audiences.clone(),
                 client_ids: client_ids.clone(),
                 required_scopes: required_scopes.clone(),
+                require_at_jwt: *require_at_jwt,
             };
             match provider.validate_access_token(token, &policy).await {
                 Ok(claims) => Ok(claims.sub),
@@ -189,6 +188,16 @@ async fn authenticate(
             }
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 7235 section 2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn challenge(state: &AppState, context: Option<&RequestContext>, error: Option<&str>) -> String {
@@ -301,13 +310,52 @@ fn session_aad() -> Aad {
     Aad::new("client-session", &[])
 }
 
+/// Whether a browser `Origin` may call `/mcp`: one listed in
+/// `ALLOWED_ORIGINS`; else any (every call needs a bearer token) — except in
+/// `dev` mode, where there is no token and only loopback pages may call, so
+/// that a web page the developer visits cannot call tools as `dev-user`.
 fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let allowed = &state.config.allowed_origins;
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    match headers.get(header::ORIGIN).map(|v| v.to_str()) {
         None => true,
-        Some(_) if allowed.is_empty() => true,
-        Some(origin) => allowed.iter().any(|a| a == origin),
+        Some(Ok(origin)) if allowed.iter().any(|a| a == origin) => true,
+        Some(origin) if state.config.inbound_auth == InboundAuth::Dev => origin
+            .ok()
+            .and_then(|o| Url::parse(o).ok())
+            .is_some_and(|u| is_loopback(&u)),
+        Some(_) => allowed.is_empty(),
     }
+}
+
+/// In `dev` mode the `Host` must be a loopback name or address: a DNS
+/// rebinding page reaches the developer's gateway under its own host name.
+fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    if state.config.inbound_auth != InboundAuth::Dev {
+        return true;
+    }
+    match headers.get(header::HOST).map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(host)) => Url::parse(&format!("http://{host}/")).is_ok_and(|u| is_loopback(&u)),
+        Some(Err(_)) => false,
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// `Content-Type: application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn supports_url_elicitation(capabilities: Option<&Value>) -> bool {
@@ -331,10 +379,24 @@ async fn mcp(
             "this Origin may not call the gateway",
         );
     }
+    if !host_allowed(&state, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a development gateway answers only on a loopback host name",
+        );
+    }
     let sub = match authenticate(&state, context, &headers).await {
         Ok(sub) => sub,
         Err(res) => return res,
     };
+    if !is_json(&headers) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON-RPC messages with Content-Type: application/json",
+        );
+    }
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
