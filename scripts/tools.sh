@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the project's local tools (idempotent; a no-op when up to date):
-#   python  .tools/venv: moto[server], the MCP Python SDK, PyJWT (tests/python/requirements.txt)
+#   python  .tools/venv: moto[server], the MCP Python SDK, PyJWT, Strands Agents (tests/python/requirements.txt)
 #   lambda  .tools/venv: cargo-lambda and zig (the arm64 Lambda build)
 #   sam     .tools/venv: SAM CLI and cfn-lint
 #   node    tests/node/node_modules (oidc-provider, playwright-core, MCP SDK) and Debian's chromium;
@@ -35,6 +35,9 @@ python_tools() {
   ensure_venv
   mapfile -t reqs < <(grep -v '^\s*#' "$root/tests/python/requirements.txt" | grep -v '^\s*$')
   pip_stamped python "${reqs[@]}"
+  # Strands caps mcp below 2.2 but works with 2.3: installed without its
+  # dependencies (the ones it needs are in requirements.txt).
+  pip_stamped strands --no-deps 'strands-agents>=1.62,<2'
 }
 lambda_tools() { ensure_venv; pip_stamped lambda 'cargo-lambda>=1.8,<2' 'ziglang>=0.13,<0.18'; }
 sam_tools() { ensure_venv; pip_stamped sam 'aws-sam-cli>=1.130,<2' 'cfn-lint>=1.20,<2'; }

@@ -285,24 +285,108 @@ async fn run_client(program: &str, args: &[String]) -> Value {
 }
 
 async fn python_client(p: &Proxy, user: &str, tool: &str, mode: &str) -> Value {
-    let root = gateway_tests::workspace_root();
-    run_client(
-        root.join(".tools/venv/bin/python").to_str().unwrap(),
+    python_script(
+        "sdk_client.py",
         &[
-            root.join("tests/python/sdk_client.py")
-                .display()
-                .to_string(),
-            "--url".into(),
-            format!("{}/mcp", p.s.server.base),
-            "--user".into(),
-            user.into(),
-            "--tool".into(),
-            tool.into(),
-            "--mode".into(),
-            mode.into(),
+            ("--url", &format!("{}/mcp", p.s.server.base)),
+            ("--user", user),
+            ("--tool", tool),
+            ("--mode", mode),
         ],
     )
     .await
+}
+
+/// Runs `tests/python/<script>` in the project's venv with these options.
+async fn python_script(script: &str, options: &[(&str, &str)]) -> Value {
+    let root = gateway_tests::workspace_root();
+    let mut args = vec![root.join("tests/python").join(script).display().to_string()];
+    for (k, v) in options {
+        args.push(k.to_string());
+        args.push(v.to_string());
+    }
+    run_client(root.join(".tools/venv/bin/python").to_str().unwrap(), &args).await
+}
+
+/// Runs `tests/node/sdk-client.mjs` (the TypeScript SDK) declaring `capabilities`.
+async fn typescript_client(p: &Proxy, user: &str, tool: &str, capabilities: &str) -> Value {
+    let opts = json!({"url": format!("{}/mcp", p.s.server.base), "user": user, "tool": tool, "capabilities": capabilities});
+    run_client(
+        "node",
+        &[
+            gateway_tests::node_dir()
+                .join("sdk-client.mjs")
+                .display()
+                .to_string(),
+            opts.to_string(),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn clients_without_url_elicitation_get_the_link_as_text() {
+    let p = proxy().await;
+    let url = format!("{}/mcp", p.s.server.base);
+    // The Python SDK's default mode without an elicitation handler speaks
+    // 2026-07-28 and declares no elicitation; Strands' MCPClient is built on
+    // it. Both used to fail with "Elicitation not supported".
+    let python_options = [
+        ("--url", url.as_str()),
+        ("--user", "hank"),
+        ("--tool", "plain___whoami"),
+        ("--mode", "auto"),
+        ("--elicitation", "none"),
+    ];
+    let strands_options = [
+        ("--url", url.as_str()),
+        ("--user", "ivy"),
+        ("--tool", "demo___whoami"),
+    ];
+    let (python, strands) = tokio::join!(
+        python_script("sdk_client.py", &python_options),
+        python_script("strands_client.py", &strands_options),
+    );
+    for (report, user) in [(&python, "hank"), (&strands, "ivy")] {
+        assert!(report.get("error").is_none(), "{report}");
+        assert_eq!(report["elicitations"][0]["form"], "text-link", "{report}");
+        assert!(report["elicitations"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/connect/", p.s.server.base)));
+        assert_eq!(report["pages"][0], "Connected to Demo Service", "{report}");
+        assert_eq!(report["text"], user, "{report}");
+        assert_eq!(report["is_error"], false, "{report}");
+    }
+    assert_eq!(python["protocol_version"], "2026-07-28", "{python}");
+    // The TypeScript SDK declaring no elicitation, or form mode only.
+    let (none, form) = tokio::join!(
+        typescript_client(&p, "jack", "demo___whoami", "none"),
+        typescript_client(&p, "kim", "demo___whoami", "form"),
+    );
+    for (report, user) in [(&none, "jack"), (&form, "kim")] {
+        assert_eq!(report["forms"][0], "text-link", "{report}");
+        assert_eq!(report["pages"][0], "Connected to Demo Service", "{report}");
+        assert_eq!(report["text"], user, "{report}");
+        assert_eq!(report["isError"], false, "{report}");
+    }
+    // The README's Strands snippet, as written (its URL filled in): the
+    // first call shows the link, the second, after consent, answers.
+    let snippet = [("--url", url.as_str()), ("--tool", "demo___whoami")];
+    let first = python_script("readme_snippet.py", &snippet).await;
+    assert_eq!(first["is_error"], true, "{first}");
+    let link = first["link"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a link: {first}"));
+    let seen = browser_consent(link, &["dev-user"], "consent", None).await;
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("Connected to Demo Service"),
+        "{seen:?}"
+    );
+    let second = python_script("readme_snippet.py", &snippet).await;
+    assert_eq!(second["text"], "dev-user", "{second}");
+    assert_eq!(second["is_error"], false, "{second}");
 }
 
 #[tokio::test]

@@ -675,7 +675,12 @@ impl<'a> Gateway<'a> {
         );
         tracing::info!(target = %target.name, authorization = %pending.id, "consent needed");
         let prompt = format!("Connect your {} account to continue.", target.title());
-        if self.caller.modern() {
+        // The client's declared capability, not its protocol era, decides:
+        // a client that did not declare URL elicitation gets the link as
+        // text it can show (a 2026-07-28 client without an elicitation
+        // handler would otherwise fail on `input_required` and the user
+        // would never see the link).
+        if self.caller.modern() && self.caller.url_elicitation {
             // 2026-07-28 URL elicitations carry no elicitationId.
             let elicitation = json!({"mode": "url", "url": url, "message": prompt});
             let state = match self.seal_request_state(method, params, now).await {
