@@ -37,6 +37,7 @@ async fn run_suite(spec_version: &str) {
             mcp_url: fixtures_url,
             auth: TargetAuth::None,
             tool_prefix: None,
+            return_to: Default::default(),
             tool_catalog: vec![],
         })
         .await

@@ -205,6 +205,7 @@ async fn put_target(gw: &Gateway, name: &str, token_endpoint: &str, pkce: &[&str
                 code_challenge_methods_supported: pkce.iter().map(|s| s.to_string()).collect(),
             })),
             tool_prefix: None,
+            return_to: Default::default(),
             tool_catalog: vec![],
         })
         .await

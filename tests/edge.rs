@@ -515,6 +515,7 @@ async fn misbehaving_upstreams_become_clear_errors() {
                 mcp_url: format!("{base}/mcp"),
                 auth: TargetAuth::None,
                 tool_prefix: None,
+                return_to: Default::default(),
                 tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}})],
             })
             .await

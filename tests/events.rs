@@ -123,6 +123,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
             code_challenge_methods_supported: vec!["S256".into()],
         })),
         tool_prefix: None,
+        return_to: Default::default(),
         tool_catalog: vec![],
     }
 }

@@ -454,6 +454,9 @@ pub struct BrowserResult {
     pub message: Option<String>,
     /// What the page says to do next.
     pub next: Option<String>,
+    /// Where the page returns the person to (the success page's link).
+    #[serde(default)]
+    pub back: Option<String>,
     /// The page's text.
     pub body: String,
 }
@@ -845,6 +848,7 @@ impl Stack {
                 },
             )),
             tool_prefix: None,
+            return_to: Default::default(),
             tool_catalog: vec![],
         };
         self.gw.state.targets.put(&target).await.unwrap();
@@ -1053,6 +1057,7 @@ pub fn stack_target_for_fake(token_endpoint: &str) -> gateway_shared::domain::Ta
             },
         )),
         tool_prefix: None,
+        return_to: Default::default(),
         tool_catalog: vec![],
     }
 }

@@ -686,3 +686,76 @@ async fn a_target_with_unknown_tools_offers_a_connect_tool() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn consent_returns_to_an_allowed_app_url_and_agentcore_options_work() {
+    let p = proxy().await;
+    let mut demo = p.s.gw.state.targets.get("demo").await.unwrap().unwrap();
+    demo.return_to.allowed_origins = vec!["http://localhost:9".into()];
+    p.s.gw.state.targets.put(&demo).await.unwrap();
+    let mut lena = p.client("lena");
+    lena.initialize("2025-11-25", serde_json::from_str(URL_ELICITATION).unwrap())
+        .await;
+    let call = |meta: Value| json!({"name": "demo___whoami", "arguments": {}, "_meta": meta});
+    let agentcore = |provider: Value| json!({"aws.bedrock-agentcore.gateway/credentialProviderConfiguration": {"oauthCredentialProvider": provider}});
+    // A return URL on another origin: a clear error, no consent started.
+    let evil = lena
+        .request(
+            "tools/call",
+            call(json!({"mcp-oauth-gateway/returnUrl": "https://evil.example/phish"})),
+        )
+        .await;
+    assert_eq!(evil.body["error"]["code"], -32602, "{}", evil.body);
+    assert!(evil.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("allow-list"));
+    // AgentCore's returnUrl: the success page links back and redirects there.
+    let back = "http://localhost:9/chat?session=1";
+    let first = lena
+        .request("tools/call", call(agentcore(json!({"returnUrl": back}))))
+        .await;
+    let link = first.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", first.body))
+        .to_owned();
+    let seen = browser_consent(&link, &["lena"], "consent", None).await;
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("Connected to Demo Service"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.back.as_deref(), Some(back), "{seen:?}");
+    assert!(seen.next.unwrap().contains("Taking you back to localhost"));
+    let ok = lena.request("tools/call", call(json!({}))).await;
+    assert_eq!(tool_text(&ok.body["result"]), "lena", "{}", ok.body);
+    // AgentCore's forceAuthentication: a new consent although connected;
+    // without a return URL in the call, the target's default applies.
+    demo.return_to.default_url = Some("https://app.example/home".into());
+    p.s.gw.state.targets.put(&demo).await.unwrap();
+    let forced = lena
+        .request(
+            "tools/call",
+            call(agentcore(json!({"forceAuthentication": true}))),
+        )
+        .await;
+    assert_eq!(forced.body["error"]["code"], -32042, "{}", forced.body);
+    let link = forced.body["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = browser_consent(&link, &["lena"], "consent", None).await;
+    assert_eq!(
+        seen.back.as_deref(),
+        Some("https://app.example/home"),
+        "{seen:?}"
+    );
+    // Wrong types are named.
+    let bad = lena
+        .request(
+            "tools/call",
+            call(agentcore(json!({"forceAuthentication": "yes"}))),
+        )
+        .await;
+    assert_eq!(bad.body["error"]["code"], -32602, "{}", bad.body);
+}

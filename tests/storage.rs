@@ -723,6 +723,7 @@ async fn targets_put_get_list_delete() {
             mcp_url: format!("https://{name}.example.test/mcp"),
             auth: TargetAuth::None,
             tool_prefix: None,
+            return_to: Default::default(),
             tool_catalog: vec![
                 serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}}),
             ],

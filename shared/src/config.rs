@@ -98,6 +98,10 @@ pub struct Config {
     /// Browser origins allowed to call `/mcp` (`ALLOWED_ORIGINS`, comma
     /// separated; empty: any origin, since every call needs a bearer token).
     pub allowed_origins: Vec<String>,
+    /// Origins every target's consent may return to (`RETURN_URL_ALLOWLIST`,
+    /// comma separated, e.g. `https://chat.example.com`), besides each
+    /// target's own `return_to.allowed_origins`.
+    pub return_url_allowlist: Vec<String>,
     /// Log format (`LOG_FORMAT`: `json` or `text`; default `json` in Lambda, else `text`).
     pub log_format: LogFormat,
     /// Number of shards of the refresh-due index (`REFRESH_SHARDS`, 1-256, default 16).
@@ -220,8 +224,20 @@ impl Config {
             }
         };
 
+        let return_url_allowlist = list("RETURN_URL_ALLOWLIST");
+        if let Some(bad) = return_url_allowlist.iter().find(|o| {
+            Url::parse(o)
+                .map(|u| u.origin().ascii_serialization() != o.trim_end_matches('/'))
+                .unwrap_or(true)
+        }) {
+            return Err(ConfigError::Invalid {
+                name: "RETURN_URL_ALLOWLIST",
+                reason: format!("{bad:?} is not an origin (scheme://host[:port], no path)"),
+            });
+        }
         Ok(Config {
             allowed_origins: list("ALLOWED_ORIGINS"),
+            return_url_allowlist,
             consent_binding,
             table_name: required("TABLE_NAME")?,
             keyset_secret_arn: required("KEYSET_SECRET_ARN")?,
@@ -374,6 +390,8 @@ mod tests {
         assert_eq!(c.refresh_window, Duration::from_secs(600));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.public_base_url.is_none());
+        assert_eq!(c.jwks_cache_ttl, Duration::from_secs(300));
+        assert!(c.return_url_allowlist.is_empty());
         // The deployed default proves who is in the browser.
         assert_eq!(
             c.consent_binding,
@@ -383,6 +401,39 @@ mod tests {
                 client_secret_arn: None,
             }
         );
+    }
+
+    #[test]
+    fn inbound_options() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("INBOUND_AUTH_MODE", "jwt"),
+            ("INBOUND_AUDIENCES", "gw"),
+            ("INBOUND_REQUIRE_AT_JWT", "true"),
+            ("JWKS_CACHE_SECONDS", "60"),
+            ("RETURN_URL_ALLOWLIST", "https://chat.example, http://localhost:3000"),
+        ]);
+        let c = load(&pairs).unwrap();
+        assert!(matches!(
+            c.inbound_auth,
+            InboundAuth::Jwt {
+                require_at_jwt: true,
+                ..
+            }
+        ));
+        assert_eq!(c.jwks_cache_ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.return_url_allowlist,
+            vec!["https://chat.example", "http://localhost:3000"]
+        );
+        pairs.push(("INBOUND_REQUIRE_AT_JWT", "maybe"));
+        assert!(matches!(
+            load(&pairs),
+            Err(ConfigError::Invalid {
+                name: "INBOUND_REQUIRE_AT_JWT",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -442,6 +493,9 @@ mod tests {
             ("INBOUND_AUTH_MODE", "none"),
             ("INBOUND_AUTH_MODE", "jwt"),
             ("LOG_FORMAT", "xml"),
+            ("JWKS_CACHE_SECONDS", "3600"),
+            ("RETURN_URL_ALLOWLIST", "https://app.example/path"),
+            ("RETURN_URL_ALLOWLIST", "app.example"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));

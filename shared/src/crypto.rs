@@ -61,6 +61,11 @@ impl Aad {
         Aad::new("consent-browser", &[authorization_id, sub, target])
     }
 
+    /// Binding for the URL a pending authorization returns the person to.
+    pub fn consent_return(authorization_id: &str, sub: &str, target: &str) -> Self {
+        Aad::new("consent-return", &[authorization_id, sub, target])
+    }
+
     /// Binding for a pending authorization's PKCE verifier.
     pub fn pkce_verifier(authorization_id: &str, sub: &str, target: &str) -> Self {
         Aad::new("pkce-verifier", &[authorization_id, sub, target])

@@ -95,6 +95,7 @@ pub async fn add_target(
             mcp_url: new.mcp_url.clone(),
             auth: TargetAuth::None,
             tool_prefix: new.tool_prefix.clone(),
+            return_to: Default::default(),
             tool_catalog: vec![],
         },
         discovered: None,

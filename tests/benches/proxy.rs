@@ -420,6 +420,7 @@ async fn main() {
         mcp_url: url.to_owned(),
         auth: TargetAuth::None,
         tool_prefix: None,
+        return_to: Default::default(),
         tool_catalog: vec![],
     };
     slow.state.targets.put(&put(0, &ups[0])).await.unwrap();

@@ -71,6 +71,7 @@ export async function seen(page, status) {
     title: await text('#title'),
     message: await text('#message'),
     next: await text('#next'),
+    back: (await page.locator('#back').count()) ? await page.locator('#back').first().getAttribute('href') : null,
     body: (await page.locator('body').innerText()).slice(0, 2000),
   };
 }

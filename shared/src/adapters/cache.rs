@@ -283,6 +283,7 @@ mod tests {
                 mcp_url: "http://127.0.0.1:9/mcp".into(),
                 auth: TargetAuth::None,
                 tool_prefix: None,
+                return_to: Default::default(),
                 tool_catalog: vec![],
             })])
         }

@@ -276,8 +276,19 @@ impl DynamoStore {
             ),
             None => None,
         };
+        let return_url = match opt_s(item, "return_url") {
+            Some(sealed) => Some(
+                String::from_utf8(
+                    self.open(&sealed, &Aad::consent_return(&id, &sub, &target))
+                        .await?,
+                )
+                .map_err(|_| Error::Malformed("return URL is not text".into()))?,
+            ),
+            None => None,
+        };
         Ok(PendingAuthorization {
             browser,
+            return_url,
             state: StateParam::from_parts(id.clone(), secret),
             id,
             sub,
@@ -722,6 +733,12 @@ impl AuthorizationStore for DynamoStore {
         }
         if let Some(i) = &p.issuer {
             item.insert("issuer".into(), sv(i));
+        }
+        if let Some(r) = &p.return_url {
+            let sealed = self
+                .seal(r.as_bytes(), &Aad::consent_return(&p.id, &p.sub, &p.target))
+                .await?;
+            item.insert("return_url".into(), sv(sealed));
         }
         let res = self
             .client

@@ -32,6 +32,9 @@ pub struct PendingAuthorization {
     /// consent belongs to, once the gateway knows it (sealed at rest). The
     /// callback refuses a browser whose cookie does not match.
     pub browser: Option<String>,
+    /// Where the success page sends the person back to, if anywhere (an
+    /// allowed URL; sealed at rest so the table cannot redirect people).
+    pub return_url: Option<String>,
     /// Unix seconds of creation.
     pub created_at: i64,
     /// Unix seconds after which the authorization can no longer be used.
@@ -50,6 +53,7 @@ impl fmt::Debug for PendingAuthorization {
             .field("resource", &self.resource)
             .field("issuer", &self.issuer)
             .field("browser", &self.browser.as_ref().map(|_| "[bound]"))
+            .field("return_url", &self.return_url)
             .field("expires_at", &self.expires_at)
             .finish()
     }
@@ -137,6 +141,7 @@ impl PendingAuthorization {
             resource,
             issuer,
             browser: None,
+            return_url: None,
             created_at: now,
             expires_at: now + ttl_seconds,
         }

@@ -8,4 +8,4 @@ pub mod target;
 pub use authorization::{PendingAuthorization, StateParam};
 pub use grant::{Grant, GrantKey, GrantStatus, Lease, TokenSet};
 pub use session::UpstreamSession;
-pub use target::{OAuthSettings, Target, TargetAuth, TokenEndpointAuthMethod};
+pub use target::{OAuthSettings, ReturnTo, Target, TargetAuth, TokenEndpointAuthMethod};

@@ -20,10 +20,75 @@ pub struct Target {
     /// the default `<name>___`, `Some("")` means no prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_prefix: Option<String>,
+    /// Where a person goes after connecting this target (see [`ReturnTo`]).
+    #[serde(default, skip_serializing_if = "ReturnTo::is_empty")]
+    pub return_to: ReturnTo,
     /// The last known tool catalog (`tools/list` result items), shown to users
     /// who have not connected yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_catalog: Vec<serde_json::Value>,
+}
+
+/// Where the consent's success page sends the person back to: the agent's
+/// app, when it has a web page to return to.
+///
+/// A call may name its own return URL (`_meta`), accepted only when its
+/// origin is allowed: listed here, the origin of `default_url`, or in the
+/// gateway-wide `RETURN_URL_ALLOWLIST`. Anything else would make the
+/// gateway an open redirector.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnTo {
+    /// Where to send the person after a consent when the call names no URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_url: Option<String>,
+    /// Origins (`https://app.example.com`) a call may name a return URL on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl ReturnTo {
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.default_url.is_none() && self.allowed_origins.is_empty()
+    }
+
+    /// `url` if a person may be sent there after this target's consent:
+    /// an absolute http(s) URL without credentials whose origin is allowed
+    /// here or in `global` (origins). The error says why not.
+    pub fn check(&self, url: &str, global: &[String]) -> Result<url::Url, String> {
+        let parsed = return_url(url)?;
+        let origin = parsed.origin().ascii_serialization();
+        let default_origin = self
+            .default_url
+            .as_deref()
+            .and_then(|d| url::Url::parse(d).ok())
+            .map(|d| d.origin().ascii_serialization());
+        let allowed = self
+            .allowed_origins
+            .iter()
+            .chain(global)
+            .any(|o| o.trim_end_matches('/') == origin)
+            || default_origin.as_deref() == Some(origin.as_str());
+        if allowed {
+            Ok(parsed)
+        } else {
+            Err(format!(
+                "the return URL's origin {origin} is not on the gateway's allow-list"
+            ))
+        }
+    }
+}
+
+/// A URL a person may be sent to: absolute, http(s), no user or password.
+fn return_url(url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("the return URL is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err("the return URL must be http(s)".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the return URL must not carry credentials".into());
+    }
+    Ok(parsed)
 }
 
 /// How the gateway authenticates to a target.
@@ -115,6 +180,18 @@ impl Target {
         if !matches!(url.scheme(), "https" | "http") {
             return Err(format!("mcp_url {:?} must be http(s)", self.mcp_url));
         }
+        if let Some(d) = &self.return_to.default_url {
+            return_url(d).map_err(|e| format!("return_to.default_url: {e}"))?;
+        }
+        for o in &self.return_to.allowed_origins {
+            let u = url::Url::parse(o)
+                .map_err(|e| format!("return_to.allowed_origins: {o:?} is not an origin ({e})"))?;
+            if u.origin().ascii_serialization() != o.trim_end_matches('/') {
+                return Err(format!(
+                    "return_to.allowed_origins: {o:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
         if let TargetAuth::OAuth(o) = &self.auth {
             for (field, value) in [
                 ("authorization_endpoint", &o.authorization_endpoint),
@@ -184,6 +261,7 @@ mod tests {
                 code_challenge_methods_supported: vec!["S256".into()],
             })),
             tool_prefix: None,
+            return_to: Default::default(),
             tool_catalog: vec![],
         }
     }
@@ -219,5 +297,41 @@ mod tests {
                 .insert("redirect_uri".into(), "https://evil".into());
         }
         assert!(t.validate().unwrap_err().contains("redirect_uri"));
+        let mut t = target();
+        t.return_to.allowed_origins = vec!["https://app.example/path".into()];
+        assert!(t.validate().unwrap_err().contains("allowed_origins"));
+        let mut t = target();
+        t.return_to.default_url = Some("javascript:alert(1)".into());
+        assert!(t.validate().unwrap_err().contains("default_url"));
+    }
+
+    #[test]
+    fn return_urls_need_an_allowed_origin() {
+        let r = ReturnTo {
+            default_url: Some("https://app.example/done".into()),
+            allowed_origins: vec!["https://chat.example".into()],
+        };
+        let global = vec!["http://localhost:3000".to_owned()];
+        for ok in [
+            "https://app.example/other?x=1",
+            "https://chat.example/c/42",
+            "http://localhost:3000/back",
+        ] {
+            assert!(r.check(ok, &global).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "https://app.example.evil.example/",
+            "https://chat.example:8443/",
+            "http://chat.example/",
+            "javascript:alert(1)",
+            "https://user:pw@chat.example/",
+            "/relative",
+        ] {
+            assert!(r.check(bad, &global).is_err(), "{bad}");
+        }
+        assert!(ReturnTo::default()
+            .check("https://app.example/", &[])
+            .is_err());
     }
 }

@@ -756,7 +756,7 @@ async fn complete(
         .await
         .map_err(|e| storage_page(&e))?;
     tracing::info!(audit = "consent_completed", authorization = %authorization_ref(state, &pending.id), target = %target.name, "grant stored");
-    Ok(Page::connected(&title))
+    Ok(Page::connected(&title, pending.return_url.as_deref()))
 }
 
 /// RFC 9207: when the server sends `iss` (or advertises that it does), it must

@@ -6,6 +6,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// How long the success page shows before it returns the person to the app.
+pub const RETURN_DELAY_SECONDS: u32 = 3;
+
 /// What a page says.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -19,6 +22,9 @@ pub struct Page {
     pub next: String,
     /// Success pages are styled differently.
     pub ok: bool,
+    /// Where the page sends the person after a short notice (an allowed
+    /// http(s) URL), with a link to go there at once.
+    pub back: Option<url::Url>,
 }
 
 impl Page {
@@ -35,17 +41,30 @@ impl Page {
             message: message.into(),
             next: next.into(),
             ok: false,
+            back: None,
         }
     }
 
-    /// The success page after a consent.
-    pub fn connected(service: &str) -> Self {
+    /// The success page after a consent; with `back`, it returns the
+    /// person there after a few seconds.
+    pub fn connected(service: &str, back: Option<&str>) -> Self {
+        let back = back
+            .and_then(|b| url::Url::parse(b).ok())
+            .filter(|b| matches!(b.scheme(), "https" | "http"));
+        let next = match &back {
+            Some(b) => format!(
+                "Taking you back to {} in a moment; then retry what you asked your agent to do.",
+                b.host_str().unwrap_or("your app")
+            ),
+            None => "You can close this window and go back to your agent; retry what you asked it to do.".into(),
+        };
         Page {
             status: StatusCode::OK,
             title: format!("Connected to {service}"),
             message: format!("The gateway can now use {service} on your behalf."),
-            next: "You can close this window and go back to your agent; retry what you asked it to do.".into(),
+            next,
             ok: true,
+            back,
         }
     }
 
@@ -59,13 +78,30 @@ impl Page {
         format!(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title>
+<title>{title}</title>{refresh}
 <style>body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f6f8fa;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}}
 main{{background:#fff;max-width:32rem;padding:2rem 2.5rem;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12)}}
 .mark{{width:3rem;height:3rem;border-radius:50%;background:{accent};color:#fff;font-size:1.6rem;display:flex;align-items:center;justify-content:center}}
 h1{{font-size:1.4rem;margin:1rem 0 .5rem}}p{{color:#333;line-height:1.5}}.next{{color:#555}}</style></head>
-<body><main><div class="mark" aria-hidden="true">{mark}</div><h1 id="title">{title}</h1><p id="message">{message}</p><p class="next" id="next">{next}</p></main></body></html>
+<body><main><div class="mark" aria-hidden="true">{mark}</div><h1 id="title">{title}</h1><p id="message">{message}</p><p class="next" id="next">{next}</p>{link}</main></body></html>
 "#,
+            refresh = self
+                .back
+                .as_ref()
+                .map(|b| format!(
+                    r#"<meta http-equiv="refresh" content="{RETURN_DELAY_SECONDS};url={}">"#,
+                    escape(b.as_str())
+                ))
+                .unwrap_or_default(),
+            link = self
+                .back
+                .as_ref()
+                .map(|b| format!(
+                    r#"<p><a id="back" href="{}">Return to {}</a></p>"#,
+                    escape(b.as_str()),
+                    escape(b.host_str().unwrap_or("your app"))
+                ))
+                .unwrap_or_default(),
             title = escape(&self.title),
             message = escape(&self.message),
             next = escape(&self.next),
@@ -128,5 +164,22 @@ mod tests {
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
         assert!(html.contains("a &amp; &quot;b&quot;"));
         assert!(!html.contains("<b>"));
+    }
+
+    #[test]
+    fn the_success_page_returns_only_to_http_urls() {
+        let html = Page::connected("S", Some("https://app.example/done?a=1&b=\"x")).render();
+        assert!(
+            html.contains(r#"content="3;url=https://app.example/done?a=1&amp;b=%22x""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<a id="back" href="https://app.example/done?a=1&amp;b=%22x">Return to app.example</a>"#));
+        for bad in [Some("javascript:alert(1)"), Some("not a url"), None] {
+            let html = Page::connected("S", bad).render();
+            assert!(
+                !html.contains("refresh") && !html.contains("id=\"back\""),
+                "{bad:?}"
+            );
+        }
     }
 }

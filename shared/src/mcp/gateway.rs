@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use url::Url;
 
 use super::names::{default_prefix, expose};
+use super::options::consent_options;
 use super::upstream::{Call, UpstreamError};
 use super::{codes, meta, MODERN};
 use crate::connections;
@@ -372,12 +373,10 @@ impl<'a> Gateway<'a> {
         if let Some(r) = self.check_request_state(method, params).await {
             return r;
         }
-        let force = params
-            .get("_meta")
-            .and_then(|m| m.get(meta::FORCE_CONSENT))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            && params.get("requestState").is_none();
+        let force = match consent_options(params) {
+            Ok(o) => o.force && params.get("requestState").is_none(),
+            Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
+        };
         let mut forwarded = strip_gateway_fields(params);
         forwarded.insert("name".into(), json!(upstream_name));
         if force && !matches!(e.target.auth, TargetAuth::None) {
@@ -650,8 +649,24 @@ impl<'a> Gateway<'a> {
                 scopes.push(s.clone());
             }
         }
+        // Where the success page sends the person: the call's own URL if it
+        // is allowed (a clear error if not), else the target's default.
+        let requested = match consent_options(params) {
+            Ok(o) => o.return_url,
+            Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
+        };
+        let return_url = match requested {
+            Some(url) => match target
+                .return_to
+                .check(url, &self.state.config.return_url_allowlist)
+            {
+                Ok(u) => Some(u.to_string()),
+                Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
+            },
+            None => target.return_to.default_url.clone(),
+        };
         let now = self.state.clock.now();
-        let pending = PendingAuthorization::new(
+        let mut pending = PendingAuthorization::new(
             &self.caller.sub,
             &target.name,
             scopes,
@@ -660,6 +675,7 @@ impl<'a> Gateway<'a> {
             now,
             self.state.config.authorization_ttl.as_secs() as i64,
         );
+        pending.return_url = return_url;
         if let Err(e) = self.state.authorizations.create(&pending).await {
             tracing::error!(error = %e, "could not store a pending authorization");
             return self.failure(
@@ -875,7 +891,7 @@ fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, Value> {
     p.remove("requestState");
     p.remove("inputResponses");
     if let Some(Value::Object(m)) = p.get_mut("_meta") {
-        m.remove(meta::FORCE_CONSENT);
+        super::options::strip(m);
         m.remove(meta::PROTOCOL_VERSION);
         m.remove(meta::CLIENT_CAPABILITIES);
         m.remove(meta::CLIENT_INFO);

@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod names;
+pub mod options;
 pub mod upstream;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -49,6 +50,13 @@ pub mod meta {
     pub const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
     /// Gateway option: start a new consent for the called target.
     pub const FORCE_CONSENT: &str = "mcp-oauth-gateway/forceConsent";
+    /// Gateway option: where the consent's success page sends the person
+    /// (an allowed URL).
+    pub const RETURN_URL: &str = "mcp-oauth-gateway/returnUrl";
+    /// Amazon Bedrock AgentCore Gateway's per-call options, accepted as an
+    /// alias of ours: `.oauthCredentialProvider.{returnUrl, forceAuthentication}`.
+    pub const AGENTCORE_CREDENTIAL_PROVIDER: &str =
+        "aws.bedrock-agentcore.gateway/credentialProviderConfiguration";
 }
 
 /// A header value for `Mcp-Name`: as is when it is plain visible ASCII,
