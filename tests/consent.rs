@@ -854,3 +854,206 @@ async fn log_injection_through_the_authorization_server_is_escaped() {
     // In link mode the consent id is a bearer capability: logged as a digest.
     assert!(!text.contains(&p.id), "{text}");
 }
+
+fn statuses(rows: &serde_json::Value) -> Vec<(String, String)> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pair(target: &str, status: &str) -> (String, String) {
+    (target.to_owned(), status.to_owned())
+}
+
+#[tokio::test]
+async fn the_connections_page_shows_and_changes_only_the_signed_in_users_grants() {
+    let s = stack_with(json!({}), true).await;
+    for name in ["demo", "other"] {
+        s.target(name, "gw-basic", TokenEndpointAuthMethod::ClientSecretBasic)
+            .await;
+    }
+    for user in ["alice", "bob"] {
+        let (_, link) = s.link(user, "demo").await;
+        let seen = browser_consent(&link, &[user], "consent", None).await;
+        assert_eq!(
+            seen.title.as_deref(),
+            Some("Connected to Demo Service"),
+            "{seen:?}"
+        );
+    }
+    let page = format!("{}/connections", s.server.base);
+    // Alice signs in, disconnects demo, connects other.
+    let alice = gateway_tests::connections_browser(
+        &page,
+        &["alice"],
+        json!([{"do": "disconnect", "target": "demo"}, {"do": "connect", "target": "other"}]),
+    )
+    .await;
+    assert_eq!(alice["title"], "Your connections", "{alice}");
+    assert_eq!(
+        statuses(&alice["rows"]),
+        vec![pair("demo", "connected"), pair("other", "not_connected")],
+        "{alice}"
+    );
+    let disconnected = &alice["steps"][0];
+    assert_eq!(
+        disconnected["notice"], "Disconnected from Demo Service.",
+        "{alice}"
+    );
+    assert_eq!(
+        statuses(&disconnected["rows"]),
+        vec![
+            pair("demo", "not_connected"),
+            pair("other", "not_connected")
+        ]
+    );
+    let connected = &alice["steps"][1];
+    assert_eq!(connected["reached"], "Connected to Demo Service", "{alice}");
+    assert_eq!(
+        statuses(&connected["rows"]),
+        vec![pair("demo", "not_connected"), pair("other", "connected")]
+    );
+    // Revoked upstream, deleted here; alice's new grant works as alice.
+    assert!(s
+        .gw
+        .state
+        .grants
+        .get("alice", "demo", true)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(gateway_tests::provider_counts(&s.op).await["revocation"].as_u64() >= Some(1));
+    let grant = s.grant("alice", "other").await;
+    assert_eq!(
+        whoami(&s.mcp.url, grant.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
+    // Bob's grant is untouched, and bob sees only his own.
+    let bob_grant = s.grant("bob", "demo").await;
+    assert_eq!(bob_grant.version, 1);
+    let bob = gateway_tests::connections_browser(&page, &["bob"], json!([])).await;
+    assert_eq!(
+        statuses(&bob["rows"]),
+        vec![pair("demo", "connected"), pair("other", "not_connected")],
+        "{bob}"
+    );
+
+    // Actions must come from the page: alice's session cookie alone (a
+    // cross-site form can make the browser send it) does not do.
+    let session = alice["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gw_session")
+        .unwrap_or_else(|| panic!("a session cookie: {alice}"));
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Lax");
+    let cookie = format!("gw_session={}", session["value"].as_str().unwrap());
+    let http = gateway_tests::http_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let html = http
+        .get(&page)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = html
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_owned();
+    let post = |form: Vec<(&'static str, String)>,
+                cookie: Option<String>,
+                origin: Option<&'static str>| {
+        let mut req = http
+            .post(format!("{}/connections/disconnect", s.server.base))
+            .form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let target = ("target", "other".to_owned());
+    for (what, form, with_cookie, origin) in [
+        ("no csrf", vec![target.clone()], true, None),
+        (
+            "wrong csrf",
+            vec![target.clone(), ("csrf", "A".repeat(22))],
+            true,
+            None,
+        ),
+        (
+            "cross-origin",
+            vec![target.clone(), ("csrf", csrf.clone())],
+            true,
+            Some("https://evil.example"),
+        ),
+        (
+            "no session",
+            vec![target.clone(), ("csrf", csrf.clone())],
+            false,
+            None,
+        ),
+    ] {
+        let res = post(form, with_cookie.then(|| cookie.clone()), origin)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{what}");
+    }
+    assert_eq!(s.grant("alice", "other").await.status, GrantStatus::Active);
+    // With everything right it works (the browser path above did the same).
+    let res = post(vec![target, ("csrf", csrf)], Some(cookie), None)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(s
+        .gw
+        .state
+        .grants
+        .get("alice", "other", true)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(s.grant("bob", "demo").await.version, 1);
+    // A forged session is no session: the page asks to sign in.
+    let res = http
+        .get(&page)
+        .header(
+            "cookie",
+            "gw_session=k1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert!(res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("{}/auth?", s.op.issuer)));
+}
+
+#[tokio::test]
+async fn the_connections_page_needs_the_sign_in() {
+    let (_gw, server) = bare().await;
+    let (status, html) = get_page(&format!("{}/connections", server.base)).await;
+    assert_eq!(
+        (status, title(&html)),
+        (404, "Connections page unavailable")
+    );
+}

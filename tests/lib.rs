@@ -522,6 +522,35 @@ pub async fn forwarded_consent(
     })
 }
 
+/// Runs a person at the connections page (`connections-browser.mjs`):
+/// sign in at `url` with `logins`, then the `actions` (`{"do": "disconnect"
+/// | "connect", "target": ..., "logins": [...]}`). Returns the JSON report.
+pub async fn connections_browser(
+    url: &str,
+    logins: &[&str],
+    actions: serde_json::Value,
+) -> serde_json::Value {
+    let opts = serde_json::json!({"url": url, "logins": logins, "actions": actions});
+    let out = tokio::process::Command::new("node")
+        .arg(node_dir().join("connections-browser.mjs"))
+        .arg(opts.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the browser driver");
+    assert!(
+        out.status.success(),
+        "browser driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "browser output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// Log lines written while a test runs, for tests that check what reaches
 /// the log. Install with [`capture_logs`] on a current-thread runtime (the
 /// default of `#[tokio::test]`), so the gateway's tasks log into it.

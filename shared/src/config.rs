@@ -411,7 +411,10 @@ mod tests {
             ("INBOUND_AUDIENCES", "gw"),
             ("INBOUND_REQUIRE_AT_JWT", "true"),
             ("JWKS_CACHE_SECONDS", "60"),
-            ("RETURN_URL_ALLOWLIST", "https://chat.example, http://localhost:3000"),
+            (
+                "RETURN_URL_ALLOWLIST",
+                "https://chat.example, http://localhost:3000",
+            ),
         ]);
         let c = load(&pairs).unwrap();
         assert!(matches!(

@@ -20,6 +20,10 @@ pub struct Connection {
     pub scopes: Vec<String>,
     /// Whether it can be refreshed.
     pub refreshable: bool,
+    /// When the person connected (Unix seconds).
+    pub connected_at: i64,
+    /// When the grant last changed: the last refresh or consent (Unix seconds).
+    pub updated_at: i64,
 }
 
 /// The user's connections.
@@ -30,6 +34,8 @@ pub async fn list(state: &AppState, sub: &str) -> Result<Vec<Connection>, crate:
         .map(|g| Connection {
             status: g.status.as_str(),
             refreshable: g.tokens.refresh_token.is_some(),
+            connected_at: g.created_at,
+            updated_at: g.updated_at,
             target: g.target,
             expires_at: g.expires_at,
             scopes: g.scopes,

@@ -260,12 +260,11 @@ pub async fn consent_link(
         return Err(format!("target {target:?} does not use OAuth"));
     };
     let now = state.clock.now();
-    let pending = PendingAuthorization::new(
+    let pending = PendingAuthorization::for_target(
         sub,
-        target,
-        settings.scopes.clone(),
-        settings.send_resource.then(|| t.mcp_url.clone()),
-        settings.issuer.clone(),
+        &t,
+        settings,
+        &[],
         now,
         state.config.authorization_ttl.as_secs() as i64,
     );

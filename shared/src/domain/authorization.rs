@@ -147,6 +147,34 @@ impl PendingAuthorization {
         }
     }
 
+    /// A new pending authorization for `sub` to connect `target`: the
+    /// target's scopes plus `extra_scopes`, its resource indicator (when the
+    /// target sends one) and its issuer, valid for `ttl_seconds`.
+    pub fn for_target(
+        sub: &str,
+        target: &crate::domain::Target,
+        settings: &crate::domain::OAuthSettings,
+        extra_scopes: &[String],
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Self {
+        let mut scopes = settings.scopes.clone();
+        for s in extra_scopes {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        Self::new(
+            sub,
+            &target.name,
+            scopes,
+            settings.send_resource.then(|| target.mcp_url.clone()),
+            settings.issuer.clone(),
+            now,
+            ttl_seconds,
+        )
+    }
+
     /// True when the authorization can no longer be used at `now`.
     pub fn is_expired(&self, now: i64) -> bool {
         now >= self.expires_at

@@ -56,6 +56,14 @@ pub fn routes() -> Router<AppState> {
         .route("/connect/{id}", get(connect))
         .route(CALLBACK_PATH, get(callback))
         .route(CLIENT_METADATA_PATH, get(client_metadata))
+        .route(
+            super::connections::CONNECTIONS_PATH,
+            get(super::connections::page),
+        )
+        .route(
+            "/connections/{action}",
+            axum::routing::post(super::connections::act),
+        )
 }
 
 /// The Client ID Metadata Document: the gateway's `client_id` at
@@ -88,11 +96,11 @@ async fn not_found() -> Page {
     )
 }
 
-fn retry_from_agent() -> &'static str {
+pub(super) fn retry_from_agent() -> &'static str {
     "Go back to your agent and retry the request; it will give you a new link."
 }
 
-fn storage_page(err: &Error) -> Page {
+pub(super) fn storage_page(err: &Error) -> Page {
     match err {
         Error::AuthorizationUsed => Page::error(
             StatusCode::GONE,
@@ -133,7 +141,10 @@ fn unusable_target(name: &str) -> Page {
     )
 }
 
-async fn oauth_target(state: &AppState, name: &str) -> Result<(Target, OAuthSettings), Page> {
+pub(super) async fn oauth_target(
+    state: &AppState,
+    name: &str,
+) -> Result<(Target, OAuthSettings), Page> {
     let target = state
         .targets
         .get(name)
@@ -190,23 +201,23 @@ async fn connect(
             res
         }
         ConsentBinding::Oidc { client_id, .. } => {
-            start_login(&state, &base, &pending, client_id, now).await
+            start_login(&state, &base, LoginFor::Consent(&pending), client_id, now).await
         }
     }
 }
 
 /// The browser-binding cookie this response sets.
-struct BrowserCookie(String);
+pub(super) struct BrowserCookie(String);
 
 impl BrowserCookie {
-    fn set_on(&self, res: &mut Response) {
+    pub(super) fn set_on(&self, res: &mut Response) {
         if let Ok(v) = HeaderValue::from_str(&self.0) {
             res.headers_mut().append(header::SET_COOKIE, v);
         }
     }
 }
 
-fn browser_cookie_name(base: &Url) -> &'static str {
+pub(super) fn browser_cookie_name(base: &Url) -> &'static str {
     if base.scheme() == "https" {
         BROWSER_COOKIE_HTTPS
     } else {
@@ -225,7 +236,7 @@ fn browser_value(base: &Url, headers: &HeaderMap) -> Option<String> {
 
 /// Binds `pending` to this browser (its existing binding cookie, or a new
 /// one), atomically: a link already bound to another browser is refused.
-async fn bind_browser(
+pub(super) async fn bind_browser(
     state: &AppState,
     base: &Url,
     headers: &HeaderMap,
@@ -283,13 +294,16 @@ fn authorization_ref(state: &AppState, id: &str) -> String {
     }
 }
 
-fn no_base_url() -> Page {
+pub(super) fn no_base_url() -> Page {
     tracing::error!("no public base URL: set PUBLIC_BASE_URL");
     storage_page(&Error::Malformed("no base URL".into()))
 }
 
 /// The target, if it can take a consent (OAuth, PKCE S256).
-async fn consentable_target(state: &AppState, name: &str) -> Result<(Target, OAuthSettings), Page> {
+pub(super) async fn consentable_target(
+    state: &AppState,
+    name: &str,
+) -> Result<(Target, OAuthSettings), Page> {
     let (target, settings) = oauth_target(state, name).await?;
     if !settings
         .code_challenge_methods_supported
@@ -305,7 +319,7 @@ async fn consentable_target(state: &AppState, name: &str) -> Result<(Target, OAu
     Ok((target, settings))
 }
 
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     let mut res = StatusCode::FOUND.into_response();
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -320,7 +334,7 @@ fn redirect(location: &str) -> Response {
 }
 
 /// The redirect to the upstream authorization endpoint.
-fn upstream_redirect(
+pub(super) fn upstream_redirect(
     state: &AppState,
     base: &Url,
     pending: &PendingAuthorization,
@@ -366,13 +380,28 @@ struct LoginState {
     n: String,
     /// Expiry (Unix seconds).
     e: i64,
+    /// Where the sign-in leads: the consent `a` (absent), or the person's
+    /// connections page (`connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    w: Option<String>,
 }
+
+/// What a sign-in at the identity provider is for.
+pub(super) enum LoginFor<'a> {
+    /// Proving who opens this consent link.
+    Consent(&'a PendingAuthorization),
+    /// Opening the person's connections page.
+    Connections,
+}
+
+/// [`LoginState::w`] of a sign-in for the connections page.
+const FOR_CONNECTIONS: &str = "connections";
 
 fn login_aad() -> Aad {
     Aad::new("consent-login", &[])
 }
 
-fn login_unavailable(e: impl std::fmt::Display) -> Page {
+pub(super) fn login_unavailable(e: impl std::fmt::Display) -> Page {
     tracing::error!(error = %e, "identity provider unavailable for the consent sign-in");
     Page::error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -384,10 +413,10 @@ fn login_unavailable(e: impl std::fmt::Display) -> Page {
 
 /// Session binding, step 1: send the browser to the inbound identity
 /// provider, with a cookie that ties the answer to this browser.
-async fn start_login(
+pub(super) async fn start_login(
     state: &AppState,
     base: &Url,
-    pending: &PendingAuthorization,
+    purpose: LoginFor<'_>,
     client_id: &str,
     now: i64,
 ) -> Response {
@@ -403,14 +432,18 @@ async fn start_login(
         Err(e) => return storage_page(&e).into_response(),
     };
     let browser = random_token(16);
+    let until = now + state.config.authorization_ttl.as_secs() as i64;
+    let (a, e, w) = match purpose {
+        LoginFor::Consent(pending) => (pending.id.clone(), pending.expires_at.min(until), None),
+        LoginFor::Connections => (String::new(), until, Some(FOR_CONNECTIONS.to_owned())),
+    };
     let login = LoginState {
-        a: pending.id.clone(),
+        a,
         b: sha256_hex(browser.as_bytes()),
         v: random_token(32),
         n: random_token(16),
-        e: pending
-            .expires_at
-            .min(now + state.config.authorization_ttl.as_secs() as i64),
+        e,
+        w,
     };
     let sealed = keys.seal(
         &serde_json::to_vec(&login).unwrap_or_default(),
@@ -430,7 +463,11 @@ async fn start_login(
         .append_pair("nonce", &login.n)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    tracing::info!(authorization = %pending.id, "sign-in required before consent");
+    tracing::info!(
+        authorization = %login.a,
+        purpose = login.w.as_deref().unwrap_or("consent"),
+        "sign-in required"
+    );
     let mut res = redirect(url.as_str());
     let secure = if base.scheme() == "https" {
         "; Secure"
@@ -447,7 +484,7 @@ async fn start_login(
     res
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -458,7 +495,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn untrusted(what: &str) -> Page {
+pub(super) fn untrusted(what: &str) -> Page {
     Page::error(
         StatusCode::BAD_REQUEST,
         "This response cannot be trusted",
@@ -575,6 +612,22 @@ async fn verify_login(
             tracing::warn!(authorization = %login.a, error = %e, "consent sign-in ID token refused");
             untrusted("The sign-in service's answer could not be verified.")
         })?;
+    if login.w.as_deref() == Some(FOR_CONNECTIONS) {
+        // The connections page: anyone may sign in, as themselves, from the
+        // caller's issuer.
+        if !same_person(
+            &claims.iss,
+            &claims.sub,
+            state.config.inbound_issuer.as_ref(),
+            &claims.sub,
+        ) {
+            tracing::warn!(issuer = %crate::telemetry::clean(&claims.iss, 200), "connections sign-in from another issuer; refused");
+            return Err(untrusted(
+                "The sign-in came from another identity provider than the gateway's.",
+            ));
+        }
+        return Ok(super::connections::signed_in(state, &base, &claims.sub, now).await);
+    }
     let pending = state
         .authorizations
         .peek(&login.a, now)

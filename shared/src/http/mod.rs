@@ -4,6 +4,7 @@
 //! `cargo lambda watch`, on a local listener, and in tests.
 
 pub mod callback;
+pub mod connections;
 pub mod pages;
 pub mod proxy;
 

@@ -79,10 +79,7 @@ impl Page {
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{title}</title>{refresh}
-<style>body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f6f8fa;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}}
-main{{background:#fff;max-width:32rem;padding:2rem 2.5rem;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12)}}
-.mark{{width:3rem;height:3rem;border-radius:50%;background:{accent};color:#fff;font-size:1.6rem;display:flex;align-items:center;justify-content:center}}
-h1{{font-size:1.4rem;margin:1rem 0 .5rem}}p{{color:#333;line-height:1.5}}.next{{color:#555}}</style></head>
+<style>{STYLE}.mark{{width:3rem;height:3rem;border-radius:50%;background:{accent};color:#fff;font-size:1.6rem;display:flex;align-items:center;justify-content:center}}</style></head>
 <body><main><div class="mark" aria-hidden="true">{mark}</div><h1 id="title">{title}</h1><p id="message">{message}</p><p class="next" id="next">{next}</p>{link}</main></body></html>
 "#,
             refresh = self
@@ -111,30 +108,39 @@ h1{{font-size:1.4rem;margin:1rem 0 .5rem}}p{{color:#333;line-height:1.5}}.next{{
 
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
-        let mut res = (self.status, self.render()).into_response();
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-            ),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-        res
+        html_response(self.status, self.render())
     }
+}
+
+/// The styles every page shares.
+pub const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f6f8fa;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}main{background:#fff;max-width:44rem;padding:2rem 2.5rem;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.4rem;margin:1rem 0 .5rem}p{color:#333;line-height:1.5}.next{color:#555}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e5e7eb;vertical-align:top}form{margin:0}button{font:inherit;padding:.3rem .8rem;border-radius:6px;border:1px solid #d0d7de;background:#f6f8fa;cursor:pointer}";
+
+/// An HTML document with the headers every page carries: no caching,
+/// framing, scripts or referrers.
+pub fn html_response(status: StatusCode, html: String) -> Response {
+    let mut res = (status, html).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
 /// Escapes text for HTML element content and attribute values.

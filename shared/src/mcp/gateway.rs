@@ -643,12 +643,6 @@ impl<'a> Gateway<'a> {
                 false,
             );
         };
-        let mut scopes = settings.scopes.clone();
-        for s in extra_scopes {
-            if !scopes.contains(s) {
-                scopes.push(s.clone());
-            }
-        }
         // Where the success page sends the person: the call's own URL if it
         // is allowed (a clear error if not), else the target's default.
         let requested = match consent_options(params) {
@@ -666,12 +660,11 @@ impl<'a> Gateway<'a> {
             None => target.return_to.default_url.clone(),
         };
         let now = self.state.clock.now();
-        let mut pending = PendingAuthorization::new(
+        let mut pending = PendingAuthorization::for_target(
             &self.caller.sub,
-            &target.name,
-            scopes,
-            settings.send_resource.then(|| target.mcp_url.clone()),
-            settings.issuer.clone(),
+            target,
+            settings,
+            extra_scopes,
             now,
             self.state.config.authorization_ttl.as_secs() as i64,
         );
