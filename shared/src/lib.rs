@@ -13,6 +13,8 @@ pub mod connections;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod mcp;
 pub mod ports;

@@ -25,6 +25,7 @@ use crate::adapters::oidc::{AccessError, AccessPolicy};
 use crate::config::InboundAuth;
 use crate::crypto::Aad;
 use crate::mcp::gateway::{Caller, Gateway, Reply};
+use crate::mcp::wire::{self, Incoming, Parsed};
 use crate::mcp::{codes, decode_header_value, meta, MODERN, SUPPORTED_VERSIONS, VERSIONS_2025};
 use crate::AppState;
 
@@ -397,81 +398,14 @@ async fn mcp(
             "send JSON-RPC messages with Content-Type: application/json",
         );
     }
-    let message: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                codes::PARSE_ERROR,
-                "Parse error: the body is not JSON",
-                None,
-            )
+    let (id, method, params) = match wire::parse(&body) {
+        Parsed::Request(Incoming { id, method, params }) => (id, method, params),
+        Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
+        Parsed::Invalid { id, code, message } => {
+            return rpc_error(StatusCode::BAD_REQUEST, id, code, message, None)
         }
     };
-    if message.is_array() {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            codes::INVALID_REQUEST,
-            "Invalid Request: batches are not supported; send one message per request",
-            None,
-        );
-    }
-    let Some(obj) = message.as_object() else {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            codes::INVALID_REQUEST,
-            "Invalid Request: expected a JSON-RPC object",
-            None,
-        );
-    };
-    let id = obj.get("id").cloned();
-    let id_ok = id.as_ref().is_some_and(|i| i.is_string() || i.is_number());
-    let echo_id = if id_ok {
-        id.clone().unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            echo_id,
-            codes::INVALID_REQUEST,
-            "Invalid Request: jsonrpc must be \"2.0\"",
-            None,
-        );
-    }
-    let method = obj.get("method").and_then(Value::as_str);
-    let params = obj.get("params");
-    if params.is_some_and(|p| !p.is_object() && !p.is_array()) {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            echo_id,
-            codes::INVALID_REQUEST,
-            "Invalid Request: params must be an object",
-            None,
-        );
-    }
-    match (&id, method) {
-        (None, Some(_)) => return StatusCode::ACCEPTED.into_response(),
-        (Some(_), None) if obj.contains_key("result") || obj.contains_key("error") => {
-            return StatusCode::ACCEPTED.into_response()
-        }
-        (Some(_), Some(_)) if id_ok => {}
-        _ => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                echo_id,
-                codes::INVALID_REQUEST,
-                "Invalid Request",
-                None,
-            )
-        }
-    }
-    let id = echo_id;
-    let method = method.unwrap_or_default();
+    let (method, params) = (method.as_str(), params.as_ref());
     let Some(base) = base_url(&state, context) else {
         tracing::error!("no public base URL: set PUBLIC_BASE_URL");
         return rpc_error(

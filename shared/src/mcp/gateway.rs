@@ -901,7 +901,7 @@ fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, Value> {
 /// The upstream's answer as ours: its result (without the fields a
 /// 2026-07-28 upstream adds for its own client; the edge adds the gateway's)
 /// or its error.
-fn pass_through(mut message: Value) -> Reply {
+pub(crate) fn pass_through(mut message: Value) -> Reply {
     if let Some(result) = message.get_mut("result") {
         let mut result = result.take();
         if let Some(obj) = result.as_object_mut() {
@@ -958,7 +958,7 @@ fn encode_cursor(next: &BTreeMap<String, String>) -> String {
     B64.encode(serde_json::to_vec(next).unwrap_or_default())
 }
 
-fn decode_cursor(cursor: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) fn decode_cursor(cursor: &str) -> Option<BTreeMap<String, String>> {
     let bytes = B64.decode(cursor).ok()?;
     let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
     (!map.is_empty()).then_some(map)

@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod names;
 pub mod options;
 pub mod upstream;
+pub mod wire;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

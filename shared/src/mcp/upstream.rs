@@ -496,7 +496,7 @@ fn is_response_to(message: &Value, id: u64) -> bool {
 }
 
 /// End (exclusive) of the first complete SSE event, including its blank line.
-fn find_event_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn find_event_end(buf: &[u8]) -> Option<usize> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
     let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
     match (lf, crlf) {
@@ -506,7 +506,7 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The JSON of an SSE event's `data:` lines.
-fn sse_data(event: &[u8]) -> Option<Value> {
+pub(crate) fn sse_data(event: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(event).ok()?;
     let data: Vec<&str> = text
         .lines()

@@ -1,0 +1,158 @@
+//! Property-based fuzzing of every parser that reads what an outsider sends:
+//! a client's JSON-RPC message, sealed values (sessions, `requestState`,
+//! cookies, stored secrets), `WWW-Authenticate` challenges and SSE streams
+//! from upstreams, `Mcp-Name` header values, list cursors, URI templates,
+//! OAuth `state`, and upstream results. Each must answer (or refuse) without
+//! panicking. The number of cases is bounded (`FUZZ_CASES`, default 2000 per
+//! target) so that the suite's run time stays predictable.
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::adapters::discovery::auth_param;
+use crate::crypto::{Aad, KeySet};
+use crate::domain::StateParam;
+use crate::mcp::gateway::{decode_cursor, pass_through, template_matches};
+use crate::mcp::upstream::{find_event_end, sse_data};
+use crate::mcp::wire::{self, Parsed};
+use crate::mcp::{decode_header_value, header_value};
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Arbitrary JSON, biased toward the shapes of JSON-RPC messages.
+fn json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("2.0"),
+            Just("tools/call"),
+            Just("resources/read"),
+            Just("_meta"),
+            Just("input_required")
+        ]
+        .prop_map(|s| Value::String(s.into())),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("jsonrpc".to_owned()),
+                    Just("id".to_owned()),
+                    Just("method".to_owned()),
+                    Just("params".to_owned()),
+                    Just("result".to_owned()),
+                    Just("error".to_owned()),
+                    Just("resultType".to_owned()),
+                    Just("content".to_owned()),
+                    ".{0,6}".prop_map(String::from)
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn keys() -> KeySet {
+    KeySet::from_secret_string(r#"{"current":"k1","k1":"0123456789abcdef0123456789abcdef"}"#)
+        .expect("a key set")
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn jsonrpc_bodies_of_any_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = wire::parse(&body);
+    }
+
+    #[test]
+    fn jsonrpc_messages_of_any_shape(message in json()) {
+        match wire::parse(message.to_string().as_bytes()) {
+            Parsed::Request(r) => {
+                prop_assert!(r.id.is_string() || r.id.is_number());
+                prop_assert!(r.params.as_ref().is_none_or(|p| p.is_object() || p.is_array()));
+            }
+            Parsed::Invalid { id, .. } => prop_assert!(id.is_null() || id.is_string() || id.is_number()),
+            Parsed::Accepted => {}
+        }
+    }
+
+    #[test]
+    fn sealed_values_of_any_text(text in ".{0,200}", prefix in prop_oneof![Just(""), Just("k1."), Just("k2.")]) {
+        let sealed = format!("{prefix}{text}");
+        let _ = KeySet::key_id_of(&sealed);
+        prop_assert!(keys().open(&sealed, &Aad::new("client-session", &[])).is_err());
+    }
+
+    #[test]
+    fn tampered_sealed_values_never_open(plain in prop::collection::vec(any::<u8>(), 0..64), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let k = keys();
+        let aad = Aad::new("request-state", &[]);
+        let sealed = k.seal(&plain, &aad);
+        prop_assert_eq!(k.open(&sealed, &aad).unwrap(), plain);
+        let mut bytes = sealed.into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        if let Ok(altered) = String::from_utf8(bytes) {
+            prop_assert!(k.open(&altered, &aad).is_err());
+        }
+    }
+
+    #[test]
+    fn www_authenticate_challenges(header in ".{0,120}", name in prop_oneof![Just("scope"), Just("resource_metadata"), Just("error")]) {
+        let _ = auth_param(&header, name);
+        let _ = auth_param(&format!("Bearer {header}"), name);
+    }
+
+    #[test]
+    fn quoted_challenge_values_round_trip(value in "[ -~&&[^\"\\\\]]{0,40}") {
+        let header = format!("Bearer error=\"insufficient_scope\", scope=\"{value}\"");
+        prop_assert_eq!(auth_param(&header, "scope"), Some(value));
+    }
+
+    #[test]
+    fn upstream_sse_streams(stream in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Some(end) = find_event_end(&stream) {
+            prop_assert!(end <= stream.len());
+            let _ = sse_data(&stream[..end]);
+        }
+        let _ = sse_data(&stream);
+    }
+
+    #[test]
+    fn upstream_results_of_any_shape(message in json()) {
+        let _ = pass_through(message);
+    }
+
+    #[test]
+    fn header_values_round_trip(s in ".{0,40}") {
+        prop_assert_eq!(decode_header_value(&header_value(&s)), Some(s.clone()));
+        let _ = decode_header_value(&s);
+    }
+
+    #[test]
+    fn cursors_and_states_and_templates(s in ".{0,80}", t in ".{0,40}") {
+        let _ = decode_cursor(&s);
+        let _ = StateParam::parse(&s);
+        let _ = template_matches(&t, &s);
+        let _ = template_matches(&format!("file:///{{{t}}}/x"), &s);
+    }
+}
