@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use gateway_shared::domain::{Target, TargetAuth};
 use gateway_tests::{
-    idp, jwt_test_keys as keys, sign, unix_now, FakeHttp, Gateway, GatewayServer, Idp, RawClient,
+    idp, jwt_test_keys as keys, sign, tool_text, unix_now, FakeHttp, Gateway, GatewayServer, Idp,
+    RawClient,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -737,4 +738,84 @@ async fn dev_mode_refuses_foreign_origins_and_hosts() {
         .post_raw(ping.into(), &[("origin", "https://app.example".into())])
         .await;
     assert_eq!(r.status, 200);
+}
+
+/// An upstream MCP server (2025-06-18, JSON answers) that records the
+/// `Authorization` header of every request it receives.
+async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::response::IntoResponse;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let record = record.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                record.lock().unwrap().push(auth);
+                let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let id = msg["id"].clone();
+                let result = match msg["method"].as_str() {
+                    Some("initialize") => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "rec", "version": "1"}}),
+                    Some("tools/call") => json!({"content": [{"type": "text", "text": "ok"}]}),
+                    Some("tools/list") => json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}),
+                    Some(m) if id.is_null() => return (axum::http::StatusCode::ACCEPTED, m.to_owned()).into_response(),
+                    _ => {
+                        return axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}}))
+                            .into_response()
+                    }
+                };
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_inbound_token_is_never_passed_upstream() {
+    let idp = idp(&["test-key-1"]).await;
+    let (gw, server) = jwt_gateway(&idp).await;
+    let (upstream, seen) = recording_upstream().await;
+    let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
+    target.mcp_url = upstream;
+    gw.state.targets.put(&target).await.unwrap();
+    let now = gw.state.clock.now();
+    gw.state
+        .grants
+        .create(&gateway_tests::refreshable_grant(
+            "alice",
+            "fake",
+            "upstream-token-of-alice",
+            "r",
+            now + 3_600,
+            now,
+        ))
+        .await
+        .unwrap();
+    let inbound = sign(
+        "test-key-1",
+        json!({"iss": idp.issuer, "sub": "alice", "aud": AUD, "exp": unix_now() + 300, "scope": "mcp:invoke"}),
+    );
+    let auth = format!("Bearer {inbound}");
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[("authorization", &auth)]);
+    let r = c
+        .request("tools/call", json!({"name": "t", "arguments": {}}))
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "ok", "{:?}", r.body);
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for a in &seen {
+        assert_eq!(a, "Bearer upstream-token-of-alice", "{seen:?}");
+        assert!(!a.contains(&inbound));
+    }
 }
