@@ -574,12 +574,14 @@ impl std::io::Write for LogBuffer {
     }
 }
 
-/// Sends this thread's log events, in the gateway's text format, to a
+/// Sends this thread's log events, in the gateway's text format (its field
+/// escaping included), to a
 /// buffer until the guard is dropped.
 pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
     let buffer = LogBuffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
+        .fmt_fields(gateway_shared::telemetry::text_fields())
         .with_target(false)
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)

@@ -3,6 +3,8 @@
 //! Secrets never reach a log line: token and verifier types redact
 //! themselves in `Debug`, and handlers log ids and outcomes, not values.
 
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::FormatFields;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -21,6 +23,7 @@ pub fn init(format: LogFormat) {
             .with_target(false)
             .try_init(),
         LogFormat::Text => builder
+            .fmt_fields(text_fields())
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
@@ -37,6 +40,22 @@ pub fn format_from_env() -> LogFormat {
         _ if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() => LogFormat::Json,
         _ => LogFormat::Text,
     }
+}
+
+/// Field formatting of the text log format: like the default, but control
+/// characters in every value are escaped, so that no value (an upstream's
+/// error text, a header) can end a line and forge the next one. (The JSON
+/// format escapes them by itself.)
+pub fn text_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = clean(&format!("{value:?}"), usize::MAX);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{field}={text}")
+        }
+    })
+    .delimited(" ")
 }
 
 /// A value an outsider controls (an authorization server's `error`, a
@@ -72,5 +91,39 @@ mod tests {
         assert!(c.contains("\\u{1b}[2J"));
         assert_eq!(clean("abcdef", 3), "abc…");
         assert_eq!(clean("plain", 10), "plain");
+    }
+
+    #[test]
+    fn text_logs_escape_every_value() {
+        use std::sync::{Arc, Mutex};
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(super::text_fields())
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let upstream = "boom\nINFO grant stored";
+            tracing::warn!(reason = %upstream, other = 7, "upstream failure\r\nforged");
+        });
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(r"reason=boom\nINFO grant stored"), "{text}");
+        assert!(text.contains(r"upstream failure\r\nforged"), "{text}");
+        assert!(text.contains("other=7"), "{text}");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
