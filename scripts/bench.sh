@@ -10,7 +10,7 @@ cd "$root"
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
 scripts/tools.sh python lambda
 venv="$root/.tools/venv"
-export PATH="$venv/bin:$PATH" CARGO_ZIGBUILD_ZIG_PATH="$venv/bin/python-zig" MOTO_SERVER="$venv/bin/moto_server"
+export PATH="$venv/bin:$PATH" CARGO_ZIGBUILD_ZIG_PATH="$venv/bin/python-zig"
 export BENCH_GRANTS="${BENCH_GRANTS:-10000}"
 
 out="$(mktemp)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the gateway locally, end to end, installing what it needs first:
-#   - moto_server as DynamoDB and Secrets Manager, with the table and key set;
+#   - moto (tests/python/moto_serial.py: moto_server, one request at a time, so
+#     conditional writes are atomic as in DynamoDB) as DynamoDB and Secrets
+#     Manager, with the table and key set;
 #   - a demo authorization server (oidc-provider) and a demo OAuth-protected
 #     MCP server (the official Python SDK), registered as target "demo" by
 #     discovery and Dynamic Client Registration;
@@ -52,7 +54,7 @@ for port in "$moto_port" "$gateway_port" "$as_port" "$mcp_port"; do
   fi
 done
 
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state_dir/moto.log" 2>&1 &
+"$venv/bin/python" tests/python/moto_serial.py -H 127.0.0.1 -p "$moto_port" >"$state_dir/moto.log" 2>&1 &
 pids+=($!)
 wait_port "$moto_port" moto_server
 

@@ -15,7 +15,6 @@ scripts/tools.sh all
 venv="$root/.tools/venv"
 export PATH="$venv/bin:$PATH"
 export CARGO_ZIGBUILD_ZIG_PATH="$venv/bin/python-zig"
-export MOTO_SERVER="$venv/bin/moto_server"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

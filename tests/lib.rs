@@ -1,7 +1,8 @@
 //! Test harness: real servers on 127.0.0.1, started and stopped by each test.
 //!
-//! - [`Moto`]: `moto_server` (DynamoDB and Secrets Manager), from the
-//!   project's venv (`scripts/tools.sh python`) or `MOTO_SERVER`.
+//! - [`Moto`]: moto's server (DynamoDB and Secrets Manager) from the
+//!   project's venv (`scripts/tools.sh python`), one request at a time
+//!   (`tests/python/moto_serial.py`).
 //! - [`Gateway`]: a table and key set on a `Moto`, and an [`AppState`] wired to them.
 
 use std::collections::HashMap;
@@ -162,20 +163,18 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts moto_server on a free port and waits until it listens.
+    /// Starts moto (`tests/python/moto_serial.py`: moto_server's application,
+    /// one request at a time, so that conditional writes are atomic as in
+    /// DynamoDB) on a free port, and waits until it listens. The Python is
+    /// the project's venv (`scripts/tools.sh python`) or `MOTO_PYTHON`.
     pub fn start() -> Moto {
-        let bin = std::env::var_os("MOTO_SERVER")
+        let python = std::env::var_os("MOTO_PYTHON")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let venv = workspace_root().join(".tools/venv/bin/moto_server");
-                if venv.exists() {
-                    venv
-                } else {
-                    PathBuf::from("moto_server")
-                }
-            });
+            .unwrap_or_else(|| workspace_root().join(".tools/venv/bin/python"));
+        let script = workspace_root().join("tests/python/moto_serial.py");
         let port = free_port();
-        let mut child = Command::new(&bin)
+        let mut child = Command::new(&python)
+            .arg(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -184,7 +183,7 @@ impl Moto {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start {} ({e}); run scripts/tools.sh python",
-                    bin.display()
+                    python.display()
                 )
             });
         wait_for_port(port, &mut child, "moto_server");
@@ -328,6 +327,22 @@ impl Gateway {
             .await
             .expect("get_item")
             .item
+    }
+}
+
+impl Gateway {
+    /// Writes `item` as it is (a table writer's edit, no keys involved).
+    pub async fn put_raw_item(
+        &self,
+        item: HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    ) {
+        self.dynamo
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put_item");
     }
 }
 
