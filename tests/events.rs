@@ -230,7 +230,9 @@ async fn scheduled_event() {
         .await
         .unwrap();
     let now = gw.state.clock.now();
-    let grant = gateway_tests::refreshable_grant("alice", "example", "at", "rt", now + 30, now);
+    // An hour-long token with 30 s left.
+    let grant =
+        gateway_tests::refreshable_grant("alice", "example", "at", "rt", now + 30, now - 3_570);
     gw.state.grants.create(&grant).await.unwrap();
     let summary = gateway_shared::refresh::handle_scheduled_event(
         &gw.state,

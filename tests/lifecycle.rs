@@ -182,23 +182,29 @@ async fn the_scheduler_racing_the_proxy_refreshes_once() {
 #[tokio::test]
 async fn a_dead_lease_holder_blocks_others_no_longer_than_the_lease() {
     let (s, _) = connected(false).await;
-    let now = SystemClock.now();
+    // Real time, an hour on: the access token has expired.
+    struct HourOn;
+    impl Clock for HourOn {
+        fn now(&self) -> i64 {
+            SystemClock.now() + 3600
+        }
+    }
+    let now = HourOn.now();
     // An instance took the lease and died.
     s.gw.state
         .grants
         .acquire_lease("alice", "demo", "dead-instance", now, now + 2)
         .await
         .unwrap();
-    let real = instance(&s.gw, Arc::new(SystemClock)).await;
+    let real = instance(&s.gw, Arc::new(HourOn)).await;
     let policy = LeasePolicy {
-        lease: Duration::from_secs(2),
+        lease: refresh::WRITE_BUDGET + Duration::from_secs(2),
         http_timeout: Duration::from_secs(1),
         wait: Duration::from_secs(3),
         poll: Duration::from_millis(100),
     };
     let started = Instant::now();
-    // A margin beyond the token's lifetime: the token counts as expiring.
-    let grant = refresh::usable_grant(&real, "alice", "demo", "survivor", 100_000, policy)
+    let grant = refresh::usable_grant(&real, "alice", "demo", "survivor", 60, policy)
         .await
         .expect("refreshed after the lease ran out");
     let waited = started.elapsed();
@@ -209,73 +215,77 @@ async fn a_dead_lease_holder_blocks_others_no_longer_than_the_lease() {
     assert_eq!(refreshes(&provider_counts(&s.op).await), 1);
 }
 
-/// A refresher whose lease ran out while the token endpoint was slow still
-/// stores the tokens it got (the provider has rotated the refresh token, so
-/// they are the only good ones) and leaves the new holder's lease alone.
+/// The token request ends [`refresh::WRITE_BUDGET`] before the lease does,
+/// so no other instance can take the lease (and present the same refresh
+/// token) while this one may still get new tokens; a slow authorization
+/// server makes the refresh fail, leaving the grant and the lease free.
 #[tokio::test]
-async fn tokens_from_a_refresh_that_outlived_its_lease_are_kept() {
+async fn a_refresh_ends_before_its_lease_does() {
     let (s, sw) = connected(true).await;
     let sw = sw.unwrap();
     let before = s.grant("alice", "demo").await;
     sw.set(SwitchMode::Slow);
     let state = instance(&s.gw, an_hour_later()).await;
-    // A lease shorter than the token request: the timing the protocol
-    // otherwise rules out, broken on purpose.
+    // One second of the lease is left for the token request; the server
+    // takes two.
+    let lease = refresh::WRITE_BUDGET + Duration::from_secs(1);
     let policy = LeasePolicy {
-        lease: Duration::from_secs(1),
+        lease,
         http_timeout: SLOW_SWITCH_DELAY * 3,
         wait: Duration::ZERO,
         poll: Duration::from_millis(50),
     };
-    let t = state.clock.now();
     let request = refresh::RefreshRequest {
         sub: "alice",
         target: "demo",
         owner: "slow-refresher",
         margin: 0,
         force_from_version: None,
+        seen_version: None,
         wait_for_winner: false,
         policy,
     };
-    let (outcome, taken) = tokio::join!(refresh::refresh_grant(&state, request), async {
-        // Once the slow refresher's lease has run out, another holder takes it.
-        tokio::time::sleep(SLOW_SWITCH_DELAY / 2).await;
-        s.gw.state
-            .grants
-            .acquire_lease("alice", "demo", "next-holder", t + 2, t + 60)
-            .await
-    });
-    taken.expect("the lapsed lease can be taken");
-    let refreshed = match outcome {
-        refresh::Outcome::Refreshed(g) => g,
-        other => panic!("expected the tokens to be stored, got {other:?}"),
+    let started = std::time::Instant::now();
+    let outcome = refresh::refresh_grant(&state, request).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(&outcome, refresh::Outcome::Transient(why) if why.contains("timed out")),
+        "{outcome:?}"
+    );
+    assert!(
+        took < SLOW_SWITCH_DELAY,
+        "cut at the lease's budget: {took:?}"
+    );
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    let after = s.grant("alice", "demo").await;
+    assert_eq!(after.version, before.version, "the grant is unchanged");
+    assert!(
+        after.lease.is_none(),
+        "the lease is released: {:?}",
+        after.lease
+    );
+    // A lease too short to leave any time for the request sends nothing.
+    sw.set(SwitchMode::Forward);
+    // (The cut request may still reach the server late; let it land first.)
+    tokio::time::sleep(SLOW_SWITCH_DELAY + Duration::from_millis(500)).await;
+    let counts = refreshes(&provider_counts(&s.op).await);
+    let short = LeasePolicy {
+        lease: refresh::WRITE_BUDGET,
+        ..policy
     };
-    assert_eq!(refreshed.version, before.version + 1);
-    assert_eq!(refreshes(&provider_counts(&s.op).await), 1);
-    let stored = s.grant("alice", "demo").await;
-    assert_eq!(
-        stored.tokens.access_token.expose_secret(),
-        refreshed.tokens.access_token.expose_secret()
+    let outcome = refresh::refresh_grant(
+        &state,
+        refresh::RefreshRequest {
+            policy: short,
+            ..request
+        },
+    )
+    .await;
+    assert!(
+        matches!(&outcome, refresh::Outcome::Transient(why) if why.contains("too short")),
+        "{outcome:?}"
     );
-    assert_ne!(
-        stored
-            .tokens
-            .refresh_token
-            .as_ref()
-            .map(|r| r.expose_secret().to_owned()),
-        before
-            .tokens
-            .refresh_token
-            .as_ref()
-            .map(|r| r.expose_secret().to_owned()),
-        "the rotated refresh token is stored"
-    );
-    assert_eq!(
-        whoami(&s.mcp.url, stored.tokens.access_token.expose_secret()).await,
-        "alice"
-    );
-    let raw = s.gw.raw_item("USER#alice", "GRANT#demo").await.unwrap();
-    assert_eq!(raw["lease_owner"].as_s().unwrap(), "next-holder");
+    assert_eq!(refreshes(&provider_counts(&s.op).await), counts);
 }
 
 #[tokio::test]
@@ -541,4 +551,299 @@ async fn a_refused_client_keeps_the_grant_for_when_it_is_fixed() {
         kept.tokens.refresh_token.unwrap().expose_secret(),
         "refresh"
     );
+}
+
+/// A stack whose access tokens live 5 seconds (shorter than the default
+/// refresh margin of 60 s), with rotation and reuse detection on, and alice
+/// connected to `demo`.
+async fn short_lived() -> Stack {
+    let s = stack(json!({"rotateRefreshToken": true, "accessTokenTtl": 5})).await;
+    s.target(
+        "demo",
+        "gw-basic",
+        TokenEndpointAuthMethod::ClientSecretBasic,
+    )
+    .await;
+    let (_, link) = s.link("alice", "demo").await;
+    let seen = browser_consent(&link, &["alice"], "consent", None).await;
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("Connected to Demo Service"),
+        "{seen:?}"
+    );
+    s
+}
+
+/// Real time, `0` seconds on.
+struct Later(i64);
+
+impl Clock for Later {
+    fn now(&self) -> i64 {
+        SystemClock.now() + self.0
+    }
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_refreshed_once_for_a_hundred_callers() {
+    let s = short_lived().await;
+    // After expiry, four instances with the default margin (60 s, longer
+    // than the tokens live) and 25 callers each.
+    let clock: Arc<dyn Clock> = Arc::new(Later(10));
+    let mut instances = vec![];
+    for _ in 0..4 {
+        instances.push(instance(&s.gw, clock.clone()).await);
+    }
+    let margin = s.gw.state.config.refresh_margin.as_secs() as i64;
+    assert_eq!(margin, 60);
+    let calls = (0..100).map(|i| {
+        let state = instances[i % 4].clone();
+        tokio::spawn(async move {
+            refresh::usable_grant(
+                &state,
+                "alice",
+                "demo",
+                &format!("c{i}"),
+                margin,
+                LeasePolicy::default(),
+            )
+            .await
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut tokens = std::collections::HashSet::new();
+    for r in results {
+        let g = r.unwrap().expect("every caller gets a usable grant");
+        tokens.insert(g.tokens.access_token.expose_secret().to_owned());
+    }
+    let counts = provider_counts(&s.op).await;
+    assert_eq!(refreshes(&counts), 1, "{counts}");
+    assert_eq!(tokens.len(), 1, "every caller uses the one new token");
+    let token = tokens.into_iter().next().unwrap();
+    assert_eq!(whoami(&s.mcp.url, &token).await, "alice");
+}
+
+/// A gateway process of its own (`gateway-serve`) on the stack's table.
+struct GatewayProcess {
+    child: tokio::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    async fn start(s: &Stack) -> GatewayProcess {
+        use tokio::io::AsyncBufReadExt;
+        let gw = &s.gw;
+        let log = std::env::temp_dir().join(format!(
+            "gateway-serve-{}.log",
+            gateway_shared::crypto::random_token(6)
+        ));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-serve"))
+            .arg("127.0.0.1:0")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TABLE_NAME", &gw.table)
+            .env("KEYSET_SECRET_ARN", &gw.keyset_arn)
+            .env("AWS_ENDPOINT_URL", &gw.moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("INBOUND_AUTH_MODE", "dev")
+            .env("PUBLIC_BASE_URL", &s.server.base)
+            .env("REFRESH_SHARDS", gw.state.config.refresh_shards.to_string())
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "info,gateway_shared::refresh=debug")
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start gateway-serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("gateway-serve started in time")
+            .unwrap()
+            .expect("gateway-serve printed its address");
+        let base = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        GatewayProcess { child, base, log }
+    }
+
+    /// The process's log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// One MCP client as a process of its own (`curl`): `tools/call whoami` as
+/// alice. Returns the tool's text, or what went wrong.
+async fn curl_whoami(base: &str) -> String {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-X", "POST"])
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", "accept: application/json, text/event-stream"])
+        .args(["-H", "x-gateway-dev-user: alice"])
+        .args(["--data", body])
+        .arg(format!("{base}/mcp"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v["result"]["isError"] != json!(true) => gateway_tests::tool_text(&v["result"]),
+        _ => format!("failed: {text} {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_never_present_a_rotating_refresh_token_twice() {
+    let s = short_lived().await;
+    let gateways = [
+        GatewayProcess::start(&s).await,
+        GatewayProcess::start(&s).await,
+    ];
+    let rounds = 3;
+    for round in 0..rounds {
+        // Every round starts after the access token expired: 24 client
+        // processes at once, half on each gateway process.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let calls = (0..24).map(|i| curl_whoami(&gateways[i % 2].base));
+        let answers = futures::future::join_all(calls).await;
+        let distinct: std::collections::BTreeSet<&String> = answers.iter().collect();
+        assert_eq!(
+            distinct.into_iter().collect::<Vec<_>>(),
+            vec!["alice"],
+            "round {round}; provider: {}\n--- gateway 1:\n{}\n--- gateway 2:\n{}",
+            provider_counts(&s.op).await,
+            gateways[0].log(),
+            gateways[1].log()
+        );
+    }
+    let counts = provider_counts(&s.op).await;
+    assert_eq!(
+        counts.get("refresh_token_refused"),
+        None,
+        "a refresh token was presented twice: {counts}"
+    );
+    assert!(refreshes(&counts) >= rounds, "{counts}");
+    let grant = s.grant("alice", "demo").await;
+    assert_eq!(grant.status, GrantStatus::Active);
+    assert_eq!(
+        whoami(&s.mcp.url, grant.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
+}
+
+#[tokio::test]
+async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let (s, _) = connected(false).await;
+    let alice = s.grant("alice", "demo").await;
+    let attacker = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "stolen", "token_type": "Bearer", "expires_in": 3600}),
+        Duration::ZERO,
+    )
+    .await;
+    let state = instance(&s.gw, an_hour_later()).await;
+
+    // 1. Alice's whole item, attributes and all, copied under bob's key.
+    let mut item = s.gw.raw_item("USER#alice", "GRANT#demo").await.unwrap();
+    item.insert("pk".into(), A::S("USER#bob".into()));
+    item.insert("sub".into(), A::S("bob".into()));
+    s.gw.put_raw_item(item).await;
+    let bob = refresh::usable_grant(&s.gw.state, "bob", "demo", "p-bob", 60, fast_policy()).await;
+    assert_eq!(
+        bob.unwrap_err(),
+        NoGrant::NeedsConsent,
+        "bob gets a consent link, not alice's tokens"
+    );
+    let raw = s.gw.raw_item("USER#bob", "GRANT#demo").await.unwrap();
+    assert_eq!(raw["status"].as_s().unwrap(), "needs_consent");
+    assert!(!raw.contains_key("rd_at"), "out of the scheduler's index");
+    // Bob's listing does not break over it.
+    assert!(connections::list(&s.gw.state, "bob")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // 2. The clear-text token endpoint of alice's grant pointed elsewhere:
+    //    her refresh token still goes only to the server it came from.
+    let mut item = s.gw.raw_item("USER#alice", "GRANT#demo").await.unwrap();
+    item.insert(
+        "token_endpoint".into(),
+        A::S(format!("{}/token", attacker.base)),
+    );
+    s.gw.put_raw_item(item).await;
+    let refreshed = refresh::usable_grant(&state, "alice", "demo", "p-alice", 60, fast_policy())
+        .await
+        .expect("refreshed at the real server");
+    assert_eq!(attacker.hits(), 0, "nothing went to the rewritten endpoint");
+    assert_eq!(refreshes(&provider_counts(&s.op).await), 1);
+    assert_eq!(refreshed.version, alice.version + 1);
+    assert_eq!(
+        whoami(&s.mcp.url, refreshed.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
+
+    // 3. The target's configuration pointed elsewhere (its integrity seal
+    //    kept): the target is refused as a whole, nothing is sent.
+    let mut item = s.gw.raw_item("TARGETS", "TARGET#demo").await.unwrap();
+    let honest = item.clone();
+    let config = item["config"].as_s().unwrap().replace(
+        &format!("{}/token", s.op.issuer),
+        &format!("{}/token", attacker.base),
+    );
+    item.insert("config".into(), A::S(config));
+    s.gw.put_raw_item(item).await;
+    let other = instance(&s.gw, Arc::new(Later(7200))).await;
+    let r = refresh::usable_grant(&other, "alice", "demo", "p-other", 60, fast_policy()).await;
+    // The altered target is left out: for the gateway there is no such
+    // target to refresh for (and no tool of it to call).
+    assert_eq!(r.unwrap_err(), NoGrant::Missing);
+    assert!(other.targets.get("demo").await.unwrap().is_none());
+    assert!(
+        other.targets.list().await.unwrap().is_empty(),
+        "the altered target is left out"
+    );
+    assert_eq!(attacker.hits(), 0);
+    // Alice's grant is untouched; with the operator's configuration back,
+    // it works again.
+    assert_eq!(s.grant("alice", "demo").await.status, GrantStatus::Active);
+    s.gw.put_raw_item(honest).await;
+    let again = instance(&s.gw, Arc::new(Later(7200))).await;
+    let g = refresh::usable_grant(&again, "alice", "demo", "p-again", 60, fast_policy())
+        .await
+        .expect("usable again");
+    assert_eq!(
+        whoami(&s.mcp.url, g.tokens.access_token.expose_secret()).await,
+        "alice"
+    );
+    assert_eq!(attacker.hits(), 0);
+
+    // 4. A pending authorization's user rewritten: the link no longer opens.
+    let (pending, _) = s.link("alice", "demo").await;
+    let key = format!("AUTHZ#{}", pending.id);
+    let mut item = s.gw.raw_item(&key, "AUTHZ").await.unwrap();
+    item.insert("sub".into(), A::S("mallory".into()));
+    s.gw.put_raw_item(item).await;
+    assert!(s
+        .gw
+        .state
+        .authorizations
+        .peek(&pending.id, s.gw.state.clock.now())
+        .await
+        .is_err());
 }

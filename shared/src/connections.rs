@@ -65,8 +65,16 @@ pub async fn disconnect(
     sub: &str,
     target: &str,
 ) -> Result<Disconnected, crate::Error> {
-    let Some(grant) = state.grants.get(sub, target, true).await? else {
-        return Ok(Disconnected::NotConnected);
+    let grant = match state.grants.get(sub, target, true).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return Ok(Disconnected::NotConnected),
+        // Nothing usable to revoke: just delete it.
+        Err(e) if e.is_unreadable() => {
+            state.grants.delete(sub, target).await?;
+            state.sessions.delete(sub, target).await?;
+            return Ok(Disconnected::DeletedWithoutRevocation);
+        }
+        Err(e) => return Err(e),
     };
     let settings = match state.targets.get(target).await? {
         Some(t) => match t.auth {

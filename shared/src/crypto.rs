@@ -61,6 +61,12 @@ impl Aad {
         Aad::new("consent-browser", &[authorization_id, sub, target])
     }
 
+    /// The integrity tag of a target's configuration: its name (from the
+    /// item's key) and the exact stored configuration text.
+    pub fn target_config(name: &str, config: &str) -> Self {
+        Aad::new("target-config", &[name, config])
+    }
+
     /// Binding for the URL a pending authorization returns the person to.
     pub fn consent_return(authorization_id: &str, sub: &str, target: &str) -> Self {
         Aad::new("consent-return", &[authorization_id, sub, target])

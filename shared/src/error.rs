@@ -96,6 +96,13 @@ impl Error {
         }
     }
 
+    /// True when a stored item exists but cannot be used: it does not open
+    /// (tampered, moved, or sealed with a key no longer in the key set) or
+    /// does not have the expected shape.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, Error::Decrypt(_) | Error::Malformed(_))
+    }
+
     pub(crate) fn dynamo<E, R>(err: SdkError<E, R>) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,

@@ -82,6 +82,11 @@ pub trait GrantStore: Send + Sync {
         expected_version: u64,
     ) -> Result<Grant>;
 
+    /// Marks a grant that cannot be opened (see [`crate::Error::is_unreadable`])
+    /// as needing consent, without reading it: it leaves the refresh-due
+    /// index and any lease is dropped. No error when it does not exist.
+    async fn mark_unreadable(&self, sub: &str, target: &str) -> Result<()>;
+
     /// Deletes the grant (no error when it does not exist).
     async fn delete(&self, sub: &str, target: &str) -> Result<()>;
 
@@ -133,6 +138,10 @@ pub trait TargetCatalog: Send + Sync {
     /// Lists all targets, by name. Shared, because the proxy reads the list
     /// on every call and a target carries its whole tool catalog.
     async fn list(&self) -> Result<Vec<Arc<Target>>>;
+    /// Replaces only the tool catalog of `target`, if the target is still
+    /// stored exactly as `target` says (not removed, not changed by an
+    /// operator since it was read); `StaleVersion` otherwise.
+    async fn put_catalog(&self, target: &Target, catalog: &[serde_json::Value]) -> Result<()>;
     /// Removes a target; `NotFound` when there is none.
     async fn delete(&self, name: &str) -> Result<()>;
 }

@@ -5,14 +5,29 @@
 //! old refresh token is presented twice, so at most one instance may refresh
 //! a grant at a time:
 //!
+//! 0. resolve the target and its client secret (before the lease, so that
+//!    the leased section is only the token request and one write);
 //! 1. take the lease with a conditional write (owner, lease-until); the
 //!    write returns the item as stored, which is the fresh re-read;
-//! 2. if someone refreshed meanwhile, use their tokens;
-//! 3. refresh at the token endpoint the grant came from (HTTP timeout shorter
-//!    than the lease);
+//! 2. if someone refreshed meanwhile (a newer version than the caller saw,
+//!    or a token that is fresh), use their tokens;
+//! 3. refresh at the token endpoint the grant came from, which must be the
+//!    target's (the client secret goes nowhere else), with a timeout that
+//!    ends [`WRITE_BUDGET`] before the lease does;
 //! 4. write the new tokens only if the version is unchanged, releasing the
 //!    lease in the same write when it is still ours;
 //! 5. otherwise release the lease only if it is still ours.
+//!
+//! Within one instance, callers that need the same grant refreshed wait for
+//! one another ([`Flights`]) and share the result, so an instance sends at
+//! most one caller to the table's lease at a time and the others do no I/O.
+//!
+//! A token response lost after the server issued it (the connection dropped,
+//! the timeout fired) leaves the grant with the refresh token that was
+//! presented. A server that does not rotate refresh tokens accepts it again
+//! at the next refresh. One that rotates and detects reuse sees it twice and
+//! revokes the grant: the next refresh gets `invalid_grant`, and the user is
+//! asked to connect again. Nothing else is lost.
 //!
 //! A refresh therefore costs two conditional writes: take the lease, then
 //! write the tokens and release.
@@ -23,20 +38,96 @@
 //! gateway's client is misconfigured, which a new consent cannot mend, and
 //! marking every user's grant dead for it would lose them all.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::adapters::oauth::{self, OAuthError};
-use crate::domain::{Grant, GrantStatus, TargetAuth};
+use crate::domain::{Grant, GrantStatus, Target, TargetAuth};
 use crate::error::Error;
 use crate::AppState;
+
+/// Time kept free at the end of a lease for writing the new tokens: the
+/// token request times out this long before the lease runs out.
+pub const WRITE_BUDGET: Duration = Duration::from_secs(4);
+
+/// One instance's refreshes in flight, by grant: callers that need the same
+/// grant refreshed queue here, and each finds the grant the one before it
+/// got.
+#[derive(Default)]
+pub struct Flights {
+    gates: std::sync::Mutex<HashMap<(String, String), Gate>>,
+}
+
+/// Where the callers for one grant queue, holding what the last one got.
+type Gate = Arc<tokio::sync::Mutex<Option<Grant>>>;
+
+impl Flights {
+    fn gate(&self, sub: &str, target: &str) -> Gate {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .entry((sub.to_owned(), target.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    fn done(&self, sub: &str, target: &str, gate: Gate) {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's copy and ours: nobody else is queued.
+        if Arc::strong_count(&gate) <= 2 {
+            gates.remove(&(sub.to_owned(), target.to_owned()));
+        }
+    }
+
+    /// Runs `refresh` for (`sub`, `target`) after the callers queued before
+    /// this one, unless the grant one of them got is newer than the version
+    /// `seen` and still usable at `now()`.
+    async fn run<F, Fut>(
+        &self,
+        sub: &str,
+        target: &str,
+        seen: u64,
+        now: impl Fn() -> i64,
+        refresh: F,
+    ) -> Outcome
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Outcome>,
+    {
+        let gate = self.gate(sub, target);
+        let outcome = {
+            let mut last = gate.lock().await;
+            match last.as_ref() {
+                Some(g)
+                    if g.version > seen
+                        && g.status == GrantStatus::Active
+                        && !g.needs_refresh(now(), 0) =>
+                {
+                    Outcome::AlreadyFresh(g.clone())
+                }
+                _ => {
+                    let outcome = refresh().await;
+                    if let Outcome::Refreshed(g) | Outcome::AlreadyFresh(g) = &outcome {
+                        *last = Some(g.clone());
+                    }
+                    outcome
+                }
+            }
+        };
+        self.done(sub, target, gate);
+        outcome
+    }
+}
 
 /// Timing of the lease protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct LeasePolicy {
-    /// How long a lease holds. Longer than `http_timeout`.
+    /// How long a lease holds: longer than `http_timeout` plus
+    /// [`WRITE_BUDGET`], or the token request is cut short to fit.
     pub lease: Duration,
     /// Timeout of the token request.
     pub http_timeout: Duration,
@@ -99,6 +190,9 @@ pub struct RefreshRequest<'a> {
     /// Refresh even a fresh token, unless the grant changed since this
     /// version (the upstream refused the token of that version).
     pub force_from_version: Option<u64>,
+    /// The version the caller saw when it decided to refresh: a newer one
+    /// whose token has not expired is someone else's refresh, used as is.
+    pub seen_version: Option<u64>,
     /// Wait (up to `policy.wait`) for the winner's tokens when the lease is held.
     pub wait_for_winner: bool,
     /// Lease timing.
@@ -111,25 +205,29 @@ pub async fn refresh_grant(state: &AppState, req: RefreshRequest<'_>) -> Outcome
         sub,
         target,
         owner,
-        margin,
-        force_from_version,
         wait_for_winner,
         policy,
+        ..
     } = req;
+    let client = match TokenClient::resolve(state, target).await {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
+    };
     let now = state.clock.now();
+    let lease_until = now + policy.lease.as_secs() as i64;
     let leased = match state
         .grants
-        .acquire_lease(sub, target, owner, now, now + policy.lease.as_secs() as i64)
+        .acquire_lease(sub, target, owner, now, lease_until)
         .await
     {
         Ok(g) => g,
         Err(Error::NotFound(_)) => return Outcome::NotFound,
         Err(Error::LeaseHeld) if wait_for_winner => return wait_for_other(state, req).await,
         Err(Error::LeaseHeld) => return Outcome::LeaseLost,
+        Err(e) if e.is_unreadable() => return unreadable(state, sub, target, &e).await,
         Err(e) => return Outcome::Transient(e.to_string()),
     };
-    let (outcome, released) =
-        refresh_leased(state, leased, owner, margin, force_from_version, policy).await;
+    let (outcome, released) = refresh_leased(state, leased, &client, req, lease_until).await;
     if released {
         return outcome;
     }
@@ -142,59 +240,94 @@ pub async fn refresh_grant(state: &AppState, req: RefreshRequest<'_>) -> Outcome
     outcome
 }
 
-fn is_fresh(grant: &Grant, now: i64, margin: i64, force_from_version: Option<u64>) -> bool {
-    match force_from_version {
+fn is_fresh(grant: &Grant, now: i64, req: &RefreshRequest<'_>) -> bool {
+    match req.force_from_version {
         // Forced (the upstream refused the token of version v): fresh only if it changed since.
         Some(v) => grant.version > v,
-        None => !grant.needs_refresh(now, margin),
+        None => {
+            !grant.needs_refresh(now, req.margin)
+                || req
+                    .seen_version
+                    .is_some_and(|v| grant.version > v && !grant.needs_refresh(now, 0))
+        }
     }
 }
 
-/// Refreshes a grant whose lease `owner` holds; also tells whether the lease
-/// was released on the way (by the token write or by marking it dead).
+/// What a token request for a target needs, resolved before the lease.
+struct TokenClient {
+    target: Target,
+    secret: Option<SecretString>,
+}
+
+impl TokenClient {
+    async fn resolve(state: &AppState, name: &str) -> Result<Self, Outcome> {
+        let target = match state.targets.get(name).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(Outcome::NotFound),
+            Err(e) => return Err(Outcome::Transient(e.to_string())),
+        };
+        let TargetAuth::OAuth(settings) = &target.auth else {
+            return Err(Outcome::NotFound);
+        };
+        let secret = state
+            .client_secret(settings.client_secret_arn.as_deref())
+            .await
+            .map_err(|e| Outcome::Transient(e.to_string()))?;
+        Ok(TokenClient { target, secret })
+    }
+}
+
+/// Refreshes a grant whose lease `req.owner` holds until `lease_until`;
+/// also tells whether the lease was released on the way (by the token write
+/// or by marking it dead).
 async fn refresh_leased(
     state: &AppState,
     grant: Grant,
-    owner: &str,
-    margin: i64,
-    force_from_version: Option<u64>,
-    policy: LeasePolicy,
+    client: &TokenClient,
+    req: RefreshRequest<'_>,
+    lease_until: i64,
 ) -> (Outcome, bool) {
     let now = state.clock.now();
     let kept = |o: Outcome| (o, false);
     if grant.status == GrantStatus::NeedsConsent {
         return kept(Outcome::NeedsConsent);
     }
-    if is_fresh(&grant, now, margin, force_from_version) {
+    if is_fresh(&grant, now, &req) {
+        tracing::debug!(owner = req.owner, version = grant.version, seen = ?req.seen_version, "fresh after taking the lease");
         return kept(Outcome::AlreadyFresh(grant));
     }
     let Some(refresh_token) = grant.tokens.refresh_token.clone() else {
         // Nothing to refresh with: only a new consent helps.
         return mark_dead(state, &grant).await;
     };
-    let target = match state.targets.get(&grant.target).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return kept(Outcome::NotFound),
-        Err(e) => return kept(Outcome::Transient(e.to_string())),
-    };
-    let TargetAuth::OAuth(settings) = &target.auth else {
+    let TargetAuth::OAuth(settings) = &client.target.auth else {
         return kept(Outcome::NotFound);
     };
-    let secret = match state
-        .client_secret(settings.client_secret_arn.as_deref())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return kept(Outcome::Transient(e.to_string())),
-    };
+    // The refresh token goes back where it came from, and the client secret
+    // only to the target's own token endpoint: when they differ (the
+    // target now uses another authorization server), the grant is dead.
     let token_endpoint = grant
         .token_endpoint
         .as_deref()
         .unwrap_or(&settings.token_endpoint);
+    if token_endpoint != settings.token_endpoint {
+        tracing::warn!(
+            audit = "refresh_refused",
+            target = %grant.target,
+            "the grant's token endpoint is not the target's; not sending its refresh token or the client secret there, the user must connect again"
+        );
+        return mark_dead(state, &grant).await;
+    }
+    // The token request ends early enough to write its result while the
+    // lease is still ours.
+    let left = Duration::from_secs((lease_until - now).max(0) as u64).saturating_sub(WRITE_BUDGET);
+    if left.is_zero() {
+        return kept(Outcome::Transient("the refresh lease is too short".into()));
+    }
     let endpoint = oauth::TokenEndpoint {
         http: &state.http,
         settings,
-        secret: secret.as_ref(),
+        secret: client.secret.as_ref(),
     };
     let request = endpoint.refresh(
         token_endpoint,
@@ -203,7 +336,15 @@ async fn refresh_leased(
         grant.resource.as_deref(),
         now,
     );
-    let issued = match tokio::time::timeout(policy.http_timeout, request).await {
+    let timeout = req.policy.http_timeout.min(left);
+    tracing::debug!(
+        owner = req.owner,
+        version = grant.version,
+        lease_until,
+        ?timeout,
+        "presenting the refresh token"
+    );
+    let issued = match tokio::time::timeout(timeout, request).await {
         Err(_) => return kept(Outcome::Transient("token endpoint timed out".into())),
         Ok(Err(OAuthError::Rejected { error, .. })) if error == "invalid_grant" => {
             tracing::info!(sub = %grant.sub, target = %grant.target, error = %error, "refresh rejected; consent needed");
@@ -225,7 +366,12 @@ async fn refresh_leased(
         updated_at: now,
         ..grant.clone()
     };
-    let written = match state.grants.update_and_release(&updated, owner).await {
+    tracing::debug!(
+        owner = req.owner,
+        version = grant.version,
+        "token response received"
+    );
+    let written = match state.grants.update_and_release(&updated, req.owner).await {
         // The lease ran out under us (a slow token endpoint) and may be
         // someone else's now: write the tokens, which are the newest, as a
         // plain versioned write and leave that lease to its holder.
@@ -240,6 +386,22 @@ async fn refresh_leased(
         Err(Error::StaleVersion) => kept(reread(state, &grant.sub, &grant.target).await),
         Err(e) => kept(Outcome::Transient(e.to_string())),
     }
+}
+
+/// A grant that cannot be opened (tampered, moved from another user's key,
+/// or sealed with a key that was retired) is dead: retrying cannot mend it,
+/// so it is marked as needing consent and the user connects again.
+async fn unreadable(state: &AppState, sub: &str, target: &str, e: &Error) -> Outcome {
+    tracing::error!(
+        audit = "grant_unreadable",
+        target = %target,
+        error = %e,
+        "a grant cannot be opened (altered in the table, or sealed with a retired key); the user must connect again"
+    );
+    if let Err(e) = state.grants.mark_unreadable(sub, target).await {
+        tracing::warn!(error = %e, "could not mark an unreadable grant");
+    }
+    Outcome::NeedsConsent
 }
 
 /// Marks the grant dead; the same write drops any lease.
@@ -261,6 +423,7 @@ async fn reread(state: &AppState, sub: &str, target: &str) -> Outcome {
         Ok(Some(g)) if g.status == GrantStatus::Active => Outcome::AlreadyFresh(g),
         Ok(Some(_)) => Outcome::NeedsConsent,
         Ok(None) => Outcome::NotFound,
+        Err(e) if e.is_unreadable() => unreadable(state, sub, target, &e).await,
         Err(e) => Outcome::Transient(e.to_string()),
     }
 }
@@ -269,20 +432,19 @@ async fn wait_for_other(state: &AppState, req: RefreshRequest<'_>) -> Outcome {
     let RefreshRequest {
         sub,
         target,
-        margin,
-        force_from_version,
         policy,
         ..
     } = req;
     let deadline = tokio::time::Instant::now() + policy.wait;
+    // Back off while waiting: every waiter's read lands on the same item.
+    let mut poll = policy.poll;
     loop {
-        tokio::time::sleep(policy.poll).await;
+        tokio::time::sleep(poll).await;
+        poll = (poll * 3 / 2).min(Duration::from_secs(1));
         let now = state.clock.now();
         match state.grants.get(sub, target, true).await {
             Ok(Some(g)) if g.status == GrantStatus::NeedsConsent => return Outcome::NeedsConsent,
-            Ok(Some(g)) if is_fresh(&g, now, margin, force_from_version) => {
-                return Outcome::AlreadyFresh(g)
-            }
+            Ok(Some(g)) if is_fresh(&g, now, &req) => return Outcome::AlreadyFresh(g),
             Ok(Some(g)) if g.lease.as_ref().is_none_or(|l| l.until <= now) => {
                 // The holder finished without a new token, or died: try ourselves.
                 let retry = RefreshRequest {
@@ -293,6 +455,7 @@ async fn wait_for_other(state: &AppState, req: RefreshRequest<'_>) -> Outcome {
             }
             Ok(Some(_)) => {}
             Ok(None) => return Outcome::NotFound,
+            Err(e) if e.is_unreadable() => return unreadable(state, sub, target, &e).await,
             Err(e) => return Outcome::Transient(e.to_string()),
         }
         if tokio::time::Instant::now() >= deadline {
@@ -393,6 +556,7 @@ pub async fn run_scheduled(
                 owner,
                 margin: window,
                 force_from_version: None,
+                seen_version: None,
                 wait_for_winner: false,
                 policy: run.policy,
             };
@@ -474,6 +638,9 @@ pub async fn usable_grant(
     let grant = match state.grants.get(sub, target, false).await {
         Ok(Some(g)) => g,
         Ok(None) => return Err(NoGrant::Missing),
+        Err(e) if e.is_unreadable() => {
+            return into_usable(unreadable(state, sub, target, &e).await)
+        }
         Err(e) => return Err(NoGrant::Retry(e.to_string())),
     };
     if grant.status == GrantStatus::NeedsConsent {
@@ -488,10 +655,21 @@ pub async fn usable_grant(
         owner,
         margin,
         force_from_version: None,
+        seen_version: Some(grant.version),
         wait_for_winner: true,
         policy,
     };
-    into_usable(refresh_grant(state, req).await)
+    let outcome = state
+        .refreshes
+        .run(
+            sub,
+            target,
+            grant.version,
+            || state.clock.now(),
+            || refresh_grant(state, req),
+        )
+        .await;
+    into_usable(outcome)
 }
 
 /// After the upstream refused `grant`'s access token (401): one forced
@@ -508,10 +686,21 @@ pub async fn after_unauthorized(
         owner,
         margin: 0,
         force_from_version: Some(grant.version),
+        seen_version: Some(grant.version),
         wait_for_winner: true,
         policy,
     };
-    into_usable(refresh_grant(state, req).await)
+    let outcome = state
+        .refreshes
+        .run(
+            &grant.sub,
+            &grant.target,
+            grant.version,
+            || state.clock.now(),
+            || refresh_grant(state, req),
+        )
+        .await;
+    into_usable(outcome)
 }
 
 fn into_usable(outcome: Outcome) -> Result<Grant, NoGrant> {

@@ -43,6 +43,8 @@ pub struct AppState {
     /// Outbound HTTP (authorization servers, upstream MCP servers): pooled,
     /// keep-alive, redirects off.
     pub http: reqwest::Client,
+    /// This instance's refreshes in flight (one caller per grant at a time).
+    pub refreshes: Arc<crate::refresh::Flights>,
 }
 
 impl AppState {
@@ -117,6 +119,7 @@ impl AppState {
             keys,
             clock,
             http,
+            refreshes: Arc::default(),
         })
     }
 }

@@ -65,8 +65,9 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-// Counts of token endpoint requests by grant type and of revocations, for
-// tests that assert how much traffic reached the server: GET /test/counts.
+// Counts of token endpoint requests by grant type, of refused refreshes
+// (`refresh_token_refused`) and of revocations, for tests that assert how
+// much traffic reached the server: GET /test/counts.
 const counts = {};
 provider.use(async (ctx, next) => {
   if (ctx.path === '/test/counts') {
@@ -77,6 +78,11 @@ provider.use(async (ctx, next) => {
   if (ctx.method === 'POST' && (ctx.path === '/token' || ctx.path === '/token/revocation')) {
     const key = ctx.path === '/token' ? (ctx.oidc?.params?.grant_type || 'unknown') : 'revocation';
     counts[key] = (counts[key] || 0) + 1;
+    // Refused refreshes: with rotation on, a refresh token presented twice
+    // (reuse) is refused and revokes the whole grant.
+    if (key === 'refresh_token' && ctx.status === 400 && ctx.body?.error === 'invalid_grant') {
+      counts.refresh_token_refused = (counts.refresh_token_refused || 0) + 1;
+    }
   }
 });
 

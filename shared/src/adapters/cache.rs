@@ -27,6 +27,9 @@ pub struct CachedTargets {
     /// Held while loading, so that callers who miss together (a listing's
     /// fan-out, the scheduler's concurrent refreshes) share one read.
     loading: tokio::sync::Mutex<()>,
+    /// Bumped by every write through this instance: a load that began
+    /// before a write does not keep its (older) list.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl CachedTargets {
@@ -37,6 +40,7 @@ impl CachedTargets {
             ttl,
             cached: RwLock::new(None),
             loading: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -58,13 +62,20 @@ impl CachedTargets {
         if let Some(list) = self.fresh().await {
             return Ok(list);
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let list = Arc::new(self.inner.list().await?);
-        *self.cached.write().await = Some((list.clone(), Instant::now()));
+        let mut cached = self.cached.write().await;
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            *cached = Some((list.clone(), Instant::now()));
+        }
         Ok(list)
     }
 
     async fn invalidate(&self) {
-        *self.cached.write().await = None;
+        let mut cached = self.cached.write().await;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *cached = None;
     }
 }
 
@@ -90,6 +101,12 @@ impl TargetCatalog for CachedTargets {
 
     async fn list(&self) -> Result<Vec<Arc<Target>>> {
         Ok(self.all().await?.as_ref().clone())
+    }
+
+    async fn put_catalog(&self, target: &Target, catalog: &[serde_json::Value]) -> Result<()> {
+        let r = self.inner.put_catalog(target, catalog).await;
+        self.invalidate().await;
+        r
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
@@ -241,6 +258,12 @@ impl GrantStore for CachedGrants {
         r
     }
 
+    async fn mark_unreadable(&self, sub: &str, target: &str) -> Result<()> {
+        let r = self.inner.mark_unreadable(sub, target).await;
+        self.forget(sub, target).await;
+        r
+    }
+
     async fn delete(&self, sub: &str, target: &str) -> Result<()> {
         let r = self.inner.delete(sub, target).await;
         self.forget(sub, target).await;
@@ -287,9 +310,47 @@ mod tests {
                 tool_catalog: vec![],
             })])
         }
+        async fn put_catalog(&self, _: &Target, _: &[serde_json::Value]) -> Result<()> {
+            Ok(())
+        }
         async fn delete(&self, _: &str) -> Result<()> {
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn a_load_older_than_a_write_is_not_kept() {
+        let inner = Arc::new(Counting::default());
+        let cache = Arc::new(CachedTargets::new(inner.clone(), Duration::from_secs(60)));
+        // A load starts (it takes 50 ms), and a write through this instance
+        // lands while it runs: the load's list predates the write.
+        let loading = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.list().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cache
+            .put_catalog(
+                &Target {
+                    name: "t".into(),
+                    display_name: None,
+                    mcp_url: "http://127.0.0.1:9/mcp".into(),
+                    auth: TargetAuth::None,
+                    tool_prefix: None,
+                    return_to: Default::default(),
+                    tool_catalog: vec![],
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        loading.await.unwrap().unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        // So the next reader loads again instead of getting that list.
+        cache.list().await.unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+        cache.list().await.unwrap();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "and then it is cached");
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::{sha256_hex, Aad};
 use crate::domain::{
-    Grant, GrantKey, GrantStatus, Lease, PendingAuthorization, StateParam, Target, TokenSet,
+    Grant, GrantKey, GrantStatus, Lease, PendingAuthorization, SealedGrant, StateParam, Target,
     UpstreamSession,
 };
 use crate::error::{Error, Result};
@@ -95,13 +95,28 @@ impl DynamoStore {
 
     // ----- grants -----
 
+    /// The grant an item holds. The ciphertext is opened for the user and
+    /// target of the item's key (never of attributes stored beside it), and
+    /// the fields that say where tokens go come from the ciphertext alone.
     async fn grant_from_item(&self, item: &Item) -> Result<Grant> {
-        let sub = s(item, "sub")?;
-        let target = s(item, "target")?;
+        let (sub, target) = match (
+            s(item, "pk")?.strip_prefix("USER#"),
+            s(item, "sk")?.strip_prefix("GRANT#"),
+        ) {
+            (Some(sub), Some(target)) => (sub.to_owned(), target.to_owned()),
+            _ => return Err(Error::Malformed("not a grant's key".into())),
+        };
         let sealed = s(item, "tokens")?;
         let plain = self.open(&sealed, &Aad::grant(&sub, &target)).await?;
-        let tokens = TokenSet::from_plaintext(&plain)
-            .ok_or_else(|| Error::Malformed("grant tokens are not a token set".into()))?;
+        let SealedGrant {
+            tokens,
+            token_endpoint,
+            issuer,
+            resource,
+            scopes,
+        } = SealedGrant::from_plaintext(&plain).ok_or(Error::Decrypt(
+            "the grant's sealed payload is of an older or unknown form",
+        ))?;
         let status = GrantStatus::parse(&s(item, "status")?)
             .ok_or_else(|| Error::Malformed("grant status".into()))?;
         let lease = match (opt_s(item, "lease_owner"), opt_n(item, "lease_until")?) {
@@ -113,10 +128,10 @@ impl DynamoStore {
             target,
             tokens,
             expires_at: opt_n(item, "expires_at")?,
-            scopes: list_s(item, "scopes"),
-            issuer: opt_s(item, "issuer"),
-            token_endpoint: opt_s(item, "token_endpoint"),
-            resource: opt_s(item, "resource"),
+            scopes,
+            issuer,
+            token_endpoint,
+            resource,
             status,
             version: n(item, "version")? as u64,
             lease,
@@ -132,7 +147,7 @@ impl DynamoStore {
         g: &Grant,
     ) -> Result<(Vec<(&'static str, AttributeValue)>, Vec<&'static str>)> {
         let sealed = self
-            .seal(&g.tokens.to_plaintext(), &Aad::grant(&g.sub, &g.target))
+            .seal(&g.sealed().to_plaintext(), &Aad::grant(&g.sub, &g.target))
             .await?;
         let mut set = vec![
             ("sub", sv(&g.sub)),
@@ -607,6 +622,27 @@ impl GrantStore for DynamoStore {
         .await
     }
 
+    async fn mark_unreadable(&self, sub: &str, target: &str) -> Result<()> {
+        let mut u = UpdateBuilder::new();
+        u.set("status", sv(GrantStatus::NeedsConsent.as_str()))
+            .remove("rd_shard")
+            .remove("rd_at")
+            .remove("lease_owner")
+            .remove("lease_until");
+        let res = u
+            .apply(self.client.update_item())
+            .table_name(&self.table)
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(grant_sk(target)))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => condition(e).map(|_| ()),
+        }
+    }
+
     async fn delete(&self, sub: &str, target: &str) -> Result<()> {
         self.client
             .delete_item()
@@ -684,7 +720,14 @@ impl GrantStore for DynamoStore {
                 .await
                 .map_err(Error::dynamo)?;
             for item in out.items() {
-                grants.push(self.grant_from_item(item).await?);
+                match self.grant_from_item(item).await {
+                    Ok(g) => grants.push(g),
+                    // One unusable item must not hide the others.
+                    Err(e) if e.is_unreadable() => {
+                        tracing::error!(error = %e, sk = ?opt_s(item, "sk"), "a grant cannot be opened; it is left out (the user connects again)")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),
@@ -871,10 +914,53 @@ impl AuthorizationStore for DynamoStore {
     }
 }
 
+/// A target's configuration as stored: everything but the tool catalog,
+/// which the proxy updates on its own.
+fn target_config(target: &Target) -> Result<String> {
+    let mut config = target.clone();
+    config.tool_catalog = vec![];
+    serde_json::to_string(&config).map_err(|e| Error::Malformed(e.to_string()))
+}
+
+impl DynamoStore {
+    /// Opens a target item: its configuration must carry the integrity tag
+    /// sealed for its name (from the key) and its exact text, so a table
+    /// writer without the keys cannot change where tokens, codes or client
+    /// secrets go.
+    async fn target_from_item(&self, item: &Item) -> Result<Target> {
+        let name = s(item, "sk")?
+            .strip_prefix("TARGET#")
+            .ok_or_else(|| Error::Malformed("not a target's key".into()))?
+            .to_owned();
+        let config = s(item, "config")?;
+        let tag = opt_s(item, "seal").ok_or(Error::Decrypt(
+            "the target has no integrity seal (written by an older version; run gateway-admin keys reseal)",
+        ))?;
+        self.open(&tag, &Aad::target_config(&name, &config))
+            .await
+            .map_err(|_| Error::Decrypt("the target's configuration fails its integrity check"))?;
+        let mut target: Target = serde_json::from_str(&config)
+            .map_err(|e| Error::Malformed(format!("target config: {e}")))?;
+        if target.name != name {
+            return Err(Error::Malformed("target name differs from its key".into()));
+        }
+        if let Some(catalog) = opt_s(item, "catalog") {
+            target.tool_catalog = serde_json::from_str(&catalog)
+                .map_err(|e| Error::Malformed(format!("target catalog: {e}")))?;
+        }
+        Ok(target)
+    }
+}
+
 #[async_trait]
 impl TargetCatalog for DynamoStore {
     async fn put(&self, target: &Target) -> Result<()> {
-        let json = serde_json::to_string(target).map_err(|e| Error::Malformed(e.to_string()))?;
+        let config = target_config(target)?;
+        let tag = self
+            .seal(b"", &Aad::target_config(&target.name, &config))
+            .await?;
+        let catalog = serde_json::to_string(&target.tool_catalog)
+            .map_err(|e| Error::Malformed(e.to_string()))?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -882,11 +968,38 @@ impl TargetCatalog for DynamoStore {
             .item("sk", sv(target_sk(&target.name)))
             .item("type", sv("target"))
             .item("name", sv(&target.name))
-            .item("config", sv(&json))
+            .item("config", sv(&config))
+            .item("seal", sv(&tag))
+            .item("catalog", sv(&catalog))
             .send()
             .await
             .map_err(Error::dynamo)?;
         Ok(())
+    }
+
+    async fn put_catalog(&self, target: &Target, catalog: &[serde_json::Value]) -> Result<()> {
+        let config = target_config(target)?;
+        let catalog =
+            serde_json::to_string(catalog).map_err(|e| Error::Malformed(e.to_string()))?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(TARGETS_PK))
+            .key("sk", sv(target_sk(&target.name)))
+            .update_expression("SET catalog = :catalog")
+            .condition_expression("attribute_exists(pk) AND config = :config")
+            .expression_attribute_values(":catalog", sv(&catalog))
+            .expression_attribute_values(":config", sv(&config))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                condition(e)?;
+                Err(Error::StaleVersion)
+            }
+        }
     }
 
     async fn get(&self, name: &str) -> Result<Option<Target>> {
@@ -899,7 +1012,10 @@ impl TargetCatalog for DynamoStore {
             .send()
             .await
             .map_err(Error::dynamo)?;
-        out.item.map(|item| target_from_item(&item)).transpose()
+        match out.item {
+            Some(item) => Ok(Some(self.target_from_item(&item).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn list(&self) -> Result<Vec<Arc<Target>>> {
@@ -918,7 +1034,18 @@ impl TargetCatalog for DynamoStore {
                 .await
                 .map_err(Error::dynamo)?;
             for item in out.items() {
-                targets.push(Arc::new(target_from_item(item)?));
+                match self.target_from_item(item).await {
+                    Ok(t) => targets.push(Arc::new(t)),
+                    // An altered (or unsealed) target is left out, loudly;
+                    // the others stay usable.
+                    Err(e) if e.is_unreadable() => tracing::error!(
+                        audit = "target_unreadable",
+                        target = ?opt_s(item, "sk"),
+                        error = %e,
+                        "a target is left out"
+                    ),
+                    Err(e) => return Err(e),
+                }
             }
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),
@@ -946,11 +1073,6 @@ impl TargetCatalog for DynamoStore {
             }
         }
     }
-}
-
-fn target_from_item(item: &Item) -> Result<Target> {
-    serde_json::from_str(&s(item, "config")?)
-        .map_err(|e| Error::Malformed(format!("target config: {e}")))
 }
 
 #[async_trait]

@@ -15,30 +15,75 @@ pub struct TokenSet {
     pub token_type: String,
 }
 
-impl TokenSet {
-    /// Serializes the tokens for sealing. The output is secret material.
+/// What a grant's ciphertext holds: the tokens, and every field that says
+/// where they (and the target's client secret) may be sent or what they
+/// mean. Those fields are also stored in the clear for operators, but only
+/// the sealed copies are ever used, so a table writer without the keys
+/// cannot redirect a refresh token or a client secret.
+#[derive(Clone)]
+pub struct SealedGrant {
+    /// The tokens.
+    pub tokens: TokenSet,
+    /// Token endpoint the tokens came from.
+    pub token_endpoint: Option<String>,
+    /// Issuer of the authorization server.
+    pub issuer: Option<String>,
+    /// Resource indicator the tokens were issued for.
+    pub resource: Option<String>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+}
+
+/// Version tag of the sealed grant payload.
+const SEALED_GRANT_VERSION: u32 = 2;
+
+impl SealedGrant {
+    /// The plaintext to seal. The output is secret material.
     pub fn to_plaintext(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
-            "access_token": self.access_token.expose_secret(),
-            "refresh_token": self.refresh_token.as_ref().map(|t| t.expose_secret()),
-            "token_type": self.token_type,
+            "v": SEALED_GRANT_VERSION,
+            "access_token": self.tokens.access_token.expose_secret(),
+            "refresh_token": self.tokens.refresh_token.as_ref().map(|t| t.expose_secret()),
+            "token_type": self.tokens.token_type,
+            "token_endpoint": self.token_endpoint,
+            "issuer": self.issuer,
+            "resource": self.resource,
+            "scopes": self.scopes,
         }))
         .expect("serializing strings to JSON cannot fail")
     }
 
-    /// Parses what [`TokenSet::to_plaintext`] produced.
+    /// Parses what [`SealedGrant::to_plaintext`] produced; `None` for
+    /// anything else (including the tokens-only payload of earlier versions,
+    /// which did not protect the routing fields).
     pub fn from_plaintext(bytes: &[u8]) -> Option<Self> {
         #[derive(serde::Deserialize)]
         struct Raw {
+            v: u32,
+            #[serde(flatten)]
+            tokens: RawTokens,
+            token_endpoint: Option<String>,
+            issuer: Option<String>,
+            resource: Option<String>,
+            scopes: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct RawTokens {
             access_token: String,
             refresh_token: Option<String>,
             token_type: String,
         }
         let raw: Raw = serde_json::from_slice(bytes).ok()?;
-        Some(TokenSet {
-            access_token: raw.access_token.into(),
-            refresh_token: raw.refresh_token.map(Into::into),
-            token_type: raw.token_type,
+        (raw.v == SEALED_GRANT_VERSION).then(|| SealedGrant {
+            tokens: TokenSet {
+                access_token: raw.tokens.access_token.into(),
+                refresh_token: raw.tokens.refresh_token.map(Into::into),
+                token_type: raw.tokens.token_type,
+            },
+            token_endpoint: raw.token_endpoint,
+            issuer: raw.issuer,
+            resource: raw.resource,
+            scopes: raw.scopes,
         })
     }
 }
@@ -134,6 +179,17 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// What the grant's ciphertext holds.
+    pub fn sealed(&self) -> SealedGrant {
+        SealedGrant {
+            tokens: self.tokens.clone(),
+            token_endpoint: self.token_endpoint.clone(),
+            issuer: self.issuer.clone(),
+            resource: self.resource.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+
     /// The grant's key.
     pub fn key(&self) -> GrantKey {
         GrantKey {
@@ -151,9 +207,16 @@ impl Grant {
         }
     }
 
-    /// True when the access token is expired or expires within `margin` seconds.
+    /// True when the access token is expired or expires within `margin`
+    /// seconds, or within half its lifetime when that is shorter.
     pub fn needs_refresh(&self, now: i64, margin: i64) -> bool {
-        self.expires_at.is_some_and(|exp| exp - margin <= now)
+        // The margin is at most half the token's lifetime: a token that
+        // lives 5 s is fresh for its first half, though the margin is 60 s
+        // (else a token just refreshed would never count as fresh).
+        self.expires_at.is_some_and(|exp| {
+            let lifetime = exp - self.updated_at;
+            exp - margin.min((lifetime / 2).max(0)) <= now
+        })
     }
 }
 
@@ -192,9 +255,12 @@ mod tests {
     #[test]
     fn plaintext_round_trip() {
         let g = grant();
-        let back = TokenSet::from_plaintext(&g.tokens.to_plaintext()).unwrap();
-        assert_eq!(back.access_token.expose_secret(), "at-secret");
-        assert_eq!(back.refresh_token.unwrap().expose_secret(), "rt-secret");
+        let back = SealedGrant::from_plaintext(&g.sealed().to_plaintext()).unwrap();
+        assert_eq!(back.tokens.access_token.expose_secret(), "at-secret");
+        assert_eq!(
+            back.tokens.refresh_token.unwrap().expose_secret(),
+            "rt-secret"
+        );
     }
 
     #[test]
@@ -208,5 +274,32 @@ mod tests {
         assert_eq!(g.refresh_due(), None);
         assert!(grant().needs_refresh(950, 60));
         assert!(!grant().needs_refresh(900, 60));
+        // A 5-second token is fresh for its first half, whatever the margin.
+        let mut short = grant();
+        short.updated_at = 995;
+        short.expires_at = Some(1_000);
+        assert!(!short.needs_refresh(996, 60));
+        assert!(short.needs_refresh(998, 60));
+        assert!(short.needs_refresh(1_000, 0));
+    }
+
+    #[test]
+    fn the_sealed_payload_carries_the_routing_fields() {
+        let mut g = grant();
+        g.token_endpoint = Some("https://as.example/token".into());
+        g.issuer = Some("https://as.example".into());
+        g.resource = Some("https://mcp.example/mcp".into());
+        let back = SealedGrant::from_plaintext(&g.sealed().to_plaintext()).unwrap();
+        assert_eq!(back.token_endpoint, g.token_endpoint);
+        assert_eq!(back.issuer, g.issuer);
+        assert_eq!(back.resource, g.resource);
+        assert_eq!(back.scopes, g.scopes);
+        assert_eq!(
+            back.tokens.access_token.expose_secret(),
+            g.tokens.access_token.expose_secret()
+        );
+        // The tokens-only payload of earlier versions is not accepted.
+        let old = br#"{"access_token":"a","refresh_token":null,"token_type":"Bearer"}"#;
+        assert!(SealedGrant::from_plaintext(old).is_none());
     }
 }

@@ -6,6 +6,6 @@ pub mod session;
 pub mod target;
 
 pub use authorization::{PendingAuthorization, StateParam};
-pub use grant::{Grant, GrantKey, GrantStatus, Lease, TokenSet};
+pub use grant::{Grant, GrantKey, GrantStatus, Lease, SealedGrant, TokenSet};
 pub use session::UpstreamSession;
 pub use target::{OAuthSettings, ReturnTo, Target, TargetAuth, TokenEndpointAuthMethod};

@@ -326,10 +326,16 @@ impl<'a> Gateway<'a> {
         if target.tool_catalog.as_slice() == tools {
             return;
         }
-        let mut updated = target.clone();
-        updated.tool_catalog = tools.to_vec();
-        if let Err(e) = self.state.targets.put(&updated).await {
-            tracing::warn!(target = %target.name, error = %e, "could not update the cached catalog");
+        // Only the catalog, and only while the target is stored as it was
+        // read: a removed target stays removed, an operator's change stays.
+        match self.state.targets.put_catalog(target, tools).await {
+            Ok(()) => {}
+            Err(crate::Error::StaleVersion) => {
+                tracing::debug!(target = %target.name, "target changed since it was read; catalog not stored")
+            }
+            Err(e) => {
+                tracing::warn!(target = %target.name, error = %e, "could not update the cached catalog")
+            }
         }
     }
 
