@@ -52,6 +52,18 @@ enum Command {
     /// A user's grants (connections): list, revoke.
     #[command(subcommand)]
     Grants(GrantsCommand),
+    /// Rotate the gateway key set: list, add, current, reseal, retire
+    /// (see README, "Key rotation").
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run the scheduled refresh once, here: the token-refresh function's
+    /// code path against the configured table; prints its summary.
+    Refresh {
+        /// Refresh grants whose access token expires within this many
+        /// seconds (default: REFRESH_WINDOW_SECONDS, 600).
+        #[arg(long)]
+        window: Option<u64>,
+    },
     /// Create a consent link for a user and a target (what an agent would be
     /// handed), for example to connect ahead of time or to try the flow.
     Connect {
@@ -98,6 +110,29 @@ enum TargetCommand {
     Remove {
         /// Target name.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The key ids, which is current, and how many stored items each seals.
+    List,
+    /// Add a new random key (not current yet); prints its id.
+    Add,
+    /// Show the current key, or make KEY_ID current.
+    Current {
+        /// The key to make current.
+        key_id: Option<String>,
+    },
+    /// Rewrite every stored item not sealed with the current key (grants
+    /// under their refresh lease, pending authorizations, targets).
+    /// Resumable: run it again after an interruption.
+    Reseal,
+    /// Remove KEY_ID from the key set; refused while it is current or any
+    /// stored item still uses it.
+    Retire {
+        /// The key to remove.
+        key_id: String,
     },
 }
 
@@ -226,6 +261,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Init { table, keyset_name } => init(&table, &keyset_name).await,
         Command::Serve { listen } => serve(&listen).await,
+        Command::Keys(cmd) => keys(cmd).await,
+        Command::Refresh { window } => refresh(window).await,
         Command::Target(cmd) => target(cmd).await,
         Command::Grants(GrantsCommand::List { user }) => {
             let state = state().await?;
@@ -331,6 +368,137 @@ async fn init(table: &str, keyset_name: &str) -> Result<(), String> {
     println!("key set {keyset_name}: ready");
     println!("KEYSET_SECRET_ARN={arn}");
     Ok(())
+}
+
+async fn refresh(window: Option<u64>) -> Result<(), String> {
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
+    if let Some(w) = window {
+        config.refresh_window = std::time::Duration::from_secs(w);
+    }
+    let concurrency = config.refresh_concurrency;
+    let state = AppState::from_config(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = gateway_shared::refresh::ScheduledRun {
+        limit: 10_000,
+        concurrency,
+        stop_at: tokio::time::Instant::now() + std::time::Duration::from_secs(900),
+        policy: gateway_shared::refresh::LeasePolicy::default(),
+    };
+    let owner = format!("admin-{}", gateway_shared::crypto::random_token(6));
+    let summary = gateway_shared::refresh::run_scheduled(&state, &owner, run)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "due {}  refreshed {}  already fresh {}  lease held elsewhere {}  needs consent {}  transient failures {}  skipped (deadline) {}",
+        summary.due,
+        summary.refreshed,
+        summary.already_fresh,
+        summary.lease_lost,
+        summary.needs_consent,
+        summary.transient_failure,
+        summary.skipped_deadline
+    );
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+async fn keys(cmd: KeysCommand) -> Result<(), String> {
+    use gateway_shared::keys::{self, KeySetSecret};
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let sdk = gateway_shared::adapters::aws_config().await;
+    let secret = KeySetSecret::new(
+        aws_sdk_secretsmanager::Client::new(&sdk),
+        config.keyset_secret_arn.clone(),
+    );
+    let err = |e: gateway_shared::Error| e.to_string();
+    match cmd {
+        KeysCommand::List => {
+            let (current, ids) = secret.ids().await.map_err(err)?;
+            let store = gateway_shared::state::table_store(&config, &sdk)
+                .await
+                .map_err(err)?;
+            let usage = keys::usage(&store).await.map_err(err)?;
+            for id in &ids {
+                let mark = if *id == current { "current" } else { "" };
+                println!(
+                    "{id:<16} {mark:<8} seals {} items",
+                    usage.get(id).copied().unwrap_or(0)
+                );
+            }
+            for (id, n) in usage.iter().filter(|(id, _)| !ids.contains(id)) {
+                println!(
+                    "{id:<16} missing  seals {n} items (not in the key set: they cannot be opened)"
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Add => {
+            let id = secret.add().await.map_err(err)?;
+            println!("added key {id} (not current yet: gateway-admin keys current {id})");
+            Ok(())
+        }
+        KeysCommand::Current { key_id: None } => {
+            println!("{}", secret.ids().await.map_err(err)?.0);
+            Ok(())
+        }
+        KeysCommand::Current { key_id: Some(id) } => {
+            secret.make_current(&id).await.map_err(err)?;
+            println!(
+                "{id} is current; warm instances seal with it within SECRETS_CACHE_TTL_SECONDS ({} s). Then: gateway-admin keys reseal",
+                config.secrets_cache_ttl.as_secs()
+            );
+            Ok(())
+        }
+        KeysCommand::Reseal => {
+            let (current, _) = secret.ids().await.map_err(err)?;
+            let store = gateway_shared::state::table_store(&config, &sdk)
+                .await
+                .map_err(err)?;
+            let summary = keys::reseal_all(
+                &store,
+                &current,
+                || gateway_shared::ports::Clock::now(&gateway_shared::ports::SystemClock),
+                |done, total| {
+                    let width = 30;
+                    let filled = (done * width).checked_div(total).unwrap_or(width);
+                    eprint!(
+                        "\rresealing with {current}: [{}{}] {done}/{total}",
+                        "#".repeat(filled),
+                        " ".repeat(width - filled)
+                    );
+                },
+            )
+            .await
+            .map_err(err)?;
+            eprintln!();
+            println!(
+                "{} items: {} already on {current}, {} resealed, {} gone meanwhile, {} busy (run again), {} unreadable (left as they are)",
+                summary.items, summary.current, summary.resealed, summary.gone, summary.busy, summary.unreadable
+            );
+            if summary.busy > 0 {
+                return Err("some grants were being refreshed throughout; run gateway-admin keys reseal again".into());
+            }
+            Ok(())
+        }
+        KeysCommand::Retire { key_id } => {
+            let store = gateway_shared::state::table_store(&config, &sdk)
+                .await
+                .map_err(err)?;
+            let usage = keys::usage(&store).await.map_err(err)?;
+            if let Some(n) = usage.get(&key_id).filter(|n| **n > 0) {
+                return Err(format!(
+                    "{n} stored items still use {key_id}: run gateway-admin keys reseal first"
+                ));
+            }
+            secret.remove(&key_id).await.map_err(err)?;
+            println!("{key_id} removed from the key set");
+            Ok(())
+        }
+    }
 }
 
 async fn serve(listen: &str) -> Result<(), String> {

@@ -16,6 +16,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
+pub mod keys;
 pub mod mcp;
 pub mod ports;
 pub mod refresh;

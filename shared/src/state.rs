@@ -66,22 +66,8 @@ impl AppState {
     /// Like [`AppState::from_config`], with a given SDK configuration (local
     /// endpoints in tests and tools).
     pub async fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self> {
-        let source = Arc::new(SecretsManagerSource::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
-            config.secrets_cache_ttl,
-        ));
-        let keys = Arc::new(SecretKeyProvider::new(
-            source.clone(),
-            config.keyset_secret_arn.clone(),
-            config.secrets_cache_ttl,
-        ));
-        keys.key_set().await?;
-        let store = Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            config.table_name.clone(),
-            keys.clone(),
-            config.refresh_shards,
-        ));
+        let (source, keys, store) = stores(&config, sdk).await?;
+        let store = Arc::new(store);
         let http = http_client();
         let login = match &config.consent_binding {
             ConsentBinding::Oidc { issuer, .. } => Some(Arc::new(
@@ -122,6 +108,40 @@ impl AppState {
             refreshes: Arc::default(),
         })
     }
+}
+
+/// The secrets source, key provider and table store of `config`, with the
+/// key set loaded once (a bad key-set secret fails here).
+async fn stores(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+) -> Result<(
+    Arc<SecretsManagerSource>,
+    Arc<SecretKeyProvider>,
+    DynamoStore,
+)> {
+    let source = Arc::new(SecretsManagerSource::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+        config.secrets_cache_ttl,
+    ));
+    let keys = Arc::new(SecretKeyProvider::new(
+        source.clone(),
+        config.keyset_secret_arn.clone(),
+        config.secrets_cache_ttl,
+    ));
+    keys.key_set().await?;
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.table_name.clone(),
+        keys.clone(),
+        config.refresh_shards,
+    );
+    Ok((source, keys, store))
+}
+
+/// The table store of `config` on its own (operator tools: key rotation).
+pub async fn table_store(config: &Config, sdk: &aws_config::SdkConfig) -> Result<DynamoStore> {
+    Ok(stores(config, sdk).await?.2)
 }
 
 /// Makes aws-lc-rs the process's default TLS crypto provider, once.

@@ -738,9 +738,10 @@ impl GrantStore for DynamoStore {
     }
 }
 
-#[async_trait]
-impl AuthorizationStore for DynamoStore {
-    async fn create(&self, p: &PendingAuthorization) -> Result<()> {
+impl DynamoStore {
+    /// The item of a pending authorization, its secrets sealed with the
+    /// current key.
+    async fn authorization_item(&self, p: &PendingAuthorization) -> Result<Item> {
         let verifier = self
             .seal(
                 p.pkce_verifier.expose_secret().as_bytes(),
@@ -783,6 +784,23 @@ impl AuthorizationStore for DynamoStore {
                 .await?;
             item.insert("return_url".into(), sv(sealed));
         }
+        if let Some(b) = &p.browser {
+            let sealed = self
+                .seal(
+                    b.as_bytes(),
+                    &Aad::consent_browser(&p.id, &p.sub, &p.target),
+                )
+                .await?;
+            item.insert("browser".into(), sv(sealed));
+        }
+        Ok(item)
+    }
+}
+
+#[async_trait]
+impl AuthorizationStore for DynamoStore {
+    async fn create(&self, p: &PendingAuthorization) -> Result<()> {
+        let item = self.authorization_item(p).await?;
         let res = self
             .client
             .put_item()
@@ -1132,6 +1150,195 @@ impl SessionStore for DynamoStore {
             .await
             .map_err(Error::dynamo)?;
         Ok(())
+    }
+}
+
+/// What kind of item holds sealed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// A user's grant (its tokens and routing fields).
+    Grant,
+    /// A pending authorization (verifier, state secret, browser, return URL).
+    Authorization,
+    /// A target (the integrity seal of its configuration).
+    Target,
+}
+
+/// An item holding sealed values, and the ids of the keys that sealed them.
+#[derive(Debug, Clone)]
+pub struct SealedItem {
+    /// Partition key.
+    pub pk: String,
+    /// Sort key.
+    pub sk: String,
+    /// What it is.
+    pub kind: SealedKind,
+    /// Key ids its sealed values name.
+    pub key_ids: std::collections::BTreeSet<String>,
+}
+
+impl SealedItem {
+    /// True when every sealed value uses `current` (and there is one).
+    pub fn sealed_with(&self, current: &str) -> bool {
+        !self.key_ids.is_empty() && self.key_ids.iter().all(|k| k == current)
+    }
+}
+
+/// What resealing one item did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resealed {
+    /// Rewritten with the current key.
+    Done,
+    /// A refresh holds the grant's lease: try again later.
+    Busy,
+    /// The item went away meanwhile (used, deleted).
+    Gone,
+}
+
+/// Attributes that hold sealed values, by kind.
+const SEALED_ATTRIBUTES: &[&str] = &[
+    "tokens",
+    "verifier",
+    "state_secret",
+    "browser",
+    "return_url",
+    "seal",
+];
+
+impl DynamoStore {
+    /// Every item that holds sealed values (a full, paginated Scan), with
+    /// the key ids they use. A target written before targets were sealed
+    /// has no key id.
+    pub async fn sealed_items(&self) -> Result<Vec<SealedItem>> {
+        let mut items = vec![];
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(Error::dynamo)?;
+            for item in out.items() {
+                let (Some(pk), Some(sk)) = (opt_s(item, "pk"), opt_s(item, "sk")) else {
+                    continue;
+                };
+                let kind = if pk.starts_with("USER#") && sk.starts_with("GRANT#") {
+                    SealedKind::Grant
+                } else if pk.starts_with("AUTHZ#") {
+                    SealedKind::Authorization
+                } else if pk == TARGETS_PK {
+                    SealedKind::Target
+                } else {
+                    continue;
+                };
+                let key_ids = SEALED_ATTRIBUTES
+                    .iter()
+                    .filter_map(|a| opt_s(item, a))
+                    .filter_map(|v| crate::crypto::KeySet::key_id_of(&v).map(str::to_owned))
+                    .collect();
+                items.push(SealedItem {
+                    pk,
+                    sk,
+                    kind,
+                    key_ids,
+                });
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(items)
+    }
+
+    /// Rewrites one item with the current key, safely beside live traffic:
+    /// a grant under its refresh lease (taken as `owner`, written with the
+    /// versioned release), a pending authorization only while its state is
+    /// unchanged, a target as it is (an unsealed one, written by an older
+    /// version, gets its seal: the operator vouches for the table's content).
+    pub async fn reseal(&self, item: &SealedItem, owner: &str, now: i64) -> Result<Resealed> {
+        match item.kind {
+            SealedKind::Grant => {
+                let (sub, target) = (
+                    item.pk.trim_start_matches("USER#"),
+                    item.sk.trim_start_matches("GRANT#"),
+                );
+                let grant = match self.acquire_lease(sub, target, owner, now, now + 30).await {
+                    Ok(g) => g,
+                    Err(Error::LeaseHeld) => return Ok(Resealed::Busy),
+                    Err(Error::NotFound(_)) => return Ok(Resealed::Gone),
+                    Err(e) => return Err(e),
+                };
+                match self.update_and_release(&grant, owner).await {
+                    Ok(_) => Ok(Resealed::Done),
+                    Err(Error::NotLeaseOwner) | Err(Error::StaleVersion) => Ok(Resealed::Busy),
+                    Err(Error::NotFound(_)) => Ok(Resealed::Gone),
+                    Err(e) => Err(e),
+                }
+            }
+            SealedKind::Authorization => {
+                let out = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", sv(&item.pk))
+                    .key("sk", sv(&item.sk))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(Error::dynamo)?;
+                let Some(raw) = out.item else {
+                    return Ok(Resealed::Gone);
+                };
+                let pending = self.authorization_from_item(&raw).await?;
+                let fresh = self.authorization_item(&pending).await?;
+                let res = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(fresh))
+                    .condition_expression("attribute_exists(pk) AND state_digest = :digest")
+                    .expression_attribute_values(":digest", sv(pending.state.digest()))
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => Ok(Resealed::Done),
+                    Err(e) => {
+                        condition(e)?;
+                        Ok(Resealed::Gone)
+                    }
+                }
+            }
+            SealedKind::Target => {
+                let out = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", sv(&item.pk))
+                    .key("sk", sv(&item.sk))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(Error::dynamo)?;
+                let Some(raw) = out.item else {
+                    return Ok(Resealed::Gone);
+                };
+                let target = if raw.contains_key("seal") {
+                    self.target_from_item(&raw).await?
+                } else {
+                    // Written before targets were sealed: the whole target
+                    // (catalog included) is in `config`.
+                    serde_json::from_str(&s(&raw, "config")?)
+                        .map_err(|e| Error::Malformed(format!("target config: {e}")))?
+                };
+                TargetCatalog::put(self, &target).await?;
+                Ok(Resealed::Done)
+            }
+        }
     }
 }
 
