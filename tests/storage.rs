@@ -938,3 +938,46 @@ async fn warm_instances_serve_grants_from_memory_within_the_bound() {
     a.delete("carol", "gh").await.unwrap();
     assert!(a.get("carol", "gh", false).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_proxys_catalog_write_never_resurrects_or_undoes_a_target() {
+    let gw = Gateway::start(&[]).await;
+    let t = &gw.state.targets;
+    let original = Target {
+        name: "svc".into(),
+        display_name: Some("Service".into()),
+        mcp_url: "https://svc.example.test/mcp".into(),
+        auth: TargetAuth::None,
+        tool_prefix: None,
+        return_to: Default::default(),
+        tool_catalog: vec![],
+    };
+    t.put(&original).await.unwrap();
+    let read = t.get("svc").await.unwrap().unwrap();
+    let tools = vec![serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}})];
+    // Unchanged since read: only the catalog is written.
+    t.put_catalog(&read, &tools).await.unwrap();
+    let stored = t.get("svc").await.unwrap().unwrap();
+    assert_eq!(stored.tool_catalog, tools);
+    assert_eq!(stored.display_name.as_deref(), Some("Service"));
+    // An operator changed the target since: the stale catalog write is refused.
+    let mut changed = original.clone();
+    changed.mcp_url = "https://svc2.example.test/mcp".into();
+    t.put(&changed).await.unwrap();
+    assert!(matches!(
+        t.put_catalog(&read, &[]).await,
+        Err(gateway_shared::Error::StaleVersion)
+    ));
+    assert_eq!(
+        t.get("svc").await.unwrap().unwrap().mcp_url,
+        "https://svc2.example.test/mcp"
+    );
+    // Removed: it stays removed.
+    t.delete("svc").await.unwrap();
+    assert!(matches!(
+        t.put_catalog(&changed, &tools).await,
+        Err(gateway_shared::Error::StaleVersion)
+    ));
+    assert!(gw.raw_item("TARGETS", "TARGET#svc").await.is_none());
+    assert!(t.get("svc").await.unwrap().is_none());
+}

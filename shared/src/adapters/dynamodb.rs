@@ -1005,8 +1005,11 @@ impl TargetCatalog for DynamoStore {
             .table_name(&self.table)
             .key("pk", sv(TARGETS_PK))
             .key("sk", sv(target_sk(&target.name)))
-            .update_expression("SET catalog = :catalog")
-            .condition_expression("attribute_exists(pk) AND config = :config")
+            // Both names are DynamoDB reserved words.
+            .update_expression("SET #catalog = :catalog")
+            .condition_expression("attribute_exists(pk) AND #config = :config")
+            .expression_attribute_names("#catalog", "catalog")
+            .expression_attribute_names("#config", "config")
             .expression_attribute_values(":catalog", sv(&catalog))
             .expression_attribute_values(":config", sv(&config))
             .send()
