@@ -262,7 +262,12 @@ impl DynamoStore {
     // ----- pending authorizations -----
 
     async fn authorization_from_item(&self, item: &Item) -> Result<PendingAuthorization> {
-        let id = s(item, "id")?;
+        // The id the item is stored under (its key), never an attribute
+        // beside it: the sealed values are bound to it.
+        let id = s(item, "pk")?
+            .strip_prefix("AUTHZ#")
+            .ok_or_else(|| Error::Malformed("not a pending authorization's key".into()))?
+            .to_owned();
         let sub = s(item, "sub")?;
         let target = s(item, "target")?;
         let verifier = self

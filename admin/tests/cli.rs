@@ -1,0 +1,112 @@
+//! `gateway-admin` as an operator runs it, against moto: the scheduled
+//! refresh from a shell, and a whole key rotation.
+
+use std::process::Command;
+use std::time::Duration;
+
+use gateway_shared::ports::{Clock, SystemClock};
+use gateway_tests::{refreshable_grant, stack_target_for_fake, FakeHttp, Gateway};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+/// Runs `gateway-admin args` on `gw`'s table and key set: success, stdout and stderr.
+fn admin(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway-admin"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TABLE_NAME", &gw.table)
+        .env("KEYSET_SECRET_ARN", &gw.keyset_arn)
+        .env("AWS_ENDPOINT_URL", &gw.moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("INBOUND_AUTH_MODE", "dev")
+        .env("REFRESH_SHARDS", gw.state.config.refresh_shards.to_string())
+        .output()
+        .expect("run gateway-admin");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+// Multi-threaded: the fake token endpoint answers while a blocking
+// `gateway-admin` run waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_and_key_rotation_from_the_command_line() {
+    let gw = Gateway::start(&[]).await;
+    let token = FakeHttp::start(
+        200,
+        json!({"access_token": "fresh", "refresh_token": "r2", "token_type": "Bearer", "expires_in": 3600}),
+        Duration::ZERO,
+    )
+    .await;
+    gw.state
+        .targets
+        .put(&stack_target_for_fake(&format!("{}/token", token.base)))
+        .await
+        .unwrap();
+    let now = SystemClock.now();
+    // An hour-long token with a minute left.
+    gw.state
+        .grants
+        .create(&refreshable_grant(
+            "alice",
+            "fake",
+            "old",
+            "r1",
+            now + 60,
+            now - 3_540,
+        ))
+        .await
+        .unwrap();
+
+    // The scheduled refresh, run here.
+    let (ok, out) = admin(&gw, &["refresh", "--window", "600"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(r#""due":1"#) && out.contains(r#""refreshed":1"#),
+        "{out}"
+    );
+    assert_eq!(token.hits(), 1);
+    let grant = gw
+        .state
+        .grants
+        .get("alice", "fake", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grant.tokens.access_token.expose_secret(), "fresh");
+
+    // A whole rotation.
+    let (ok, out) = admin(&gw, &["keys", "add"]);
+    assert!(ok && out.contains("added key k2"), "{out}");
+    let (ok, out) = admin(&gw, &["keys", "retire", "k1"]);
+    assert!(!ok && out.contains("2 stored items still use k1"), "{out}");
+    let (ok, out) = admin(&gw, &["keys", "current", "k2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = admin(&gw, &["keys", "retire", "k2"]);
+    assert!(!ok && out.contains("current key"), "{out}");
+    let (ok, out) = admin(&gw, &["keys", "reseal"]);
+    assert!(ok && out.contains("2 resealed"), "{out}");
+    let (ok, out) = admin(&gw, &["keys", "retire", "k1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = admin(&gw, &["keys", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("k2") && out.contains("current") && out.contains("seals 2 items"),
+        "{out}"
+    );
+    assert!(!out.contains("k1"), "{out}");
+    // The grant still opens with the rotated key set, in a new process.
+    let (ok, out) = admin(&gw, &["grants", "list", "--user", "alice"]);
+    assert!(
+        ok && out.contains("fake") && out.contains("active"),
+        "{out}"
+    );
+}
