@@ -331,6 +331,25 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The environment a gateway process (`gateway-serve`, `gateway-admin`)
+    /// needs to use this table and key set in `dev` mode.
+    pub fn process_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ("TABLE_NAME", self.table.clone()),
+            ("KEYSET_SECRET_ARN", self.keyset_arn.clone()),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("INBOUND_AUTH_MODE", "dev".into()),
+            (
+                "REFRESH_SHARDS",
+                self.state.config.refresh_shards.to_string(),
+            ),
+        ]
+    }
+
     /// Writes `item` as it is (a table writer's edit, no keys involved).
     pub async fn put_raw_item(
         &self,
@@ -476,6 +495,32 @@ pub struct BrowserResult {
     pub body: String,
 }
 
+/// Runs the browser driver `tests/node/<script>` with `opts` and parses the
+/// JSON it prints.
+async fn browser_driver<T: serde::de::DeserializeOwned>(
+    script: &str,
+    opts: &serde_json::Value,
+) -> T {
+    let out = tokio::process::Command::new("node")
+        .arg(node_dir().join(script))
+        .arg(opts.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the browser driver");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// Runs headless Chromium through a consent starting at `url`.
 pub async fn browser_consent(
     url: &str,
@@ -484,24 +529,7 @@ pub async fn browser_consent(
     screenshot: Option<&str>,
 ) -> BrowserResult {
     let opts = serde_json::json!({"url": url, "logins": logins, "action": action, "screenshot": screenshot});
-    let out = tokio::process::Command::new("node")
-        .arg(node_dir().join("consent-browser.mjs"))
-        .arg(opts.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run the browser driver");
-    assert!(
-        out.status.success(),
-        "browser driver failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "browser output: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    browser_driver("consent-browser.mjs", &opts).await
 }
 
 /// Runs the forwarded-authorization-URL attack (`forwarded-consent.mjs`):
@@ -517,24 +545,7 @@ pub async fn forwarded_consent(
 ) -> serde_json::Value {
     let opts =
         serde_json::json!({"url": url, "attacker": attacker, "victim": victim, "probe": probe});
-    let out = tokio::process::Command::new("node")
-        .arg(node_dir().join("forwarded-consent.mjs"))
-        .arg(opts.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run the browser driver");
-    assert!(
-        out.status.success(),
-        "browser driver failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "browser output: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    browser_driver("forwarded-consent.mjs", &opts).await
 }
 
 /// Runs a person at the connections page (`connections-browser.mjs`):
@@ -546,24 +557,7 @@ pub async fn connections_browser(
     actions: serde_json::Value,
 ) -> serde_json::Value {
     let opts = serde_json::json!({"url": url, "logins": logins, "actions": actions});
-    let out = tokio::process::Command::new("node")
-        .arg(node_dir().join("connections-browser.mjs"))
-        .arg(opts.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run the browser driver");
-    assert!(
-        out.status.success(),
-        "browser driver failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "browser output: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    browser_driver("connections-browser.mjs", &opts).await
 }
 
 /// Log lines written while a test runs, for tests that check what reaches

@@ -14,15 +14,7 @@ fn admin(gw: &Gateway, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gateway-admin"))
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TABLE_NAME", &gw.table)
-        .env("KEYSET_SECRET_ARN", &gw.keyset_arn)
-        .env("AWS_ENDPOINT_URL", &gw.moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("INBOUND_AUTH_MODE", "dev")
-        .env("REFRESH_SHARDS", gw.state.config.refresh_shards.to_string())
+        .envs(gw.process_env())
         .output()
         .expect("run gateway-admin");
     (

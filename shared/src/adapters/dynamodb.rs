@@ -1263,6 +1263,20 @@ impl DynamoStore {
         Ok(items)
     }
 
+    async fn consistent_item(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", sv(pk))
+            .key("sk", sv(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(Error::dynamo)?;
+        Ok(out.item)
+    }
+
     /// Rewrites one item with the current key, safely beside live traffic:
     /// a grant under its refresh lease (taken as `owner`, written with the
     /// versioned release), a pending authorization only while its state is
@@ -1289,17 +1303,7 @@ impl DynamoStore {
                 }
             }
             SealedKind::Authorization => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", sv(&item.pk))
-                    .key("sk", sv(&item.sk))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(Error::dynamo)?;
-                let Some(raw) = out.item else {
+                let Some(raw) = self.consistent_item(&item.pk, &item.sk).await? else {
                     return Ok(Resealed::Gone);
                 };
                 let pending = self.authorization_from_item(&raw).await?;
@@ -1322,17 +1326,7 @@ impl DynamoStore {
                 }
             }
             SealedKind::Target => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", sv(&item.pk))
-                    .key("sk", sv(&item.sk))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(Error::dynamo)?;
-                let Some(raw) = out.item else {
+                let Some(raw) = self.consistent_item(&item.pk, &item.sk).await? else {
                     return Ok(Resealed::Gone);
                 };
                 let target = if raw.contains_key("seal") {
