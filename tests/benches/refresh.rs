@@ -60,8 +60,9 @@ async fn main() {
                     "fake",
                     "old",
                     &format!("rt-{i}"),
+                    // Hour-long tokens with a minute left.
                     now + 60,
-                    now,
+                    now - 3_540,
                 );
                 g.create(&grant).await.unwrap();
             }
