@@ -108,9 +108,11 @@ async fn rotate_reseal_under_refreshes_and_retire() {
         }
     });
     let mut seen = vec![];
+    // Without adopting, the unsealed target is listed and left alone.
     let summary = keys::reseal_all(
         &store,
         &k2,
+        false,
         || gateway_shared::ports::Clock::now(&gateway_shared::ports::SystemClock),
         |d, t| seen.push((d, t)),
     )
@@ -128,15 +130,17 @@ async fn rotate_reseal_under_refreshes_and_retire() {
         Some(true),
         "progress reaches the end"
     );
-    // Resumable: a second run finds nothing to do.
-    let again = keys::reseal_all(
-        &store,
-        &k2,
-        || gateway_shared::ports::Clock::now(&gateway_shared::ports::SystemClock),
-        |_, _| {},
-    )
-    .await
-    .unwrap();
+    assert_eq!(summary.unsealed_targets, vec!["legacy"], "{summary:?}");
+    assert_eq!(keys::usage(&store).await.unwrap().get("unsealed"), Some(&1));
+    // The operator checked it: adopt it. Resumable: nothing else is left.
+    let now = || gateway_shared::ports::Clock::now(&gateway_shared::ports::SystemClock);
+    let adopted = keys::reseal_all(&store, &k2, true, now, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(adopted.resealed, 1, "{adopted:?}");
+    let again = keys::reseal_all(&store, &k2, true, now, |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(again.resealed, 0, "{again:?}");
     assert_eq!(again.current, again.items);
 
@@ -170,4 +174,46 @@ async fn rotate_reseal_under_refreshes_and_retire() {
         .map(|t| t.name.clone())
         .collect();
     assert_eq!(names, vec!["fake", "legacy"]);
+}
+
+#[tokio::test]
+async fn a_grant_sealed_with_a_key_this_instance_lacks_is_not_given_up() {
+    let gw = Gateway::start(&[]).await;
+    gw.state
+        .targets
+        .put(&stack_target_for_fake("https://as.example.test/token"))
+        .await
+        .unwrap();
+    let secret = KeySetSecret::new(gw.secrets.clone(), gw.keyset_arn.clone());
+    let k2 = secret.add().await.unwrap();
+    secret.make_current(&k2).await.unwrap();
+    // An instance that has k2 seals a grant with it ...
+    let clock = gw.state.clock.clone();
+    let writer = instance(&gw, clock.clone()).await;
+    let now = clock.now();
+    writer
+        .grants
+        .create(&refreshable_grant(
+            "zoe",
+            "fake",
+            "at",
+            "rt",
+            now + 3_600,
+            now,
+        ))
+        .await
+        .unwrap();
+    // ... and an instance whose key set lacks it (it warmed up before the
+    // key was added, or the key is gone) must not give the grant up.
+    secret.make_current("k1").await.unwrap();
+    secret.remove(&k2).await.unwrap();
+    let reader = instance(&gw, clock).await;
+    let r = refresh::usable_grant(&reader, "zoe", "fake", "p", 60, LeasePolicy::default()).await;
+    assert!(matches!(r, Err(refresh::NoGrant::Retry(_))), "{r:?}");
+    let raw = gw.raw_item("USER#zoe", "GRANT#fake").await.unwrap();
+    assert_eq!(
+        raw["status"].as_s().unwrap(),
+        "active",
+        "not marked as needing consent"
+    );
 }

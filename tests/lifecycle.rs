@@ -828,7 +828,8 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
     // 4. A pending authorization's user rewritten: the link no longer opens.
     let (pending, _) = s.link("alice", "demo").await;
     let key = format!("AUTHZ#{}", pending.id);
-    let mut item = s.gw.raw_item(&key, "AUTHZ").await.unwrap();
+    let honest = s.gw.raw_item(&key, "AUTHZ").await.unwrap();
+    let mut item = honest.clone();
     item.insert("sub".into(), A::S("mallory".into()));
     s.gw.put_raw_item(item).await;
     assert!(s
@@ -838,4 +839,30 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
         .peek(&pending.id, s.gw.state.clock.now())
         .await
         .is_err());
+    // Nor does one whose resource (sent at the code exchange and every
+    // refresh) or issuer was rewritten.
+    for (field, value) in [
+        ("resource", "https://evil.example/mcp"),
+        ("issuer", "https://evil.example"),
+    ] {
+        let mut item = honest.clone();
+        item.insert(field.into(), A::S(value.into()));
+        s.gw.put_raw_item(item).await;
+        assert!(
+            s.gw.state
+                .authorizations
+                .peek(&pending.id, s.gw.state.clock.now())
+                .await
+                .is_err(),
+            "{field}"
+        );
+    }
+    s.gw.put_raw_item(honest).await;
+    assert!(s
+        .gw
+        .state
+        .authorizations
+        .peek(&pending.id, s.gw.state.clock.now())
+        .await
+        .is_ok());
 }

@@ -127,7 +127,13 @@ enum KeysCommand {
     /// Rewrite every stored item not sealed with the current key (grants
     /// under their refresh lease, pending authorizations, targets).
     /// Resumable: run it again after an interruption.
-    Reseal,
+    Reseal {
+        /// Also seal targets that have no integrity seal (written by an
+        /// older version): only after checking their configuration, since
+        /// an unsealed target may have been altered in the table.
+        #[arg(long)]
+        adopt_unsealed_targets: bool,
+    },
     /// Remove KEY_ID from the key set; refused while it is current or any
     /// stored item still uses it.
     Retire {
@@ -453,7 +459,9 @@ async fn keys(cmd: KeysCommand) -> Result<(), String> {
             );
             Ok(())
         }
-        KeysCommand::Reseal => {
+        KeysCommand::Reseal {
+            adopt_unsealed_targets,
+        } => {
             let (current, _) = secret.ids().await.map_err(err)?;
             let store = gateway_shared::state::table_store(&config, &sdk)
                 .await
@@ -461,6 +469,7 @@ async fn keys(cmd: KeysCommand) -> Result<(), String> {
             let summary = keys::reseal_all(
                 &store,
                 &current,
+                adopt_unsealed_targets,
                 || gateway_shared::ports::Clock::now(&gateway_shared::ports::SystemClock),
                 |done, total| {
                     let width = 30;
@@ -479,6 +488,12 @@ async fn keys(cmd: KeysCommand) -> Result<(), String> {
                 "{} items: {} already on {current}, {} resealed, {} gone meanwhile, {} busy (run again), {} unreadable (left as they are)",
                 summary.items, summary.current, summary.resealed, summary.gone, summary.busy, summary.unreadable
             );
+            if !summary.unsealed_targets.is_empty() {
+                println!(
+                    "targets without an integrity seal, left out until adopted: {}\ncheck each (gateway-admin target show NAME does not show them; read the item's config in the table), then: gateway-admin keys reseal --adopt-unsealed-targets",
+                    summary.unsealed_targets.join(", ")
+                );
+            }
             if summary.busy > 0 {
                 return Err("some grants were being refreshed throughout; run gateway-admin keys reseal again".into());
             }

@@ -132,6 +132,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// How a consent id appears in logs: in `link` mode the id is a bearer
+    /// capability until it is used, so only a digest is logged.
+    pub fn authorization_log_ref(&self, id: &str) -> String {
+        match self.consent_binding {
+            ConsentBinding::Link => {
+                format!("sha256:{}", &crate::crypto::sha256_hex(id.as_bytes())[..16])
+            }
+            ConsentBinding::Oidc { .. } => id.to_owned(),
+        }
+    }
+
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())

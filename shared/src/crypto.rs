@@ -26,6 +26,8 @@ use rand::RngCore;
 use crate::error::{Error, Result};
 
 const NONCE_LEN: usize = 12;
+/// What [`KeySet::open`] says of a value sealed with a key it does not hold.
+pub const UNKNOWN_KEY: &str = "sealed with a key that is not in the key set";
 const MIN_KEY_CHARS: usize = 32;
 const HKDF_INFO: &[u8] = b"mcp-oauth-gateway/v1/aead";
 
@@ -51,9 +53,11 @@ impl Aad {
         Aad::new("grant-tokens", &[sub, target])
     }
 
-    /// Binding for a pending authorization's OAuth state secret.
-    pub fn oauth_state(authorization_id: &str, sub: &str, target: &str) -> Self {
-        Aad::new("oauth-state", &[authorization_id, sub, target])
+    /// Binding for a pending authorization's OAuth state secret: its id,
+    /// user and target, and `context` (what it will ask for: resource,
+    /// issuer, scopes), so none of them can be changed in the table.
+    pub fn oauth_state(authorization_id: &str, sub: &str, target: &str, context: &str) -> Self {
+        Aad::new("oauth-state", &[authorization_id, sub, target, context])
     }
 
     /// Binding for the digest of the browser a pending authorization belongs to.
@@ -72,9 +76,9 @@ impl Aad {
         Aad::new("consent-return", &[authorization_id, sub, target])
     }
 
-    /// Binding for a pending authorization's PKCE verifier.
-    pub fn pkce_verifier(authorization_id: &str, sub: &str, target: &str) -> Self {
-        Aad::new("pkce-verifier", &[authorization_id, sub, target])
+    /// Binding for a pending authorization's PKCE verifier (as for the state).
+    pub fn pkce_verifier(authorization_id: &str, sub: &str, target: &str, context: &str) -> Self {
+        Aad::new("pkce-verifier", &[authorization_id, sub, target, context])
     }
 }
 
@@ -194,9 +198,7 @@ impl KeySet {
         let (kid, body) = sealed
             .split_once('.')
             .ok_or(Error::Decrypt("not a sealed value"))?;
-        let cipher = self.keys.get(kid).ok_or(Error::Decrypt(
-            "sealed with a key that is not in the key set",
-        ))?;
+        let cipher = self.keys.get(kid).ok_or(Error::Decrypt(UNKNOWN_KEY))?;
         let blob = B64
             .decode(body)
             .map_err(|_| Error::Decrypt("not a sealed value"))?;

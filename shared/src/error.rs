@@ -99,8 +99,16 @@ impl Error {
     /// True when a stored item exists but cannot be used: it does not open
     /// (tampered, moved, or sealed with a key no longer in the key set) or
     /// does not have the expected shape.
+    ///
+    /// A value sealed with a key this instance does not hold is not: the
+    /// instance may not have seen a key added since it warmed up, so that is
+    /// a passing failure, never a reason to give a grant up.
     pub fn is_unreadable(&self) -> bool {
-        matches!(self, Error::Decrypt(_) | Error::Malformed(_))
+        match self {
+            Error::Decrypt(why) => *why != crate::crypto::UNKNOWN_KEY,
+            Error::Malformed(_) => true,
+            _ => false,
+        }
     }
 
     pub(crate) fn dynamo<E, R>(err: SdkError<E, R>) -> Self

@@ -134,6 +134,9 @@ pub struct ResealSummary {
     /// or grants of a form older than this version): left as they are; they
     /// ask their users to connect again when used.
     pub unreadable: usize,
+    /// Targets without an integrity seal, left alone (see
+    /// `adopt_unsealed`): their names.
+    pub unsealed_targets: Vec<String>,
 }
 
 /// Rewrites every item not sealed with `current` alone, one at a time,
@@ -141,9 +144,14 @@ pub struct ResealSummary {
 /// already on the current key are skipped, so a run that stopped is simply
 /// run again. Busy grants (a refresh holds the lease) are retried a few
 /// times, then counted as busy.
+///
+/// Targets without an integrity seal (written by an older version, or
+/// altered in the table) are sealed only with `adopt_unsealed`, after the
+/// operator checked them; otherwise they are listed and left out.
 pub async fn reseal_all(
     store: &crate::adapters::dynamodb::DynamoStore,
     current: &str,
+    adopt_unsealed: bool,
     now: impl Fn() -> i64,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ResealSummary> {
@@ -162,7 +170,7 @@ pub async fn reseal_all(
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
             }
-            outcome = store.reseal(item, &owner, now()).await;
+            outcome = store.reseal(item, &owner, now(), adopt_unsealed).await;
             if !matches!(outcome, Ok(Resealed::Busy)) {
                 break;
             }
@@ -171,8 +179,12 @@ pub async fn reseal_all(
             Ok(Resealed::Done) => summary.resealed += 1,
             Ok(Resealed::Gone) => summary.gone += 1,
             Ok(Resealed::Busy) => summary.busy += 1,
+            Ok(Resealed::Unsealed) => summary
+                .unsealed_targets
+                .push(item.sk.trim_start_matches("TARGET#").to_owned()),
             Err(e) if e.is_unreadable() => {
-                tracing::warn!(pk = %item.pk, sk = %item.sk, error = %e, "cannot be opened; left as it is");
+                // (Keys of pending authorizations are bearer links: not logged.)
+                tracing::warn!(kind = ?item.kind, error = %e, "cannot be opened; left as it is");
                 summary.unreadable += 1
             }
             Err(e) => return Err(e),

@@ -63,8 +63,9 @@ pub struct Flights {
     gates: std::sync::Mutex<HashMap<(String, String), Gate>>,
 }
 
-/// Where the callers for one grant queue, holding what the last one got.
-type Gate = Arc<tokio::sync::Mutex<Option<Grant>>>;
+/// Where the callers for one grant queue, holding the last attempt's
+/// outcome and when it ended.
+type Gate = Arc<tokio::sync::Mutex<Option<(std::time::Instant, Outcome)>>>;
 
 impl Flights {
     fn gate(&self, sub: &str, target: &str) -> Gate {
@@ -98,11 +99,29 @@ impl Flights {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Outcome>,
     {
+        let arrived = std::time::Instant::now();
         let gate = self.gate(sub, target);
         let outcome = {
             let mut last = gate.lock().await;
             match last.as_ref() {
-                Some(g)
+                // An attempt ended while this caller waited: its outcome,
+                // whatever it was, is this caller's too (a failure is not
+                // retried once per queued caller).
+                Some((ended, outcome))
+                    if *ended >= arrived
+                        && match outcome {
+                            Outcome::Refreshed(g) | Outcome::AlreadyFresh(g) => g.version > seen,
+                            _ => true,
+                        } =>
+                {
+                    match outcome {
+                        Outcome::Refreshed(g) => Outcome::AlreadyFresh(g.clone()),
+                        other => other.clone(),
+                    }
+                }
+                // An earlier attempt's grant, still newer than what this
+                // caller saw and not expired.
+                Some((_, Outcome::Refreshed(g) | Outcome::AlreadyFresh(g)))
                     if g.version > seen
                         && g.status == GrantStatus::Active
                         && !g.needs_refresh(now(), 0) =>
@@ -111,9 +130,7 @@ impl Flights {
                 }
                 _ => {
                     let outcome = refresh().await;
-                    if let Outcome::Refreshed(g) | Outcome::AlreadyFresh(g) = &outcome {
-                        *last = Some(g.clone());
-                    }
+                    *last = Some((std::time::Instant::now(), outcome.clone()));
                     outcome
                 }
             }
@@ -150,7 +167,7 @@ impl Default for LeasePolicy {
 }
 
 /// What a refresh attempt came to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// This caller refreshed the tokens.
     Refreshed(Grant),
@@ -316,7 +333,9 @@ async fn refresh_leased(
             target = %grant.target,
             "the grant's token endpoint is not the target's; not sending its refresh token or the client secret there, the user must connect again"
         );
-        return mark_dead(state, &grant).await;
+        // Not written: a target's endpoint mistyped by an operator must not
+        // end every grant; once it is put right, the grants work again.
+        return kept(Outcome::NeedsConsent);
     }
     // The token request ends early enough to write its result while the
     // lease is still ours.
@@ -382,8 +401,26 @@ async fn refresh_leased(
         // The lease went with the write, or was no longer ours.
         Ok(g) => (Outcome::Refreshed(g), true),
         Err(Error::NotFound(_)) => (Outcome::NotFound, true),
-        // Someone else wrote (a new consent): theirs wins.
-        Err(Error::StaleVersion) => kept(reread(state, &grant.sub, &grant.target).await),
+        // The version moved. If the stored refresh token is still the one
+        // presented, nobody refreshed (a key reseal rewrote the same tokens):
+        // these new tokens are the only good ones, write them. Otherwise
+        // someone else wrote (a new consent): theirs wins.
+        Err(Error::StaleVersion) => match state.grants.get(&grant.sub, &grant.target, true).await {
+            Ok(Some(stored))
+                if stored.status == GrantStatus::Active
+                    && same_secret(&stored.tokens.refresh_token, &Some(refresh_token.clone())) =>
+            {
+                let again = Grant {
+                    version: stored.version,
+                    ..updated
+                };
+                match state.grants.update(&again).await {
+                    Ok(g) => (Outcome::Refreshed(g), true),
+                    Err(_) => kept(reread(state, &grant.sub, &grant.target).await),
+                }
+            }
+            _ => kept(reread(state, &grant.sub, &grant.target).await),
+        },
         Err(e) => kept(Outcome::Transient(e.to_string())),
     }
 }
@@ -402,6 +439,15 @@ async fn unreadable(state: &AppState, sub: &str, target: &str, e: &Error) -> Out
         tracing::warn!(error = %e, "could not mark an unreadable grant");
     }
     Outcome::NeedsConsent
+}
+
+fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+    use secrecy::ExposeSecret;
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Marks the grant dead; the same write drops any lease.

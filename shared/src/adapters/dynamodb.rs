@@ -270,10 +270,16 @@ impl DynamoStore {
             .to_owned();
         let sub = s(item, "sub")?;
         let target = s(item, "target")?;
+        let (resource, issuer, scopes) = (
+            opt_s(item, "resource"),
+            opt_s(item, "issuer"),
+            list_s(item, "scopes"),
+        );
+        let context = authorization_context(resource.as_deref(), issuer.as_deref(), &scopes);
         let verifier = self
             .open(
                 &s(item, "verifier")?,
-                &Aad::pkce_verifier(&id, &sub, &target),
+                &Aad::pkce_verifier(&id, &sub, &target, &context),
             )
             .await?;
         let verifier = String::from_utf8(verifier)
@@ -281,7 +287,7 @@ impl DynamoStore {
         let secret = self
             .open(
                 &s(item, "state_secret")?,
-                &Aad::oauth_state(&id, &sub, &target),
+                &Aad::oauth_state(&id, &sub, &target, &context),
             )
             .await?;
         let secret =
@@ -314,13 +320,23 @@ impl DynamoStore {
             sub,
             target,
             pkce_verifier: SecretString::from(verifier),
-            scopes: list_s(item, "scopes"),
-            resource: opt_s(item, "resource"),
-            issuer: opt_s(item, "issuer"),
+            scopes,
+            resource,
+            issuer,
             created_at: n(item, "created_at")?,
             expires_at: n(item, "expires_at")?,
         })
     }
+}
+
+/// What a pending authorization will ask for (resource, issuer, scopes), as
+/// bound into its sealed values' associated data.
+fn authorization_context(
+    resource: Option<&str>,
+    issuer: Option<&str>,
+    scopes: &[String],
+) -> String {
+    serde_json::json!([resource, issuer, scopes]).to_string()
 }
 
 fn grant_pk(sub: &str) -> String {
@@ -628,18 +644,33 @@ impl GrantStore for DynamoStore {
     }
 
     async fn mark_unreadable(&self, sub: &str, target: &str) -> Result<()> {
+        // Only the item that failed: re-read it, make sure it still does not
+        // open, and write conditional on its very ciphertext, so a consent
+        // that replaced it meanwhile is left alone.
+        let Some(item) = self
+            .consistent_item(&grant_pk(sub), &grant_sk(target))
+            .await?
+        else {
+            return Ok(());
+        };
+        match self.grant_from_item(&item).await {
+            Err(e) if e.is_unreadable() => {}
+            _ => return Ok(()),
+        }
         let mut u = UpdateBuilder::new();
         u.set("status", sv(GrantStatus::NeedsConsent.as_str()))
             .remove("rd_shard")
             .remove("rd_at")
             .remove("lease_owner")
-            .remove("lease_until");
+            .remove("lease_until")
+            .value(":tokens", item.get("tokens").cloned().unwrap_or(sv("")));
+        let tokens = u.name("tokens");
         let res = u
             .apply(self.client.update_item())
             .table_name(&self.table)
             .key("pk", sv(grant_pk(sub)))
             .key("sk", sv(grant_sk(target)))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(format!("attribute_exists(pk) AND {tokens} = :tokens"))
             .send()
             .await;
         match res {
@@ -747,16 +778,17 @@ impl DynamoStore {
     /// The item of a pending authorization, its secrets sealed with the
     /// current key.
     async fn authorization_item(&self, p: &PendingAuthorization) -> Result<Item> {
+        let context = authorization_context(p.resource.as_deref(), p.issuer.as_deref(), &p.scopes);
         let verifier = self
             .seal(
                 p.pkce_verifier.expose_secret().as_bytes(),
-                &Aad::pkce_verifier(&p.id, &p.sub, &p.target),
+                &Aad::pkce_verifier(&p.id, &p.sub, &p.target, &context),
             )
             .await?;
         let state_secret = self
             .seal(
                 p.state.secret().as_bytes(),
-                &Aad::oauth_state(&p.id, &p.sub, &p.target),
+                &Aad::oauth_state(&p.id, &p.sub, &p.target, &context),
             )
             .await?;
         let mut item: Item = HashMap::from([
@@ -957,7 +989,7 @@ impl DynamoStore {
             .to_owned();
         let config = s(item, "config")?;
         let tag = opt_s(item, "seal").ok_or(Error::Decrypt(
-            "the target has no integrity seal (written by an older version; run gateway-admin keys reseal)",
+            "the target has no integrity seal (written by an older version, or altered): check it, then gateway-admin keys reseal --adopt-unsealed-targets",
         ))?;
         self.open(&tag, &Aad::target_config(&name, &config))
             .await
@@ -1010,7 +1042,7 @@ impl TargetCatalog for DynamoStore {
             .table_name(&self.table)
             .key("pk", sv(TARGETS_PK))
             .key("sk", sv(target_sk(&target.name)))
-            // Both names are DynamoDB reserved words.
+            // `catalog` is a DynamoDB reserved word; both go by name.
             .update_expression("SET #catalog = :catalog")
             .condition_expression("attribute_exists(pk) AND #config = :config")
             .expression_attribute_names("#catalog", "catalog")
@@ -1199,8 +1231,11 @@ pub enum Resealed {
     Done,
     /// A refresh holds the grant's lease: try again later.
     Busy,
-    /// The item went away meanwhile (used, deleted).
+    /// Gone meanwhile (used, deleted), or changed by someone else meanwhile.
     Gone,
+    /// A target without an integrity seal, left alone: adopting it is the
+    /// operator's decision (it may have been altered in the table).
+    Unsealed,
 }
 
 /// Attributes that hold sealed values, by kind.
@@ -1263,6 +1298,43 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// Writes `target` (sealed with the current key) only while the stored
+    /// item still has `read`'s configuration and seal.
+    async fn put_target_if_unchanged(&self, target: &Target, read: &Item) -> Result<Resealed> {
+        let config = target_config(target)?;
+        let tag = self
+            .seal(b"", &Aad::target_config(&target.name, &config))
+            .await?;
+        let catalog = serde_json::to_string(&target.tool_catalog)
+            .map_err(|e| Error::Malformed(e.to_string()))?;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", sv(TARGETS_PK))
+            .item("sk", sv(target_sk(&target.name)))
+            .item("type", sv("target"))
+            .item("name", sv(&target.name))
+            .item("config", sv(&config))
+            .item("seal", sv(&tag))
+            .item("catalog", sv(&catalog))
+            .expression_attribute_names("#config", "config")
+            .expression_attribute_values(":config", read.get("config").cloned().unwrap_or(sv("")));
+        put = match read.get("seal") {
+            Some(old) => put
+                .condition_expression("#config = :config AND seal = :seal")
+                .expression_attribute_values(":seal", old.clone()),
+            None => put.condition_expression("#config = :config AND attribute_not_exists(seal)"),
+        };
+        match put.send().await {
+            Ok(_) => Ok(Resealed::Done),
+            Err(e) => {
+                condition(e)?;
+                Ok(Resealed::Gone)
+            }
+        }
+    }
+
     async fn consistent_item(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
         let out = self
             .client
@@ -1278,18 +1350,30 @@ impl DynamoStore {
     }
 
     /// Rewrites one item with the current key, safely beside live traffic:
-    /// a grant under its refresh lease (taken as `owner`, written with the
-    /// versioned release), a pending authorization only while its state is
-    /// unchanged, a target as it is (an unsealed one, written by an older
-    /// version, gets its seal: the operator vouches for the table's content).
-    pub async fn reseal(&self, item: &SealedItem, owner: &str, now: i64) -> Result<Resealed> {
+    /// a grant under its refresh lease (taken as `owner`, only if it lapsed
+    /// a minute ago by `now`, so a fast clock here takes no live lease;
+    /// written with the versioned release), a pending authorization only
+    /// while its state and browser binding are unchanged, a target only
+    /// while its configuration and seal are unchanged. A target without a
+    /// seal (written by an older version, or altered) is sealed only with
+    /// `adopt_unsealed`: the operator vouches for its content.
+    pub async fn reseal(
+        &self,
+        item: &SealedItem,
+        owner: &str,
+        now: i64,
+        adopt_unsealed: bool,
+    ) -> Result<Resealed> {
         match item.kind {
             SealedKind::Grant => {
                 let (sub, target) = (
                     item.pk.trim_start_matches("USER#"),
                     item.sk.trim_start_matches("GRANT#"),
                 );
-                let grant = match self.acquire_lease(sub, target, owner, now, now + 30).await {
+                let grant = match self
+                    .acquire_lease(sub, target, owner, now - 60, now + 30)
+                    .await
+                {
                     Ok(g) => g,
                     Err(Error::LeaseHeld) => return Ok(Resealed::Busy),
                     Err(Error::NotFound(_)) => return Ok(Resealed::Gone),
@@ -1308,15 +1392,25 @@ impl DynamoStore {
                 };
                 let pending = self.authorization_from_item(&raw).await?;
                 let fresh = self.authorization_item(&pending).await?;
-                let res = self
+                // Unchanged since read: the same state, and the same browser
+                // binding (or still none), so a binding made meanwhile stays.
+                let mut put = self
                     .client
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(fresh))
-                    .condition_expression("attribute_exists(pk) AND state_digest = :digest")
-                    .expression_attribute_values(":digest", sv(pending.state.digest()))
-                    .send()
-                    .await;
+                    .expression_attribute_values(":digest", sv(pending.state.digest()));
+                put = match raw.get("browser") {
+                    Some(b) => put
+                        .condition_expression(
+                            "attribute_exists(pk) AND state_digest = :digest AND browser = :browser",
+                        )
+                        .expression_attribute_values(":browser", b.clone()),
+                    None => put.condition_expression(
+                        "attribute_exists(pk) AND state_digest = :digest AND attribute_not_exists(browser)",
+                    ),
+                };
+                let res = put.send().await;
                 match res {
                     Ok(_) => Ok(Resealed::Done),
                     Err(e) => {
@@ -1331,14 +1425,15 @@ impl DynamoStore {
                 };
                 let target = if raw.contains_key("seal") {
                     self.target_from_item(&raw).await?
-                } else {
+                } else if adopt_unsealed {
                     // Written before targets were sealed: the whole target
                     // (catalog included) is in `config`.
                     serde_json::from_str(&s(&raw, "config")?)
                         .map_err(|e| Error::Malformed(format!("target config: {e}")))?
+                } else {
+                    return Ok(Resealed::Unsealed);
                 };
-                TargetCatalog::put(self, &target).await?;
-                Ok(Resealed::Done)
+                self.put_target_if_unchanged(&target, &raw).await
             }
         }
     }

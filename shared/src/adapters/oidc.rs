@@ -375,8 +375,12 @@ fn apply_policy(
     // app client) must never pass as a bearer token, and a token accepted
     // by its `client_id` alone (`INBOUND_CLIENT_IDS`) must say it is an
     // access token.
+    // (An RFC 9068 access token accepted by its `client_id` names an
+    // audience, its resource; a Cognito access token names none.)
     let token_use = claims.get("token_use").and_then(|v| v.as_str());
-    if token_use.is_some_and(|u| u != "access") || (!by_audience && token_use != Some("access")) {
+    if token_use.is_some_and(|u| u != "access")
+        || (!by_audience && auds.is_empty() && token_use != Some("access"))
+    {
         return Err(AccessError::Invalid(
             "not an access token (token_use)".into(),
         ));
@@ -538,6 +542,10 @@ mod tests {
             apply_policy(&unmarked, &cognito),
             Err(AccessError::Invalid(_))
         ));
+        // An RFC 9068 token (its resource as `aud`, no token_use) accepted by client_id.
+        let rfc9068 =
+            serde_json::json!({"sub": "u", "client_id": "app", "aud": "https://api.example"});
+        assert!(apply_policy(&rfc9068, &cognito).is_ok());
         // Audience-checked deployments: an explicit ID token is refused too.
         let aud = AccessPolicy {
             audiences: vec!["gw".into()],

@@ -194,6 +194,11 @@ impl KeyProvider for SecretKeyProvider {
             return Ok(set);
         }
         let mut last = self.refetch.lock().await;
+        // Someone may have refetched while this caller waited for the lock.
+        let set = self.key_set().await?;
+        if set.has_key(key_id) {
+            return Ok(set);
+        }
         if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
             return Ok(set);
         }

@@ -288,10 +288,7 @@ fn other_browser_page() -> Page {
 /// How a consent id appears in logs: in `link` mode the id is a bearer
 /// capability until it is used, so only a digest is logged.
 fn authorization_ref(state: &AppState, id: &str) -> String {
-    match state.config.consent_binding {
-        ConsentBinding::Link => format!("sha256:{}", &sha256_hex(id.as_bytes())[..16]),
-        ConsentBinding::Oidc { .. } => id.to_owned(),
-    }
+    state.config.authorization_log_ref(id)
 }
 
 pub(super) fn no_base_url() -> Page {

@@ -688,7 +688,11 @@ impl<'a> Gateway<'a> {
             "{} needs your permission. Open {url} to connect your account, then retry.",
             target.title()
         );
-        tracing::info!(target = %target.name, authorization = %pending.id, "consent needed");
+        tracing::info!(
+            target = %target.name,
+            authorization = %self.state.config.authorization_log_ref(&pending.id),
+            "consent needed"
+        );
         let prompt = format!("Connect your {} account to continue.", target.title());
         // The client's declared capability, not its protocol era, decides:
         // a client that did not declare URL elicitation gets the link as
