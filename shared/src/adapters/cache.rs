@@ -285,6 +285,18 @@ mod tests {
     use crate::domain::TargetAuth;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn target() -> Target {
+        Target {
+            name: "t".into(),
+            display_name: None,
+            mcp_url: "http://127.0.0.1:9/mcp".into(),
+            auth: TargetAuth::None,
+            tool_prefix: None,
+            return_to: Default::default(),
+            tool_catalog: vec![],
+        }
+    }
+
     /// A slow catalog that counts how often it is listed.
     #[derive(Default)]
     struct Counting(AtomicUsize);
@@ -300,15 +312,7 @@ mod tests {
         async fn list(&self) -> Result<Vec<Arc<Target>>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(vec![Arc::new(Target {
-                name: "t".into(),
-                display_name: None,
-                mcp_url: "http://127.0.0.1:9/mcp".into(),
-                auth: TargetAuth::None,
-                tool_prefix: None,
-                return_to: Default::default(),
-                tool_catalog: vec![],
-            })])
+            Ok(vec![Arc::new(target())])
         }
         async fn put_catalog(&self, _: &Target, _: &[serde_json::Value]) -> Result<()> {
             Ok(())
@@ -329,21 +333,7 @@ mod tests {
             async move { cache.list().await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        cache
-            .put_catalog(
-                &Target {
-                    name: "t".into(),
-                    display_name: None,
-                    mcp_url: "http://127.0.0.1:9/mcp".into(),
-                    auth: TargetAuth::None,
-                    tool_prefix: None,
-                    return_to: Default::default(),
-                    tool_catalog: vec![],
-                },
-                &[],
-            )
-            .await
-            .unwrap();
+        cache.put_catalog(&target(), &[]).await.unwrap();
         loading.await.unwrap().unwrap();
         assert_eq!(inner.0.load(Ordering::SeqCst), 1);
         // So the next reader loads again instead of getting that list.
