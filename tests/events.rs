@@ -210,14 +210,12 @@ async fn scheduled_event() {
     let event: Value = serde_json::from_str(&event_text("eventbridge-scheduled.json")).unwrap();
 
     // Nothing due: an empty summary.
-    let summary = gateway_shared::refresh::handle_scheduled_event(
-        &gw.state,
-        &event,
-        Duration::from_secs(60),
-        4,
-    )
-    .await
-    .unwrap();
+    let summary = gw
+        .state
+        .tokens
+        .handle_scheduled_event(&event, Duration::from_secs(60), 4)
+        .await
+        .unwrap();
     assert_eq!(summary, Default::default());
 
     // One grant due, its token endpoint down: a transient failure, the grant unchanged.
@@ -234,14 +232,12 @@ async fn scheduled_event() {
     let grant =
         gateway_tests::refreshable_grant("alice", "example", "at", "rt", now + 30, now - 3_570);
     gw.state.grants.create(&grant).await.unwrap();
-    let summary = gateway_shared::refresh::handle_scheduled_event(
-        &gw.state,
-        &event,
-        Duration::from_secs(60),
-        4,
-    )
-    .await
-    .unwrap();
+    let summary = gw
+        .state
+        .tokens
+        .handle_scheduled_event(&event, Duration::from_secs(60), 4)
+        .await
+        .unwrap();
     assert_eq!(summary.due, 1);
     assert_eq!(summary.transient_failure, 1);
     let after = gw

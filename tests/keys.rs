@@ -7,7 +7,7 @@ use std::time::Duration;
 use gateway_shared::adapters::dynamodb::DynamoStore;
 use gateway_shared::domain::PendingAuthorization;
 use gateway_shared::keys::{self, KeySetSecret};
-use gateway_shared::refresh::{self, LeasePolicy};
+use gateway_shared::tokens::{self, LeasePolicy};
 use gateway_tests::{instance, refreshable_grant, stack_target_for_fake, FakeHttp, Gateway};
 use serde_json::json;
 
@@ -90,16 +90,11 @@ async fn rotate_reseal_under_refreshes_and_retire() {
         async move {
             let mut ok = 0;
             for u in &users {
-                if refresh::usable_grant(
-                    &proxy,
-                    u,
-                    "fake",
-                    &format!("p-{u}"),
-                    60,
-                    LeasePolicy::default(),
-                )
-                .await
-                .is_ok()
+                if proxy
+                    .tokens
+                    .usable_grant(u, "fake", &format!("p-{u}"), 60, LeasePolicy::default())
+                    .await
+                    .is_ok()
                 {
                     ok += 1;
                 }
@@ -208,8 +203,11 @@ async fn a_grant_sealed_with_a_key_this_instance_lacks_is_not_given_up() {
     secret.make_current("k1").await.unwrap();
     secret.remove(&k2).await.unwrap();
     let reader = instance(&gw, clock).await;
-    let r = refresh::usable_grant(&reader, "zoe", "fake", "p", 60, LeasePolicy::default()).await;
-    assert!(matches!(r, Err(refresh::NoGrant::Retry(_))), "{r:?}");
+    let r = reader
+        .tokens
+        .usable_grant("zoe", "fake", "p", 60, LeasePolicy::default())
+        .await;
+    assert!(matches!(r, Err(tokens::NoGrant::Retry(_))), "{r:?}");
     let raw = gw.raw_item("USER#zoe", "GRANT#fake").await.unwrap();
     assert_eq!(
         raw["status"].as_s().unwrap(),

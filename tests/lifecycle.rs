@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gateway_shared::connections::{self, Disconnected};
 use gateway_shared::domain::{GrantStatus, TargetAuth, TokenEndpointAuthMethod};
 use gateway_shared::ports::{Clock, SystemClock};
-use gateway_shared::refresh::{self, LeasePolicy, NoGrant};
+use gateway_shared::tokens::{self, LeasePolicy, NoGrant};
 use gateway_tests::{
     browser_consent, instance, mcp_call_tool, provider_counts, stack, whoami, ManualClock, Stack,
     Switch, SwitchMode, SLOW_SWITCH_DELAY,
@@ -81,16 +81,11 @@ async fn fifty_instances_find_the_token_expired_and_refresh_once() {
     let calls = instances.into_iter().enumerate().map(|(i, state)| {
         let mcp_url = mcp_url.clone();
         tokio::spawn(async move {
-            let grant = refresh::usable_grant(
-                &state,
-                "alice",
-                "demo",
-                &format!("instance-{i}"),
-                60,
-                fast_policy(),
-            )
-            .await
-            .map_err(|e| format!("{e:?}"))?;
+            let grant = state
+                .tokens
+                .usable_grant("alice", "demo", &format!("instance-{i}"), 60, fast_policy())
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             let answer = mcp_call_tool(
                 &mcp_url,
                 grant.tokens.access_token.expose_secret(),
@@ -132,7 +127,9 @@ async fn fifty_instances_find_the_token_expired_and_refresh_once() {
             .expose_secret()
     );
     let one = instance(&s.gw, an_hour_later()).await;
-    let again = refresh::after_unauthorized(&one, &after, "check", fast_policy())
+    let again = one
+        .tokens
+        .after_unauthorized(&after, "check", fast_policy())
         .await
         .expect("the newest refresh token works");
     assert_eq!(again.version, after.version + 1);
@@ -155,13 +152,17 @@ async fn the_scheduler_racing_the_proxy_refreshes_once() {
     }
     let event = json!({"id": "race", "source": "aws.events"});
     let sched = tokio::spawn(async move {
-        refresh::handle_scheduled_event(&scheduler, &event, Duration::from_secs(60), 4)
+        scheduler
+            .tokens
+            .handle_scheduled_event(&event, Duration::from_secs(60), 4)
             .await
             .unwrap()
     });
     let calls = proxies.into_iter().enumerate().map(|(i, state)| {
         tokio::spawn(async move {
-            refresh::usable_grant(&state, "alice", "demo", &format!("p{i}"), 60, fast_policy())
+            state
+                .tokens
+                .usable_grant("alice", "demo", &format!("p{i}"), 60, fast_policy())
                 .await
         })
     });
@@ -198,13 +199,15 @@ async fn a_dead_lease_holder_blocks_others_no_longer_than_the_lease() {
         .unwrap();
     let real = instance(&s.gw, Arc::new(HourOn)).await;
     let policy = LeasePolicy {
-        lease: refresh::WRITE_BUDGET + Duration::from_secs(2),
+        lease: tokens::WRITE_BUDGET + Duration::from_secs(2),
         http_timeout: Duration::from_secs(1),
         wait: Duration::from_secs(3),
         poll: Duration::from_millis(100),
     };
     let started = Instant::now();
-    let grant = refresh::usable_grant(&real, "alice", "demo", "survivor", 60, policy)
+    let grant = real
+        .tokens
+        .usable_grant("alice", "demo", "survivor", 60, policy)
         .await
         .expect("refreshed after the lease ran out");
     let waited = started.elapsed();
@@ -215,7 +218,7 @@ async fn a_dead_lease_holder_blocks_others_no_longer_than_the_lease() {
     assert_eq!(refreshes(&provider_counts(&s.op).await), 1);
 }
 
-/// The token request ends [`refresh::WRITE_BUDGET`] before the lease does,
+/// The token request ends [`tokens::WRITE_BUDGET`] before the lease does,
 /// so no other instance can take the lease (and present the same refresh
 /// token) while this one may still get new tokens; a slow authorization
 /// server makes the refresh fail, leaving the grant and the lease free.
@@ -228,14 +231,14 @@ async fn a_refresh_ends_before_its_lease_does() {
     let state = instance(&s.gw, an_hour_later()).await;
     // One second of the lease is left for the token request; the server
     // takes two.
-    let lease = refresh::WRITE_BUDGET + Duration::from_secs(1);
+    let lease = tokens::WRITE_BUDGET + Duration::from_secs(1);
     let policy = LeasePolicy {
         lease,
         http_timeout: SLOW_SWITCH_DELAY * 3,
         wait: Duration::ZERO,
         poll: Duration::from_millis(50),
     };
-    let request = refresh::RefreshRequest {
+    let request = tokens::RefreshRequest {
         sub: "alice",
         target: "demo",
         owner: "slow-refresher",
@@ -246,10 +249,10 @@ async fn a_refresh_ends_before_its_lease_does() {
         policy,
     };
     let started = std::time::Instant::now();
-    let outcome = refresh::refresh_grant(&state, request).await;
+    let outcome = state.tokens.refresh_grant(request).await;
     let took = started.elapsed();
     assert!(
-        matches!(&outcome, refresh::Outcome::Transient(why) if why.contains("timed out")),
+        matches!(&outcome, tokens::Outcome::Transient(why) if why.contains("timed out")),
         "{outcome:?}"
     );
     assert!(
@@ -270,19 +273,18 @@ async fn a_refresh_ends_before_its_lease_does() {
     tokio::time::sleep(SLOW_SWITCH_DELAY + Duration::from_millis(500)).await;
     let counts = refreshes(&provider_counts(&s.op).await);
     let short = LeasePolicy {
-        lease: refresh::WRITE_BUDGET,
+        lease: tokens::WRITE_BUDGET,
         ..policy
     };
-    let outcome = refresh::refresh_grant(
-        &state,
-        refresh::RefreshRequest {
+    let outcome = state
+        .tokens
+        .refresh_grant(tokens::RefreshRequest {
             policy: short,
             ..request
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(
-        matches!(&outcome, refresh::Outcome::Transient(why) if why.contains("too short")),
+        matches!(&outcome, tokens::Outcome::Transient(why) if why.contains("too short")),
         "{outcome:?}"
     );
     assert_eq!(refreshes(&provider_counts(&s.op).await), counts);
@@ -305,19 +307,28 @@ async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
     sw.stop();
     check_unchanged(
         "refused",
-        refresh::usable_grant(&state, "alice", "demo", "a", 60, policy).await,
+        state
+            .tokens
+            .usable_grant("alice", "demo", "a", 60, policy)
+            .await,
     );
     sw.listen().await;
     sw.set(SwitchMode::Fail);
     check_unchanged(
         "500",
-        refresh::usable_grant(&state, "alice", "demo", "a", 60, policy).await,
+        state
+            .tokens
+            .usable_grant("alice", "demo", "a", 60, policy)
+            .await,
     );
     sw.set(SwitchMode::Hang);
     let started = Instant::now();
     check_unchanged(
         "hang",
-        refresh::usable_grant(&state, "alice", "demo", "a", 60, policy).await,
+        state
+            .tokens
+            .usable_grant("alice", "demo", "a", 60, policy)
+            .await,
     );
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -344,7 +355,9 @@ async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
     );
 
     sw.set(SwitchMode::Forward);
-    let fresh = refresh::usable_grant(&state, "alice", "demo", "a", 60, policy)
+    let fresh = state
+        .tokens
+        .usable_grant("alice", "demo", "a", 60, policy)
         .await
         .expect("recovered");
     assert_eq!(fresh.version, before.version + 1);
@@ -381,7 +394,10 @@ async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
     let clock = an_hour_later();
     let state = instance(&s.gw, clock.clone()).await;
     for call in 0..3 {
-        let r = refresh::usable_grant(&state, "alice", "demo", "a", 60, fast_policy()).await;
+        let r = state
+            .tokens
+            .usable_grant("alice", "demo", "a", 60, fast_policy())
+            .await;
         assert_eq!(r.unwrap_err(), NoGrant::NeedsConsent, "call {call}");
     }
     assert_eq!(
@@ -393,10 +409,11 @@ async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
     assert_eq!(dead.status, GrantStatus::NeedsConsent);
 
     let scheduler = instance(&s.gw, clock).await;
-    let summary =
-        refresh::handle_scheduled_event(&scheduler, &json!({}), Duration::from_secs(30), 4)
-            .await
-            .unwrap();
+    let summary = scheduler
+        .tokens
+        .handle_scheduled_event(&json!({}), Duration::from_secs(30), 4)
+        .await
+        .unwrap();
     assert_eq!(
         summary.due, 0,
         "the scheduler skips grants that need consent"
@@ -477,7 +494,11 @@ async fn disconnect_revokes_at_the_provider_and_deletes_the_grant() {
         .unwrap_err();
     assert!(refused.is_rejection(), "{refused:?}");
     // And a later call needs consent again.
-    let r = refresh::usable_grant(&s.gw.state, "alice", "demo", "a", 60, fast_policy()).await;
+    let r =
+        s.gw.state
+            .tokens
+            .usable_grant("alice", "demo", "a", 60, fast_policy())
+            .await;
     assert_eq!(r.unwrap_err(), NoGrant::Missing);
 }
 
@@ -504,7 +525,10 @@ async fn a_refresh_token_the_server_did_not_replace_is_kept() {
         now,
     );
     gw.state.grants.create(&grant).await.unwrap();
-    let fresh = refresh::usable_grant(&gw.state, "bob", "fake", "a", 60, fast_policy())
+    let fresh = gw
+        .state
+        .tokens
+        .usable_grant("bob", "fake", "a", 60, fast_policy())
         .await
         .unwrap();
     assert_eq!(fresh.tokens.access_token.expose_secret(), "new-access");
@@ -534,7 +558,11 @@ async fn a_refused_client_keeps_the_grant_for_when_it_is_fixed() {
     let grant = gateway_tests::refreshable_grant("bob", "fake", "old", "refresh", now - 1, now);
     gw.state.grants.create(&grant).await.unwrap();
 
-    let r = refresh::usable_grant(&gw.state, "bob", "fake", "a", 60, fast_policy()).await;
+    let r = gw
+        .state
+        .tokens
+        .usable_grant("bob", "fake", "a", 60, fast_policy())
+        .await;
     assert!(matches!(r, Err(NoGrant::Retry(_))), "{r:?}");
     assert_eq!(token.hits(), 1);
     let kept = gw
@@ -598,15 +626,16 @@ async fn short_lived_tokens_are_refreshed_once_for_a_hundred_callers() {
     let calls = (0..100).map(|i| {
         let state = instances[i % 4].clone();
         tokio::spawn(async move {
-            refresh::usable_grant(
-                &state,
-                "alice",
-                "demo",
-                &format!("c{i}"),
-                margin,
-                LeasePolicy::default(),
-            )
-            .await
+            state
+                .tokens
+                .usable_grant(
+                    "alice",
+                    "demo",
+                    &format!("c{i}"),
+                    margin,
+                    LeasePolicy::default(),
+                )
+                .await
         })
     });
     let results = futures::future::join_all(calls).await;
@@ -643,7 +672,7 @@ impl GatewayProcess {
             .envs(gw.process_env())
             .env("PUBLIC_BASE_URL", &s.server.base)
             .env("LOG_FORMAT", "text")
-            .env("RUST_LOG", "info,gateway_shared::refresh=debug")
+            .env("RUST_LOG", "info,gateway_shared::tokens=debug")
             .stderr(std::fs::File::create(&log).expect("a log file"))
             .stdout(std::process::Stdio::piped())
             .stdin(std::process::Stdio::null())
@@ -756,7 +785,11 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
     item.insert("pk".into(), A::S("USER#bob".into()));
     item.insert("sub".into(), A::S("bob".into()));
     s.gw.put_raw_item(item).await;
-    let bob = refresh::usable_grant(&s.gw.state, "bob", "demo", "p-bob", 60, fast_policy()).await;
+    let bob =
+        s.gw.state
+            .tokens
+            .usable_grant("bob", "demo", "p-bob", 60, fast_policy())
+            .await;
     assert_eq!(
         bob.unwrap_err(),
         NoGrant::NeedsConsent,
@@ -779,7 +812,9 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
         A::S(format!("{}/token", attacker.base)),
     );
     s.gw.put_raw_item(item).await;
-    let refreshed = refresh::usable_grant(&state, "alice", "demo", "p-alice", 60, fast_policy())
+    let refreshed = state
+        .tokens
+        .usable_grant("alice", "demo", "p-alice", 60, fast_policy())
         .await
         .expect("refreshed at the real server");
     assert_eq!(attacker.hits(), 0, "nothing went to the rewritten endpoint");
@@ -801,7 +836,10 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
     item.insert("config".into(), A::S(config));
     s.gw.put_raw_item(item).await;
     let other = instance(&s.gw, Arc::new(Later(7200))).await;
-    let r = refresh::usable_grant(&other, "alice", "demo", "p-other", 60, fast_policy()).await;
+    let r = other
+        .tokens
+        .usable_grant("alice", "demo", "p-other", 60, fast_policy())
+        .await;
     // The altered target is left out: for the gateway there is no such
     // target to refresh for (and no tool of it to call).
     assert_eq!(r.unwrap_err(), NoGrant::Missing);
@@ -816,7 +854,9 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
     assert_eq!(s.grant("alice", "demo").await.status, GrantStatus::Active);
     s.gw.put_raw_item(honest).await;
     let again = instance(&s.gw, Arc::new(Later(7200))).await;
-    let g = refresh::usable_grant(&again, "alice", "demo", "p-again", 60, fast_policy())
+    let g = again
+        .tokens
+        .usable_grant("alice", "demo", "p-again", 60, fast_policy())
         .await
         .expect("usable again");
     assert_eq!(

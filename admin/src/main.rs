@@ -385,14 +385,16 @@ async fn refresh(window: Option<u64>) -> Result<(), String> {
     let state = AppState::from_config(config)
         .await
         .map_err(|e| e.to_string())?;
-    let run = gateway_shared::refresh::ScheduledRun {
+    let run = gateway_shared::tokens::ScheduledRun {
         limit: 10_000,
         concurrency,
         stop_at: tokio::time::Instant::now() + std::time::Duration::from_secs(900),
-        policy: gateway_shared::refresh::LeasePolicy::default(),
+        policy: gateway_shared::tokens::LeasePolicy::default(),
     };
     let owner = format!("admin-{}", gateway_shared::crypto::random_token(6));
-    let summary = gateway_shared::refresh::run_scheduled(&state, &owner, run)
+    let summary = state
+        .tokens
+        .run_scheduled(&owner, run)
         .await
         .map_err(|e| e.to_string())?;
     println!(

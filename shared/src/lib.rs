@@ -19,10 +19,10 @@ pub mod http;
 pub mod keys;
 pub mod mcp;
 pub mod ports;
-pub mod refresh;
 pub mod state;
 pub mod targets;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::Config;
 pub use error::{Error, Result};

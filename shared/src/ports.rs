@@ -10,8 +10,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use crate::adapters::oauth::{IssuedTokens, OAuthError};
 use crate::crypto::KeySet;
-use crate::domain::{Grant, GrantKey, PendingAuthorization, Target, UpstreamSession};
+use crate::domain::{
+    Grant, GrantKey, OAuthSettings, PendingAuthorization, Target, UpstreamSession,
+};
 use crate::error::Result;
 
 /// Wall clock in Unix seconds; a port so that tests can move time.
@@ -174,4 +177,32 @@ pub trait KeyProvider: Send + Sync {
     /// A key set that holds `key_id`, refetching once if the cached one does
     /// not (a key was added since the instance warmed up).
     async fn key_set_with(&self, key_id: &str) -> Result<Arc<KeySet>>;
+}
+
+/// One refresh-token request (RFC 6749 §6), as the lease protocol makes it.
+#[derive(Clone, Copy)]
+pub struct RefreshCall<'a> {
+    /// The target's client settings (client id, authentication method).
+    pub settings: &'a OAuthSettings,
+    /// The client secret, for confidential clients.
+    pub secret: Option<&'a SecretString>,
+    /// The token endpoint the grant came from.
+    pub token_endpoint: &'a str,
+    /// The refresh token to present.
+    pub refresh_token: &'a SecretString,
+    /// The scopes to ask for again.
+    pub scopes: &'a [String],
+    /// The RFC 8707 resource the grant is for.
+    pub resource: Option<&'a str>,
+    /// Now, in Unix seconds (to turn `expires_in` into an instant).
+    pub now: i64,
+}
+
+/// The authorization server's token endpoint, as the refresh flow uses it.
+#[async_trait]
+pub trait TokenIssuer: Send + Sync {
+    /// Presents a refresh token; a server that does not rotate refresh
+    /// tokens leaves the one presented in the answer.
+    async fn refresh(&self, call: RefreshCall<'_>)
+        -> std::result::Result<IssuedTokens, OAuthError>;
 }

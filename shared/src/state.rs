@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::adapters::cache::{CachedGrants, CachedTargets};
 use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::oauth::HttpTokenIssuer;
 use crate::adapters::oidc::OidcProvider;
 use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
 use crate::config::{Config, ConsentBinding, InboundAuth};
@@ -13,6 +14,7 @@ use crate::ports::{
     AuthorizationStore, Clock, GrantStore, KeyProvider, SecretSource, SessionStore, SystemClock,
     TargetCatalog,
 };
+use crate::tokens::Refresher;
 
 /// Shared state of a warm instance: configuration, stores and clients.
 #[derive(Clone)]
@@ -43,8 +45,9 @@ pub struct AppState {
     /// Outbound HTTP (authorization servers, upstream MCP servers): pooled,
     /// keep-alive, redirects off.
     pub http: reqwest::Client,
-    /// This instance's refreshes in flight (one caller per grant at a time).
-    pub refreshes: Arc<crate::refresh::Flights>,
+    /// Token refresh under the lease protocol (with this instance's
+    /// refreshes in flight).
+    pub tokens: Arc<Refresher>,
 }
 
 impl AppState {
@@ -92,12 +95,22 @@ impl AppState {
             store.clone(),
             clock.clone(),
         ));
+        let grants: Arc<dyn GrantStore> =
+            Arc::new(CachedGrants::new(store.clone(), grant_cache_ttl));
+        let tokens = Arc::new(Refresher::new(
+            grants.clone(),
+            targets.clone(),
+            source.clone(),
+            Arc::new(HttpTokenIssuer(http.clone())),
+            clock.clone(),
+            config.refresh_window,
+        ));
         Ok(AppState {
             inbound,
             upstream,
             login,
             config: Arc::new(config),
-            grants: Arc::new(CachedGrants::new(store.clone(), grant_cache_ttl)),
+            grants,
             authorizations: store.clone(),
             targets,
             sessions: store,
@@ -105,7 +118,7 @@ impl AppState {
             keys,
             clock,
             http,
-            refreshes: Arc::default(),
+            tokens,
         })
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gateway_shared::refresh::{self, LeasePolicy, ScheduledRun};
+use gateway_shared::tokens::{LeasePolicy, ScheduledRun};
 use gateway_tests::{stack_target_for_fake, Gateway};
 
 #[tokio::main]
@@ -96,9 +96,7 @@ async fn main() {
         policy: LeasePolicy::default(),
     };
     let started = Instant::now();
-    let summary = refresh::run_scheduled(&gw.state, "bench", run)
-        .await
-        .unwrap();
+    let summary = gw.state.tokens.run_scheduled("bench", run).await.unwrap();
     let scheduled = started.elapsed();
     let requests = hits.load(Ordering::Relaxed) - before;
 

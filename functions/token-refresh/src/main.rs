@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway_shared::{refresh, telemetry, AppState, Config};
+use gateway_shared::{telemetry, AppState, Config};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
@@ -24,9 +24,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             let remaining = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            let summary =
-                refresh::handle_scheduled_event(state, &event.payload, remaining, concurrency)
-                    .await?;
+            let summary = state
+                .tokens
+                .handle_scheduled_event(&event.payload, remaining, concurrency)
+                .await?;
             Ok::<_, lambda_runtime::Error>(serde_json::to_value(summary)?)
         },
     ))

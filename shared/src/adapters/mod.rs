@@ -1,8 +1,10 @@
-//! Adapters: the ports implemented with AWS services.
+//! Adapters: the ports implemented with AWS services (and in memory, for
+//! unit tests of the flows).
 
 pub mod cache;
 pub mod discovery;
 pub mod dynamodb;
+pub mod memory;
 pub mod oauth;
 pub mod oidc;
 pub mod secrets;

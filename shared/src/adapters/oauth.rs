@@ -14,6 +14,7 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
+use crate::ports::{RefreshCall, TokenIssuer};
 
 /// The configured client type: token endpoint set, authorization URL built by us.
 type TokenClient =
@@ -233,6 +234,28 @@ impl TokenEndpoint<'_> {
             .await
             .map(|r| issued(r, now, Some(refresh_token)))
             .map_err(classify)
+    }
+}
+
+/// [`TokenIssuer`] over HTTP: the pooled client toward authorization servers.
+pub struct HttpTokenIssuer(pub reqwest::Client);
+
+#[async_trait::async_trait]
+impl TokenIssuer for HttpTokenIssuer {
+    async fn refresh(&self, call: RefreshCall<'_>) -> Result<IssuedTokens, OAuthError> {
+        TokenEndpoint {
+            http: &self.0,
+            settings: call.settings,
+            secret: call.secret,
+        }
+        .refresh(
+            call.token_endpoint,
+            call.refresh_token,
+            call.scopes,
+            call.resource,
+            call.now,
+        )
+        .await
     }
 }
 

@@ -23,7 +23,7 @@ use crate::connections;
 use crate::crypto::{random_token, sha256_hex, Aad};
 use crate::domain::{PendingAuthorization, Target, TargetAuth};
 use crate::http::public_url;
-use crate::refresh::{self, LeasePolicy, NoGrant};
+use crate::tokens::{LeasePolicy, NoGrant};
 use crate::AppState;
 
 /// Prefix of the gateway's own tools.
@@ -167,15 +167,17 @@ impl<'a> Gateway<'a> {
         if matches!(target.auth, TargetAuth::None) {
             return Ok(None);
         }
-        match refresh::usable_grant(
-            self.state,
-            &self.caller.sub,
-            &target.name,
-            &self.owner,
-            self.state.config.refresh_margin.as_secs() as i64,
-            LeasePolicy::default(),
-        )
-        .await
+        match self
+            .state
+            .tokens
+            .usable_grant(
+                &self.caller.sub,
+                &target.name,
+                &self.owner,
+                self.state.config.refresh_margin.as_secs() as i64,
+                LeasePolicy::default(),
+            )
+            .await
         {
             Ok(g) => Ok(Some(g)),
             Err(NoGrant::Missing) | Err(NoGrant::NeedsConsent) => Err(Blocked::Consent(vec![])),
@@ -206,13 +208,11 @@ impl<'a> Gateway<'a> {
                 Ok(message) => return Ok(message),
                 Err(UpstreamError::Unauthorized) if attempt == 0 && grant.is_some() => {
                     let Some(g) = &grant else { break };
-                    match refresh::after_unauthorized(
-                        self.state,
-                        g,
-                        &self.owner,
-                        LeasePolicy::default(),
-                    )
-                    .await
+                    match self
+                        .state
+                        .tokens
+                        .after_unauthorized(g, &self.owner, LeasePolicy::default())
+                        .await
                     {
                         Ok(fresh) => grant = Some(fresh),
                         Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
