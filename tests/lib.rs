@@ -294,11 +294,11 @@ impl Gateway {
             vars.insert(k.to_string(), v.to_string());
         }
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration");
-        let mut state = AppState::with_sdk_config(config, &sdk)
-            .await
-            .expect("state");
         let clock = ManualClock::now_real();
-        state.clock = clock.clone();
+        let state = AppState::with_sdk_config(config, &sdk)
+            .await
+            .expect("state")
+            .with_clock(clock.clone());
         Gateway {
             moto,
             table,
@@ -1066,11 +1066,10 @@ pub async fn provider_counts(op: &OidcProvider) -> serde_json::Value {
 /// Another Lambda instance of the gateway: its own SDK clients, caches and
 /// HTTP pool over the same table and secrets, with its own clock.
 pub async fn instance(gw: &Gateway, clock: Arc<dyn Clock>) -> AppState {
-    let mut state = AppState::with_sdk_config((*gw.state.config).clone(), &gw.moto.sdk_config())
+    AppState::with_sdk_config((*gw.state.config).clone(), &gw.moto.sdk_config())
         .await
-        .expect("another instance");
-    state.clock = clock;
-    state
+        .expect("another instance")
+        .with_clock(clock)
 }
 
 /// An OAuth target whose token endpoint is `token_endpoint` (public client,

@@ -59,6 +59,22 @@ impl AppState {
         }
     }
 
+    /// The same state with another clock, for the flows and the refresher
+    /// alike (tests that move time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        let t = &self.tokens;
+        self.tokens = Arc::new(Refresher::new(
+            t.grants.clone(),
+            t.targets.clone(),
+            t.secrets.clone(),
+            t.issuer.clone(),
+            clock.clone(),
+            t.window,
+        ));
+        self.clock = clock;
+        self
+    }
+
     /// Builds the AWS clients and stores from `config`, and loads the key set
     /// once so that a bad key-set secret fails the cold start, not a request.
     pub async fn from_config(config: Config) -> Result<Self> {

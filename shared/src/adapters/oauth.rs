@@ -272,7 +272,10 @@ impl TokenEndpoint<'_> {
         let mut req = self.http.post(revocation_endpoint);
         match (self.settings.token_endpoint_auth_method, self.secret) {
             (TokenEndpointAuthMethod::ClientSecretBasic, Some(secret)) => {
-                req = req.basic_auth(&self.settings.client_id, Some(secret.expose_secret()));
+                req = req.header(
+                    http::header::AUTHORIZATION,
+                    basic_credentials(&self.settings.client_id, secret),
+                );
             }
             (TokenEndpointAuthMethod::ClientSecretPost, Some(secret)) => {
                 form.push(("client_id", &self.settings.client_id));
@@ -297,6 +300,21 @@ impl TokenEndpoint<'_> {
         let body: serde_json::Value = res.json().await.unwrap_or_default();
         Err(OAuthError::rejected_from(&body))
     }
+}
+
+/// An HTTP Basic `Authorization` value for client authentication: the
+/// client id and secret are form-urlencoded before they are joined and
+/// base64-encoded (RFC 6749 §2.3.1), as the token requests of the `oauth2`
+/// crate do, so that ids and secrets with `:`, `%` or `+` reach the server
+/// intact.
+pub fn basic_credentials(client_id: &str, secret: &SecretString) -> String {
+    use base64::Engine;
+    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(client_id), encode(secret.expose_secret()));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// Builds the authorization request URL (RFC 6749 4.1.1 with PKCE S256 and,
@@ -365,7 +383,7 @@ pub async fn exchange_for_id_token(
         .post(token_endpoint)
         .header("accept", "application/json");
     match secret {
-        Some(s) => req = req.basic_auth(client_id, Some(s.expose_secret())),
+        Some(s) => req = req.header(http::header::AUTHORIZATION, basic_credentials(client_id, s)),
         None => form.push(("client_id", client_id)),
     }
     let res = req
@@ -385,4 +403,23 @@ pub async fn exchange_for_id_token(
         .and_then(|v| v.as_str())
         .map(str::to_owned)
         .ok_or_else(|| OAuthError::Transient("the token response has no id_token".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        use base64::Engine;
+        let value = basic_credentials("my client:1", &SecretString::from("a+b%c/d".to_owned()));
+        let encoded = value.strip_prefix("Basic ").unwrap();
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(pair).unwrap(),
+            "my+client%3A1:a%2Bb%25c%2Fd"
+        );
+    }
 }
