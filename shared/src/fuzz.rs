@@ -13,7 +13,7 @@ use crate::adapters::discovery::auth_param;
 use crate::crypto::{Aad, KeySet};
 use crate::domain::StateParam;
 use crate::mcp::gateway::{decode_cursor, pass_through, template_matches};
-use crate::mcp::upstream::{find_event_end, sse_data};
+use crate::mcp::upstream::{find_event_end, find_event_end_from, sse_data};
 use crate::mcp::wire::{self, Parsed};
 use crate::mcp::{decode_header_value, header_value};
 
@@ -135,6 +135,19 @@ proptest! {
             let _ = sse_data(&stream[..end]);
         }
         let _ = sse_data(&stream);
+    }
+
+    #[test]
+    fn sse_scanning_resumes_where_it_stopped(
+        stream in prop::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'd'), Just(b':')], 0..64),
+        cut in 0usize..64,
+    ) {
+        // Whatever the chunking, resuming after a prefix with no complete
+        // event finds the same event end as a scan from the start.
+        let cut = cut.min(stream.len());
+        if find_event_end(&stream[..cut]).is_none() {
+            prop_assert_eq!(find_event_end_from(&stream, cut), find_event_end(&stream));
+        }
     }
 
     #[test]

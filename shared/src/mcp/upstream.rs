@@ -444,6 +444,9 @@ async fn read_response(mut res: reqwest::Response, id: u64) -> Result<Value, Ups
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut buf: Vec<u8> = Vec::new();
     let mut total = 0usize;
+    // How much of `buf` is known to hold no complete event: each byte is
+    // looked at about once however the stream is chunked.
+    let mut scanned = 0usize;
     loop {
         let chunk = res
             .chunk()
@@ -459,14 +462,19 @@ async fn read_response(mut res: reqwest::Response, id: u64) -> Result<Value, Ups
         buf.extend_from_slice(&chunk);
         if sse {
             // Look at complete events only; stop at the response.
-            while let Some(end) = find_event_end(&buf) {
-                let event: Vec<u8> = buf.drain(..end).collect();
-                if let Some(message) = sse_data(&event) {
+            let mut start = 0;
+            while let Some(len) = find_event_end_from(&buf[start..], scanned.saturating_sub(start))
+            {
+                let event = &buf[start..start + len];
+                start += len;
+                if let Some(message) = sse_data(event) {
                     if is_response_to(&message, id) {
                         return Ok(message);
                     }
                 }
             }
+            buf.drain(..start);
+            scanned = buf.len();
         }
     }
     if sse {
@@ -496,9 +504,25 @@ fn is_response_to(message: &Value, id: u64) -> bool {
 }
 
 /// End (exclusive) of the first complete SSE event, including its blank line.
+#[cfg(test)]
 pub(crate) fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    find_event_end_from(buf, 0)
+}
+
+/// [`find_event_end`] when `buf[..from]` is known to hold no complete
+/// event: only the bytes from `from - 3` (a separator may straddle) on are
+/// searched.
+pub(crate) fn find_event_end_from(buf: &[u8], from: usize) -> Option<usize> {
+    let skip = from.saturating_sub(3).min(buf.len());
+    let rest = &buf[skip..];
+    let lf = rest
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| skip + p + 2);
+    let crlf = rest
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| skip + p + 4);
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
