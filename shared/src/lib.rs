@@ -23,6 +23,7 @@ pub mod state;
 pub mod targets;
 pub mod telemetry;
 pub mod tokens;
+pub mod urls;
 
 pub use config::Config;
 pub use error::{Error, Result};

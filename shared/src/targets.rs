@@ -9,7 +9,8 @@ use crate::adapters::discovery::{self, Discovered, FetchPolicy, Fetcher};
 use crate::domain::{
     OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
-use crate::http::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH, public_url};
+use crate::http::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH};
+use crate::urls::{connect_url, public_url};
 use crate::AppState;
 
 /// How the gateway identifies itself to a target's authorization server.
@@ -273,5 +274,5 @@ pub async fn consent_link(
         .create(&pending)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(public_url(base, &format!("/connect/{}", pending.id)))
+    Ok(connect_url(base, &pending.id))
 }

@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(VERIFY_PATH, get(verify))
-        .route("/connect/{id}", get(connect))
+        .route(crate::urls::CONNECT_ROUTE, get(connect))
         .route(CALLBACK_PATH, get(callback))
         .route(CLIENT_METADATA_PATH, get(client_metadata))
         .route(

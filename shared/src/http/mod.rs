@@ -44,11 +44,7 @@ pub fn base_url(
     }
 }
 
-/// `base` joined with an absolute path, keeping any path prefix of `base`
-/// (a custom domain mapped under `/gateway/` stays under it).
-pub fn public_url(base: &Url, path: &str) -> String {
-    format!("{}{}", base.as_str().trim_end_matches('/'), path)
-}
+pub use crate::urls::public_url;
 
 /// The request id API Gateway assigned, for log correlation.
 pub fn request_id(

@@ -22,8 +22,8 @@ use super::{codes, meta, MODERN};
 use crate::connections;
 use crate::crypto::{random_token, sha256_hex, Aad};
 use crate::domain::{PendingAuthorization, Target, TargetAuth};
-use crate::http::public_url;
 use crate::tokens::{LeasePolicy, NoGrant};
+use crate::urls::connect_url;
 use crate::AppState;
 
 /// Prefix of the gateway's own tools.
@@ -683,7 +683,7 @@ impl<'a> Gateway<'a> {
                 true,
             );
         }
-        let url = public_url(&self.base, &format!("/connect/{}", pending.id));
+        let url = connect_url(&self.base, &pending.id);
         let message = format!(
             "{} needs your permission. Open {url} to connect your account, then retry.",
             target.title()
