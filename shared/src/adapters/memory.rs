@@ -374,13 +374,13 @@ impl TargetCatalog for MemoryStore {
     async fn put_catalog(&self, target: &Target, catalog: &[serde_json::Value]) -> Result<()> {
         let mut inner = self.lock();
         match inner.targets.get_mut(&target.name) {
+            // Stored exactly as `target` says, but for the catalog itself.
             Some(stored)
-                if serde_json::to_value(&*stored).ok()
-                    == serde_json::to_value(Target {
+                if *stored
+                    == Target {
                         tool_catalog: stored.tool_catalog.clone(),
                         ..target.clone()
-                    })
-                    .ok() =>
+                    } =>
             {
                 stored.tool_catalog = catalog.to_vec();
                 Ok(())

@@ -306,15 +306,20 @@ impl TokenEndpoint<'_> {
 /// client id and secret are form-urlencoded before they are joined and
 /// base64-encoded (RFC 6749 §2.3.1), as the token requests of the `oauth2`
 /// crate do, so that ids and secrets with `:`, `%` or `+` reach the server
-/// intact.
-pub fn basic_credentials(client_id: &str, secret: &SecretString) -> String {
+/// intact. The value is marked sensitive, so it is redacted wherever the
+/// request is debug-printed.
+pub fn basic_credentials(client_id: &str, secret: &SecretString) -> http::HeaderValue {
     use base64::Engine;
     let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     let pair = format!("{}:{}", encode(client_id), encode(secret.expose_secret()));
-    format!(
+    let value = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair)
-    )
+    );
+    let mut value =
+        http::HeaderValue::from_str(&value).expect("\"Basic \" and base64 are visible ASCII");
+    value.set_sensitive(true);
+    value
 }
 
 /// Builds the authorization request URL (RFC 6749 4.1.1 with PKCE S256 and,
@@ -413,6 +418,8 @@ mod tests {
     fn basic_credentials_are_form_encoded_first() {
         use base64::Engine;
         let value = basic_credentials("my client:1", &SecretString::from("a+b%c/d".to_owned()));
+        assert!(value.is_sensitive());
+        let value = value.to_str().unwrap();
         let encoded = value.strip_prefix("Basic ").unwrap();
         let pair = base64::engine::general_purpose::STANDARD
             .decode(encoded)

@@ -395,17 +395,7 @@ impl Refresher {
             wait_for_winner: true,
             policy,
         };
-        let outcome = self
-            .flights
-            .run(
-                sub,
-                target,
-                grant.version,
-                || self.clock.now(),
-                || self.refresh_grant(req),
-            )
-            .await;
-        into_usable(outcome)
+        self.in_flight(req, grant.version).await
     }
 
     /// After the upstream refused `grant`'s access token (401): one forced
@@ -426,12 +416,18 @@ impl Refresher {
             wait_for_winner: true,
             policy,
         };
+        self.in_flight(req, grant.version).await
+    }
+
+    /// `req` behind this instance's other callers for the same grant,
+    /// sharing their outcome when it is newer than version `seen`.
+    async fn in_flight(&self, req: RefreshRequest<'_>, seen: u64) -> Result<Grant, NoGrant> {
         let outcome = self
             .flights
             .run(
-                &grant.sub,
-                &grant.target,
-                grant.version,
+                req.sub,
+                req.target,
+                seen,
                 || self.clock.now(),
                 || self.refresh_grant(req),
             )
