@@ -491,7 +491,7 @@ async fn modern_requests_with_wrong_headers_get_the_2026_errors() {
         vec![
             v(),
             m("tools/call"),
-            ("mcp-name", gateway_shared::mcp::header_value("naïve")),
+            ("mcp-name", gateway_shared::wire::header_value("naïve")),
         ],
     )
     .await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gateway_shared::domain::{
     GrantStatus, OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
-use gateway_shared::http::{callback, proxy};
+use gateway_shared::edge::{callback, proxy};
 use gateway_tests::{free_port, workspace_root, Gateway};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Context, LambdaEvent, Service};

@@ -622,7 +622,7 @@ impl GatewayServer {
         base: String,
         state: AppState,
     ) -> GatewayServer {
-        let app = gateway_shared::http::gateway_router(state);
+        let app = gateway_shared::edge::gateway_router(state);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -1229,7 +1229,7 @@ impl RawClient {
             ("mcp-method", method.to_string()),
         ];
         if let Some(n) = name {
-            extra.push(("mcp-name", gateway_shared::mcp::header_value(&n)));
+            extra.push(("mcp-name", gateway_shared::wire::header_value(&n)));
         }
         self.post_raw(body.to_string(), &extra).await
     }

@@ -520,7 +520,7 @@ async fn keys(cmd: KeysCommand) -> Result<(), String> {
 
 async fn serve(listen: &str) -> Result<(), String> {
     let state = state().await?;
-    let app = gateway_shared::http::gateway_router(state);
+    let app = gateway_shared::edge::gateway_router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

@@ -12,10 +12,10 @@ use serde_json::Value;
 use crate::adapters::discovery::auth_param;
 use crate::crypto::{Aad, KeySet};
 use crate::domain::StateParam;
-use crate::mcp::gateway::{decode_cursor, pass_through, template_matches};
-use crate::mcp::upstream::{find_event_end, find_event_end_from, sse_data};
-use crate::mcp::wire::{self, Parsed};
-use crate::mcp::{decode_header_value, header_value};
+use crate::gateway::{decode_cursor, pass_through, template_matches};
+use crate::upstream::sse::{find_event_end, find_event_end_from, sse_data};
+use crate::wire::message::{self, Parsed};
+use crate::wire::{decode_header_value, header_value};
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("FUZZ_CASES")
@@ -80,12 +80,12 @@ proptest! {
 
     #[test]
     fn jsonrpc_bodies_of_any_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = wire::parse(&body);
+        let _ = message::parse(&body);
     }
 
     #[test]
     fn jsonrpc_messages_of_any_shape(message in json()) {
-        match wire::parse(message.to_string().as_bytes()) {
+        match message::parse(message.to_string().as_bytes()) {
             Parsed::Request(r) => {
                 prop_assert!(r.id.is_string() || r.id.is_number());
                 prop_assert!(r.params.as_ref().is_none_or(|p| p.is_object() || p.is_array()));

@@ -12,18 +12,20 @@ pub mod config;
 pub mod connections;
 pub mod crypto;
 pub mod domain;
+pub mod edge;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
-pub mod http;
+pub mod gateway;
 pub mod keys;
-pub mod mcp;
 pub mod ports;
 pub mod state;
 pub mod targets;
 pub mod telemetry;
 pub mod tokens;
+pub mod upstream;
 pub mod urls;
+pub mod wire;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -9,12 +9,12 @@ use crate::adapters::oidc::OidcProvider;
 use crate::adapters::secrets::{SecretKeyProvider, SecretsManagerSource};
 use crate::config::{Config, ConsentBinding, InboundAuth};
 use crate::error::Result;
-use crate::mcp::upstream::UpstreamClient;
 use crate::ports::{
     AuthorizationStore, Clock, GrantStore, KeyProvider, SecretSource, SessionStore, SystemClock,
     TargetCatalog,
 };
 use crate::tokens::Refresher;
+use crate::upstream::UpstreamClient;
 
 /// Shared state of a warm instance: configuration, stores and clients.
 #[derive(Clone)]

@@ -9,7 +9,7 @@ use crate::adapters::discovery::{self, Discovered, FetchPolicy, Fetcher};
 use crate::domain::{
     OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
-use crate::http::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH};
+use crate::edge::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH};
 use crate::urls::{connect_url, public_url};
 use crate::AppState;
 

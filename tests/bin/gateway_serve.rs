@@ -37,7 +37,7 @@ async fn main() {
     if let Ok(addr) = listener.local_addr() {
         println!("listening on http://{addr}");
     }
-    let app = gateway_shared::http::gateway_router(state);
+    let app = gateway_shared::edge::gateway_router(state);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler");
     let _ = axum::serve(listener, app)

@@ -1,6 +1,6 @@
 //! Lambda entry point of the MCP proxy (`/mcp`, Protected Resource Metadata).
 
-use gateway_shared::{http::proxy, telemetry, AppState, Config};
+use gateway_shared::{edge::proxy, telemetry, AppState, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -1,6 +1,6 @@
 //! Lambda entry point of the consent flow (`/connect/{id}`, `/oauth/callback`).
 
-use gateway_shared::{http::callback, telemetry, AppState, Config};
+use gateway_shared::{edge::callback, telemetry, AppState, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -13,10 +13,10 @@ const BROWSER_COOKIE: &str = "gw_browser";
 const BROWSER_COOKIE_HTTPS: &str = "__Host-gw_browser";
 
 /// The browser-binding cookie this response sets.
-pub(in crate::http) struct BrowserCookie(String);
+pub(in crate::edge) struct BrowserCookie(String);
 
 impl BrowserCookie {
-    pub(in crate::http) fn set_on(&self, res: &mut Response) {
+    pub(in crate::edge) fn set_on(&self, res: &mut Response) {
         if let Ok(v) = HeaderValue::from_str(&self.0) {
             res.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -42,7 +42,7 @@ pub(super) fn browser_value(base: &Url, headers: &HeaderMap) -> Option<String> {
 
 /// Binds `pending` to this browser (its existing binding cookie, or a new
 /// one), atomically: a link already bound to another browser is refused.
-pub(in crate::http) async fn bind_browser(
+pub(in crate::edge) async fn bind_browser(
     state: &AppState,
     base: &Url,
     headers: &HeaderMap,

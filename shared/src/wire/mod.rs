@@ -1,11 +1,7 @@
 //! The MCP side of the gateway: protocol constants, the aggregation and
 //! routing of requests over targets, and the client toward upstreams.
 
-pub mod gateway;
-pub mod names;
-pub mod options;
-pub mod upstream;
-pub mod wire;
+pub mod message;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

@@ -30,7 +30,7 @@ struct LoginState {
 }
 
 /// What a sign-in at the identity provider is for.
-pub(in crate::http) enum LoginFor<'a> {
+pub(in crate::edge) enum LoginFor<'a> {
     /// Proving who opens this consent link.
     Consent(&'a PendingAuthorization),
     /// Opening the person's connections page.
@@ -56,7 +56,7 @@ pub(super) fn login_unavailable(e: impl std::fmt::Display) -> Page {
 
 /// Session binding, step 1: send the browser to the inbound identity
 /// provider, with a cookie that ties the answer to this browser.
-pub(in crate::http) async fn start_login(
+pub(in crate::edge) async fn start_login(
     state: &AppState,
     base: &Url,
     purpose: LoginFor<'_>,
@@ -249,7 +249,7 @@ async fn verify_login(
                 "The sign-in came from another identity provider than the gateway's.",
             ));
         }
-        return Ok(crate::http::connections::signed_in(state, &base, &claims.sub, now).await);
+        return Ok(crate::edge::connections::signed_in(state, &base, &claims.sub, now).await);
     }
     let pending = state
         .authorizations

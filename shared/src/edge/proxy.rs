@@ -3,7 +3,7 @@
 //!
 //! This is the HTTP edge: who is calling (the validated `sub`), protocol
 //! framing and version checks, sealed client sessions for the 2025 eras.
-//! What a request does is [`crate::mcp::gateway`].
+//! What a request does is [`crate::gateway`].
 //!
 //! Stateless toward clients: the `Mcp-Session-Id` the gateway hands out is
 //! a sealed blob (user, version, client capabilities, expiry), so any
@@ -24,9 +24,9 @@ use super::{base_url, json_error, public_url};
 use crate::adapters::oidc::{AccessError, AccessPolicy};
 use crate::config::InboundAuth;
 use crate::crypto::Aad;
-use crate::mcp::gateway::{Caller, Gateway, Reply};
-use crate::mcp::wire::{self, Incoming, Parsed};
-use crate::mcp::{codes, decode_header_value, meta, MODERN, SUPPORTED_VERSIONS, VERSIONS_2025};
+use crate::gateway::{Caller, Gateway, Reply};
+use crate::wire::message::{self, Incoming, Parsed};
+use crate::wire::{codes, decode_header_value, meta, MODERN, SUPPORTED_VERSIONS, VERSIONS_2025};
 use crate::AppState;
 
 /// Path of the MCP endpoint.
@@ -398,7 +398,7 @@ async fn mcp(
             "send JSON-RPC messages with Content-Type: application/json",
         );
     }
-    let (id, method, params) = match wire::parse(&body) {
+    let (id, method, params) = match message::parse(&body) {
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
         Parsed::Invalid { id, code, message } => {

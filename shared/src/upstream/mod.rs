@@ -13,6 +13,8 @@
 //!
 //! The bearer token is always the user's upstream token for the target.
 
+pub(crate) mod sse;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,10 +23,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
-use super::{header_value, meta, LATEST_2025, MODERN};
 use crate::adapters::discovery::auth_param;
 use crate::domain::UpstreamSession;
 use crate::ports::{Clock, SessionStore};
+use crate::wire::{header_value, meta, LATEST_2025, MODERN};
 
 /// Largest upstream response read.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -436,112 +438,7 @@ struct ClientInfo {
     version: &'static str,
 }
 
-async fn read_response(mut res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
-    let sse = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mut buf: Vec<u8> = Vec::new();
-    let mut total = 0usize;
-    // How much of `buf` is known to hold no complete event: each byte is
-    // looked at about once however the stream is chunked.
-    let mut scanned = 0usize;
-    loop {
-        let chunk = res
-            .chunk()
-            .await
-            .map_err(|e| UpstreamError::Transport(crate::error::chain(&e)))?;
-        let Some(chunk) = chunk else { break };
-        total += chunk.len();
-        if total > MAX_RESPONSE_BYTES {
-            return Err(UpstreamError::Protocol(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        buf.extend_from_slice(&chunk);
-        if sse {
-            // Look at complete events only; stop at the response.
-            let mut start = 0;
-            while let Some(len) = find_event_end_from(&buf[start..], scanned.saturating_sub(start))
-            {
-                let event = &buf[start..start + len];
-                start += len;
-                if let Some(message) = sse_data(event) {
-                    if is_response_to(&message, id) {
-                        return Ok(message);
-                    }
-                }
-            }
-            buf.drain(..start);
-            scanned = buf.len();
-        }
-    }
-    if sse {
-        if let Some(message) = sse_data(&buf) {
-            if is_response_to(&message, id) {
-                return Ok(message);
-            }
-        }
-        return Err(UpstreamError::Protocol(
-            "the event stream ended without a response".into(),
-        ));
-    }
-    if buf.is_empty() {
-        return Ok(Value::Null);
-    }
-    let message: Value = serde_json::from_slice(&buf)
-        .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
-    if message.get("result").is_none() && message.get("error").is_none() {
-        return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));
-    }
-    Ok(message)
-}
-
-fn is_response_to(message: &Value, id: u64) -> bool {
-    message.get("id").and_then(Value::as_u64) == Some(id)
-        && (message.get("result").is_some() || message.get("error").is_some())
-}
-
-/// End (exclusive) of the first complete SSE event, including its blank line.
-#[cfg(test)]
-pub(crate) fn find_event_end(buf: &[u8]) -> Option<usize> {
-    find_event_end_from(buf, 0)
-}
-
-/// [`find_event_end`] when `buf[..from]` is known to hold no complete
-/// event: only the bytes from `from - 3` (a separator may straddle) on are
-/// searched.
-pub(crate) fn find_event_end_from(buf: &[u8], from: usize) -> Option<usize> {
-    let skip = from.saturating_sub(3).min(buf.len());
-    let rest = &buf[skip..];
-    let lf = rest
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|p| skip + p + 2);
-    let crlf = rest
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| skip + p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The JSON of an SSE event's `data:` lines.
-pub(crate) fn sse_data(event: &[u8]) -> Option<Value> {
-    let text = std::str::from_utf8(event).ok()?;
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
-        return None;
-    }
-    serde_json::from_str(&data.join("\n")).ok()
-}
+pub(crate) use sse::read_response;
 
 #[cfg(test)]
 mod tests {
@@ -590,20 +487,6 @@ mod tests {
             sent("x", Some(&json!([1, 2])), true)["params"],
             json!([1, 2])
         );
-    }
-
-    #[test]
-    fn sse_events() {
-        let stream = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n\n";
-        let end = find_event_end(stream).unwrap();
-        let first = sse_data(&stream[..end]).unwrap();
-        assert_eq!(first["method"], "notifications/progress");
-        let second = sse_data(&stream[end..]).unwrap();
-        assert!(is_response_to(&second, 7));
-        assert!(!is_response_to(&first, 7));
-        assert!(sse_data(b": comment only\n\n").is_none());
-        assert!(sse_data(b"data: not json\n\n").is_none());
-        assert_eq!(find_event_end(b"data: x\r\n\r\nrest"), Some(11));
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! Listing: the targets' tools, prompts and resources under their exposed
+//! names, fanned out in parallel, with one cursor over every target's own.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use super::names::expose;
+use crate::domain::Target;
+use crate::wire::codes;
+
+use super::*;
+
+impl Gateway<'_> {
+    pub(super) async fn list(&self, method: &str, key: &str, params: Option<&Value>) -> Reply {
+        let exposed = match self.exposed_targets().await {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
+        let wanted: Option<BTreeMap<String, String>> = match cursor {
+            None => None,
+            Some(c) => match decode_cursor(c) {
+                Some(m) => Some(m),
+                None => return Reply::error(codes::INVALID_PARAMS, "invalid cursor"),
+            },
+        };
+        let jobs = exposed.iter().filter_map(|e| {
+            let upstream_cursor = match &wanted {
+                None => None,
+                Some(m) => Some(m.get(&e.target.name)?.clone()),
+            };
+            Some(async move {
+                let mut p = json!({});
+                if let Some(c) = &upstream_cursor {
+                    p["cursor"] = json!(c);
+                }
+                (e, self.forward(&e.target, method, Some(p)).await)
+            })
+        });
+        let results = join_all(jobs).await;
+        let mut items = vec![];
+        let mut next = BTreeMap::new();
+        for (e, result) in results {
+            match result {
+                Ok(message) => {
+                    let Some(result) = message.get("result") else {
+                        tracing::warn!(target = %e.target.name, method, "upstream listing failed: {}", message.get("error").cloned().unwrap_or_default());
+                        continue;
+                    };
+                    if let Some(list) = result.get(key).and_then(Value::as_array) {
+                        items.extend(list.iter().filter_map(|i| rename(i, &e.prefix, key)));
+                        if key == "tools" && wanted.is_none() {
+                            self.remember_catalog(&e.target, list).await;
+                        }
+                    }
+                    if let Some(c) = result.get("nextCursor").and_then(Value::as_str) {
+                        next.insert(e.target.name.clone(), c.to_owned());
+                    }
+                }
+                Err(blocked) => {
+                    if let Blocked::Retry(why) | Blocked::Upstream(why) = &blocked {
+                        tracing::warn!(target = %e.target.name, method, reason = %why, "upstream listing unavailable; using the cached catalog");
+                    }
+                    // Not connected (or unavailable): the cached catalog for tools.
+                    if key == "tools" && wanted.is_none() {
+                        if e.target.tool_catalog.is_empty()
+                            && matches!(blocked, Blocked::Consent(_))
+                        {
+                            // Nothing known about its tools yet: a tool that
+                            // starts the consent, so the agent can offer it.
+                            items.push(connect_tool(&e.target));
+                        }
+                        items.extend(
+                            e.target
+                                .tool_catalog
+                                .iter()
+                                .filter_map(|i| rename(i, &e.prefix, key)),
+                        );
+                    }
+                }
+            }
+        }
+        if key == "tools" && wanted.is_none() {
+            items.extend(gateway_tools());
+        }
+        let mut result = json!({ key: items });
+        if !next.is_empty() {
+            result["nextCursor"] = json!(encode_cursor(&next));
+        }
+        Reply::Result(result)
+    }
+
+    /// Keeps the target's catalog current for users who have not connected.
+    pub(super) async fn remember_catalog(&self, target: &Target, tools: &[Value]) {
+        if target.tool_catalog.as_slice() == tools {
+            return;
+        }
+        // Only the catalog, and only while the target is stored as it was
+        // read: a removed target stays removed, an operator's change stays.
+        match self.state.targets.put_catalog(target, tools).await {
+            Ok(()) => {}
+            Err(crate::Error::StaleVersion) => {
+                tracing::debug!(target = %target.name, "target changed since it was read; catalog not stored")
+            }
+            Err(e) => {
+                tracing::warn!(target = %target.name, error = %e, "could not update the cached catalog")
+            }
+        }
+    }
+}
+
+/// A listed item under its exposed name (URIs stay as they are).
+pub(super) fn rename(item: &Value, prefix: &str, key: &str) -> Option<Value> {
+    let mut item = item.clone();
+    if key == "tools" || key == "prompts" {
+        let name = item.get("name")?.as_str()?.to_owned();
+        item["name"] = json!(expose(prefix, &name));
+    }
+    Some(item)
+}
+
+pub(super) fn encode_cursor(next: &BTreeMap<String, String>) -> String {
+    B64.encode(serde_json::to_vec(next).unwrap_or_default())
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Option<BTreeMap<String, String>> {
+    let bytes = B64.decode(cursor).ok()?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+    (!map.is_empty()).then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let mut m = BTreeMap::new();
+        m.insert("github".to_string(), "abc".to_string());
+        assert_eq!(decode_cursor(&encode_cursor(&m)), Some(m));
+        assert_eq!(decode_cursor("!!"), None);
+        assert_eq!(decode_cursor(&B64.encode(b"{}")), None);
+        assert_eq!(decode_cursor(&B64.encode(b"[1]")), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! Consent: a pending authorization and the link, told to the client as
+//! its protocol era and declared capabilities allow; `requestState` sealing.
+
+use serde_json::{json, Map, Value};
+
+use super::options::consent_options;
+use crate::crypto::{sha256_hex, Aad};
+use crate::domain::{PendingAuthorization, Target, TargetAuth};
+use crate::urls::connect_url;
+use crate::wire::{codes, meta};
+
+use super::*;
+
+impl Gateway<'_> {
+    // ----- consent -----
+
+    /// Starts a consent for `target` and tells the client, as its protocol
+    /// version allows.
+    pub(super) async fn consent(
+        &self,
+        target: &Target,
+        extra_scopes: &[String],
+        method: &str,
+        params: &Map<String, Value>,
+    ) -> Reply {
+        let TargetAuth::OAuth(settings) = &target.auth else {
+            return self.failure(
+                method,
+                &format!("{} refused the call.", target.title()),
+                false,
+            );
+        };
+        // Where the success page sends the person: the call's own URL if it
+        // is allowed (a clear error if not), else the target's default.
+        let requested = match consent_options(params) {
+            Ok(o) => o.return_url,
+            Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
+        };
+        let return_url = match requested {
+            Some(url) => match target
+                .return_to
+                .check(url, &self.state.config.return_url_allowlist)
+            {
+                Ok(u) => Some(u.to_string()),
+                Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
+            },
+            None => target.return_to.default_url.clone(),
+        };
+        let now = self.state.clock.now();
+        let mut pending = PendingAuthorization::for_target(
+            &self.caller.sub,
+            target,
+            settings,
+            extra_scopes,
+            now,
+            self.state.config.authorization_ttl.as_secs() as i64,
+        );
+        pending.return_url = return_url;
+        if let Err(e) = self.state.authorizations.create(&pending).await {
+            tracing::error!(error = %e, "could not store a pending authorization");
+            return self.failure(
+                method,
+                "The gateway could not start the connection; retry in a moment.",
+                true,
+            );
+        }
+        let url = connect_url(&self.base, &pending.id);
+        let message = format!(
+            "{} needs your permission. Open {url} to connect your account, then retry.",
+            target.title()
+        );
+        tracing::info!(
+            target = %target.name,
+            authorization = %self.state.config.authorization_log_ref(&pending.id),
+            "consent needed"
+        );
+        let prompt = format!("Connect your {} account to continue.", target.title());
+        // The client's declared capability, not its protocol era, decides:
+        // a client that did not declare URL elicitation gets the link as
+        // text it can show (a 2026-07-28 client without an elicitation
+        // handler would otherwise fail on `input_required` and the user
+        // would never see the link).
+        if self.caller.modern() && self.caller.url_elicitation {
+            // 2026-07-28 URL elicitations carry no elicitationId.
+            let elicitation = json!({"mode": "url", "url": url, "message": prompt});
+            let state = match self.seal_request_state(method, params, now).await {
+                Some(s) => s,
+                None => {
+                    return self.failure(
+                        method,
+                        "The gateway could not start the connection; retry in a moment.",
+                        true,
+                    )
+                }
+            };
+            return Reply::Result(json!({
+                "resultType": "input_required",
+                "inputRequests": {
+                    format!("connect-{}", target.name): {"method": "elicitation/create", "params": elicitation}
+                },
+                "requestState": state,
+            }));
+        }
+        let elicitation =
+            json!({"mode": "url", "elicitationId": pending.id, "url": url, "message": prompt});
+        if self.caller.url_elicitation {
+            return Reply::Error {
+                code: codes::URL_ELICITATION_REQUIRED,
+                message: "URL elicitation required".into(),
+                data: Some(json!({"elicitations": [elicitation]})),
+            };
+        }
+        if method == "tools/call" {
+            return Reply::Result(
+                json!({"content": [{"type": "text", "text": message}], "isError": true}),
+            );
+        }
+        Reply::Error {
+            code: codes::URL_ELICITATION_REQUIRED,
+            message,
+            data: Some(json!({"elicitations": [elicitation]})),
+        }
+    }
+
+    pub(super) async fn seal_request_state(
+        &self,
+        method: &str,
+        params: &Map<String, Value>,
+        now: i64,
+    ) -> Option<String> {
+        let body = json!({
+            "sub": self.caller.sub,
+            "method": method,
+            "digest": params_digest(params),
+            "exp": now + REQUEST_STATE_TTL,
+        });
+        let keys = self.state.keys.key_set().await.ok()?;
+        Some(keys.seal(body.to_string().as_bytes(), &request_state_aad()))
+    }
+
+    /// A retry that carries a `requestState` must carry ours, for this
+    /// user, method and parameters, unexpired.
+    pub(super) async fn check_request_state(
+        &self,
+        method: &str,
+        params: &Map<String, Value>,
+    ) -> Option<Reply> {
+        let state = params.get("requestState")?;
+        let bad = || {
+            Some(Reply::error(
+                codes::INVALID_PARAMS,
+                "invalid or expired requestState",
+            ))
+        };
+        let Some(sealed) = state.as_str() else {
+            return bad();
+        };
+        let kid = crate::crypto::KeySet::key_id_of(sealed).unwrap_or_default();
+        let Ok(keys) = self.state.keys.key_set_with(kid).await else {
+            return bad();
+        };
+        let Ok(plain) = keys.open(sealed, &request_state_aad()) else {
+            return bad();
+        };
+        let Ok(body) = serde_json::from_slice::<Value>(&plain) else {
+            return bad();
+        };
+        let ok = body["sub"] == json!(self.caller.sub)
+            && body["method"] == json!(method)
+            && body["digest"] == json!(params_digest(params))
+            && body["exp"]
+                .as_i64()
+                .is_some_and(|e| e > self.state.clock.now());
+        if ok {
+            None
+        } else {
+            bad()
+        }
+    }
+
+    /// The `<target>___connect` tool: consent if needed, else say so.
+    pub(super) async fn connect_target(
+        &self,
+        target: &Target,
+        params: &Map<String, Value>,
+    ) -> Reply {
+        if let Some(r) = self.check_request_state("tools/call", params).await {
+            return r;
+        }
+        match self.token(target).await {
+            Ok(_) => Reply::Result(json!({
+                "content": [{"type": "text", "text": format!("{} is connected. List the tools again to see its tools.", target.title())}],
+                "isError": false,
+            })),
+            Err(Blocked::Consent(extra)) => {
+                self.consent(target, &extra, "tools/call", params).await
+            }
+            Err(Blocked::Retry(why)) | Err(Blocked::Upstream(why)) => {
+                tracing::warn!(target = %target.name, reason = %why, "connect tool: grant unavailable");
+                self.failure(
+                    "tools/call",
+                    "The gateway could not check the connection; retry in a moment.",
+                    true,
+                )
+            }
+        }
+    }
+}
+
+pub(super) fn request_state_aad() -> Aad {
+    Aad::new("request-state", &[])
+}
+
+/// Digest of the parameters that identify a request (not the retry fields).
+pub(super) fn params_digest(params: &Map<String, Value>) -> String {
+    let mut p = params.clone();
+    p.remove("requestState");
+    p.remove("inputResponses");
+    p.remove("_meta");
+    // serde_json's Map is ordered by key: a canonical form.
+    sha256_hex(Value::Object(p).to_string().as_bytes())
+}
+
+/// Params as the upstream should see them: without the gateway's retry fields.
+pub(super) fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, Value> {
+    let mut p = params.clone();
+    p.remove("requestState");
+    p.remove("inputResponses");
+    if let Some(Value::Object(m)) = p.get_mut("_meta") {
+        super::options::strip(m);
+        m.remove(meta::PROTOCOL_VERSION);
+        m.remove(meta::CLIENT_CAPABILITIES);
+        m.remove(meta::CLIENT_INFO);
+    }
+    if p.get("_meta")
+        .and_then(Value::as_object)
+        .is_some_and(Map::is_empty)
+    {
+        p.remove("_meta");
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_ignore_retry_fields() {
+        let a = json!({"name": "t", "arguments": {"x": 1}});
+        let b = json!({"name": "t", "arguments": {"x": 1}, "requestState": "s", "inputResponses": {}, "_meta": {"k": 1}});
+        assert_eq!(
+            params_digest(a.as_object().unwrap()),
+            params_digest(b.as_object().unwrap())
+        );
+        let c = json!({"name": "t", "arguments": {"x": 2}});
+        assert_ne!(
+            params_digest(a.as_object().unwrap()),
+            params_digest(c.as_object().unwrap())
+        );
+    }
+
+    #[test]
+    fn forwarded_params_lose_gateway_fields() {
+        let p = json!({"name": "t", "requestState": "s", "_meta": {"mcp-oauth-gateway/forceConsent": true, "progressToken": 1}});
+        let out = strip_gateway_fields(p.as_object().unwrap());
+        assert_eq!(
+            Value::Object(out),
+            json!({"name": "t", "_meta": {"progressToken": 1}})
+        );
+    }
+}

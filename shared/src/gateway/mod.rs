@@ -1,0 +1,321 @@
+//! What the proxy does with each MCP request: aggregate the targets'
+//! tools, prompts and resources under prefixed names, route calls to the
+//! right target with the caller's own upstream token, and ask for consent
+//! (a URL elicitation) when the caller has not connected a target.
+//!
+//! The HTTP edge (`edge::proxy`) has already validated the caller and the
+//! protocol framing; this module sees a [`Caller`] and a method.
+
+mod catalog;
+mod consent;
+pub mod names;
+pub mod options;
+mod own_tools;
+mod routing;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use url::Url;
+
+use self::names::default_prefix;
+use crate::crypto::random_token;
+use crate::domain::{Target, TargetAuth};
+use crate::tokens::{LeasePolicy, NoGrant};
+use crate::upstream::{Call, UpstreamError};
+use crate::wire::{codes, meta, MODERN};
+use crate::AppState;
+
+#[cfg(test)]
+pub(crate) use catalog::decode_cursor;
+use consent::strip_gateway_fields;
+use own_tools::{connect_tool, connect_tool_name, gateway_tools};
+pub use routing::template_matches;
+
+/// Prefix of the gateway's own tools.
+pub const GATEWAY_PREFIX: &str = "gateway___";
+/// How long a `requestState` stays valid.
+pub const REQUEST_STATE_TTL: i64 = 900;
+/// Upstream retries after a consent-worthy refusal, per call.
+pub const MAX_STEP_UP: usize = 1;
+
+/// The validated caller and what its client can do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user's subject.
+    pub sub: String,
+    /// The protocol version of the exchange.
+    pub version: String,
+    /// The client declared URL-mode elicitation (2025-11-25 and later).
+    pub url_elicitation: bool,
+}
+
+impl Caller {
+    fn modern(&self) -> bool {
+        self.version == MODERN
+    }
+}
+
+/// The outcome of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A JSON-RPC result.
+    Result(Value),
+    /// A JSON-RPC error.
+    Error {
+        /// Code.
+        code: i64,
+        /// Message.
+        message: String,
+        /// Data.
+        data: Option<Value>,
+    },
+}
+
+impl Reply {
+    fn error(code: i64, message: impl Into<String>) -> Self {
+        Reply::Error {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// The proxy logic for one request.
+pub struct Gateway<'a> {
+    state: &'a AppState,
+    base: Url,
+    caller: Caller,
+    owner: String,
+}
+
+/// How a target is exposed.
+struct Exposed {
+    target: Arc<Target>,
+    prefix: String,
+}
+
+/// Why a target cannot be called for this user right now.
+enum Blocked {
+    /// Ask for consent (with these extra scopes).
+    Consent(Vec<String>),
+    /// Retry later.
+    Retry(String),
+    /// The upstream failed.
+    Upstream(String),
+}
+
+impl<'a> Gateway<'a> {
+    /// The logic for `caller`, with the public base URL of this request.
+    pub fn new(state: &'a AppState, base: Url, caller: Caller) -> Self {
+        Gateway {
+            state,
+            base,
+            caller,
+            owner: lease_owner(),
+        }
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, method: &str, params: Option<&Value>) -> Reply {
+        match method {
+            "ping" => Reply::Result(json!({})),
+            "logging/setLevel" => Reply::Result(json!({})),
+            "tools/list" => self.list("tools/list", "tools", params).await,
+            "prompts/list" => self.list("prompts/list", "prompts", params).await,
+            "resources/list" => self.list("resources/list", "resources", params).await,
+            "resources/templates/list" => {
+                self.list("resources/templates/list", "resourceTemplates", params)
+                    .await
+            }
+            "tools/call" => {
+                self.call_named("tools/call", "tools/list", "tools", params)
+                    .await
+            }
+            "prompts/get" => {
+                self.call_named("prompts/get", "prompts/list", "prompts", params)
+                    .await
+            }
+            "resources/read" => self.read_resource(params).await,
+            "completion/complete" => self.complete(params).await,
+            other => Reply::error(
+                codes::METHOD_NOT_FOUND,
+                format!("Method not found: {other}"),
+            ),
+        }
+    }
+
+    async fn exposed_targets(&self) -> Result<Vec<Exposed>, Reply> {
+        let targets = self.state.targets.list().await.map_err(|e| {
+            tracing::error!(error = %e, "listing targets failed");
+            Reply::error(
+                codes::RETRY_LATER,
+                "the gateway could not read its targets; retry later",
+            )
+        })?;
+        let single = targets.len() == 1;
+        Ok(targets
+            .into_iter()
+            .map(|t| {
+                let prefix = match &t.tool_prefix {
+                    Some(p) => p.clone(),
+                    None if single => String::new(),
+                    None => default_prefix(&t.name),
+                };
+                Exposed { target: t, prefix }
+            })
+            .collect())
+    }
+
+    /// A usable token for the target, or why not.
+    async fn token(&self, target: &Target) -> Result<Option<crate::domain::Grant>, Blocked> {
+        if matches!(target.auth, TargetAuth::None) {
+            return Ok(None);
+        }
+        match self
+            .state
+            .tokens
+            .usable_grant(
+                &self.caller.sub,
+                &target.name,
+                &self.owner,
+                self.state.config.refresh_margin.as_secs() as i64,
+                LeasePolicy::default(),
+            )
+            .await
+        {
+            Ok(g) => Ok(Some(g)),
+            Err(NoGrant::Missing) | Err(NoGrant::NeedsConsent) => Err(Blocked::Consent(vec![])),
+            Err(NoGrant::Retry(why)) => Err(Blocked::Retry(why)),
+        }
+    }
+
+    /// Sends `method` to `target` for the caller: refresh once on 401, ask for
+    /// consent when the grant is missing, dead, or lacks scopes.
+    async fn forward(
+        &self,
+        target: &Target,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, Blocked> {
+        let mut grant = self.token(target).await?;
+        for attempt in 0..=1 {
+            let token = grant.as_ref().map(|g| &g.tokens.access_token);
+            let call = Call {
+                sub: &self.caller.sub,
+                target: &target.name,
+                url: &target.mcp_url,
+                token,
+                method,
+                params: params.as_ref(),
+            };
+            match self.state.upstream.request(&call).await {
+                Ok(message) => return Ok(message),
+                Err(UpstreamError::Unauthorized) if attempt == 0 && grant.is_some() => {
+                    let Some(g) = &grant else { break };
+                    match self
+                        .state
+                        .tokens
+                        .after_unauthorized(g, &self.owner, LeasePolicy::default())
+                        .await
+                    {
+                        Ok(fresh) => grant = Some(fresh),
+                        Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
+                        Err(_) => return Err(Blocked::Consent(vec![])),
+                    }
+                }
+                Err(UpstreamError::Unauthorized) => return Err(Blocked::Consent(vec![])),
+                Err(UpstreamError::InsufficientScope { scope }) => {
+                    let wanted: Vec<String> = scope
+                        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                        .unwrap_or_default();
+                    let have = grant.as_ref().map(|g| g.scopes.clone()).unwrap_or_default();
+                    if wanted.is_empty() || wanted.iter().all(|w| have.contains(w)) {
+                        // Already granted and still refused: a new consent would loop.
+                        return Err(Blocked::Upstream(
+                            "the upstream refused the call for lack of permission".into(),
+                        ));
+                    }
+                    return Err(Blocked::Consent(wanted));
+                }
+                Err(e) if e.is_retryable() => return Err(Blocked::Retry(e.to_string())),
+                Err(e) => return Err(Blocked::Upstream(e.to_string())),
+            }
+        }
+        Err(Blocked::Consent(vec![]))
+    }
+
+    /// A failure as the method's client expects it: an `isError` tool result
+    /// for tools, a JSON-RPC error otherwise.
+    pub(super) fn failure(&self, method: &str, text: &str, retryable: bool) -> Reply {
+        if method == "tools/call" {
+            Reply::Result(json!({"content": [{"type": "text", "text": text}], "isError": true}))
+        } else {
+            Reply::error(
+                if retryable {
+                    codes::RETRY_LATER
+                } else {
+                    codes::INTERNAL_ERROR
+                },
+                text,
+            )
+        }
+    }
+}
+
+/// A lease owner name unique to this request: a random name for the
+/// process, drawn once, and a counter (no system call per request).
+fn lease_owner() -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let process = PROCESS.get_or_init(|| random_token(9));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("proxy-{process}-{n}")
+}
+
+/// The upstream's answer as ours: its result (without the fields a
+/// 2026-07-28 upstream adds for its own client; the edge adds the gateway's)
+/// or its error.
+pub(crate) fn pass_through(mut message: Value) -> Reply {
+    if let Some(result) = message.get_mut("result") {
+        let mut result = result.take();
+        if let Some(obj) = result.as_object_mut() {
+            if obj.get("resultType").and_then(Value::as_str) == Some("input_required") {
+                // The upstream wants input the gateway cannot relay.
+                return Reply::error(
+                    codes::INTERNAL_ERROR,
+                    "the upstream asked for input the gateway cannot relay",
+                );
+            }
+            for k in ["resultType", "ttlMs", "cacheScope"] {
+                obj.remove(k);
+            }
+            if let Some(Value::Object(m)) = obj.get_mut("_meta") {
+                m.remove("io.modelcontextprotocol/serverInfo");
+                if m.is_empty() {
+                    obj.remove("_meta");
+                }
+            }
+        }
+        return Reply::Result(result);
+    }
+    if let Some(error) = message.get("error") {
+        return Reply::Error {
+            code: error
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(codes::INTERNAL_ERROR),
+            message: error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream error")
+                .to_owned(),
+            data: error.get("data").cloned(),
+        };
+    }
+    Reply::error(
+        codes::INTERNAL_ERROR,
+        "the upstream answered without a result",
+    )
+}

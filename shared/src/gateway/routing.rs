@@ -1,0 +1,343 @@
+//! Routing a named call, a resource read or a completion to the target
+//! that owns the name or URI.
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use super::names::expose;
+use super::options::consent_options;
+use crate::domain::TargetAuth;
+use crate::wire::codes;
+
+use super::*;
+
+impl Gateway<'_> {
+    // ----- named calls (tools, prompts) -----
+
+    pub(super) async fn call_named(
+        &self,
+        method: &str,
+        list_method: &str,
+        key: &str,
+        params: Option<&Value>,
+    ) -> Reply {
+        let Some(params) = params.and_then(Value::as_object) else {
+            return Reply::error(codes::INVALID_PARAMS, "params must be an object");
+        };
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            return Reply::error(codes::INVALID_PARAMS, "params.name is required");
+        };
+        if method == "tools/call" && name.starts_with(GATEWAY_PREFIX) {
+            return self.gateway_tool(name, params.get("arguments")).await;
+        }
+        let exposed = match self.exposed_targets().await {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        if method == "tools/call" {
+            if let Some(e) = exposed
+                .iter()
+                .find(|e| connect_tool_name(&e.target) == name)
+            {
+                return self.connect_target(&e.target, params).await;
+            }
+        }
+        let Some((e, upstream_name)) = self.resolve(&exposed, name, list_method, key).await else {
+            return if method == "tools/call" {
+                Reply::error(codes::INVALID_PARAMS, format!("Unknown tool: {name}"))
+            } else {
+                Reply::error(codes::INVALID_PARAMS, format!("Unknown prompt: {name}"))
+            };
+        };
+        if let Some(r) = self.check_request_state(method, params).await {
+            return r;
+        }
+        let force = match consent_options(params) {
+            Ok(o) => o.force && params.get("requestState").is_none(),
+            Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
+        };
+        let mut forwarded = strip_gateway_fields(params);
+        forwarded.insert("name".into(), json!(upstream_name));
+        if force && !matches!(e.target.auth, TargetAuth::None) {
+            return self.consent(&e.target, &[], method, params).await;
+        }
+        match self
+            .forward(&e.target, method, Some(Value::Object(forwarded)))
+            .await
+        {
+            Ok(message) => pass_through(message),
+            Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
+            Err(Blocked::Retry(why)) => {
+                tracing::warn!(target = %e.target.name, reason = %why, "call failed; retryable");
+                self.failure(
+                    method,
+                    &format!(
+                        "{} is temporarily unavailable; retry in a moment.",
+                        e.target.title()
+                    ),
+                    true,
+                )
+            }
+            Err(Blocked::Upstream(why)) => {
+                tracing::warn!(target = %e.target.name, reason = %why, "upstream failure");
+                self.failure(
+                    method,
+                    &format!("{} failed: {why}", e.target.title()),
+                    false,
+                )
+            }
+        }
+    }
+
+    /// The target and upstream name behind an exposed name.
+    pub(super) async fn resolve<'e>(
+        &self,
+        exposed: &'e [Exposed],
+        name: &str,
+        list_method: &str,
+        key: &str,
+    ) -> Option<(&'e Exposed, String)> {
+        // Longest prefix first, so `a___` never shadows `a___b___`.
+        let mut candidates: Vec<&Exposed> = exposed
+            .iter()
+            .filter(|e| name.starts_with(&e.prefix))
+            .collect();
+        candidates.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
+        for e in candidates {
+            let rest = &name[e.prefix.len()..];
+            if !rest.is_empty() && expose(&e.prefix, rest) == name {
+                return Some((e, rest.to_owned()));
+            }
+            // A shortened name: find the upstream name that maps to it.
+            let known: Vec<Value> = if key == "tools" && !e.target.tool_catalog.is_empty() {
+                e.target.tool_catalog.clone()
+            } else {
+                match self.forward(&e.target, list_method, Some(json!({}))).await {
+                    Ok(m) => m
+                        .get("result")
+                        .and_then(|r| r.get(key))
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    Err(_) => vec![],
+                }
+            };
+            for item in known {
+                if let Some(n) = item.get("name").and_then(Value::as_str) {
+                    if expose(&e.prefix, n) == name {
+                        return Some((e, n.to_owned()));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    // ----- resources -----
+
+    pub(super) async fn read_resource(&self, params: Option<&Value>) -> Reply {
+        let Some(params) = params.and_then(Value::as_object) else {
+            return Reply::error(codes::INVALID_PARAMS, "params must be an object");
+        };
+        let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+            return Reply::error(codes::INVALID_PARAMS, "params.uri is required");
+        };
+        if let Some(r) = self.check_request_state("resources/read", params).await {
+            return r;
+        }
+        let exposed = match self.exposed_targets().await {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let Some(e) = self.owner_of_uri(&exposed, uri).await else {
+            return Reply::error(codes::INVALID_PARAMS, format!("Unknown resource: {uri}"));
+        };
+        let forwarded = Value::Object(strip_gateway_fields(params));
+        match self
+            .forward(&e.target, "resources/read", Some(forwarded))
+            .await
+        {
+            Ok(message) => pass_through(message),
+            Err(Blocked::Consent(extra)) => {
+                self.consent(&e.target, &extra, "resources/read", params)
+                    .await
+            }
+            Err(Blocked::Retry(why)) => {
+                // The reason may name the upstream's URL: logged, not returned.
+                tracing::warn!(target = %e.target.name, reason = %why, "read failed; retryable");
+                Reply::error(
+                    codes::RETRY_LATER,
+                    format!(
+                        "{} is temporarily unavailable; retry later",
+                        e.target.title()
+                    ),
+                )
+            }
+            Err(Blocked::Upstream(why)) => Reply::error(
+                codes::INTERNAL_ERROR,
+                format!("{} failed: {why}", e.target.title()),
+            ),
+        }
+    }
+
+    /// The target that lists `uri` (or a template matching it).
+    pub(super) async fn owner_of_uri<'e>(
+        &self,
+        exposed: &'e [Exposed],
+        uri: &str,
+    ) -> Option<&'e Exposed> {
+        if exposed.len() == 1 {
+            return exposed.first();
+        }
+        let lookups = exposed.iter().map(|e| async move {
+            let listed = |m: Result<Value, Blocked>, key: &str, field: &str| -> Vec<String> {
+                m.ok()
+                    .and_then(|m| {
+                        m.get("result")
+                            .and_then(|r| r.get(key))
+                            .and_then(Value::as_array)
+                            .cloned()
+                    })
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|i| i.get(field).and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            };
+            let resources = listed(
+                self.forward(&e.target, "resources/list", Some(json!({})))
+                    .await,
+                "resources",
+                "uri",
+            );
+            if resources.iter().any(|r| r == uri) {
+                return Some(e);
+            }
+            let templates = listed(
+                self.forward(&e.target, "resources/templates/list", Some(json!({})))
+                    .await,
+                "resourceTemplates",
+                "uriTemplate",
+            );
+            templates
+                .iter()
+                .any(|t| template_matches(t, uri))
+                .then_some(e)
+        });
+        join_all(lookups).await.into_iter().flatten().next()
+    }
+
+    // ----- completion -----
+
+    pub(super) async fn complete(&self, params: Option<&Value>) -> Reply {
+        let Some(params) = params.and_then(Value::as_object) else {
+            return Reply::error(codes::INVALID_PARAMS, "params must be an object");
+        };
+        let Some(reference) = params.get("ref").and_then(Value::as_object) else {
+            return Reply::error(codes::INVALID_PARAMS, "params.ref is required");
+        };
+        let exposed = match self.exposed_targets().await {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let mut forwarded = strip_gateway_fields(params);
+        let target = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let Some(name) = reference.get("name").and_then(Value::as_str) else {
+                    return Reply::error(codes::INVALID_PARAMS, "ref.name is required");
+                };
+                let Some((e, upstream)) = self
+                    .resolve(&exposed, name, "prompts/list", "prompts")
+                    .await
+                else {
+                    return Reply::error(codes::INVALID_PARAMS, format!("Unknown prompt: {name}"));
+                };
+                let mut r = reference.clone();
+                r.insert("name".into(), json!(upstream));
+                forwarded.insert("ref".into(), Value::Object(r));
+                e
+            }
+            Some("ref/resource") => {
+                let Some(uri) = reference.get("uri").and_then(Value::as_str) else {
+                    return Reply::error(codes::INVALID_PARAMS, "ref.uri is required");
+                };
+                match self.owner_of_uri(&exposed, uri).await {
+                    Some(e) => e,
+                    None => {
+                        return Reply::error(
+                            codes::INVALID_PARAMS,
+                            format!("Unknown resource: {uri}"),
+                        )
+                    }
+                }
+            }
+            _ => {
+                return Reply::error(
+                    codes::INVALID_PARAMS,
+                    "ref.type must be ref/prompt or ref/resource",
+                )
+            }
+        };
+        match self
+            .forward(
+                &target.target,
+                "completion/complete",
+                Some(Value::Object(forwarded)),
+            )
+            .await
+        {
+            Ok(message) => pass_through(message),
+            // No grant: nothing to complete with.
+            Err(_) => Reply::Result(json!({"completion": {"values": [], "hasMore": false}})),
+        }
+    }
+}
+
+/// True when `uri` could be produced by the RFC 6570 level-1 `template`.
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    let mut rest = uri;
+    let mut parts = template.split('{');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(r) = rest.strip_prefix(first) else {
+        return false;
+    };
+    rest = r;
+    for part in parts {
+        let Some((_, literal)) = part.split_once('}') else {
+            return false;
+        };
+        if literal.is_empty() {
+            return !rest.is_empty();
+        }
+        match rest.find(literal) {
+            Some(i) if i > 0 => rest = &rest[i + literal.len()..],
+            _ => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert!(template_matches("file:///{path}", "file:///a/b"));
+        assert!(template_matches(
+            "users://{id}/profile",
+            "users://42/profile"
+        ));
+        assert!(!template_matches(
+            "users://{id}/profile",
+            "users://42/other"
+        ));
+        assert!(!template_matches(
+            "users://{id}/profile",
+            "other://42/profile"
+        ));
+        assert!(template_matches("plain://x", "plain://x"));
+        assert!(!template_matches("plain://x", "plain://y"));
+    }
+}
