@@ -1,0 +1,289 @@
+//! The MCP proxy function's Router: `/mcp` (Streamable HTTP, every
+//! protocol era on one endpoint) and Protected Resource Metadata.
+//!
+//! This is the HTTP edge: who is calling (the validated `sub`), protocol
+//! framing and version checks, sealed client sessions for the 2025 eras.
+//! What a request does is [`crate::gateway`].
+//!
+//! Stateless toward clients: the `Mcp-Session-Id` the gateway hands out is
+//! a sealed blob (user, version, client capabilities, expiry), so any
+//! instance serves the next request and a session cannot be used by another
+//! user.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use lambda_http::request::RequestContext;
+use serde_json::{json, Value};
+
+mod auth;
+mod era;
+
+use auth::{authenticate, host_allowed, origin_allowed, resource_metadata};
+use era::{initialize, modern, open_session};
+
+use super::{base_url, json_error};
+use crate::gateway::{Caller, Gateway, Reply};
+use crate::wire::message::{self, Incoming, Parsed};
+use crate::wire::{codes, SUPPORTED_VERSIONS, VERSIONS_2025};
+use crate::AppState;
+
+/// Path of the MCP endpoint.
+pub const MCP_PATH: &str = "/mcp";
+/// Largest request body accepted on `/mcp`.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Lifetime of a sealed client session.
+pub const SESSION_TTL_SECONDS: i64 = 24 * 3600;
+/// The version assumed when a 2025 request names none.
+const DEFAULT_VERSION: &str = "2025-03-26";
+
+/// The Router of the `mcp-proxy` function.
+pub fn router(state: AppState) -> Router {
+    routes()
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// The proxy's routes, without fallback or state (see [`super::gateway_router`]).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            MCP_PATH,
+            get(method_not_allowed).post(mcp).delete(method_not_allowed),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(resource_metadata),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn method_not_allowed() -> Response {
+    let mut res = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this gateway is stateless: it opens no server stream and keeps no session to delete; use POST",
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    res
+}
+
+fn rpc_error(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(d) = data {
+        error["data"] = d;
+    }
+    (
+        status,
+        Json(json!({"jsonrpc": "2.0", "id": id, "error": error})),
+    )
+        .into_response()
+}
+
+/// A JSON-RPC response, serialized without building a map first.
+#[derive(serde::Serialize)]
+struct RpcResult {
+    jsonrpc: &'static str,
+    id: Value,
+    result: Value,
+}
+
+fn rpc_result(id: Value, result: Value) -> Response {
+    Json(RpcResult {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .into_response()
+}
+
+/// `Content-Type: application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn supports_url_elicitation(capabilities: Option<&Value>) -> bool {
+    capabilities
+        .and_then(|c| c.get("elicitation"))
+        .and_then(|e| e.get("url"))
+        .is_some()
+}
+
+async fn mcp(
+    State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let context = context.as_deref();
+    if !origin_allowed(&state, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this Origin may not call the gateway",
+        );
+    }
+    if !host_allowed(&state, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a development gateway answers only on a loopback host name",
+        );
+    }
+    let sub = match authenticate(&state, context, &headers).await {
+        Ok(sub) => sub,
+        Err(res) => return res,
+    };
+    if !is_json(&headers) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON-RPC messages with Content-Type: application/json",
+        );
+    }
+    let (id, method, params) = match message::parse(&body) {
+        Parsed::Request(Incoming { id, method, params }) => (id, method, params),
+        Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
+        Parsed::Invalid { id, code, message } => {
+            return rpc_error(StatusCode::BAD_REQUEST, id, code, message, None)
+        }
+    };
+    let (method, params) = (method.as_str(), params.as_ref());
+    let Some(base) = base_url(&state, context) else {
+        tracing::error!("no public base URL: set PUBLIC_BASE_URL");
+        return rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            id,
+            codes::INTERNAL_ERROR,
+            "the gateway has no public URL configured",
+            None,
+        );
+    };
+
+    let header_version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // A version header that is not a 2025 revision takes the 2026 path, where
+    // an unknown version gets its own error.
+    if header_version
+        .as_deref()
+        .is_some_and(|v| !VERSIONS_2025.contains(&v))
+    {
+        return modern(&state, base, sub, id, method, params, &headers).await;
+    }
+    if method == "initialize" {
+        return initialize(&state, &sub, id, params).await;
+    }
+    if method == "server/discover" {
+        return rpc_result(id, discover_result());
+    }
+
+    // A 2025-era request: the session (if any) tells the version and capabilities.
+    let mut caller = Caller {
+        sub: sub.clone(),
+        version: header_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
+        url_elicitation: false,
+    };
+    if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        match open_session(&state, sealed).await {
+            Some(s) if s.s == sub && s.x > state.clock.now() => {
+                if header_version.is_none() {
+                    caller.version = s.v.clone();
+                }
+                caller.url_elicitation = s.u;
+            }
+            _ => {
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    id,
+                    codes::INVALID_REQUEST,
+                    "Session not found: initialize again",
+                    None,
+                );
+            }
+        }
+    }
+    let reply = Gateway::new(&state, base, caller)
+        .handle(method, params)
+        .await;
+    respond(reply, id, false, method)
+}
+
+fn respond(reply: Reply, id: Value, modern: bool, method: &str) -> Response {
+    match reply {
+        Reply::Result(r) if modern => rpc_result(id, modern_result(r, method)),
+        Reply::Result(r) => rpc_result(id, r),
+        Reply::Error {
+            code,
+            message,
+            data,
+        } => {
+            let status = if modern && code == codes::METHOD_NOT_FOUND {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            };
+            rpc_error(status, id, code, &message, data)
+        }
+    }
+}
+
+/// A result as 2026-07-28 clients expect it: `resultType`, the server's
+/// identity in `_meta`, and cache hints on list and read results.
+fn modern_result(mut result: Value, method: &str) -> Value {
+    let Some(obj) = result.as_object_mut() else {
+        return result;
+    };
+    obj.entry("resultType").or_insert_with(|| json!("complete"));
+    if method.ends_with("/list") || method == "resources/read" || method == "server/discover" {
+        obj.entry("ttlMs").or_insert_with(|| json!(0));
+        obj.entry("cacheScope").or_insert_with(|| json!("private"));
+    }
+    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
+    }
+    result
+}
+
+fn server_capabilities() -> Value {
+    json!({
+        "tools": {"listChanged": false},
+        "prompts": {"listChanged": false},
+        "resources": {"listChanged": false, "subscribe": false},
+        "completions": {},
+        "logging": {},
+    })
+}
+
+fn server_info() -> Value {
+    json!({"name": "mcp-oauth-gateway", "title": "MCP OAuth Gateway", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn discover_result() -> Value {
+    json!({
+        "supportedVersions": SUPPORTED_VERSIONS,
+        "capabilities": server_capabilities(),
+    })
+}
