@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use gateway_shared::adapters::dynamodb::DynamoStore;
+use gateway_shared::crypto::rotation::{self as keys, KeySetSecret};
 use gateway_shared::domain::PendingAuthorization;
-use gateway_shared::keys::{self, KeySetSecret};
 use gateway_shared::tokens::{self, LeasePolicy};
 use gateway_tests::{instance, refreshable_grant, stack_target_for_fake, FakeHttp, Gateway};
 use serde_json::json;

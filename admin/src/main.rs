@@ -415,7 +415,7 @@ async fn refresh(window: Option<u64>) -> Result<(), String> {
 }
 
 async fn keys(cmd: KeysCommand) -> Result<(), String> {
-    use gateway_shared::keys::{self, KeySetSecret};
+    use gateway_shared::crypto::rotation::{self as keys, KeySetSecret};
     let config = Config::from_env().map_err(|e| e.to_string())?;
     let sdk = gateway_shared::adapters::aws_config().await;
     let secret = KeySetSecret::new(

@@ -17,7 +17,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod gateway;
-pub mod keys;
+
 pub mod ports;
 pub mod state;
 pub mod targets;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-
 /// A plain HTTP client for tests (redirects followed, no timeouts).
 ///
 /// The gateway's binaries link one TLS crypto provider and install it at

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::*;
 
 /// A running oidc-provider (`tests/node/oidc-server.mjs`), stopped on drop.

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::ports::{Clock, SystemClock};
@@ -274,7 +273,7 @@ impl OidcProvider {
         token: &str,
         policy: &AccessPolicy,
     ) -> Result<AccessClaims, AccessError> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = crate::crypto::sha256(token.as_bytes());
         let now = SystemClock.now();
         let remembered = self
             .verified

@@ -20,7 +20,7 @@ use super::pages::Page;
 use super::{base_url, public_url};
 use crate::adapters::oauth::{self, OAuthError};
 use crate::config::ConsentBinding;
-use crate::crypto::{random_token, sha256_hex, Aad};
+use crate::crypto::{random_token, sha256_hex};
 use crate::domain::{
     Grant, GrantStatus, OAuthSettings, PendingAuthorization, StateParam, Target, TargetAuth,
 };

@@ -29,7 +29,7 @@ use super::pages::{escape, html_response, Page, STYLE};
 use super::{base_url, public_url};
 use crate::config::ConsentBinding;
 use crate::connections::{self, Disconnected};
-use crate::crypto::{random_token, sha256_hex, Aad, KeySet};
+use crate::crypto::{random_token, sha256_hex, Sealable, Sealed};
 use crate::domain::{PendingAuthorization, TargetAuth};
 use crate::AppState;
 
@@ -51,9 +51,13 @@ struct Session {
     x: i64,
 }
 
-fn session_aad() -> Aad {
-    Aad::new("connections-session", &[])
+impl Sealable for Session {
+    fn expires_at(&self) -> i64 {
+        self.x
+    }
 }
+
+const SESSION: Sealed<Session> = Sealed::new("connections-session");
 
 fn session_cookie_name(base: &Url) -> &'static str {
     if base.scheme() == "https" {
@@ -65,15 +69,9 @@ fn session_cookie_name(base: &Url) -> &'static str {
 
 async fn session(state: &AppState, base: &Url, headers: &HeaderMap, now: i64) -> Option<Session> {
     let sealed = super::callback::cookie(headers, session_cookie_name(base))?;
-    let keys = state
-        .keys
-        .key_set_with(KeySet::key_id_of(&sealed)?)
-        .await
-        .ok()?;
-    let plain = keys.open(&sealed, &session_aad()).ok()?;
-    serde_json::from_slice::<Session>(&plain)
-        .ok()
-        .filter(|s| s.x > now)
+    // A key set that cannot be read now reads as no session: the sign-in
+    // that follows says what failed.
+    SESSION.open(&*state.keys, &sealed, now).await.ok()
 }
 
 /// The end of a sign-in for this page: a session for `sub`, and back to the page.
@@ -87,10 +85,7 @@ pub(super) async fn signed_in(state: &AppState, base: &Url, sub: &str, now: i64)
         c: random_token(16),
         x: now + SESSION_SECONDS,
     };
-    let sealed = keys.seal(
-        &serde_json::to_vec(&session).unwrap_or_default(),
-        &session_aad(),
-    );
+    let sealed = SESSION.seal_with(&keys, &session);
     let secure = if base.scheme() == "https" {
         "; Secure"
     } else {

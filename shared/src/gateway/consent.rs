@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::options::consent_options;
-use crate::crypto::{sha256_hex, Aad};
+use crate::crypto::{sha256_hex, OpenError, Sealable, Sealed};
 use crate::domain::{PendingAuthorization, Target, TargetAuth};
 use crate::urls::connect_url;
 use crate::wire::{codes, meta};
@@ -128,14 +128,13 @@ impl Gateway<'_> {
         params: &Map<String, Value>,
         now: i64,
     ) -> Option<String> {
-        let body = json!({
-            "sub": self.caller.sub,
-            "method": method,
-            "digest": params_digest(params),
-            "exp": now + REQUEST_STATE_TTL,
-        });
-        let keys = self.state.keys.key_set().await.ok()?;
-        Some(keys.seal(body.to_string().as_bytes(), &request_state_aad()))
+        let state = RequestState {
+            sub: self.caller.sub.clone(),
+            method: method.to_owned(),
+            digest: params_digest(params),
+            exp: now + REQUEST_STATE_TTL,
+        };
+        REQUEST_STATE.seal(&*self.state.keys, &state).await.ok()
     }
 
     /// A retry that carries a `requestState` must carry ours, for this
@@ -155,26 +154,23 @@ impl Gateway<'_> {
         let Some(sealed) = state.as_str() else {
             return bad();
         };
-        let kid = crate::crypto::KeySet::key_id_of(sealed).unwrap_or_default();
-        let Ok(keys) = self.state.keys.key_set_with(kid).await else {
-            return bad();
-        };
-        let Ok(plain) = keys.open(sealed, &request_state_aad()) else {
-            return bad();
-        };
-        let Ok(body) = serde_json::from_slice::<Value>(&plain) else {
-            return bad();
-        };
-        let ok = body["sub"] == json!(self.caller.sub)
-            && body["method"] == json!(method)
-            && body["digest"] == json!(params_digest(params))
-            && body["exp"]
-                .as_i64()
-                .is_some_and(|e| e > self.state.clock.now());
-        if ok {
-            None
-        } else {
-            bad()
+        let now = self.state.clock.now();
+        match REQUEST_STATE.open(&*self.state.keys, sealed, now).await {
+            Ok(s)
+                if s.sub == self.caller.sub
+                    && s.method == method
+                    && s.digest == params_digest(params) =>
+            {
+                None
+            }
+            Err(OpenError::Keys(e)) => {
+                tracing::error!(error = %e, "key set unavailable");
+                Some(Reply::error(
+                    codes::RETRY_LATER,
+                    "the gateway is temporarily unavailable; retry",
+                ))
+            }
+            Ok(_) | Err(OpenError::Invalid) | Err(OpenError::Expired) => bad(),
         }
     }
 
@@ -207,9 +203,23 @@ impl Gateway<'_> {
     }
 }
 
-pub(super) fn request_state_aad() -> Aad {
-    Aad::new("request-state", &[])
+/// What a `requestState` holds: who may retry, which call, until when.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RequestState {
+    sub: String,
+    method: String,
+    /// [`params_digest`] of the call's parameters.
+    digest: String,
+    exp: i64,
 }
+
+impl Sealable for RequestState {
+    fn expires_at(&self) -> i64 {
+        self.exp
+    }
+}
+
+const REQUEST_STATE: Sealed<RequestState> = Sealed::new("request-state");
 
 /// Digest of the parameters that identify a request (not the retry fields).
 pub(super) fn params_digest(params: &Map<String, Value>) -> String {

@@ -1,6 +1,6 @@
 //! Key rotation's side of the table: which items hold values sealed with
 //! which keys, and rewriting one item with the current key beside live
-//! traffic (see [`crate::keys`]).
+//! traffic (see [`crate::crypto::rotation`]).
 
 use super::{condition, opt_s, s, sv, target_config, target_sk, DynamoStore, Item, TARGETS_PK};
 use crate::crypto::Aad;

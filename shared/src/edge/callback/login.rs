@@ -4,6 +4,7 @@
 //! this browser by a cookie), and the ID token says who they are.
 
 use super::*;
+use crate::crypto::{OpenError, Sealable, Sealed};
 
 /// The cookie that ties a browser login to the browser that started it.
 const BINDING_COOKIE: &str = "gw_consent";
@@ -40,9 +41,14 @@ pub(in crate::edge) enum LoginFor<'a> {
 /// [`LoginState::w`] of a sign-in for the connections page.
 const FOR_CONNECTIONS: &str = "connections";
 
-fn login_aad() -> Aad {
-    Aad::new("consent-login", &[])
+impl Sealable for LoginState {
+    fn expires_at(&self) -> i64 {
+        self.e
+    }
 }
+
+/// The sign-in's OAuth `state`: the login itself, sealed (nothing stored).
+const LOGIN: Sealed<LoginState> = Sealed::new("consent-login");
 
 pub(super) fn login_unavailable(e: impl std::fmt::Display) -> Page {
     tracing::error!(error = %e, "identity provider unavailable for the consent sign-in");
@@ -88,10 +94,7 @@ pub(in crate::edge) async fn start_login(
         e,
         w,
     };
-    let sealed = keys.seal(
-        &serde_json::to_vec(&login).unwrap_or_default(),
-        &login_aad(),
-    );
+    let sealed = LOGIN.seal_with(&keys, &login);
     let verifier = secrecy::SecretString::from(login.v.clone());
     let challenge = oauth::pkce_challenge(&verifier);
     let Ok(mut url) = Url::parse(&metadata.authorization_endpoint) else {
@@ -165,20 +168,14 @@ async fn verify_login(
         .as_ref()
         .ok_or_else(|| login_unavailable("no identity provider configured"))?;
     let sealed = params.get("state").map(String::as_str).unwrap_or_default();
-    let kid = crate::crypto::KeySet::key_id_of(sealed).unwrap_or_default();
-    let keys = state
-        .keys
-        .key_set_with(kid)
-        .await
-        .map_err(|e| storage_page(&e))?;
-    let login: LoginState = keys
-        .open(sealed, &login_aad())
-        .ok()
-        .and_then(|plain| serde_json::from_slice(&plain).ok())
-        .ok_or_else(|| untrusted("The response from the sign-in page does not match any sign-in the gateway started."))?;
-    if login.e <= now {
-        return Err(storage_page(&Error::AuthorizationExpired));
-    }
+    let login = match LOGIN.open(&*state.keys, sealed, now).await {
+        Ok(login) => login,
+        Err(OpenError::Keys(e)) => return Err(storage_page(&e)),
+        Err(OpenError::Expired) => return Err(storage_page(&Error::AuthorizationExpired)),
+        Err(OpenError::Invalid) => return Err(untrusted(
+            "The response from the sign-in page does not match any sign-in the gateway started.",
+        )),
+    };
     let from_this_browser =
         cookie(headers, BINDING_COOKIE).is_some_and(|b| sha256_hex(b.as_bytes()) == login.b);
     if !from_this_browser {

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::crypto::Aad;
+use crate::crypto::{OpenError, Sealable, Sealed};
 use crate::gateway::{Caller, Gateway, Reply};
 use crate::wire::{codes, decode_header_value, meta, MODERN, VERSIONS_2025};
 use crate::AppState;
@@ -25,9 +25,14 @@ pub(super) struct ClientSession {
     pub(super) x: i64,
 }
 
-pub(super) fn session_aad() -> Aad {
-    Aad::new("client-session", &[])
+impl Sealable for ClientSession {
+    fn expires_at(&self) -> i64 {
+        self.x
+    }
 }
+
+/// The 2025 `Mcp-Session-Id`: the session itself, sealed (nothing stored).
+pub(super) const CLIENT_SESSION: Sealed<ClientSession> = Sealed::new("client-session");
 
 pub(super) async fn initialize(
     state: &AppState,
@@ -52,11 +57,8 @@ pub(super) async fn initialize(
         u: url_elicitation,
         x: state.clock.now() + SESSION_TTL_SECONDS,
     };
-    let sealed = match state.keys.key_set().await {
-        Ok(keys) => keys.seal(
-            &serde_json::to_vec(&session).unwrap_or_default(),
-            &session_aad(),
-        ),
+    let sealed = match CLIENT_SESSION.seal(&*state.keys, &session).await {
+        Ok(sealed) => sealed,
         Err(e) => {
             tracing::error!(error = %e, "key set unavailable");
             return rpc_error(
@@ -83,11 +85,14 @@ pub(super) async fn initialize(
     res
 }
 
-pub(super) async fn open_session(state: &AppState, sealed: &str) -> Option<ClientSession> {
-    let kid = crate::crypto::KeySet::key_id_of(sealed)?;
-    let keys = state.keys.key_set_with(kid).await.ok()?;
-    let plain = keys.open(sealed, &session_aad()).ok()?;
-    serde_json::from_slice(&plain).ok()
+/// The client session a `Mcp-Session-Id` holds, if it is ours and current.
+pub(super) async fn open_session(
+    state: &AppState,
+    sealed: &str,
+) -> Result<ClientSession, OpenError> {
+    CLIENT_SESSION
+        .open(&*state.keys, sealed, state.clock.now())
+        .await
 }
 
 /// Methods a 2026-07-28 client may call.

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 mod auth;
 mod era;
 
+use crate::crypto::OpenError;
 use auth::{authenticate, host_allowed, origin_allowed, resource_metadata};
 use era::{initialize, modern, open_session};
 
@@ -207,11 +208,21 @@ async fn mcp(
     };
     if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {
-            Some(s) if s.s == sub && s.x > state.clock.now() => {
+            Ok(s) if s.s == sub => {
                 if header_version.is_none() {
                     caller.version = s.v.clone();
                 }
                 caller.url_elicitation = s.u;
+            }
+            Err(OpenError::Keys(e)) => {
+                tracing::error!(error = %e, "key set unavailable");
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    id,
+                    codes::RETRY_LATER,
+                    "the gateway is temporarily unavailable; retry",
+                    None,
+                );
             }
             _ => {
                 return rpc_error(

@@ -1,98 +1,27 @@
-//! Application-level encryption of stored secrets (tokens, PKCE verifiers).
-//!
-//! Design:
-//! - AES-256-GCM with a random 96-bit nonce per ciphertext.
-//! - The gateway key set lives in one Secrets Manager secret, a JSON object
-//!   `{"current": "<kid>", "<kid>": "<at least 32 random characters>", ...}`.
-//!   That shape is what CloudFormation's `GenerateSecretString` produces, so
-//!   the deployed stack generates its first key itself. Each key string is
-//!   stretched with HKDF-SHA256 into a 256-bit AEAD key.
-//! - Every ciphertext carries the id of the key that sealed it, so a key can
-//!   be rotated: add a new key, point `current` at it, and old items still open
-//!   while new writes use the new key.
-//! - Associated data binds a ciphertext to what it belongs to (purpose, user,
-//!   target, ...), so a ciphertext copied into another user's item does not
-//!   open.
+//! The key set: AES-256-GCM keys derived with HKDF-SHA256 from the
+//! key-set secret, sealing with the current key and opening with any.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aws_lc_rs::aead::{self, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::hkdf;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use rand::RngCore;
 
+use super::Aad;
 use crate::error::{Error, Result};
 
-const NONCE_LEN: usize = 12;
 /// What [`KeySet::open`] says of a value sealed with a key it does not hold.
 pub const UNKNOWN_KEY: &str = "sealed with a key that is not in the key set";
 const MIN_KEY_CHARS: usize = 32;
 const HKDF_INFO: &[u8] = b"mcp-oauth-gateway/v1/aead";
-
-/// The context a ciphertext is bound to, fed to the AEAD as associated data.
-///
-/// Parts are length-prefixed so that no two different contexts encode alike.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Aad(Vec<u8>);
-
-impl Aad {
-    /// Builds associated data from a purpose and the values it binds.
-    pub fn new(purpose: &str, parts: &[&str]) -> Self {
-        let mut out = Vec::with_capacity(64);
-        for part in std::iter::once(purpose).chain(parts.iter().copied()) {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part.as_bytes());
-        }
-        Aad(out)
-    }
-
-    /// Binding for a grant's token set: the user and the target.
-    pub fn grant(sub: &str, target: &str) -> Self {
-        Aad::new("grant-tokens", &[sub, target])
-    }
-
-    /// Binding for a pending authorization's OAuth state secret: its id,
-    /// user and target, and `context` (what it will ask for: resource,
-    /// issuer, scopes), so none of them can be changed in the table.
-    pub fn oauth_state(authorization_id: &str, sub: &str, target: &str, context: &str) -> Self {
-        Aad::new("oauth-state", &[authorization_id, sub, target, context])
-    }
-
-    /// Binding for the digest of the browser a pending authorization belongs to.
-    pub fn consent_browser(authorization_id: &str, sub: &str, target: &str) -> Self {
-        Aad::new("consent-browser", &[authorization_id, sub, target])
-    }
-
-    /// The integrity tag of a target's configuration: its name (from the
-    /// item's key) and the exact stored configuration text.
-    pub fn target_config(name: &str, config: &str) -> Self {
-        Aad::new("target-config", &[name, config])
-    }
-
-    /// Binding for the URL a pending authorization returns the person to.
-    pub fn consent_return(authorization_id: &str, sub: &str, target: &str) -> Self {
-        Aad::new("consent-return", &[authorization_id, sub, target])
-    }
-
-    /// Binding for a pending authorization's PKCE verifier (as for the state).
-    pub fn pkce_verifier(authorization_id: &str, sub: &str, target: &str, context: &str) -> Self {
-        Aad::new("pkce-verifier", &[authorization_id, sub, target, context])
-    }
-}
-
-impl fmt::Debug for Aad {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Aad({} bytes)", self.0.len())
-    }
-}
+const TAG_LEN: usize = 16;
 
 /// The gateway's keys, as loaded from Secrets Manager.
-#[derive(Clone)]
 pub struct KeySet {
     current: String,
-    keys: HashMap<String, Aes256Gcm>,
+    keys: HashMap<String, RandomizedNonceKey>,
 }
 
 impl fmt::Debug for KeySet {
@@ -167,24 +96,19 @@ impl KeySet {
 
     /// Encrypts `plaintext` with the current key, bound to `aad`.
     ///
-    /// The result is `<key id>.<base64url(nonce || ciphertext)>`.
+    /// The result is `<key id>.<base64url(nonce || ciphertext || tag)>`.
     pub fn seal(&self, plaintext: &[u8], aad: &Aad) -> String {
-        let cipher = &self.keys[&self.current];
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad.0,
-                },
-            )
-            // AES-GCM only fails on inputs of more than 64 GiB.
-            .expect("AES-GCM encryption of a small buffer cannot fail");
-        let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&ct);
+        let key = &self.keys[&self.current];
+        let mut blob = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        blob.extend_from_slice(&[0u8; NONCE_LEN]);
+        blob.extend_from_slice(plaintext);
+        let (nonce, tag) = key
+            .seal_in_place_separate_tag(aead::Aad::from(aad.as_bytes()), &mut blob[NONCE_LEN..])
+            // AES-GCM fails only on inputs of more than 64 GiB, and when the
+            // system gives no entropy for the nonce.
+            .expect("AES-GCM sealing of a small buffer cannot fail");
+        blob[..NONCE_LEN].copy_from_slice(nonce.as_ref());
+        blob.extend_from_slice(tag.as_ref());
         format!("{}.{}", self.current, B64.encode(blob))
     }
 
@@ -198,50 +122,38 @@ impl KeySet {
         let (kid, body) = sealed
             .split_once('.')
             .ok_or(Error::Decrypt("not a sealed value"))?;
-        let cipher = self.keys.get(kid).ok_or(Error::Decrypt(UNKNOWN_KEY))?;
-        let blob = B64
+        let key = self.keys.get(kid).ok_or(Error::Decrypt(UNKNOWN_KEY))?;
+        let mut blob = B64
             .decode(body)
             .map_err(|_| Error::Decrypt("not a sealed value"))?;
-        if blob.len() < NONCE_LEN + 16 {
+        if blob.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::Decrypt("sealed value too short"));
         }
-        let (nonce, ct) = blob.split_at(NONCE_LEN);
-        cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: &aad.0,
-                },
+        let nonce = Nonce::try_assume_unique_for_key(&blob[..NONCE_LEN])
+            .map_err(|_| Error::Decrypt("not a sealed value"))?;
+        let len = key
+            .open_in_place(
+                nonce,
+                aead::Aad::from(aad.as_bytes()),
+                &mut blob[NONCE_LEN..],
             )
-            .map_err(|_| Error::Decrypt("authentication failed (wrong binding or tampered)"))
+            .map_err(|_| Error::Decrypt("authentication failed (wrong binding or tampered)"))?
+            .len();
+        blob.drain(..NONCE_LEN);
+        blob.truncate(len);
+        Ok(blob)
     }
 }
 
-fn derive(material: &[u8]) -> Aes256Gcm {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, material);
+/// The AEAD key for one key string: HKDF-SHA256 (no salt, RFC 5869's zero
+/// salt) with the gateway's info string, 256 bits for AES-256-GCM.
+fn derive(material: &[u8]) -> RandomizedNonceKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(material);
     let mut key = [0u8; 32];
-    hk.expand(HKDF_INFO, &mut key)
+    prk.expand(&[HKDF_INFO], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut key))
         .expect("32 bytes is a valid HKDF-SHA256 output length");
-    Aes256Gcm::new(&key.into())
-}
-
-/// Random bytes as unpadded base64url: ids, states and PKCE verifiers.
-pub fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
-    B64.encode(buf)
-}
-
-/// Hex SHA-256 of a value, for storing digests of secrets instead of secrets.
-pub fn sha256_hex(value: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(value);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    RandomizedNonceKey::new(&AES_256_GCM, &key).expect("a 32-byte key is an AES-256 key")
 }
 
 #[cfg(test)]
@@ -326,9 +238,25 @@ mod tests {
 
     #[test]
     fn random_tokens_are_long_and_distinct() {
-        let a = random_token(16);
+        let a = super::super::random_token(16);
         assert_eq!(a.len(), 22);
-        assert_ne!(a, random_token(16));
-        assert_eq!(sha256_hex(b"abc").len(), 64);
+        assert_ne!(a, super::super::random_token(16));
+        assert_eq!(
+            super::super::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    /// Values sealed before the AEAD moved to aws-lc (AES-256-GCM and HKDF
+    /// from RustCrypto) still open: stored grants survive an upgrade.
+    #[test]
+    fn values_sealed_by_earlier_releases_still_open() {
+        let ks = set(serde_json::json!({"current": "k1", "k1": K1}));
+        let earlier = "k1.Wd7PqsRgrnPSllHeYTO5RC_Pmfo8isxvg8YD426Dz0KFk_gFrGYnjT7L94cQ0j6Uw3AMiHTQFukkbtdE4Sao";
+        assert_eq!(
+            ks.open(earlier, &Aad::grant("alice", "github")).unwrap(),
+            b"tokens sealed by an earlier release"
+        );
+        assert!(ks.open(earlier, &Aad::grant("alice", "gitlab")).is_err());
     }
 }
