@@ -75,6 +75,25 @@ pub enum LogFormat {
     Text,
 }
 
+impl LogFormat {
+    /// `LOG_FORMAT` as given through `lookup`: `json` or `text`; unset,
+    /// `json` in Lambda and `text` elsewhere. The one reader of the
+    /// variable, for [`Config`] and for the log set-up that precedes it.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let value = lookup("LOG_FORMAT").map(|v| v.trim().to_owned());
+        match value.as_deref() {
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            None | Some("") if lookup("AWS_LAMBDA_FUNCTION_NAME").is_some() => Ok(LogFormat::Json),
+            None | Some("") => Ok(LogFormat::Text),
+            Some(other) => Err(ConfigError::Invalid {
+                name: "LOG_FORMAT",
+                reason: format!("{other:?} is not one of \"json\", \"text\""),
+            }),
+        }
+    }
+}
+
 /// The gateway's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -198,18 +217,7 @@ impl Config {
         let public_base_url = get("PUBLIC_BASE_URL")
             .map(|v| parse_url("PUBLIC_BASE_URL", &v))
             .transpose()?;
-        let log_format = match get("LOG_FORMAT").as_deref() {
-            Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            None if lookup("AWS_LAMBDA_FUNCTION_NAME").is_some() => LogFormat::Json,
-            None => LogFormat::Text,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "LOG_FORMAT",
-                    reason: format!("{other:?} is not one of \"json\", \"text\""),
-                })
-            }
-        };
+        let log_format = LogFormat::from_lookup(&lookup)?;
 
         let consent_binding = match get("CONSENT_BINDING").as_deref() {
             Some("link") => ConsentBinding::Link,

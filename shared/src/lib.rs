@@ -35,3 +35,15 @@ pub use state::AppState;
 pub fn startup_failed(err: &dyn std::fmt::Display) {
     tracing::error!(error = %err, "start-up failed");
 }
+
+/// A function's cold start: logging as `LOG_FORMAT` says, the configuration
+/// from the environment, and the state built from it (clients, stores, the
+/// key set loaded once). A failure is logged before it is returned, so the
+/// function's log says why the instance did not start.
+pub async fn cold_start() -> std::result::Result<AppState, Error> {
+    telemetry::init(telemetry::format_from_env());
+    let config = Config::from_env().inspect_err(|e| startup_failed(e))?;
+    AppState::from_config(config)
+        .await
+        .inspect_err(|e| startup_failed(e))
+}

@@ -31,15 +31,17 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Reads `LOG_FORMAT` the way [`crate::Config`] does, for use before the
-/// configuration is loaded (so that a configuration error is logged well).
+/// `LOG_FORMAT` from the environment, read as [`crate::Config`] reads it,
+/// for the log set-up that precedes the configuration (so that a
+/// configuration error is logged well). A value the configuration will
+/// refuse logs in the default format until it does.
 pub fn format_from_env() -> LogFormat {
-    match std::env::var("LOG_FORMAT").as_deref() {
-        Ok("json") => LogFormat::Json,
-        Ok("text") => LogFormat::Text,
-        _ if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() => LogFormat::Json,
-        _ => LogFormat::Text,
-    }
+    let lookup = |name: &str| std::env::var(name).ok();
+    LogFormat::from_lookup(&lookup).unwrap_or(if lookup("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    })
 }
 
 /// Field formatting of the text log format: like the default, but control

@@ -2,19 +2,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway_shared::{telemetry, AppState, Config};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    telemetry::init(telemetry::format_from_env());
-    let state = AppState::from_config(
-        Config::from_env().inspect_err(|e| gateway_shared::startup_failed(e))?,
-    )
-    .await
-    .inspect_err(|e| {
-        gateway_shared::startup_failed(e);
-    })?;
+    let state = gateway_shared::cold_start().await?;
     let concurrency = state.config.refresh_concurrency;
     let state = &state;
     lambda_runtime::run(service_fn(
