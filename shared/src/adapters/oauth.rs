@@ -7,9 +7,9 @@
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse as _,
-    TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, TokenResponse as _, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -262,6 +262,11 @@ impl TokenIssuer for HttpTokenIssuer {
 impl TokenEndpoint<'_> {
     /// Revokes `token` at the RFC 7009 `revocation_endpoint`, with the
     /// target's client authentication. Servers answer 200 for unknown tokens.
+    ///
+    /// Written on the HTTP client rather than with the `oauth2` crate's
+    /// revocation request, which (5.0) takes only a 200 as success and reads
+    /// a 5xx carrying an OAuth error body as a refusal: here any 2xx is a
+    /// revocation (some servers answer 204) and a 5xx is a passing failure.
     pub async fn revoke(
         &self,
         revocation_endpoint: &str,
@@ -322,8 +327,9 @@ pub fn basic_credentials(client_id: &str, secret: &SecretString) -> http::Header
     value
 }
 
-/// Builds the authorization request URL (RFC 6749 4.1.1 with PKCE S256 and,
-/// when given, RFC 8707 `resource`).
+/// Builds the authorization request URL (RFC 6749 §4.1.1 with PKCE S256
+/// and, when given, RFC 8707 `resource`), with the `oauth2` crate's request
+/// builder; the target's extra parameters come last.
 pub fn authorization_url(
     settings: &OAuthSettings,
     redirect_uri: &str,
@@ -332,35 +338,32 @@ pub fn authorization_url(
     scopes: &[String],
     resource: Option<&str>,
 ) -> Result<url::Url, OAuthError> {
-    let mut url = url::Url::parse(&settings.authorization_endpoint)
+    let auth_url = AuthUrl::new(settings.authorization_endpoint.clone())
         .map_err(|e| OAuthError::Misconfigured(format!("authorization endpoint: {e}")))?;
-    let challenge = pkce_challenge(verifier);
-    // Validate the redirect URI the same way the token request will.
-    AuthUrl::new(url.to_string()).map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", &settings.client_id)
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("state", state)
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
-        if !scopes.is_empty() {
-            q.append_pair("scope", &scopes.join(" "));
-        }
-        if let Some(r) = resource {
-            q.append_pair("resource", r);
-        }
-        for (k, v) in &settings.extra_authorize_params {
-            q.append_pair(k, v);
-        }
+    let redirect = RedirectUrl::new(redirect_uri.to_owned())
+        .map_err(|e| OAuthError::Misconfigured(format!("redirect uri: {e}")))?;
+    let client = BasicClient::new(ClientId::new(settings.client_id.clone()))
+        .set_auth_uri(auth_url)
+        .set_redirect_uri(redirect);
+    let state = state.to_owned();
+    let mut req = client
+        .authorize_url(move || CsrfToken::new(state))
+        .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(
+            &PkceCodeVerifier::new(verifier.expose_secret().to_owned()),
+        ))
+        .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+    if let Some(r) = resource {
+        req = req.add_extra_param("resource", r);
     }
-    Ok(url)
+    for (k, v) in &settings.extra_authorize_params {
+        req = req.add_extra_param(k.as_str(), v.as_str());
+    }
+    Ok(req.url().0)
 }
 
 /// The S256 code challenge of a PKCE verifier.
 pub fn pkce_challenge(verifier: &SecretString) -> String {
-    oauth2::PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+    PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
         verifier.expose_secret().to_owned(),
     ))
     .as_str()
@@ -428,5 +431,78 @@ mod tests {
             String::from_utf8(pair).unwrap(),
             "my+client%3A1:a%2Bb%25c%2Fd"
         );
+    }
+
+    #[test]
+    fn authorization_urls_carry_pkce_state_scopes_resource_and_extras() {
+        let mut settings = OAuthSettings {
+            issuer: None,
+            authorization_endpoint: "https://as.example/authorize?tenant=t1".into(),
+            token_endpoint: "https://as.example/token".into(),
+            revocation_endpoint: None,
+            client_id: "client 1".into(),
+            client_secret_arn: None,
+            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            scopes: vec![],
+            extra_authorize_params: [("prompt".to_owned(), "consent".to_owned())].into(),
+            send_resource: true,
+            authorization_response_iss_parameter_supported: false,
+            code_challenge_methods_supported: vec![],
+        };
+        let verifier = SecretString::from("v".repeat(43));
+        let url = authorization_url(
+            &settings,
+            "https://gw.example/oauth/callback",
+            "st&ate",
+            &verifier,
+            &["read".into(), "write".into()],
+            Some("https://mcp.example/mcp"),
+        )
+        .unwrap();
+        let q: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(url.path(), "/authorize");
+        assert_eq!(get("tenant"), Some("t1"));
+        assert_eq!(get("response_type"), Some("code"));
+        assert_eq!(get("client_id"), Some("client 1"));
+        assert_eq!(get("state"), Some("st&ate"));
+        assert_eq!(
+            get("redirect_uri"),
+            Some("https://gw.example/oauth/callback")
+        );
+        assert_eq!(get("code_challenge_method"), Some("S256"));
+        assert_eq!(
+            get("code_challenge"),
+            Some(pkce_challenge(&verifier).as_str())
+        );
+        assert_eq!(get("scope"), Some("read write"));
+        assert_eq!(get("resource"), Some("https://mcp.example/mcp"));
+        assert_eq!(q.last().map(|(k, _)| k.as_str()), Some("prompt"));
+
+        let url = authorization_url(
+            &settings,
+            "https://gw.example/cb",
+            "s",
+            &verifier,
+            &[],
+            None,
+        )
+        .unwrap();
+        assert!(!url
+            .query_pairs()
+            .any(|(k, _)| k == "scope" || k == "resource"));
+
+        settings.authorization_endpoint = "not a url".into();
+        assert!(matches!(
+            authorization_url(
+                &settings,
+                "https://gw.example/cb",
+                "s",
+                &verifier,
+                &[],
+                None
+            ),
+            Err(OAuthError::Misconfigured(_))
+        ));
     }
 }
