@@ -14,7 +14,7 @@ use crate::crypto::{Aad, KeySet};
 use crate::domain::StateParam;
 use crate::gateway::{decode_cursor, pass_through, template_matches};
 use crate::upstream::sse::{find_event_end, find_event_end_from, sse_data};
-use crate::wire::message::{self, Parsed};
+use crate::wire::envelope::{self, Parsed};
 use crate::wire::{decode_header_value, header_value};
 
 fn config() -> ProptestConfig {
@@ -80,17 +80,30 @@ proptest! {
 
     #[test]
     fn jsonrpc_bodies_of_any_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = message::parse(&body);
+        let _ = envelope::parse(&body);
     }
 
     #[test]
     fn jsonrpc_messages_of_any_shape(message in json()) {
-        match message::parse(message.to_string().as_bytes()) {
+        match envelope::parse(message.to_string().as_bytes()) {
             Parsed::Request(r) => {
-                prop_assert!(r.id.is_string() || r.id.is_number());
-                prop_assert!(r.params.as_ref().is_none_or(|p| p.is_object() || p.is_array()));
+                // The id echoes as sent, the method keeps its name, and the
+                // params (always an object) forward to the same JSON.
+                prop_assert_eq!(r.id.as_json(), message["id"].to_string());
+                prop_assert_eq!(r.method.as_str(), message["method"].as_str().unwrap_or("?"));
+                match r.params {
+                    Some(p) => {
+                        let forwarded = serde_json::to_string(&p).unwrap();
+                        prop_assert_eq!(forwarded, message["params"].to_string());
+                    }
+                    None => prop_assert!(message.get("params").is_none()),
+                }
             }
-            Parsed::Invalid { id, .. } => prop_assert!(id.is_null() || id.is_string() || id.is_number()),
+            Parsed::Invalid { id, .. } => {
+                if let Some(id) = id {
+                    prop_assert_eq!(id.as_json(), message["id"].to_string());
+                }
+            }
             Parsed::Accepted => {}
         }
     }

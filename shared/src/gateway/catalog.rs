@@ -15,15 +15,15 @@ use crate::wire::codes;
 use super::*;
 
 impl Gateway<'_> {
-    pub(super) async fn list(&self, method: &str, key: &str, params: Option<&Value>) -> Reply {
+    pub(super) async fn list(&self, method: &str, key: &str, params: Option<&Params>) -> Reply {
         let exposed = match self.exposed_targets().await {
             Ok(t) => t,
             Err(r) => return r,
         };
-        let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
+        let cursor = params.and_then(Params::cursor);
         let wanted: Option<BTreeMap<String, String>> = match cursor {
             None => None,
-            Some(c) => match decode_cursor(c) {
+            Some(c) => match decode_cursor(&c) {
                 Some(m) => Some(m),
                 None => return Reply::error(codes::INVALID_PARAMS, "invalid cursor"),
             },
@@ -34,9 +34,9 @@ impl Gateway<'_> {
                 Some(m) => Some(m.get(&e.target.name)?.clone()),
             };
             Some(async move {
-                let mut p = json!({});
+                let mut p = Params::new();
                 if let Some(c) = &upstream_cursor {
-                    p["cursor"] = json!(c);
+                    p.set("cursor", c);
                 }
                 (e, self.forward(&e.target, method, Some(p)).await)
             })

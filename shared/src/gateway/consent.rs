@@ -1,7 +1,7 @@
 //! Consent: a pending authorization and the link, told to the client as
 //! its protocol era and declared capabilities allow; `requestState` sealing.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::options::consent_options;
 use crate::crypto::{sha256_hex, OpenError, Sealable, Sealed};
@@ -21,7 +21,7 @@ impl Gateway<'_> {
         target: &Target,
         extra_scopes: &[String],
         method: &str,
-        params: &Map<String, Value>,
+        params: &Params,
     ) -> Reply {
         let TargetAuth::OAuth(settings) = &target.auth else {
             return self.failure(
@@ -32,7 +32,8 @@ impl Gateway<'_> {
         };
         // Where the success page sends the person: the call's own URL if it
         // is allowed (a clear error if not), else the target's default.
-        let requested = match consent_options(params) {
+        let meta = params.meta();
+        let requested = match consent_options(meta.as_ref()) {
             Ok(o) => o.return_url,
             Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
         };
@@ -125,7 +126,7 @@ impl Gateway<'_> {
     pub(super) async fn seal_request_state(
         &self,
         method: &str,
-        params: &Map<String, Value>,
+        params: &Params,
         now: i64,
     ) -> Option<String> {
         let state = RequestState {
@@ -139,21 +140,18 @@ impl Gateway<'_> {
 
     /// A retry that carries a `requestState` must carry ours, for this
     /// user, method and parameters, unexpired.
-    pub(super) async fn check_request_state(
-        &self,
-        method: &str,
-        params: &Map<String, Value>,
-    ) -> Option<Reply> {
-        let state = params.get("requestState")?;
+    pub(super) async fn check_request_state(&self, method: &str, params: &Params) -> Option<Reply> {
+        let state = params.raw("requestState")?;
         let bad = || {
             Some(Reply::error(
                 codes::INVALID_PARAMS,
                 "invalid or expired requestState",
             ))
         };
-        let Some(sealed) = state.as_str() else {
+        let Ok(sealed) = serde_json::from_str::<String>(state.get()) else {
             return bad();
         };
+        let sealed = sealed.as_str();
         let now = self.state.clock.now();
         match REQUEST_STATE.open(&*self.state.keys, sealed, now).await {
             Ok(s)
@@ -175,11 +173,7 @@ impl Gateway<'_> {
     }
 
     /// The `<target>___connect` tool: consent if needed, else say so.
-    pub(super) async fn connect_target(
-        &self,
-        target: &Target,
-        params: &Map<String, Value>,
-    ) -> Reply {
+    pub(super) async fn connect_target(&self, target: &Target, params: &Params) -> Reply {
         if let Some(r) = self.check_request_state("tools/call", params).await {
             return r;
         }
@@ -221,32 +215,32 @@ impl Sealable for RequestState {
 
 const REQUEST_STATE: Sealed<RequestState> = Sealed::new("request-state");
 
-/// Digest of the parameters that identify a request (not the retry fields).
-pub(super) fn params_digest(params: &Map<String, Value>) -> String {
-    let mut p = params.clone();
+/// Digest of the parameters that identify a request (not the retry fields),
+/// over their canonical form (members and object keys in order), so a
+/// retry that spells the same values differently still matches.
+pub(super) fn params_digest(params: &Params) -> String {
+    let mut p = params.to_value();
     p.remove("requestState");
     p.remove("inputResponses");
     p.remove("_meta");
-    // serde_json's Map is ordered by key: a canonical form.
     sha256_hex(Value::Object(p).to_string().as_bytes())
 }
 
-/// Params as the upstream should see them: without the gateway's retry fields.
-pub(super) fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, Value> {
+/// Params as the upstream should see them: without the gateway's retry
+/// fields and `_meta` options (every other member as sent).
+pub(super) fn strip_gateway_fields(params: &Params) -> Params {
     let mut p = params.clone();
-    p.remove("requestState");
-    p.remove("inputResponses");
-    if let Some(Value::Object(m)) = p.get_mut("_meta") {
-        super::options::strip(m);
+    p.remove("requestState").remove("inputResponses");
+    if let Some(mut m) = params.meta() {
+        super::options::strip(&mut m);
         m.remove(meta::PROTOCOL_VERSION);
         m.remove(meta::CLIENT_CAPABILITIES);
         m.remove(meta::CLIENT_INFO);
-    }
-    if p.get("_meta")
-        .and_then(Value::as_object)
-        .is_some_and(Map::is_empty)
-    {
-        p.remove("_meta");
+        if m.is_empty() {
+            p.remove("_meta");
+        } else {
+            p.set("_meta", &m);
+        }
     }
     p
 }
@@ -255,28 +249,39 @@ pub(super) fn strip_gateway_fields(params: &Map<String, Value>) -> Map<String, V
 mod tests {
     use super::*;
 
+    fn params(text: &str) -> Params {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{text}}}"#);
+        match crate::wire::envelope::parse(body.as_bytes()) {
+            crate::wire::envelope::Parsed::Request(r) => r.params.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn digests_ignore_retry_fields() {
-        let a = json!({"name": "t", "arguments": {"x": 1}});
-        let b = json!({"name": "t", "arguments": {"x": 1}, "requestState": "s", "inputResponses": {}, "_meta": {"k": 1}});
-        assert_eq!(
-            params_digest(a.as_object().unwrap()),
-            params_digest(b.as_object().unwrap())
+        let a = params(r#"{"name": "t", "arguments": {"x": 1, "y": [1, 2]}}"#);
+        let b = params(
+            r#"{"arguments":{"y":[1,2],"x":1},"name":"t","requestState":"s","inputResponses":{},"_meta":{"k":1}}"#,
         );
-        let c = json!({"name": "t", "arguments": {"x": 2}});
-        assert_ne!(
-            params_digest(a.as_object().unwrap()),
-            params_digest(c.as_object().unwrap())
-        );
+        assert_eq!(params_digest(&a), params_digest(&b));
+        let c = params(r#"{"name": "t", "arguments": {"x": 2, "y": [1, 2]}}"#);
+        assert_ne!(params_digest(&a), params_digest(&c));
     }
 
     #[test]
     fn forwarded_params_lose_gateway_fields() {
-        let p = json!({"name": "t", "requestState": "s", "_meta": {"mcp-oauth-gateway/forceConsent": true, "progressToken": 1}});
-        let out = strip_gateway_fields(p.as_object().unwrap());
+        let p = params(
+            r#"{"name": "t", "arguments": {"b": 1, "a": 2}, "requestState": "s", "_meta": {"mcp-oauth-gateway/forceConsent": true, "progressToken": 1}}"#,
+        );
         assert_eq!(
-            Value::Object(out),
-            json!({"name": "t", "_meta": {"progressToken": 1}})
+            serde_json::to_string(&strip_gateway_fields(&p)).unwrap(),
+            r#"{"_meta":{"progressToken":1},"arguments":{"b": 1, "a": 2},"name":"t"}"#
+        );
+        let only_options =
+            params(r#"{"name": "t", "_meta": {"mcp-oauth-gateway/returnUrl": "x"}}"#);
+        assert_eq!(
+            serde_json::to_string(&strip_gateway_fields(&only_options)).unwrap(),
+            r#"{"name":"t"}"#
         );
     }
 }

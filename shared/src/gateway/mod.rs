@@ -23,6 +23,7 @@ use crate::crypto::random_token;
 use crate::domain::{Target, TargetAuth};
 use crate::tokens::{LeasePolicy, NoGrant};
 use crate::upstream::{Call, UpstreamError};
+use crate::wire::envelope::{Method, Params};
 use crate::wire::{codes, meta, MODERN};
 use crate::AppState;
 
@@ -118,27 +119,26 @@ impl<'a> Gateway<'a> {
     }
 
     /// Handles one request.
-    pub async fn handle(&self, method: &str, params: Option<&Value>) -> Reply {
+    pub async fn handle(&self, method: &Method, params: Option<&Params>) -> Reply {
         match method {
-            "ping" => Reply::Result(json!({})),
-            "logging/setLevel" => Reply::Result(json!({})),
-            "tools/list" => self.list("tools/list", "tools", params).await,
-            "prompts/list" => self.list("prompts/list", "prompts", params).await,
-            "resources/list" => self.list("resources/list", "resources", params).await,
-            "resources/templates/list" => {
+            Method::Ping | Method::LoggingSetLevel => Reply::Result(json!({})),
+            Method::ToolsList => self.list("tools/list", "tools", params).await,
+            Method::PromptsList => self.list("prompts/list", "prompts", params).await,
+            Method::ResourcesList => self.list("resources/list", "resources", params).await,
+            Method::ResourcesTemplatesList => {
                 self.list("resources/templates/list", "resourceTemplates", params)
                     .await
             }
-            "tools/call" => {
+            Method::ToolsCall => {
                 self.call_named("tools/call", "tools/list", "tools", params)
                     .await
             }
-            "prompts/get" => {
+            Method::PromptsGet => {
                 self.call_named("prompts/get", "prompts/list", "prompts", params)
                     .await
             }
-            "resources/read" => self.read_resource(params).await,
-            "completion/complete" => self.complete(params).await,
+            Method::ResourcesRead => self.read_resource(params).await,
+            Method::CompletionComplete => self.complete(params).await,
             other => Reply::error(
                 codes::METHOD_NOT_FOUND,
                 format!("Method not found: {other}"),
@@ -197,7 +197,7 @@ impl<'a> Gateway<'a> {
         &self,
         target: &Target,
         method: &str,
-        params: Option<Value>,
+        params: Option<Params>,
     ) -> Result<Value, Blocked> {
         let mut grant = self.token(target).await?;
         for attempt in 0..=1 {

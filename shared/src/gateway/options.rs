@@ -17,10 +17,10 @@ pub struct ConsentOptions<'a> {
     pub return_url: Option<&'a str>,
 }
 
-/// Reads the options of `params` (ours win over AgentCore's). A value of
-/// the wrong type is an error that names the key.
-pub fn consent_options(params: &Map<String, Value>) -> Result<ConsentOptions<'_>, String> {
-    let Some(m) = params.get("_meta").and_then(Value::as_object) else {
+/// Reads the options of a request's `_meta` (ours win over AgentCore's). A
+/// value of the wrong type is an error that names the key.
+pub fn consent_options(meta: Option<&Map<String, Value>>) -> Result<ConsentOptions<'_>, String> {
+    let Some(m) = meta else {
         return Ok(ConsentOptions::default());
     };
     let agentcore = m
@@ -66,19 +66,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn params(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    /// The `_meta` of request params.
+    fn params(v: Value) -> Option<Map<String, Value>> {
+        v.get("_meta").and_then(Value::as_object).cloned()
     }
 
     #[test]
     fn ours_and_agentcores_keys() {
         let none = params(json!({"name": "t"}));
-        assert_eq!(consent_options(&none).unwrap(), ConsentOptions::default());
+        assert_eq!(
+            consent_options(none.as_ref()).unwrap(),
+            ConsentOptions::default()
+        );
         let ours = params(
             json!({"_meta": {"mcp-oauth-gateway/forceConsent": true, "mcp-oauth-gateway/returnUrl": "https://app.example/x"}}),
         );
         assert_eq!(
-            consent_options(&ours).unwrap(),
+            consent_options(ours.as_ref()).unwrap(),
             ConsentOptions {
                 force: true,
                 return_url: Some("https://app.example/x")
@@ -90,7 +94,7 @@ mod tests {
             }}}),
         );
         assert_eq!(
-            consent_options(&agentcore).unwrap(),
+            consent_options(agentcore.as_ref()).unwrap(),
             ConsentOptions {
                 force: true,
                 return_url: Some("https://chat.example/back")
@@ -102,7 +106,7 @@ mod tests {
             "aws.bedrock-agentcore.gateway/credentialProviderConfiguration": {"oauthCredentialProvider": {"returnUrl": "https://chat.example/theirs"}}
         }}));
         assert_eq!(
-            consent_options(&both).unwrap().return_url,
+            consent_options(both.as_ref()).unwrap().return_url,
             Some("https://app.example/ours")
         );
     }
@@ -110,24 +114,29 @@ mod tests {
     #[test]
     fn wrong_types_name_the_key() {
         let bad = params(json!({"_meta": {"mcp-oauth-gateway/forceConsent": "yes"}}));
-        assert!(consent_options(&bad).unwrap_err().contains("forceConsent"));
+        assert!(consent_options(bad.as_ref())
+            .unwrap_err()
+            .contains("forceConsent"));
         let bad = params(
             json!({"_meta": {"aws.bedrock-agentcore.gateway/credentialProviderConfiguration": {
             "oauthCredentialProvider": {"returnUrl": 42}}}}),
         );
-        assert!(consent_options(&bad)
+        assert!(consent_options(bad.as_ref())
             .unwrap_err()
             .contains("oauthCredentialProvider.returnUrl"));
     }
 
     #[test]
     fn stripped_before_forwarding() {
-        let mut m = params(json!({
+        let mut m = json!({
             "mcp-oauth-gateway/forceConsent": true,
             "mcp-oauth-gateway/returnUrl": "https://a.example",
             "aws.bedrock-agentcore.gateway/credentialProviderConfiguration": {},
             "progressToken": 1
-        }));
+        })
+        .as_object()
+        .unwrap()
+        .clone();
         strip(&mut m);
         assert_eq!(Value::Object(m), json!({"progressToken": 1}));
     }

@@ -2,7 +2,7 @@
 //! that owns the name or URI.
 
 use futures::future::join_all;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::names::expose;
 use super::options::consent_options;
@@ -19,16 +19,19 @@ impl Gateway<'_> {
         method: &str,
         list_method: &str,
         key: &str,
-        params: Option<&Value>,
+        params: Option<&Params>,
     ) -> Reply {
-        let Some(params) = params.and_then(Value::as_object) else {
+        let Some(params) = params else {
             return Reply::error(codes::INVALID_PARAMS, "params must be an object");
         };
-        let Some(name) = params.get("name").and_then(Value::as_str) else {
+        let Some(name) = params.name() else {
             return Reply::error(codes::INVALID_PARAMS, "params.name is required");
         };
+        let name = name.as_str();
         if method == "tools/call" && name.starts_with(GATEWAY_PREFIX) {
-            return self.gateway_tool(name, params.get("arguments")).await;
+            return self
+                .gateway_tool(name, params.get::<Value>("arguments").as_ref())
+                .await;
         }
         let exposed = match self.exposed_targets().await {
             Ok(t) => t,
@@ -52,19 +55,16 @@ impl Gateway<'_> {
         if let Some(r) = self.check_request_state(method, params).await {
             return r;
         }
-        let force = match consent_options(params) {
-            Ok(o) => o.force && params.get("requestState").is_none(),
+        let force = match consent_options(params.meta().as_ref()) {
+            Ok(o) => o.force && !params.has("requestState"),
             Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
         };
         let mut forwarded = strip_gateway_fields(params);
-        forwarded.insert("name".into(), json!(upstream_name));
+        forwarded.set("name", &upstream_name);
         if force && !matches!(e.target.auth, TargetAuth::None) {
             return self.consent(&e.target, &[], method, params).await;
         }
-        match self
-            .forward(&e.target, method, Some(Value::Object(forwarded)))
-            .await
-        {
+        match self.forward(&e.target, method, Some(forwarded)).await {
             Ok(message) => pass_through(message),
             Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
             Err(Blocked::Retry(why)) => {
@@ -112,7 +112,10 @@ impl Gateway<'_> {
             let known: Vec<Value> = if key == "tools" && !e.target.tool_catalog.is_empty() {
                 e.target.tool_catalog.clone()
             } else {
-                match self.forward(&e.target, list_method, Some(json!({}))).await {
+                match self
+                    .forward(&e.target, list_method, Some(Params::new()))
+                    .await
+                {
                     Ok(m) => m
                         .get("result")
                         .and_then(|r| r.get(key))
@@ -135,13 +138,14 @@ impl Gateway<'_> {
 
     // ----- resources -----
 
-    pub(super) async fn read_resource(&self, params: Option<&Value>) -> Reply {
-        let Some(params) = params.and_then(Value::as_object) else {
+    pub(super) async fn read_resource(&self, params: Option<&Params>) -> Reply {
+        let Some(params) = params else {
             return Reply::error(codes::INVALID_PARAMS, "params must be an object");
         };
-        let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+        let Some(uri) = params.uri() else {
             return Reply::error(codes::INVALID_PARAMS, "params.uri is required");
         };
+        let uri = uri.as_str();
         if let Some(r) = self.check_request_state("resources/read", params).await {
             return r;
         }
@@ -152,7 +156,7 @@ impl Gateway<'_> {
         let Some(e) = self.owner_of_uri(&exposed, uri).await else {
             return Reply::error(codes::INVALID_PARAMS, format!("Unknown resource: {uri}"));
         };
-        let forwarded = Value::Object(strip_gateway_fields(params));
+        let forwarded = strip_gateway_fields(params);
         match self
             .forward(&e.target, "resources/read", Some(forwarded))
             .await
@@ -204,7 +208,7 @@ impl Gateway<'_> {
                     .collect()
             };
             let resources = listed(
-                self.forward(&e.target, "resources/list", Some(json!({})))
+                self.forward(&e.target, "resources/list", Some(Params::new()))
                     .await,
                 "resources",
                 "uri",
@@ -213,7 +217,7 @@ impl Gateway<'_> {
                 return Some(e);
             }
             let templates = listed(
-                self.forward(&e.target, "resources/templates/list", Some(json!({})))
+                self.forward(&e.target, "resources/templates/list", Some(Params::new()))
                     .await,
                 "resourceTemplates",
                 "uriTemplate",
@@ -228,11 +232,11 @@ impl Gateway<'_> {
 
     // ----- completion -----
 
-    pub(super) async fn complete(&self, params: Option<&Value>) -> Reply {
-        let Some(params) = params.and_then(Value::as_object) else {
+    pub(super) async fn complete(&self, params: Option<&Params>) -> Reply {
+        let Some(params) = params else {
             return Reply::error(codes::INVALID_PARAMS, "params must be an object");
         };
-        let Some(reference) = params.get("ref").and_then(Value::as_object) else {
+        let Some(reference) = params.get::<Map<String, Value>>("ref") else {
             return Reply::error(codes::INVALID_PARAMS, "params.ref is required");
         };
         let exposed = match self.exposed_targets().await {
@@ -253,7 +257,7 @@ impl Gateway<'_> {
                 };
                 let mut r = reference.clone();
                 r.insert("name".into(), json!(upstream));
-                forwarded.insert("ref".into(), Value::Object(r));
+                forwarded.set("ref", &r);
                 e
             }
             Some("ref/resource") => {
@@ -278,11 +282,7 @@ impl Gateway<'_> {
             }
         };
         match self
-            .forward(
-                &target.target,
-                "completion/complete",
-                Some(Value::Object(forwarded)),
-            )
+            .forward(&target.target, "completion/complete", Some(forwarded))
             .await
         {
             Ok(message) => pass_through(message),

@@ -26,6 +26,7 @@ use tokio::sync::RwLock;
 use crate::adapters::discovery::auth_param;
 use crate::domain::UpstreamSession;
 use crate::ports::{Clock, SessionStore};
+use crate::wire::envelope::Params;
 use crate::wire::{header_value, meta, LATEST_2025, MODERN};
 
 /// Largest upstream response read.
@@ -98,8 +99,8 @@ pub struct Call<'a> {
     pub token: Option<&'a SecretString>,
     /// JSON-RPC method.
     pub method: &'a str,
-    /// JSON-RPC params (sent as they are, never copied).
-    pub params: Option<&'a Value>,
+    /// JSON-RPC params (members sent as they are, never copied).
+    pub params: Option<&'a Params>,
 }
 
 impl UpstreamClient {
@@ -183,7 +184,7 @@ impl UpstreamClient {
         key: &(String, String),
     ) -> Result<Link, UpstreamError> {
         let discovered = self
-            .send(call, &Link::Modern, "server/discover", Some(&json!({})))
+            .send(call, &Link::Modern, "server/discover", Some(&Params::new()))
             .await;
         let link = match discovered {
             Ok(Some(m)) if supports_modern(&m) => Link::Modern,
@@ -256,7 +257,7 @@ impl UpstreamClient {
         call: &Call<'_>,
         link: &Link,
         method: &str,
-        params: Option<&Value>,
+        params: Option<&Params>,
     ) -> Result<Option<Value>, UpstreamError> {
         let id = self.id();
         let (session, version, modern) = match link {
@@ -347,13 +348,13 @@ fn supports_modern(message: &Value) -> bool {
 }
 
 /// The `Mcp-Name` of a 2026-07-28 request: the tool, resource or prompt it names.
-pub fn mcp_name(method: &str, params: Option<&Value>) -> Option<String> {
+pub fn mcp_name(method: &str, params: Option<&Params>) -> Option<String> {
     let field = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
         _ => return None,
     };
-    params?.get(field)?.as_str().map(str::to_owned)
+    params?.str(field)
 }
 
 /// Reads the JSON-RPC response with `id` from a JSON or SSE body.
@@ -371,8 +372,8 @@ struct OutRequest<'a> {
 /// Params as sent: as given (2025 eras), or for a stateless 2026 upstream
 /// with the per-request protocol fields merged into `_meta`.
 enum OutParams<'a> {
-    AsGiven(&'a Value),
-    Modern(Option<&'a Value>),
+    AsGiven(&'a Params),
+    Modern(Option<&'a Params>),
 }
 
 /// The per-request `_meta` fields a 2026-07-28 server expects.
@@ -389,20 +390,14 @@ impl serde::Serialize for OutParams<'_> {
             OutParams::AsGiven(p) => return p.serialize(s),
             OutParams::Modern(p) => *p,
         };
-        let obj = match given {
-            None => None,
-            Some(Value::Object(o)) => Some(o),
-            // Positional params carry no `_meta`: send them as they are.
-            Some(other) => return other.serialize(s),
-        };
         let mut map = s.serialize_map(None)?;
-        for (k, v) in obj.into_iter().flatten() {
+        for (k, v) in given.into_iter().flat_map(Params::iter) {
             if k != "_meta" {
                 map.serialize_entry(k, v)?;
             }
         }
-        let meta = obj.and_then(|o| o.get("_meta")).and_then(Value::as_object);
-        map.serialize_entry("_meta", &ModernMeta(meta))?;
+        let meta = given.and_then(Params::meta);
+        map.serialize_entry("_meta", &ModernMeta(meta.as_ref()))?;
         map.end()
     }
 }
@@ -444,7 +439,13 @@ pub(crate) use sse::read_response;
 mod tests {
     use super::*;
 
+    fn p(v: Value) -> Params {
+        Params::from_value(&v).unwrap()
+    }
+
     fn sent(method: &str, params: Option<&Value>, modern: bool) -> Value {
+        let params = params.map(|v| p(v.clone()));
+        let params = params.as_ref();
         let out = OutRequest {
             jsonrpc: "2.0",
             id: 7,
@@ -483,23 +484,19 @@ mod tests {
             sent("ping", None, false),
             json!({"jsonrpc": "2.0", "id": 7, "method": "ping"})
         );
-        assert_eq!(
-            sent("x", Some(&json!([1, 2])), true)["params"],
-            json!([1, 2])
-        );
     }
 
     #[test]
     fn names_for_headers() {
         assert_eq!(
-            mcp_name("tools/call", Some(&json!({"name": "t"}))).as_deref(),
+            mcp_name("tools/call", Some(&p(json!({"name": "t"})))).as_deref(),
             Some("t")
         );
         assert_eq!(
-            mcp_name("resources/read", Some(&json!({"uri": "file:///x"}))).as_deref(),
+            mcp_name("resources/read", Some(&p(json!({"uri": "file:///x"})))).as_deref(),
             Some("file:///x")
         );
         assert_eq!(mcp_name("tools/list", None), None);
-        assert_eq!(mcp_name("tools/call", Some(&json!({"name": 5}))), None);
+        assert_eq!(mcp_name("tools/call", Some(&p(json!({"name": 5})))), None);
     }
 }

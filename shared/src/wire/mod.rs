@@ -1,7 +1,7 @@
 //! The MCP side of the gateway: protocol constants, the aggregation and
 //! routing of requests over targets, and the client toward upstreams.
 
-pub mod message;
+pub mod envelope;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

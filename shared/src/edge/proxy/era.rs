@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::crypto::{OpenError, Sealable, Sealed};
 use crate::gateway::{Caller, Gateway, Reply};
+use crate::wire::envelope::{Id, Method, Params};
 use crate::wire::{codes, decode_header_value, meta, MODERN, VERSIONS_2025};
 use crate::AppState;
 
@@ -37,20 +38,20 @@ pub(super) const CLIENT_SESSION: Sealed<ClientSession> = Sealed::new("client-ses
 pub(super) async fn initialize(
     state: &AppState,
     sub: &str,
-    id: Value,
-    params: Option<&Value>,
+    id: Id,
+    params: Option<&Params>,
 ) -> Response {
     let requested = params
-        .and_then(|p| p.get("protocolVersion"))
-        .and_then(Value::as_str)
+        .and_then(|p| p.str("protocolVersion"))
         .unwrap_or_default();
+    let requested = requested.as_str();
     let version = if VERSIONS_2025.contains(&requested) {
         requested
     } else {
         VERSIONS_2025[0]
     };
     let url_elicitation = version == "2025-11-25"
-        && supports_url_elicitation(params.and_then(|p| p.get("capabilities")));
+        && supports_url_elicitation(params.and_then(|p| p.get::<Value>("capabilities")).as_ref());
     let session = ClientSession {
         s: sub.to_owned(),
         v: version.to_owned(),
@@ -63,7 +64,7 @@ pub(super) async fn initialize(
             tracing::error!(error = %e, "key set unavailable");
             return rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                id,
+                Some(id),
                 codes::RETRY_LATER,
                 "the gateway is temporarily unavailable; retry",
                 None,
@@ -96,16 +97,16 @@ pub(super) async fn open_session(
 }
 
 /// Methods a 2026-07-28 client may call.
-pub(super) const MODERN_METHODS: &[&str] = &[
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "completion/complete",
+pub(super) const MODERN_METHODS: &[Method] = &[
+    Method::ServerDiscover,
+    Method::ToolsList,
+    Method::ToolsCall,
+    Method::PromptsList,
+    Method::PromptsGet,
+    Method::ResourcesList,
+    Method::ResourcesRead,
+    Method::ResourcesTemplatesList,
+    Method::CompletionComplete,
 ];
 
 /// A 2026-07-28 request: headers must match the body.
@@ -113,23 +114,22 @@ pub(super) async fn modern(
     state: &AppState,
     base: url::Url,
     sub: String,
-    id: Value,
-    method: &str,
-    params: Option<&Value>,
+    id: Id,
+    method: &Method,
+    params: Option<&Params>,
     headers: &HeaderMap,
 ) -> Response {
     let mismatch = |what: &str| {
         rpc_error(
             StatusCode::BAD_REQUEST,
-            id.clone(),
+            Some(id.clone()),
             codes::HEADER_MISMATCH,
             &format!("Header mismatch: {what}"),
             None,
         )
     };
-    let meta_obj = params
-        .and_then(|p| p.get("_meta"))
-        .and_then(Value::as_object);
+    let meta_obj = params.and_then(Params::meta);
+    let meta_obj = meta_obj.as_ref();
     let header_version = headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok())
@@ -141,7 +141,7 @@ pub(super) async fn modern(
     let (Some(body_version), Some(_)) = (body_version, capabilities) else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
-            id.clone(),
+            Some(id.clone()),
             codes::INVALID_PARAMS,
             "Invalid params: _meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
             None,
@@ -151,16 +151,17 @@ pub(super) async fn modern(
         return mismatch("MCP-Protocol-Version does not match _meta protocolVersion");
     }
     match headers.get("mcp-method").and_then(|v| v.to_str().ok()) {
-        Some(m) if m == method => {}
+        Some(m) if m == method.as_str() => {}
         Some(_) => return mismatch("Mcp-Method does not match the method"),
         None => return mismatch("Mcp-Method is required"),
     }
     if let Some(field) = match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
+        Method::ToolsCall | Method::PromptsGet => Some("name"),
+        Method::ResourcesRead => Some("uri"),
         _ => None,
     } {
-        let body_name = params.and_then(|p| p.get(field)).and_then(Value::as_str);
+        let body_name = params.and_then(|p| p.str(field));
+        let body_name = body_name.as_deref();
         let header_name = headers
             .get("mcp-name")
             .and_then(|v| v.to_str().ok())
@@ -174,22 +175,22 @@ pub(super) async fn modern(
     if header_version != MODERN {
         return rpc_error(
             StatusCode::BAD_REQUEST,
-            id,
+            Some(id),
             codes::UNSUPPORTED_VERSION,
             &format!("Unsupported protocol version: {header_version}"),
             Some(json!({"supported": [MODERN], "requested": header_version})),
         );
     }
-    if !MODERN_METHODS.contains(&method) {
+    if !MODERN_METHODS.contains(method) {
         return rpc_error(
             StatusCode::NOT_FOUND,
-            id,
+            Some(id),
             codes::METHOD_NOT_FOUND,
             &format!("Method not found: {method}"),
             None,
         );
     }
-    if method == "server/discover" {
+    if *method == Method::ServerDiscover {
         return respond(Reply::Result(discover_result()), id, true, method);
     }
     let caller = Caller {

@@ -28,7 +28,7 @@ use era::{initialize, modern, open_session};
 
 use super::{base_url, json_error};
 use crate::gateway::{Caller, Gateway, Reply};
-use crate::wire::message::{self, Incoming, Parsed};
+use crate::wire::envelope::{self, Id, Incoming, Method, Parsed};
 use crate::wire::{codes, SUPPORTED_VERSIONS, VERSIONS_2025};
 use crate::AppState;
 
@@ -79,7 +79,7 @@ async fn method_not_allowed() -> Response {
 
 fn rpc_error(
     status: StatusCode,
-    id: Value,
+    id: Option<Id>,
     code: i64,
     message: &str,
     data: Option<Value>,
@@ -99,11 +99,11 @@ fn rpc_error(
 #[derive(serde::Serialize)]
 struct RpcResult {
     jsonrpc: &'static str,
-    id: Value,
+    id: Id,
     result: Value,
 }
 
-fn rpc_result(id: Value, result: Value) -> Response {
+fn rpc_result(id: Id, result: Value) -> Response {
     Json(RpcResult {
         jsonrpc: "2.0",
         id,
@@ -160,19 +160,19 @@ async fn mcp(
             "send JSON-RPC messages with Content-Type: application/json",
         );
     }
-    let (id, method, params) = match message::parse(&body) {
+    let (id, method, params) = match envelope::parse(&body) {
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
         Parsed::Invalid { id, code, message } => {
             return rpc_error(StatusCode::BAD_REQUEST, id, code, message, None)
         }
     };
-    let (method, params) = (method.as_str(), params.as_ref());
+    let params = params.as_ref();
     let Some(base) = base_url(&state, context) else {
         tracing::error!("no public base URL: set PUBLIC_BASE_URL");
         return rpc_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            id,
+            Some(id),
             codes::INTERNAL_ERROR,
             "the gateway has no public URL configured",
             None,
@@ -189,13 +189,12 @@ async fn mcp(
         .as_deref()
         .is_some_and(|v| !VERSIONS_2025.contains(&v))
     {
-        return modern(&state, base, sub, id, method, params, &headers).await;
+        return modern(&state, base, sub, id, &method, params, &headers).await;
     }
-    if method == "initialize" {
-        return initialize(&state, &sub, id, params).await;
-    }
-    if method == "server/discover" {
-        return rpc_result(id, discover_result());
+    match method {
+        Method::Initialize => return initialize(&state, &sub, id, params).await,
+        Method::ServerDiscover => return rpc_result(id, discover_result()),
+        _ => {}
     }
 
     // A 2025-era request: the session (if any) tells the version and capabilities.
@@ -218,7 +217,7 @@ async fn mcp(
                 tracing::error!(error = %e, "key set unavailable");
                 return rpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    id,
+                    Some(id),
                     codes::RETRY_LATER,
                     "the gateway is temporarily unavailable; retry",
                     None,
@@ -227,7 +226,7 @@ async fn mcp(
             _ => {
                 return rpc_error(
                     StatusCode::NOT_FOUND,
-                    id,
+                    Some(id),
                     codes::INVALID_REQUEST,
                     "Session not found: initialize again",
                     None,
@@ -236,12 +235,12 @@ async fn mcp(
         }
     }
     let reply = Gateway::new(&state, base, caller)
-        .handle(method, params)
+        .handle(&method, params)
         .await;
-    respond(reply, id, false, method)
+    respond(reply, id, false, &method)
 }
 
-fn respond(reply: Reply, id: Value, modern: bool, method: &str) -> Response {
+fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {
     match reply {
         Reply::Result(r) if modern => rpc_result(id, modern_result(r, method)),
         Reply::Result(r) => rpc_result(id, r),
@@ -255,19 +254,27 @@ fn respond(reply: Reply, id: Value, modern: bool, method: &str) -> Response {
             } else {
                 StatusCode::OK
             };
-            rpc_error(status, id, code, &message, data)
+            rpc_error(status, Some(id), code, &message, data)
         }
     }
 }
 
 /// A result as 2026-07-28 clients expect it: `resultType`, the server's
 /// identity in `_meta`, and cache hints on list and read results.
-fn modern_result(mut result: Value, method: &str) -> Value {
+fn modern_result(mut result: Value, method: &Method) -> Value {
     let Some(obj) = result.as_object_mut() else {
         return result;
     };
     obj.entry("resultType").or_insert_with(|| json!("complete"));
-    if method.ends_with("/list") || method == "resources/read" || method == "server/discover" {
+    if matches!(
+        method,
+        Method::ToolsList
+            | Method::PromptsList
+            | Method::ResourcesList
+            | Method::ResourcesTemplatesList
+            | Method::ResourcesRead
+            | Method::ServerDiscover
+    ) {
         obj.entry("ttlMs").or_insert_with(|| json!(0));
         obj.entry("cacheScope").or_insert_with(|| json!("private"));
     }

@@ -1,0 +1,489 @@
+//! The JSON-RPC envelope of a client's POST body, typed.
+//!
+//! The gateway accepts one message per request (no batches). A request
+//! (`id` and `method`) is handed on; a notification or a response is
+//! acknowledged with 202; anything else gets the JSON-RPC error the spec
+//! names.
+//!
+//! What the gateway reads is typed: the [`Id`] (echoed as received), the
+//! [`Method`] (an `Unknown` case keeps any other name), and through
+//! [`Params`] the members it looks at (`name`, `uri`, `cursor`, `_meta`,
+//! `requestState`, `ref`, `protocolVersion`, `capabilities`). Every other
+//! member, `arguments` first among them, stays the JSON text the client
+//! sent ([`RawValue`]) and reaches the upstream untouched: never parsed into
+//! a tree, never re-serialized.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::codes;
+
+/// A request id: a string or a number, echoed exactly as it was written
+/// (a number's digits included).
+#[derive(Debug, Clone)]
+pub struct Id(Box<RawValue>);
+
+impl Id {
+    /// The id in `raw`, if it is a string or a number.
+    fn from_raw(raw: &RawValue) -> Option<Id> {
+        match raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => Some(Id(raw.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The id as JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl From<Id> for Value {
+    fn from(id: Id) -> Value {
+        serde_json::from_str(id.as_json()).unwrap_or(Value::Null)
+    }
+}
+
+macro_rules! methods {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// A JSON-RPC method: the ones the gateway answers, and any other by name.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Method {
+            $($(#[$doc])* $variant,)*
+            /// A method the gateway does not know (answered "method not found").
+            Unknown(String),
+        }
+
+        impl Method {
+            /// The method named `name`.
+            pub fn from_name(name: &str) -> Self {
+                match name {
+                    $($name => Method::$variant,)*
+                    other => Method::Unknown(other.to_owned()),
+                }
+            }
+
+            /// The method's name on the wire.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Method::$variant => $name,)*
+                    Method::Unknown(name) => name,
+                }
+            }
+        }
+    };
+}
+
+methods! {
+    /// `initialize` (2025 revisions).
+    Initialize => "initialize",
+    /// `ping`.
+    Ping => "ping",
+    /// `server/discover` (2026-07-28).
+    ServerDiscover => "server/discover",
+    /// `logging/setLevel`.
+    LoggingSetLevel => "logging/setLevel",
+    /// `tools/list`.
+    ToolsList => "tools/list",
+    /// `tools/call`.
+    ToolsCall => "tools/call",
+    /// `prompts/list`.
+    PromptsList => "prompts/list",
+    /// `prompts/get`.
+    PromptsGet => "prompts/get",
+    /// `resources/list`.
+    ResourcesList => "resources/list",
+    /// `resources/templates/list`.
+    ResourcesTemplatesList => "resources/templates/list",
+    /// `resources/read`.
+    ResourcesRead => "resources/read",
+    /// `completion/complete`.
+    CompletionComplete => "completion/complete",
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request's `params` object: each member kept as the JSON text that was
+/// sent, with typed readers for the members the gateway looks at.
+#[derive(Debug, Clone, Default)]
+pub struct Params(BTreeMap<String, Box<RawValue>>);
+
+impl PartialEq for Params {
+    /// Members compare by their JSON text.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.get() == v2.get())
+    }
+}
+
+impl Params {
+    /// No members.
+    pub fn new() -> Self {
+        Params::default()
+    }
+
+    /// The member `key` as sent, if present.
+    pub fn raw(&self, key: &str) -> Option<&RawValue> {
+        self.0.get(key).map(|v| &**v)
+    }
+
+    /// True when the member `key` is present (whatever its value).
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// The member `key` read as a `T`; `None` when it is absent or of
+    /// another type.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        serde_json::from_str(self.raw(key)?.get()).ok()
+    }
+
+    /// A string member (`name`, `uri`, `cursor`, `requestState`, ...).
+    pub fn str(&self, key: &str) -> Option<String> {
+        self.get::<String>(key)
+    }
+
+    /// `name`: the tool or prompt called.
+    pub fn name(&self) -> Option<String> {
+        self.str("name")
+    }
+
+    /// `uri`: the resource read.
+    pub fn uri(&self) -> Option<String> {
+        self.str("uri")
+    }
+
+    /// `cursor`: where a listing continues.
+    pub fn cursor(&self) -> Option<String> {
+        self.str("cursor")
+    }
+
+    /// `_meta`, when it is an object.
+    pub fn meta(&self) -> Option<Map<String, Value>> {
+        self.get("_meta")
+    }
+
+    /// Sets `key` to `value`.
+    pub fn set(&mut self, key: &str, value: &impl Serialize) -> &mut Self {
+        if let Ok(raw) = serde_json::value::to_raw_value(value) {
+            self.0.insert(key.to_owned(), raw);
+        }
+        self
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        self.0.remove(key);
+        self
+    }
+
+    /// The members, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// The params as a JSON tree (every member parsed: for digests and
+    /// tests, not the forwarding path).
+    pub fn to_value(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
+                (k.clone(), value)
+            })
+            .collect()
+    }
+
+    /// Params holding the members of a JSON object (`None` for any other value).
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let obj = value.as_object()?;
+        let mut p = Params::new();
+        for (k, v) in obj {
+            p.set(k, v);
+        }
+        Some(p)
+    }
+}
+
+impl Serialize for Params {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// A request the gateway answers.
+#[derive(Debug, PartialEq)]
+pub struct Incoming {
+    /// The request id.
+    pub id: Id,
+    /// The method.
+    pub method: Method,
+    /// The params, if any.
+    pub params: Option<Params>,
+}
+
+/// What a body turned out to be.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    /// A request.
+    Request(Incoming),
+    /// A notification, or a response to a request of ours: nothing to answer (202).
+    Accepted,
+    /// Not a message the gateway takes: answer 400 with this error.
+    Invalid {
+        /// The request's id when it had a usable one.
+        id: Option<Id>,
+        /// JSON-RPC error code.
+        code: i64,
+        /// Error message.
+        message: &'static str,
+    },
+}
+
+/// The members of a message, each kept raw until it is checked. A member
+/// given as `null` is present (`Some`), unlike a missing one.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Reads `body` as one JSON-RPC message.
+pub fn parse(body: &[u8]) -> Parsed {
+    let invalid =
+        |id: Option<Id>, code: i64, message: &'static str| Parsed::Invalid { id, code, message };
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let not_an_object = |duplicate: bool| {
+        let message = if first == Some(&b'[') {
+            "Invalid Request: batches are not supported; send one message per request"
+        } else if duplicate {
+            "Invalid Request: a member appears more than once"
+        } else {
+            "Invalid Request: expected a JSON-RPC object"
+        };
+        invalid(None, codes::INVALID_REQUEST, message)
+    };
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        // (A derived struct would also accept a JSON array, positionally.)
+        Ok(_) if first != Some(&b'{') => return not_an_object(false),
+        Ok(e) => e,
+        // Valid JSON, but not an object of distinct members.
+        Err(e) if e.is_data() => {
+            return not_an_object(e.to_string().starts_with("duplicate field"))
+        }
+        Err(_) => {
+            return invalid(
+                None,
+                codes::PARSE_ERROR,
+                "Parse error: the body is not JSON",
+            )
+        }
+    };
+    // The id to echo: only a string or a number is usable.
+    let id: Option<Id> = envelope.id.and_then(Id::from_raw);
+    if envelope.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return invalid(
+            id,
+            codes::INVALID_REQUEST,
+            "Invalid Request: jsonrpc must be \"2.0\"",
+        );
+    }
+    let method = match envelope.method {
+        None => None,
+        Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                return invalid(
+                    id,
+                    codes::INVALID_REQUEST,
+                    "Invalid Request: method must be a string",
+                )
+            }
+        },
+    };
+    let params = match envelope.params {
+        None => None,
+        Some(raw) => match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) {
+            Ok(members) => Some(Params(members)),
+            Err(_) => {
+                return invalid(
+                    id,
+                    codes::INVALID_REQUEST,
+                    "Invalid Request: params must be an object",
+                )
+            }
+        },
+    };
+    let is_response = envelope.result.is_some() || envelope.error.is_some();
+    match (envelope.id, id, method) {
+        (None, _, Some(_)) => Parsed::Accepted,
+        (Some(_), _, None) if is_response => Parsed::Accepted,
+        (Some(_), Some(id), Some(method)) => Parsed::Request(Incoming {
+            id,
+            method: Method::from_name(&method),
+            params,
+        }),
+        (_, id, _) => invalid(id, codes::INVALID_REQUEST, "Invalid Request"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(body: &str) -> Option<i64> {
+        match parse(body.as_bytes()) {
+            Parsed::Invalid { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn request(body: &str) -> Incoming {
+        match parse(body.as_bytes()) {
+            Parsed::Request(r) => r,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_notifications_and_refusals() {
+        let r =
+            request(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"cursor":"c"}}"#);
+        assert_eq!(r.id.as_json(), "7");
+        assert_eq!(r.method, Method::ToolsList);
+        assert_eq!(r.params.unwrap().cursor().as_deref(), Some("c"));
+        assert_eq!(
+            request(r#"{"jsonrpc":"2.0","id":"a","method":"vendor/x"}"#).method,
+            Method::Unknown("vendor/x".into())
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Parsed::Accepted
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":"x","result":{}}"#),
+            Parsed::Accepted
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":"x","result":null}"#),
+            Parsed::Accepted
+        );
+        assert_eq!(code("{nope"), Some(codes::PARSE_ERROR));
+        assert_eq!(code(""), Some(codes::PARSE_ERROR));
+        assert_eq!(code("[]"), Some(codes::INVALID_REQUEST));
+        assert_eq!(code("7"), Some(codes::INVALID_REQUEST));
+        // Not positional members either.
+        assert_eq!(code(r#"["2.0", 1, "ping"]"#), Some(codes::INVALID_REQUEST));
+        for bad in [
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":3}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+        ] {
+            assert_eq!(code(bad), Some(codes::INVALID_REQUEST), "{bad}");
+        }
+        // The id is echoed when usable.
+        assert_eq!(
+            parse(br#"{"jsonrpc":"1.0","id":"a","method":"ping"}"#),
+            Parsed::Invalid {
+                id: Id::from_raw(&RawValue::from_string("\"a\"".into()).unwrap()),
+                code: codes::INVALID_REQUEST,
+                message: "Invalid Request: jsonrpc must be \"2.0\""
+            }
+        );
+    }
+
+    #[test]
+    fn unread_members_pass_through_as_sent() {
+        let body = r#"{"jsonrpc":"2.0","id":1.50,"method":"tools/call","params":{"name":"t","arguments":{"b": 1.0e3, "a":[ "x" ]},"_meta":{"progressToken":3}}}"#;
+        let r = request(body);
+        assert_eq!(serde_json::to_string(&r.id).unwrap(), "1.50");
+        let mut p = r.params.unwrap();
+        assert_eq!(p.name().as_deref(), Some("t"));
+        assert_eq!(
+            p.meta(),
+            Some(json!({"progressToken": 3}).as_object().unwrap().clone())
+        );
+        p.set("name", &"upstream_t").remove("_meta");
+        // `arguments` keeps its exact text: spacing, key order, number form.
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"arguments":{"b": 1.0e3, "a":[ "x" ]},"name":"upstream_t"}"#
+        );
+        assert_eq!(p.to_value()["arguments"], json!({"a": ["x"], "b": 1000.0}));
+        // A member of another type reads as absent.
+        let r = request(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#);
+        assert_eq!(r.params.unwrap().name(), None);
+    }
+
+    #[test]
+    fn methods_round_trip_their_names() {
+        for name in [
+            "initialize",
+            "ping",
+            "server/discover",
+            "logging/setLevel",
+            "tools/list",
+            "tools/call",
+            "prompts/list",
+            "prompts/get",
+            "resources/list",
+            "resources/templates/list",
+            "resources/read",
+            "completion/complete",
+            "sampling/createMessage",
+        ] {
+            assert_eq!(Method::from_name(name).as_str(), name);
+        }
+        assert!(matches!(
+            Method::from_name("Tools/List"),
+            Method::Unknown(_)
+        ));
+    }
+}
