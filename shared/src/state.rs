@@ -139,6 +139,44 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// A state whose stores are one in-memory store and whose keys are
+    /// `keys`, with `clock`: the edge and the flows without AWS, for router
+    /// tests that need no peer. Outbound HTTP is real.
+    pub fn in_memory(
+        config: Config,
+        store: crate::adapters::memory::MemoryStore,
+        keys: Arc<dyn KeyProvider>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let store = Arc::new(store);
+        let http = http_client();
+        let tokens = Arc::new(Refresher::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            Arc::new(HttpTokenIssuer(http.clone())),
+            clock.clone(),
+            config.refresh_window,
+        ));
+        AppState {
+            config: Arc::new(config),
+            grants: store.clone(),
+            authorizations: store.clone(),
+            targets: store.clone(),
+            sessions: store.clone(),
+            secrets: store.clone(),
+            keys,
+            clock: clock.clone(),
+            login: None,
+            inbound: None,
+            upstream: Arc::new(UpstreamClient::new(http.clone(), store, clock)),
+            http,
+            tokens,
+        }
+    }
+}
+
 /// The secrets source, key provider and table store of `config`, with the
 /// key set loaded once (a bad key-set secret fails here).
 async fn stores(

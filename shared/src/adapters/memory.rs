@@ -1,5 +1,7 @@
-//! An in-memory store: grants (with their refresh lease), targets and
-//! secrets in a process's memory, for unit tests of the flows.
+//! An in-memory store: grants (with their refresh lease), pending
+//! authorizations, targets, upstream sessions and secrets in a process's
+//! memory, and a key provider over a fixed key set, for unit tests of the
+//! flows and router tests of the edge that need no peer.
 //!
 //! Every write applies the same condition as the DynamoDB adapter's
 //! condition expression, under one lock, so two tasks racing see exactly
@@ -18,9 +20,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use crate::domain::{Grant, GrantKey, GrantStatus, Lease, Target};
+use crate::crypto::KeySet;
+use crate::domain::{
+    Grant, GrantKey, GrantStatus, Lease, PendingAuthorization, Target, UpstreamSession,
+};
 use crate::error::{Error, Result};
-use crate::ports::{GrantStore, SecretSource, TargetCatalog};
+use crate::ports::{
+    AuthorizationStore, GrantStore, KeyProvider, SecretSource, SessionStore, TargetCatalog,
+};
 
 /// The grant operations faults can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +59,8 @@ struct Inner {
     grants: BTreeMap<(String, String), Grant>,
     unreadable: std::collections::HashSet<(String, String)>,
     targets: BTreeMap<String, Target>,
+    authorizations: BTreeMap<String, PendingAuthorization>,
+    sessions: BTreeMap<(String, String), UpstreamSession>,
     secrets: HashMap<String, SecretString>,
     faults: HashMap<GrantOp, Vec<Fault>>,
     calls: HashMap<GrantOp, usize>,
@@ -415,5 +424,143 @@ impl SecretSource for MemoryStore {
         let arn = format!("memory:{name}");
         self.lock().secrets.insert(arn.clone(), value.clone());
         Ok(arn)
+    }
+}
+
+#[async_trait]
+impl AuthorizationStore for MemoryStore {
+    async fn create(&self, pending: &PendingAuthorization) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.authorizations.contains_key(&pending.id) {
+            return Err(Error::AlreadyExists("authorization"));
+        }
+        inner
+            .authorizations
+            .insert(pending.id.clone(), pending.clone());
+        Ok(())
+    }
+
+    async fn peek(&self, id: &str, now: i64) -> Result<PendingAuthorization> {
+        let inner = self.lock();
+        let p = inner
+            .authorizations
+            .get(id)
+            .ok_or(Error::AuthorizationUsed)?;
+        if p.expires_at <= now {
+            return Err(Error::AuthorizationExpired);
+        }
+        Ok(p.clone())
+    }
+
+    async fn bind_browser(
+        &self,
+        pending: &PendingAuthorization,
+        browser_digest: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let p = inner
+            .authorizations
+            .get_mut(&pending.id)
+            .ok_or(Error::AuthorizationUsed)?;
+        if p.expires_at <= now {
+            return Err(Error::AuthorizationExpired);
+        }
+        match &p.browser {
+            None => {
+                p.browser = Some(browser_digest.to_owned());
+                Ok(())
+            }
+            Some(bound) if bound == browser_digest => Ok(()),
+            Some(_) => Err(Error::OtherBrowser),
+        }
+    }
+
+    async fn consume(
+        &self,
+        id: &str,
+        state_digest: &str,
+        now: i64,
+    ) -> Result<PendingAuthorization> {
+        let mut inner = self.lock();
+        let p = inner
+            .authorizations
+            .get(id)
+            .ok_or(Error::AuthorizationUsed)?;
+        if p.expires_at <= now {
+            inner.authorizations.remove(id);
+            return Err(Error::AuthorizationExpired);
+        }
+        if p.state.digest() != state_digest {
+            return Err(Error::StateMismatch);
+        }
+        inner
+            .authorizations
+            .remove(id)
+            .ok_or(Error::AuthorizationUsed)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn put(&self, session: &UpstreamSession) -> Result<()> {
+        self.lock()
+            .sessions
+            .insert(key(&session.sub, &session.target), session.clone());
+        Ok(())
+    }
+
+    async fn get(&self, sub: &str, target: &str, now: i64) -> Result<Option<UpstreamSession>> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&key(sub, target))
+            .filter(|s| s.expires_at > now)
+            .cloned())
+    }
+
+    async fn delete(&self, sub: &str, target: &str) -> Result<()> {
+        self.lock().sessions.remove(&key(sub, target));
+        Ok(())
+    }
+}
+
+/// A key provider over a key set held in memory, which a test can make
+/// unreadable (as a Secrets Manager outage would).
+pub struct MemoryKeys {
+    set: Mutex<Option<Arc<KeySet>>>,
+}
+
+impl MemoryKeys {
+    /// Keys from a key-set secret's text (see [`KeySet::from_secret_string`]).
+    pub fn new(secret: &str) -> std::result::Result<Self, String> {
+        Ok(MemoryKeys {
+            set: Mutex::new(Some(Arc::new(KeySet::from_secret_string(secret)?))),
+        })
+    }
+
+    /// From now on, reading the key set fails (or works again).
+    pub fn set_readable(&self, readable: bool, secret: &str) {
+        let set = readable
+            .then(|| KeySet::from_secret_string(secret).ok().map(Arc::new))
+            .flatten();
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = set;
+    }
+}
+
+#[async_trait]
+impl KeyProvider for MemoryKeys {
+    async fn key_set(&self) -> Result<Arc<KeySet>> {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Error::SecretsManager("the key set cannot be read (in-memory outage)".into())
+            })
+    }
+
+    async fn key_set_with(&self, _key_id: &str) -> Result<Arc<KeySet>> {
+        self.key_set().await
     }
 }

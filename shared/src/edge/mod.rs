@@ -72,3 +72,6 @@ pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod router_tests;
