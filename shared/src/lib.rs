@@ -1,11 +1,18 @@
-//! The common library of the MCP OAuth gateway's Lambda functions.
+//! The common library of the MCP OAuth gateway's Lambda functions, laid
+//! out along the path of a request (see `docs/ARCHITECTURE.md`):
 //!
-//! - [`domain`]: targets, grants, pending authorizations, sessions (no AWS, no Lambda).
-//! - [`ports`]: the traits the flows depend on.
-//! - [`adapters`]: DynamoDB and Secrets Manager implementations.
-//! - [`http`]: the axum Routers of the two HTTP functions.
-//! - [`crypto`]: application-level encryption of stored secrets.
-//! - [`config`], [`telemetry`]: cold-start set-up.
+//! - [`edge`]: inbound HTTP, the axum Routers of the two HTTP functions
+//!   (inbound auth, the MCP endpoint, consent web, pages).
+//! - [`wire`]: the MCP protocol and the typed JSON-RPC envelope.
+//! - [`gateway`]: what a request does (dispatch, catalog, routing, consent,
+//!   the gateway's own tools).
+//! - [`upstream`]: the client toward upstream MCP servers.
+//! - [`tokens`]: the token lifecycle (the refresh lease protocol, the
+//!   scheduled run).
+//! - [`adapters`]: the ports implemented with AWS services, HTTP, and in memory.
+//! - [`crypto`]: the key set, sealed values and tokens, key rotation.
+//! - [`domain`], [`ports`]: the model and the traits the flows depend on.
+//! - [`config`], [`telemetry`], [`cold_start`]: cold-start set-up.
 
 pub mod adapters;
 pub mod config;
