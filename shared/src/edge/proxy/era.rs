@@ -60,16 +60,7 @@ pub(super) async fn initialize(
     };
     let sealed = match CLIENT_SESSION.seal(&*state.keys, &session).await {
         Ok(sealed) => sealed,
-        Err(e) => {
-            tracing::error!(error = %e, "key set unavailable");
-            return rpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(id),
-                codes::RETRY_LATER,
-                "the gateway is temporarily unavailable; retry",
-                None,
-            );
-        }
+        Err(e) => return keys_unavailable(&e, id),
     };
     let mut res = rpc_result(
         id,

@@ -95,6 +95,19 @@ fn rpc_error(
         .into_response()
 }
 
+/// The key set cannot be read (a passing Secrets Manager failure): 503 and
+/// a retry, never a refusal of the client's session or state.
+fn keys_unavailable(e: &crate::Error, id: Id) -> Response {
+    tracing::error!(error = %e, "key set unavailable");
+    rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(id),
+        codes::RETRY_LATER,
+        "the gateway is temporarily unavailable; retry",
+        None,
+    )
+}
+
 /// A JSON-RPC response, serialized without building a map first.
 #[derive(serde::Serialize)]
 struct RpcResult {
@@ -213,16 +226,7 @@ async fn mcp(
                 }
                 caller.url_elicitation = s.u;
             }
-            Err(OpenError::Keys(e)) => {
-                tracing::error!(error = %e, "key set unavailable");
-                return rpc_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(id),
-                    codes::RETRY_LATER,
-                    "the gateway is temporarily unavailable; retry",
-                    None,
-                );
-            }
+            Err(OpenError::Keys(e)) => return keys_unavailable(&e, id),
             _ => {
                 return rpc_error(
                     StatusCode::NOT_FOUND,
