@@ -15,10 +15,6 @@
 //! With `PROXY_BENCH_PROFILE_CALLS=N` it makes only N warm calls at
 //! concurrency 32 through the gateway, for a profiler.
 
-/// The allocator the functions use, so that both paths are measured as deployed.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

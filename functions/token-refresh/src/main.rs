@@ -4,11 +4,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{service_fn, LambdaEvent};
 
-/// mimalloc: a request allocates many small buffers on several threads,
-/// where it costs about half of what glibc's malloc does.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let state = gateway_shared::cold_start().await?;
