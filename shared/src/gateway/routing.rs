@@ -264,6 +264,8 @@ impl Gateway<'_> {
                 let Some(uri) = reference.get("uri").and_then(Value::as_str) else {
                     return Reply::error(codes::INVALID_PARAMS, "ref.uri is required");
                 };
+                // Forwarded as read (one meaning for the gateway and the upstream).
+                forwarded.set("ref", &reference);
                 match self.owner_of_uri(&exposed, uri).await {
                     Some(e) => e,
                     None => {

@@ -29,10 +29,11 @@ use super::codes;
 pub struct Id(Box<RawValue>);
 
 impl Id {
-    /// The id in `raw`, if it is a string or a number.
+    /// The id in `raw`, if it is a string or a number that reads as JSON
+    /// (no lone surrogate, no number out of range).
     fn from_raw(raw: &RawValue) -> Option<Id> {
         match raw.get().as_bytes().first() {
-            Some(b'"' | b'-' | b'0'..=b'9') => Some(Id(raw.to_owned())),
+            Some(b'"' | b'-' | b'0'..=b'9') if valid(raw) => Some(Id(raw.to_owned())),
             _ => None,
         }
     }
@@ -286,6 +287,70 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// True when `raw` reads as a JSON value the way [`Value`] would read it
+/// (every string's escapes valid, every number in range, nesting within
+/// serde_json's limit) and no object in it names a member twice. Members
+/// are forwarded as their raw text: this makes sure the text the gateway
+/// digests, reads and forwards means one thing to every reader.
+fn valid(raw: &RawValue) -> bool {
+    serde_json::from_str::<Checked>(raw.get()).is_ok()
+}
+
+/// Deserializes any JSON value without keeping it, refusing what [`valid`] refuses.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom("a member given twice"));
+            }
+            seen.push(key);
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
 /// Reads `body` as one JSON-RPC message.
 pub fn parse(body: &[u8]) -> Parsed {
     let invalid =
@@ -341,6 +406,13 @@ pub fn parse(body: &[u8]) -> Parsed {
     };
     let params = match envelope.params {
         None => None,
+        Some(raw) if !valid(raw) => {
+            return invalid(
+                id,
+                codes::PARSE_ERROR,
+                "Parse error: params hold text that is not JSON (a lone surrogate, a number out of range, nesting deeper than 128) or a member given twice",
+            )
+        }
         Some(raw) => match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) {
             Ok(members) => Some(Params(members)),
             Err(_) => {
@@ -425,8 +497,26 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#,
             r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
             r#"{"jsonrpc":"2.0","id":1}"#,
+            // An id that does not read as JSON is no id: refused, not echoed.
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":"\ud800","method":"ping"}"#,
         ] {
             assert_eq!(code(bad), Some(codes::INVALID_REQUEST), "{bad}");
+        }
+        // Params whose text is not JSON as `Value` reads it, or that name a
+        // member twice at any depth: one meaning for every reader, or none.
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        for bad in [
+            r#"{"x":"\ud800"}"#,
+            r#"{"n":1e400}"#,
+            r#"{"arguments":{"to":"alice","to":"mallory"}}"#,
+            r#"{"ref":{"type":"ref/resource","uri":"a://1","uri":"b://2"}}"#,
+            r#"{"name":"a","name":"b"}"#,
+            &deep,
+        ] {
+            let body =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{bad}}}"#);
+            assert_eq!(code(&body), Some(codes::PARSE_ERROR), "{bad}");
         }
         // The id is echoed when usable.
         assert_eq!(
