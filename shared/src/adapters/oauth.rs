@@ -327,9 +327,9 @@ pub fn basic_credentials(client_id: &str, secret: &SecretString) -> http::Header
     value
 }
 
-/// Builds the authorization request URL (RFC 6749 §4.1.1 with PKCE S256
-/// and, when given, RFC 8707 `resource`), with the `oauth2` crate's request
-/// builder; the target's extra parameters come last.
+/// Builds a target's authorization request URL (RFC 6749 §4.1.1 with PKCE
+/// S256 and, when given, RFC 8707 `resource`); the target's extra parameters
+/// come last.
 pub fn authorization_url(
     settings: &OAuthSettings,
     redirect_uri: &str,
@@ -338,11 +338,42 @@ pub fn authorization_url(
     scopes: &[String],
     resource: Option<&str>,
 ) -> Result<url::Url, OAuthError> {
-    let auth_url = AuthUrl::new(settings.authorization_endpoint.clone())
+    let mut extra: Vec<(&str, &str)> = resource.map(|r| ("resource", r)).into_iter().collect();
+    extra.extend(
+        settings
+            .extra_authorize_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    authorization_request(
+        &settings.authorization_endpoint,
+        &settings.client_id,
+        redirect_uri,
+        state,
+        verifier,
+        scopes,
+        &extra,
+    )
+}
+
+/// An authorization request URL built with the `oauth2` crate's request
+/// builder: `response_type=code`, the client, redirect URI, `state`, PKCE
+/// S256, the scopes (none sent when empty), then `extra` in order. The
+/// gateway's own OpenID sign-in uses it too (scope `openid`, a `nonce`).
+pub fn authorization_request(
+    endpoint: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    state: &str,
+    verifier: &SecretString,
+    scopes: &[String],
+    extra: &[(&str, &str)],
+) -> Result<url::Url, OAuthError> {
+    let auth_url = AuthUrl::new(endpoint.to_owned())
         .map_err(|e| OAuthError::Misconfigured(format!("authorization endpoint: {e}")))?;
     let redirect = RedirectUrl::new(redirect_uri.to_owned())
         .map_err(|e| OAuthError::Misconfigured(format!("redirect uri: {e}")))?;
-    let client = BasicClient::new(ClientId::new(settings.client_id.clone()))
+    let client = BasicClient::new(ClientId::new(client_id.to_owned()))
         .set_auth_uri(auth_url)
         .set_redirect_uri(redirect);
     let state = state.to_owned();
@@ -352,11 +383,8 @@ pub fn authorization_url(
             &PkceCodeVerifier::new(verifier.expose_secret().to_owned()),
         ))
         .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
-    if let Some(r) = resource {
-        req = req.add_extra_param("resource", r);
-    }
-    for (k, v) in &settings.extra_authorize_params {
-        req = req.add_extra_param(k.as_str(), v.as_str());
+    for (k, v) in extra {
+        req = req.add_extra_param(*k, *v);
     }
     Ok(req.url().0)
 }
@@ -504,5 +532,29 @@ mod tests {
             ),
             Err(OAuthError::Misconfigured(_))
         ));
+    }
+
+    #[test]
+    fn the_sign_in_request_carries_openid_and_its_nonce() {
+        let verifier = SecretString::from("w".repeat(43));
+        let url = authorization_request(
+            "https://login.example/auth",
+            "gateway",
+            "https://gw.example/connect/verify",
+            "sealed-state",
+            &verifier,
+            &["openid".into()],
+            &[("nonce", "n-1")],
+        )
+        .unwrap();
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["scope"], "openid");
+        assert_eq!(q["nonce"], "n-1");
+        assert_eq!(q["state"], "sealed-state");
+        assert_eq!(q["code_challenge"], pkce_challenge(&verifier));
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["redirect_uri"], "https://gw.example/connect/verify");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["client_id"], "gateway");
     }
 }

@@ -96,19 +96,18 @@ pub(in crate::edge) async fn start_login(
     };
     let sealed = LOGIN.seal_with(&keys, &login);
     let verifier = secrecy::SecretString::from(login.v.clone());
-    let challenge = oauth::pkce_challenge(&verifier);
-    let Ok(mut url) = Url::parse(&metadata.authorization_endpoint) else {
-        return login_unavailable("invalid authorization endpoint").into_response();
+    let url = match oauth::authorization_request(
+        &metadata.authorization_endpoint,
+        client_id,
+        &public_url(base, VERIFY_PATH),
+        &sealed,
+        &verifier,
+        &["openid".to_owned()],
+        &[("nonce", &login.n)],
+    ) {
+        Ok(url) => url,
+        Err(_) => return login_unavailable("invalid authorization endpoint").into_response(),
     };
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", &public_url(base, VERIFY_PATH))
-        .append_pair("scope", "openid")
-        .append_pair("state", &sealed)
-        .append_pair("nonce", &login.n)
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
     tracing::info!(
         authorization = %login.a,
         purpose = login.w.as_deref().unwrap_or("consent"),
