@@ -32,8 +32,7 @@ impl Gateway<'_> {
         };
         // Where the success page sends the person: the call's own URL if it
         // is allowed (a clear error if not), else the target's default.
-        let meta = params.meta();
-        let requested = match consent_options(meta.as_ref()) {
+        let requested = match consent_options(params.meta()) {
             Ok(o) => o.return_url,
             Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
         };
@@ -231,7 +230,7 @@ pub(super) fn params_digest(params: &Params) -> String {
 pub(super) fn strip_gateway_fields(params: &Params) -> Params {
     let mut p = params.clone();
     p.remove("requestState").remove("inputResponses");
-    if let Some(mut m) = params.meta() {
+    if let Some(mut m) = params.meta().cloned() {
         super::options::strip(&mut m);
         m.remove(meta::PROTOCOL_VERSION);
         m.remove(meta::CLIENT_CAPABILITIES);

@@ -55,7 +55,7 @@ impl Gateway<'_> {
         if let Some(r) = self.check_request_state(method, params).await {
             return r;
         }
-        let force = match consent_options(params.meta().as_ref()) {
+        let force = match consent_options(params.meta()) {
             Ok(o) => o.force && !params.has("requestState"),
             Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
         };

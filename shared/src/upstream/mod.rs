@@ -397,7 +397,7 @@ impl serde::Serialize for OutParams<'_> {
             }
         }
         let meta = given.and_then(Params::meta);
-        map.serialize_entry("_meta", &ModernMeta(meta.as_ref()))?;
+        map.serialize_entry("_meta", &ModernMeta(meta))?;
         map.end()
     }
 }

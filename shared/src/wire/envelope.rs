@@ -126,14 +126,20 @@ impl fmt::Display for Method {
 }
 
 /// A request's `params` object: each member kept as the JSON text that was
-/// sent, with typed readers for the members the gateway looks at.
+/// sent, with typed readers for the members the gateway looks at. `_meta`,
+/// which the edge, the gateway and the upstream client all read, is also
+/// kept parsed (once per request).
 #[derive(Debug, Clone, Default)]
-pub struct Params(BTreeMap<String, Box<RawValue>>);
+pub struct Params {
+    members: BTreeMap<String, Box<RawValue>>,
+    /// `_meta` parsed, when it is an object.
+    meta: Option<Map<String, Value>>,
+}
 
 impl PartialEq for Params {
     /// Members compare by their JSON text.
     fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len()
+        self.members.len() == other.members.len()
             && self
                 .iter()
                 .zip(other.iter())
@@ -147,14 +153,21 @@ impl Params {
         Params::default()
     }
 
+    fn from_members(members: BTreeMap<String, Box<RawValue>>) -> Self {
+        let meta = members
+            .get("_meta")
+            .and_then(|raw| serde_json::from_str(raw.get()).ok());
+        Params { members, meta }
+    }
+
     /// The member `key` as sent, if present.
     pub fn raw(&self, key: &str) -> Option<&RawValue> {
-        self.0.get(key).map(|v| &**v)
+        self.members.get(key).map(|v| &**v)
     }
 
     /// True when the member `key` is present (whatever its value).
     pub fn has(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.members.contains_key(key)
     }
 
     /// The member `key` read as a `T`; `None` when it is absent or of
@@ -184,33 +197,39 @@ impl Params {
     }
 
     /// `_meta`, when it is an object.
-    pub fn meta(&self) -> Option<Map<String, Value>> {
-        self.get("_meta")
+    pub fn meta(&self) -> Option<&Map<String, Value>> {
+        self.meta.as_ref()
     }
 
     /// Sets `key` to `value`.
     pub fn set(&mut self, key: &str, value: &impl Serialize) -> &mut Self {
         if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.0.insert(key.to_owned(), raw);
+            self.members.insert(key.to_owned(), raw);
+            if key == "_meta" {
+                *self = Params::from_members(std::mem::take(&mut self.members));
+            }
         }
         self
     }
 
     /// Removes `key`.
     pub fn remove(&mut self, key: &str) -> &mut Self {
-        self.0.remove(key);
+        self.members.remove(key);
+        if key == "_meta" {
+            self.meta = None;
+        }
         self
     }
 
     /// The members, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+        self.members.iter().map(|(k, v)| (k.as_str(), &**v))
     }
 
     /// The params as a JSON tree (every member parsed: for digests and
     /// tests, not the forwarding path).
     pub fn to_value(&self) -> Map<String, Value> {
-        self.0
+        self.members
             .iter()
             .map(|(k, v)| {
                 let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
@@ -232,7 +251,7 @@ impl Params {
 
 impl Serialize for Params {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.members.serialize(s)
     }
 }
 
@@ -414,7 +433,7 @@ pub fn parse(body: &[u8]) -> Parsed {
             )
         }
         Some(raw) => match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) {
-            Ok(members) => Some(Params(members)),
+            Ok(members) => Some(Params::from_members(members)),
             Err(_) => {
                 return invalid(
                     id,
@@ -536,11 +555,12 @@ mod tests {
         assert_eq!(serde_json::to_string(&r.id).unwrap(), "1.50");
         let mut p = r.params.unwrap();
         assert_eq!(p.name().as_deref(), Some("t"));
-        assert_eq!(
-            p.meta(),
-            Some(json!({"progressToken": 3}).as_object().unwrap().clone())
-        );
+        assert_eq!(p.meta(), json!({"progressToken": 3}).as_object());
         p.set("name", &"upstream_t").remove("_meta");
+        assert_eq!(p.meta(), None);
+        let mut q = p.clone();
+        q.set("_meta", &json!({"k": 1}));
+        assert_eq!(q.meta(), json!({"k": 1}).as_object());
         // `arguments` keeps its exact text: spacing, key order, number form.
         assert_eq!(
             serde_json::to_string(&p).unwrap(),

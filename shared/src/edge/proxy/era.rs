@@ -120,7 +120,6 @@ pub(super) async fn modern(
         )
     };
     let meta_obj = params.and_then(Params::meta);
-    let meta_obj = meta_obj.as_ref();
     let header_version = headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok())
