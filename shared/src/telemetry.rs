@@ -37,10 +37,10 @@ pub fn init(format: LogFormat) {
 /// refuse logs in the default format until it does.
 pub fn format_from_env() -> LogFormat {
     let lookup = |name: &str| std::env::var(name).ok();
-    LogFormat::from_lookup(&lookup).unwrap_or(if lookup("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
+    LogFormat::from_lookup(&lookup).unwrap_or_else(|_| {
+        // The default for this environment, as if LOG_FORMAT were unset.
+        let unset = |name: &str| (name != "LOG_FORMAT").then(|| lookup(name)).flatten();
+        LogFormat::from_lookup(&unset).unwrap_or(LogFormat::Text)
     })
 }
 
