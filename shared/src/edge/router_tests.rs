@@ -166,6 +166,26 @@ async fn malformed_messages_get_the_spec_errors() {
             400,
             -32600,
         ),
+        // Ids no JSON tree can hold: refused, and the error reply does not
+        // fail on them.
+        (
+            "id out of range",
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"nope"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "id with a lone surrogate",
+            r#"{"jsonrpc":"1.0","id":"\ud800","method":"ping"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "params with a lone surrogate",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\ud800"}}"#.into(),
+            400,
+            -32700,
+        ),
     ];
     for (what, body, status, code) in cases {
         let r = edge.post(body, &[]).await;
@@ -287,7 +307,7 @@ async fn a_key_set_outage_is_a_retry_not_a_lost_session() {
         ("mcp-protocol-version", "2025-06-18"),
         ("mcp-session-id", session.as_str()),
     ];
-    edge.keys.set_readable(false, KEYS);
+    edge.keys.set_readable(false);
     let r = edge.request("ping", json!({}), &headers).await;
     assert_eq!(code(&r), (503, Some(-32000)), "{:?}", r.body);
     // No session can be started either: a retry, not a broken answer.
@@ -330,7 +350,7 @@ async fn a_key_set_outage_is_a_retry_not_a_lost_session() {
     let r = retry().await;
     assert_eq!(code(&r), (200, Some(-32000)), "{:?}", r.body);
     // Once the keys are back, a forged requestState is refused as such.
-    edge.keys.set_readable(true, KEYS);
+    edge.keys.set_readable(true);
     let r = retry().await;
     assert_eq!(code(&r), (200, Some(-32602)), "{:?}", r.body);
     // The same session works again once the key set can be read.
