@@ -113,18 +113,55 @@ impl std::io::Write for LogBuffer {
     }
 }
 
+thread_local! {
+    /// The buffer this thread's log events go to, if a test asked for one.
+    static CAPTURE: std::cell::RefCell<Option<LogBuffer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the calling thread's capture buffer, or nowhere.
+struct ThreadCapture;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadCapture {
+    type Writer = Box<dyn std::io::Write>;
+    fn make_writer(&'a self) -> Self::Writer {
+        match CAPTURE.with(|c| c.borrow().clone()) {
+            Some(buffer) => Box::new(buffer),
+            None => Box::new(std::io::sink()),
+        }
+    }
+}
+
+/// Stops a capture started by [`capture_logs`] when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
 /// Sends this thread's log events, in the gateway's text format (its field
-/// escaping included), to a
-/// buffer until the guard is dropped.
-pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+/// escaping included), to a buffer until the guard is dropped.
+///
+/// One process-wide subscriber routes each event to the buffer of the thread
+/// that logs it. A subscriber per test (`set_default`) loses events: tracing
+/// caches each call site's interest process-wide, and a call site first hit
+/// by a test without a subscriber, while another installs one, can stay
+/// cached as "never log".
+pub fn capture_logs() -> (LogBuffer, CaptureGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(gateway_shared::telemetry::text_fields())
+            .with_target(false)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(ThreadCapture)
+            .finish();
+        // Fails only if the binary already set one; the events then go there.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
     let buffer = LogBuffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .fmt_fields(gateway_shared::telemetry::text_fields())
-        .with_target(false)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
+    CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+    (buffer, CaptureGuard(()))
 }
