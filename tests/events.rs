@@ -119,6 +119,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
                 "https://mcp.example.com".to_string(),
             )]),
             send_resource: true,
+            resource: None,
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
         })),

@@ -30,16 +30,22 @@ async fn discovery_follows_the_challenge_to_the_authorization_server() {
         .await
         .unwrap();
     assert_eq!(
-        found.resource_metadata_url,
-        mcp.url
-            .replace("/mcp", "/.well-known/oauth-protected-resource/mcp"),
+        found.resource_metadata_url.as_deref(),
+        Some(
+            mcp.url
+                .replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+                .as_str()
+        ),
         "taken from the 401 challenge"
     );
-    assert_eq!(found.resource.resource, mcp.url);
+    assert_eq!(found.resource.as_ref().unwrap().resource, mcp.url);
     // RFC 8414 first.
     assert_eq!(
         found.authorization_server_metadata_url,
-        format!("{}/.well-known/oauth-authorization-server", op.issuer)
+        Some(format!(
+            "{}/.well-known/oauth-authorization-server",
+            op.issuer
+        ))
     );
     assert_eq!(found.authorization_server.issuer, op.issuer);
     assert_eq!(
@@ -53,8 +59,8 @@ async fn discovery_follows_the_challenge_to_the_authorization_server() {
     );
     assert_eq!(
         found.scopes,
-        vec!["read"],
-        "the resource's scopes_supported"
+        vec!["read", "offline_access"],
+        "the resource's scopes_supported, and offline_access, which the server advertises"
     );
 
     // Deployed policy: no plain http, no loopback.
@@ -152,6 +158,7 @@ async fn given_credentials_win_over_registration() {
         client_id: Some("operator-client".into()),
         client_secret_arn: Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:x".into()),
         auth_method: Some(TokenEndpointAuthMethod::ClientSecretPost),
+        ..Default::default()
     };
     new.scopes = Some(vec!["read".into(), "write".into()]);
     new.extra_authorize_params
@@ -286,10 +293,12 @@ async fn discovery_refusals_are_clear() {
         .unwrap();
     assert!(found
         .resource_metadata_url
+        .as_deref()
+        .unwrap()
         .ends_with("/.well-known/oauth-protected-resource/mcp"));
     assert_eq!(
         found.authorization_server_metadata_url,
-        format!("{base}/tenant/.well-known/openid-configuration")
+        Some(format!("{base}/tenant/.well-known/openid-configuration"))
     );
     assert_eq!(found.scopes, vec!["x"]);
     // A refused registration says why, and stores no target.

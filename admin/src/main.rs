@@ -180,6 +180,10 @@ struct AddArgs {
     /// Secrets Manager ARN of that client's secret.
     #[arg(long, requires = "client_id")]
     client_secret_arn: Option<String>,
+    /// Read that client's secret from standard input and store it in Secrets
+    /// Manager (named <secret-name-prefix><name>), instead of --client-secret-arn.
+    #[arg(long, requires = "client_id", conflicts_with = "client_secret_arn")]
+    client_secret_stdin: bool,
     /// Token endpoint authentication: client_secret_basic, client_secret_post or none.
     #[arg(long, value_parser = parse_method)]
     auth_method: Option<TokenEndpointAuthMethod>,
@@ -537,6 +541,18 @@ async fn serve(listen: &str) -> Result<(), String> {
 async fn target(cmd: TargetCommand) -> Result<(), String> {
     match cmd {
         TargetCommand::Add(args) => {
+            let client_secret = if args.client_secret_stdin {
+                let mut secret = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)
+                    .map_err(|e| format!("reading the client secret from stdin: {e}"))?;
+                let secret = secret.trim_end_matches(['\r', '\n']);
+                if secret.is_empty() {
+                    return Err("--client-secret-stdin: standard input is empty".into());
+                }
+                Some(secrecy::SecretString::from(secret.to_owned()))
+            } else {
+                None
+            };
             let state = state().await?;
             let new = targets::NewTarget {
                 name: args.name,
@@ -554,6 +570,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 client: targets::ClientChoice {
                     client_id: args.client_id,
                     client_secret_arn: args.client_secret_arn,
+                    client_secret,
                     auth_method: args.auth_method,
                 },
                 scopes: args

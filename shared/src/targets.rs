@@ -20,6 +20,9 @@ pub struct ClientChoice {
     pub client_id: Option<String>,
     /// Secrets Manager ARN of its secret.
     pub client_secret_arn: Option<String>,
+    /// Its secret itself, to be stored in Secrets Manager under the
+    /// target's secret name (instead of an ARN).
+    pub client_secret: Option<SecretString>,
     /// How it authenticates at the token endpoint.
     pub auth_method: Option<TokenEndpointAuthMethod>,
 }
@@ -141,6 +144,7 @@ async fn oauth_settings(
                 scopes: vec![],
                 extra_authorize_params: BTreeMap::new(),
                 send_resource: true,
+                resource: None,
                 authorization_response_iss_parameter_supported: false,
                 // Given endpoints: the operator vouches for PKCE S256.
                 code_challenge_methods_supported: vec!["S256".into()],
@@ -168,7 +172,17 @@ async fn oauth_settings(
 
     if let Some(id) = &new.client.client_id {
         settings.client_id = id.clone();
-        settings.client_secret_arn = new.client.client_secret_arn.clone();
+        settings.client_secret_arn = match &new.client.client_secret {
+            Some(secret) => Some(
+                store_secret(
+                    state,
+                    &format!("{}{}", new.secret_name_prefix, new.name),
+                    secret,
+                )
+                .await?,
+            ),
+            None => new.client.client_secret_arn.clone(),
+        };
         settings.token_endpoint_auth_method =
             new.client
                 .auth_method
@@ -212,6 +226,7 @@ async fn oauth_settings(
         &redirect_uri,
         "MCP OAuth Gateway",
         register_scopes,
+        &asm.token_endpoint_auth_methods_supported,
     )
     .await
     .map_err(|e| e.to_string())?;

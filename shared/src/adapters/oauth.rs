@@ -474,6 +474,7 @@ mod tests {
             scopes: vec![],
             extra_authorize_params: [("prompt".to_owned(), "consent".to_owned())].into(),
             send_resource: true,
+            resource: None,
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
         };

@@ -168,7 +168,12 @@ impl PendingAuthorization {
             sub,
             &target.name,
             scopes,
-            settings.send_resource.then(|| target.mcp_url.clone()),
+            settings.send_resource.then(|| {
+                settings
+                    .resource
+                    .clone()
+                    .unwrap_or_else(|| target.mcp_url.clone())
+            }),
             settings.issuer.clone(),
             now,
             ttl_seconds,

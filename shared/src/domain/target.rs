@@ -132,6 +132,10 @@ pub struct OAuthSettings {
     /// Whether to send `resource` (RFC 8707); some providers reject it.
     #[serde(default = "default_true")]
     pub send_resource: bool,
+    /// The resource identifier to send, exactly as the upstream's Protected
+    /// Resource Metadata publishes it (none: the MCP URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     /// Whether the server sends `iss` in authorization responses (RFC 9207).
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -155,6 +159,17 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretPost,
     /// Public client: client id only.
     None,
+}
+
+impl TokenEndpointAuthMethod {
+    /// The RFC 7591 / RFC 8414 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenEndpointAuthMethod::None => "none",
+        }
+    }
 }
 
 impl Target {
@@ -257,6 +272,7 @@ mod tests {
                 scopes: vec!["repo".into()],
                 extra_authorize_params: BTreeMap::new(),
                 send_resource: true,
+                resource: None,
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: vec!["S256".into()],
             })),

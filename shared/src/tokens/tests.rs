@@ -214,6 +214,7 @@ fn target() -> Target {
             scopes: vec![],
             extra_authorize_params: Default::default(),
             send_resource: true,
+            resource: None,
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
         })),

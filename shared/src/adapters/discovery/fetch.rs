@@ -84,42 +84,50 @@ impl<'a> Fetcher<'a> {
             })
     }
 
-    /// The `resource_metadata` and `scope` of an unauthenticated request's
-    /// `WWW-Authenticate` challenge, if the server sends one.
+    /// The upstream's answer to an unauthenticated request: `None` when it
+    /// did not answer 401, else the `resource_metadata` and `scope` of its
+    /// Bearer challenge. Probes with `initialize`, then, when that is not
+    /// challenged (servers may let the handshake through and protect the
+    /// rest), with `tools/list`.
     pub async fn challenge(
         &self,
         mcp_url: &Url,
-    ) -> Result<(Option<String>, Option<String>), DiscoveryError> {
+    ) -> Result<Option<(Option<String>, Option<String>)>, DiscoveryError> {
         self.check(mcp_url).await?;
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")}}});
-        let res = self
-            .http
-            .post(mcp_url.clone())
-            .header("accept", "application/json, text/event-stream")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| DiscoveryError::Fetch {
-                url: mcp_url.to_string(),
-                reason: crate::error::chain(&e),
-            })?;
-        if res.status() != reqwest::StatusCode::UNAUTHORIZED {
-            return Ok((None, None));
+        let list =
+            serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+        for body in [initialize, list] {
+            let res = self
+                .http
+                .post(mcp_url.clone())
+                .header("accept", "application/json, text/event-stream")
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| DiscoveryError::Fetch {
+                    url: mcp_url.to_string(),
+                    reason: crate::error::chain(&e),
+                })?;
+            if res.status() != reqwest::StatusCode::UNAUTHORIZED {
+                continue;
+            }
+            let header = res
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
+                .unwrap_or_default()
+                .to_owned();
+            return Ok(Some((
+                auth_param(&header, "resource_metadata"),
+                auth_param(&header, "scope"),
+            )));
         }
-        let header = res
-            .headers()
-            .get_all("www-authenticate")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
-            .unwrap_or_default()
-            .to_owned();
-        Ok((
-            auth_param(&header, "resource_metadata"),
-            auth_param(&header, "scope"),
-        ))
+        Ok(None)
     }
 }
 

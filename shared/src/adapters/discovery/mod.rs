@@ -25,6 +25,9 @@ use url::Url;
 
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod};
 
+/// The scope that asks for a refresh token (OpenID Connect Core §11).
+const OFFLINE_ACCESS: &str = "offline_access";
+
 /// Largest metadata document accepted.
 const MAX_DOCUMENT: usize = 256 * 1024;
 
@@ -134,13 +137,16 @@ pub struct AuthorizationServerMetadata {
 /// What discovery found for an MCP URL.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Discovered {
-    /// Where the resource metadata came from.
-    pub resource_metadata_url: String,
+    /// Where the resource metadata came from (none for a 2025-03-26 server
+    /// that publishes none).
+    pub resource_metadata_url: Option<String>,
     /// The resource metadata.
-    pub resource: ProtectedResourceMetadata,
-    /// Where the authorization server metadata came from.
-    pub authorization_server_metadata_url: String,
-    /// The authorization server metadata.
+    pub resource: Option<ProtectedResourceMetadata>,
+    /// Where the authorization server metadata came from (none when the
+    /// 2025-03-26 default endpoints are used).
+    pub authorization_server_metadata_url: Option<String>,
+    /// The authorization server metadata (built from the default endpoints
+    /// when there is none).
     pub authorization_server: AuthorizationServerMetadata,
     /// Scopes to request: the challenge's `scope`, else `scopes_supported`.
     pub scopes: Vec<String>,
@@ -156,7 +162,11 @@ impl Discovered {
     ) -> OAuthSettings {
         let a = &self.authorization_server;
         OAuthSettings {
-            issuer: Some(a.issuer.clone()),
+            // Default endpoints come with no issuer to check responses against.
+            issuer: self
+                .authorization_server_metadata_url
+                .as_ref()
+                .map(|_| a.issuer.clone()),
             authorization_endpoint: a.authorization_endpoint.clone(),
             token_endpoint: a.token_endpoint.clone(),
             revocation_endpoint: a.revocation_endpoint.clone(),
@@ -166,6 +176,7 @@ impl Discovered {
             scopes: self.scopes.clone(),
             extra_authorize_params: Default::default(),
             send_resource: true,
+            resource: self.resource.as_ref().map(|r| r.resource.clone()),
             authorization_response_iss_parameter_supported: a
                 .authorization_response_iss_parameter_supported,
             code_challenge_methods_supported: a.code_challenge_methods_supported.clone(),
@@ -269,7 +280,9 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
         url: mcp_url.to_owned(),
         reason: e.to_string(),
     })?;
-    let (from_challenge, challenge_scope) = fetcher.challenge(&mcp).await?;
+    let challenge = fetcher.challenge(&mcp).await?;
+    let challenged = challenge.is_some();
+    let (from_challenge, challenge_scope) = challenge.unwrap_or_default();
     let mut candidates = vec![];
     if let Some(u) = from_challenge.as_deref().and_then(|u| Url::parse(u).ok()) {
         candidates.push(u);
@@ -289,6 +302,12 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
         }
     }
     let Some((prm_url, prm)) = found else {
+        // No Protected Resource Metadata from a server that asks for a
+        // token: one of the 2025-03-26 revision, whose authorization server
+        // lives at its own origin.
+        if challenged {
+            return legacy(fetcher, &mcp, challenge_scope).await;
+        }
         return Err(DiscoveryError::NotFound {
             what: "protected resource metadata",
             tried: candidates
@@ -298,6 +317,19 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
                 .join(", "),
         });
     };
+    // RFC 9728 §3.3: the metadata must be about this resource, or anyone
+    // able to answer at a metadata URL could send tokens for another
+    // resource through this one's consent.
+    if !resource_covers(&prm.resource, &mcp) {
+        return Err(DiscoveryError::Invalid {
+            what: "protected resource metadata",
+            url: prm_url.to_string(),
+            reason: format!(
+                "it describes the resource {:?}, which is neither the MCP URL {mcp_url} nor a parent of it",
+                prm.resource
+            ),
+        });
+    }
     let issuer_str = prm
         .authorization_servers
         .first()
@@ -307,17 +339,83 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
             reason: "it lists no authorization_servers".into(),
         })?;
     let (as_url, asm) = authorization_server(fetcher, issuer_str).await?;
-    let scopes = match challenge_scope {
+    let mut scopes: Vec<String> = match challenge_scope {
         Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
         _ => prm.scopes_supported.clone(),
     };
+    // The gateway keeps users connected between sessions: ask for refresh
+    // tokens where the server has a scope for them (and only there).
+    if asm.scopes_supported.iter().any(|s| s == OFFLINE_ACCESS)
+        && !scopes.iter().any(|s| s == OFFLINE_ACCESS)
+    {
+        scopes.push(OFFLINE_ACCESS.into());
+    }
     Ok(Discovered {
-        resource_metadata_url: prm_url.to_string(),
-        resource: prm,
-        authorization_server_metadata_url: as_url.to_string(),
+        resource_metadata_url: Some(prm_url.to_string()),
+        resource: Some(prm),
+        authorization_server_metadata_url: Some(as_url.to_string()),
         authorization_server: asm,
         scopes,
     })
+}
+
+/// Whether the resource identifier `resource` names `mcp`: the same origin,
+/// and a path equal to the MCP URL's or a parent of it at a segment
+/// boundary (`https://api.example.com` covers `https://api.example.com/mcp`),
+/// without a fragment.
+pub fn resource_covers(resource: &str, mcp: &Url) -> bool {
+    let Ok(r) = Url::parse(resource) else {
+        return false;
+    };
+    if r.fragment().is_some() || r.origin() != mcp.origin() {
+        return false;
+    }
+    let parent = r.path().trim_end_matches('/');
+    let path = mcp.path().trim_end_matches('/');
+    path == parent || path.starts_with(&format!("{parent}/"))
+}
+
+/// Discovery for a 2025-03-26 server (no Protected Resource Metadata): the
+/// authorization server's metadata at the MCP server's origin, else that
+/// revision's default endpoints there (`/authorize`, `/token`, `/register`).
+async fn legacy(
+    fetcher: &Fetcher<'_>,
+    mcp: &Url,
+    challenge_scope: Option<String>,
+) -> Result<Discovered, DiscoveryError> {
+    let origin = mcp.origin().ascii_serialization();
+    let scopes = challenge_scope
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    match authorization_server(fetcher, &origin).await {
+        Ok((url, asm)) => Ok(Discovered {
+            resource_metadata_url: None,
+            resource: None,
+            authorization_server_metadata_url: Some(url.to_string()),
+            authorization_server: asm,
+            scopes,
+        }),
+        Err(DiscoveryError::NotFound { .. }) => Ok(Discovered {
+            resource_metadata_url: None,
+            resource: None,
+            authorization_server_metadata_url: None,
+            authorization_server: AuthorizationServerMetadata {
+                issuer: origin.clone(),
+                authorization_endpoint: format!("{origin}/authorize"),
+                token_endpoint: format!("{origin}/token"),
+                revocation_endpoint: None,
+                registration_endpoint: Some(format!("{origin}/register")),
+                scopes_supported: vec![],
+                // That revision requires PKCE of every client.
+                code_challenge_methods_supported: vec!["S256".into()],
+                token_endpoint_auth_methods_supported: vec![],
+                authorization_response_iss_parameter_supported: false,
+                client_id_metadata_document_supported: false,
+            },
+            scopes,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Fetches and checks the metadata of the authorization server `issuer`.
@@ -420,6 +518,34 @@ mod tests {
         );
         let i = Url::parse("https://auth.example.com").unwrap();
         assert_eq!(authorization_server_metadata_urls(&i).len(), 2);
+    }
+
+    #[test]
+    fn resource_identifiers_cover_their_own_url_and_children_only() {
+        let mcp = Url::parse("https://api.example.com/v1/mcp").unwrap();
+        for ok in [
+            "https://api.example.com/v1/mcp",
+            "https://api.example.com/v1/mcp/",
+            "https://api.example.com/v1",
+            "https://api.example.com",
+            "https://api.example.com/",
+            "https://API.example.com:443/v1/mcp",
+        ] {
+            assert!(resource_covers(ok, &mcp), "{ok}");
+        }
+        for bad in [
+            "https://evil.example.com/v1/mcp",
+            "http://api.example.com/v1/mcp",
+            "https://api.example.com:8443/v1/mcp",
+            "https://api.example.com/v1/mc",
+            "https://api.example.com/v1/mcp/tools",
+            "https://api.example.com/v2",
+            "https://api.example.com/v1/mcp#x",
+            "/v1/mcp",
+            "",
+        ] {
+            assert!(!resource_covers(bad, &mcp), "{bad}");
+        }
     }
 
     #[test]
