@@ -494,3 +494,115 @@ async fn the_inbound_token_is_never_passed_upstream() {
         assert!(!a.contains(&inbound));
     }
 }
+
+/// An upstream that refuses the token of a consent just given would make
+/// every call hand out a new link, forever: the call right after a consent
+/// says what is wrong instead; an older grant refused gets a consent link.
+#[tokio::test]
+async fn a_token_refused_right_after_consent_gets_an_error_not_another_link() {
+    let (gw, server) = dev_gateway(&[]).await;
+    let refusing = FakeHttp::start(401, json!({"error": "invalid_token"}), Duration::ZERO).await;
+    let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
+    target.mcp_url = format!("{}/mcp", refusing.base);
+    target.tool_catalog = vec![json!({"name": "t", "inputSchema": {"type": "object"}})];
+    gw.state.targets.put(&target).await.unwrap();
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    let call = || c.request("tools/call", json!({"name": "t", "arguments": {}}));
+    let connect = |created_at: i64| {
+        let mut grant = gateway_tests::refreshable_grant(
+            "dev-user",
+            "fake",
+            "refused",
+            "r",
+            created_at + 3_600,
+            created_at,
+        );
+        grant.tokens.refresh_token = None;
+        let store = gw.state.grants.clone();
+        async move {
+            let _ = store.delete("dev-user", "fake").await;
+            store.create(&grant).await.unwrap();
+        }
+    };
+
+    // Connected seconds ago, refused: an error naming the target, no link.
+    connect(gw.state.clock.now() - 5).await;
+    let r = call().await;
+    let text = tool_text(&r.body["result"]);
+    assert_eq!(r.body["result"]["isError"], true, "{:?}", r.body);
+    assert!(
+        text.contains("refused the access just granted") && !text.contains("/connect/"),
+        "{text}"
+    );
+
+    // Connected an hour ago and refused now (revoked upstream): a new link.
+    connect(gw.state.clock.now() - 3_600).await;
+    let r = call().await;
+    let text = tool_text(&r.body["result"]);
+    assert!(text.contains("/connect/"), "{:?}", r.body);
+}
+
+/// A 2025 upstream that answers errors the way 2026-07-28 servers do: with
+/// an HTTP error status and a JSON-RPC error body.
+async fn strict_status_upstream() -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|body: axum::Json<Value>| async move {
+            use axum::response::IntoResponse;
+            let id = body.get("id").cloned().unwrap_or(Value::Null);
+            let status = axum::http::StatusCode::BAD_REQUEST;
+            match body.get("method").and_then(Value::as_str) {
+                Some("initialize") => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "strict", "version": "1"}}}))
+                .into_response(),
+                Some("tools/list") => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "tools": [{"name": "t", "inputSchema": {"type": "object"}}]}}))
+                .into_response(),
+                Some("tools/call") => (status, axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {
+                    "code": -32602, "message": "Invalid arguments for t", "data": {"field": "x", "why": ["missing"]}}})))
+                .into_response(),
+                Some(_) if id.is_null() => axum::http::StatusCode::ACCEPTED.into_response(),
+                // `server/discover` and the rest: unknown, as a 2025 server says it.
+                _ => (status, axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {
+                    "code": -32601, "message": "Method not found"}})))
+                .into_response(),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn upstream_json_rpc_errors_pass_through_whatever_the_http_status() {
+    let (gw, server) = dev_gateway(&[]).await;
+    gw.state
+        .targets
+        .put(&Target {
+            name: "strict".into(),
+            display_name: None,
+            mcp_url: strict_status_upstream().await,
+            auth: TargetAuth::None,
+            tool_prefix: None,
+            return_to: Default::default(),
+            tool_catalog: vec![],
+        })
+        .await
+        .unwrap();
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-06-18", json!({})).await;
+    let r = c
+        .request("tools/call", json!({"name": "t", "arguments": {}}))
+        .await;
+    assert_eq!(
+        r.body["error"],
+        json!({"code": -32602, "message": "Invalid arguments for t", "data": {"field": "x", "why": ["missing"]}}),
+        "{:?}",
+        r.body
+    );
+}

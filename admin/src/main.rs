@@ -215,7 +215,7 @@ struct AddArgs {
     #[arg(long, env = "PUBLIC_BASE_URL")]
     public_base_url: url::Url,
     /// Name prefix of secrets created for registered clients.
-    #[arg(long, default_value = "mcp-oauth-gateway/targets/")]
+    #[arg(long, env = "CLIENT_SECRET_NAME_PREFIX", default_value = gateway_shared::config::DEFAULT_CLIENT_SECRET_NAME_PREFIX)]
     secret_name_prefix: String,
     /// Allow http and loopback/private addresses (local development).
     #[arg(long)]

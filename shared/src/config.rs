@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use url::Url;
 
+/// Where the gateway keeps the secrets of clients it registers, by default.
+pub const DEFAULT_CLIENT_SECRET_NAME_PREFIX: &str = "mcp-oauth-gateway/targets/";
+
 /// A configuration variable is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -130,6 +133,10 @@ pub struct Config {
     /// How long a warm instance keeps the list of targets
     /// (`TARGETS_CACHE_SECONDS`, 0-3600, default 30).
     pub targets_cache_ttl: Duration,
+    /// Name prefix of the Secrets Manager secrets the gateway creates for
+    /// the clients it registers (`CLIENT_SECRET_NAME_PREFIX`, default
+    /// `mcp-oauth-gateway/targets/`).
+    pub client_secret_name_prefix: String,
     /// How long a warm instance keeps a grant it read (`GRANT_CACHE_SECONDS`,
     /// 0-300, default 30): the bound on how late another instance's change
     /// or revocation is seen.
@@ -282,6 +289,8 @@ impl Config {
                 0,
                 3_600,
             )?),
+            client_secret_name_prefix: get("CLIENT_SECRET_NAME_PREFIX")
+                .unwrap_or_else(|| DEFAULT_CLIENT_SECRET_NAME_PREFIX.to_owned()),
             grant_cache_ttl: Duration::from_secs(number(
                 get("GRANT_CACHE_SECONDS"),
                 "GRANT_CACHE_SECONDS",

@@ -168,8 +168,6 @@ async fn oauth_settings(
     }
     settings.extra_authorize_params = new.extra_authorize_params.clone();
     settings.send_resource = new.send_resource;
-    let redirect_uri = public_url(base, CALLBACK_PATH);
-
     if let Some(id) = &new.client.client_id {
         settings.client_id = id.clone();
         settings.client_secret_arn = match &new.client.client_secret {
@@ -199,12 +197,30 @@ async fn oauth_settings(
         .as_ref()
         .map(|d| d.authorization_server.clone())
         .ok_or("no client id given and nothing discovered to register with")?;
+    let secret_name = format!("{}{}", new.secret_name_prefix, new.name);
+    added.client_source =
+        obtain_client(state, base, &fetcher, &asm, &secret_name, &mut settings).await?;
+    Ok(settings)
+}
+
+/// Obtains a client at the authorization server `asm` for `settings`: the
+/// gateway's Client ID Metadata Document where the server supports it (over
+/// https), else Dynamic Client Registration, its secret stored as
+/// `secret_name`. Returns how.
+async fn obtain_client(
+    state: &AppState,
+    base: &url::Url,
+    fetcher: &Fetcher<'_>,
+    asm: &discovery::AuthorizationServerMetadata,
+    secret_name: &str,
+    settings: &mut OAuthSettings,
+) -> Result<&'static str, String> {
+    let redirect_uri = public_url(base, CALLBACK_PATH);
     if asm.client_id_metadata_document_supported && base.scheme() == "https" {
         settings.client_id = client_metadata_url(base);
         settings.client_secret_arn = None;
         settings.token_endpoint_auth_method = TokenEndpointAuthMethod::None;
-        added.client_source = "client ID metadata document";
-        return Ok(settings);
+        return Ok("client ID metadata document");
     }
     let Some(endpoint) = &asm.registration_endpoint else {
         return Err(format!(
@@ -221,7 +237,7 @@ async fn oauth_settings(
             .all(|s| asm.scopes_supported.contains(s));
     let register_scopes: &[String] = if advertised { &settings.scopes } else { &[] };
     let registered = discovery::register_client(
-        &fetcher,
+        fetcher,
         endpoint,
         &redirect_uri,
         "MCP OAuth Gateway",
@@ -233,18 +249,89 @@ async fn oauth_settings(
     settings.client_id = registered.client_id;
     settings.token_endpoint_auth_method = registered.token_endpoint_auth_method;
     settings.client_secret_arn = match registered.client_secret {
-        Some(secret) => Some(
-            store_secret(
-                state,
-                &format!("{}{}", new.secret_name_prefix, new.name),
-                &secret,
-            )
-            .await?,
-        ),
+        Some(secret) => Some(store_secret(state, secret_name, &secret).await?),
         None => None,
     };
-    added.client_source = "dynamic client registration";
-    Ok(settings)
+    Ok("dynamic client registration")
+}
+
+/// What [`follow_authorization_server`] found.
+#[derive(Debug)]
+pub enum Migration {
+    /// The upstream still names the authorization server the target uses.
+    Unchanged,
+    /// It names another one; the gateway registered there and saved the
+    /// target with the new settings (its users consent there next).
+    Moved {
+        /// The issuer the target used.
+        from: String,
+        /// The issuer it uses now.
+        to: String,
+    },
+}
+
+/// After an upstream refused a token: whether its Protected Resource
+/// Metadata (at the challenge's `resource_metadata`, else the well-known
+/// URLs) now names another authorization server, and if so, the move: the
+/// new server's metadata is discovered, a client obtained there (never the
+/// old server's credentials) and the target saved with the new settings,
+/// keeping the operator's scopes and parameters.
+///
+/// Targets without a recorded issuer (endpoints given by the operator, or a
+/// 2025-03-26 server's defaults) never move. Fetches follow the target's own
+/// address class: https and public addresses, unless its MCP URL is local.
+pub async fn follow_authorization_server(
+    state: &AppState,
+    base: &url::Url,
+    target: &Target,
+    resource_metadata: Option<&str>,
+) -> Result<Migration, String> {
+    let TargetAuth::OAuth(current) = &target.auth else {
+        return Ok(Migration::Unchanged);
+    };
+    let Some(issuer) = current.issuer.as_deref() else {
+        return Ok(Migration::Unchanged);
+    };
+    let mcp = url::Url::parse(&target.mcp_url).map_err(|e| e.to_string())?;
+    let fetcher = Fetcher::new(&state.http, FetchPolicy::for_url(&mcp));
+    let prm = discovery::resource_metadata(&fetcher, &mcp, resource_metadata)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(named) = prm.authorization_servers.first() else {
+        return Err("the upstream's resource metadata lists no authorization server".into());
+    };
+    if named.trim_end_matches('/') == issuer.trim_end_matches('/') {
+        return Ok(Migration::Unchanged);
+    }
+    let (_, asm) = discovery::authorization_server(&fetcher, named)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut settings = OAuthSettings {
+        issuer: Some(asm.issuer.clone()),
+        authorization_endpoint: asm.authorization_endpoint.clone(),
+        token_endpoint: asm.token_endpoint.clone(),
+        revocation_endpoint: asm.revocation_endpoint.clone(),
+        client_id: String::new(),
+        client_secret_arn: None,
+        token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+        scopes: current.scopes.clone(),
+        extra_authorize_params: current.extra_authorize_params.clone(),
+        send_resource: current.send_resource,
+        resource: Some(prm.resource.clone()),
+        authorization_response_iss_parameter_supported: asm
+            .authorization_response_iss_parameter_supported,
+        code_challenge_methods_supported: asm.code_challenge_methods_supported.clone(),
+    };
+    let secret_name = format!("{}{}", state.config.client_secret_name_prefix, target.name);
+    obtain_client(state, base, &fetcher, &asm, &secret_name, &mut settings).await?;
+    let mut moved = target.clone();
+    moved.auth = TargetAuth::OAuth(Box::new(settings));
+    moved.validate()?;
+    state.targets.put(&moved).await.map_err(|e| e.to_string())?;
+    Ok(Migration::Moved {
+        from: issuer.to_owned(),
+        to: asm.issuer,
+    })
 }
 
 async fn store_secret(

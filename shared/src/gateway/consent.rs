@@ -23,6 +23,13 @@ impl Gateway<'_> {
         method: &str,
         params: &Params,
     ) -> Reply {
+        // The stored target, not the one this request started with: a
+        // refusal may have just moved it to another authorization server.
+        let fresh = match self.state.targets.get(&target.name).await {
+            Ok(Some(t)) => Some(t),
+            _ => None,
+        };
+        let target = fresh.as_ref().unwrap_or(target);
         let TargetAuth::OAuth(settings) = &target.auth else {
             return self.failure(
                 method,

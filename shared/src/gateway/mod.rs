@@ -37,6 +37,10 @@ pub use routing::template_matches;
 pub const GATEWAY_PREFIX: &str = "gateway___";
 /// How long a `requestState` stays valid.
 pub const REQUEST_STATE_TTL: i64 = 900;
+/// A consent younger than this whose token the upstream refuses is not
+/// asked for again (a loop), unless the upstream moved to another
+/// authorization server.
+pub const FRESH_CONSENT_SECONDS: i64 = 60;
 /// Upstream retries after a consent-worthy refusal, per call.
 pub const MAX_STEP_UP: usize = 1;
 
@@ -212,7 +216,9 @@ impl<'a> Gateway<'a> {
             };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),
-                Err(UpstreamError::Unauthorized) if attempt == 0 && grant.is_some() => {
+                Err(UpstreamError::Unauthorized { resource_metadata })
+                    if attempt == 0 && grant.is_some() =>
+                {
                     let Some(g) = &grant else { break };
                     match self
                         .state
@@ -222,10 +228,16 @@ impl<'a> Gateway<'a> {
                     {
                         Ok(fresh) => grant = Some(fresh),
                         Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
-                        Err(_) => return Err(Blocked::Consent(vec![])),
+                        Err(_) => {
+                            return Err(self.refused(target, Some(g), resource_metadata).await)
+                        }
                     }
                 }
-                Err(UpstreamError::Unauthorized) => return Err(Blocked::Consent(vec![])),
+                Err(UpstreamError::Unauthorized { resource_metadata }) => {
+                    return Err(self
+                        .refused(target, grant.as_ref(), resource_metadata)
+                        .await)
+                }
                 Err(UpstreamError::InsufficientScope { scope }) => {
                     let wanted: Vec<String> = scope
                         .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -244,6 +256,56 @@ impl<'a> Gateway<'a> {
             }
         }
         Err(Blocked::Consent(vec![]))
+    }
+
+    /// The upstream refused the user's token for good (no refresh helped):
+    /// a consent, at the authorization server the upstream names now. When
+    /// its metadata names a different one than the target's, the target
+    /// follows it first (discovery and a client there), so the consent does
+    /// not loop at a server whose tokens the upstream no longer takes. A
+    /// token from a consent of the last [`FRESH_CONSENT_SECONDS`] refused at
+    /// the same server gets an error instead: another consent would loop.
+    async fn refused(
+        &self,
+        target: &Target,
+        grant: Option<&crate::domain::Grant>,
+        resource_metadata: Option<String>,
+    ) -> Blocked {
+        let outcome = crate::targets::follow_authorization_server(
+            self.state,
+            &self.base,
+            target,
+            resource_metadata.as_deref(),
+        )
+        .await;
+        let fresh =
+            grant.is_some_and(|g| self.state.clock.now() - g.created_at < FRESH_CONSENT_SECONDS);
+        if fresh && !matches!(outcome, Ok(crate::targets::Migration::Moved { .. })) {
+            tracing::warn!(target = %target.name, "the upstream refused a token from a consent just given; not asking again");
+            return Blocked::Upstream(
+                "it refused the access just granted; ask the gateway's operator to check this target"
+                    .into(),
+            );
+        }
+        match outcome {
+            Ok(crate::targets::Migration::Unchanged) => Blocked::Consent(vec![]),
+            Ok(crate::targets::Migration::Moved { from, to }) => {
+                tracing::warn!(
+                    audit = "target_moved",
+                    target = %target.name,
+                    from = %crate::telemetry::clean(&from, 200),
+                    to = %crate::telemetry::clean(&to, 200),
+                    "the upstream names another authorization server; registered there, users consent again"
+                );
+                Blocked::Consent(vec![])
+            }
+            Err(why) => {
+                // Consent where the target points: the metadata may be down
+                // for a moment; the next refusal looks again.
+                tracing::warn!(target = %target.name, reason = %crate::telemetry::clean(&why, 300), "could not check the upstream's authorization metadata after a refusal");
+                Blocked::Consent(vec![])
+            }
+        }
     }
 
     /// A failure as the method's client expects it: an `isError` tool result

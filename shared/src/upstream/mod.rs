@@ -39,7 +39,10 @@ pub const SESSION_TTL_SECONDS: i64 = 3600;
 pub enum UpstreamError {
     /// 401: the access token was refused.
     #[error("the upstream refused the access token")]
-    Unauthorized,
+    Unauthorized {
+        /// The `resource_metadata` URL of its Bearer challenge, if it named one.
+        resource_metadata: Option<String>,
+    },
     /// 403 `insufficient_scope`: the token lacks `scope`.
     #[error("the upstream needs more scopes")]
     InsufficientScope {
@@ -49,6 +52,16 @@ pub enum UpstreamError {
     /// Another HTTP error status.
     #[error("the upstream answered HTTP {0}")]
     Status(u16),
+    /// An HTTP error status carrying a JSON-RPC error (a 2026-07-28 server
+    /// answers most errors with 400 or 404): the upstream's own answer,
+    /// passed on unchanged when it answers the forwarded call.
+    #[error("the upstream answered HTTP {status} with a JSON-RPC error")]
+    Rpc {
+        /// The HTTP status.
+        status: u16,
+        /// The JSON-RPC `error` object, as sent.
+        error: Value,
+    },
     /// Could not connect, or timed out.
     #[error("the upstream could not be reached: {0}")]
     Transport(String),
@@ -130,7 +143,7 @@ impl UpstreamClient {
         let mut link = self.link(call, &key).await?;
         for attempt in 0..2 {
             match self.send(call, &link, call.method, call.params).await {
-                Err(UpstreamError::Status(404))
+                Err(UpstreamError::Status(404) | UpstreamError::Rpc { status: 404, .. })
                     if attempt == 0
                         && matches!(
                             &link,
@@ -143,6 +156,10 @@ impl UpstreamClient {
                     // The upstream forgot the session: start a new one, once.
                     self.forget(&key).await;
                     link = self.establish(call, &key).await?;
+                }
+                // The call's own JSON-RPC error, whatever the HTTP status.
+                Err(UpstreamError::Rpc { error, .. }) => {
+                    return Ok(json!({"jsonrpc": "2.0", "error": error}))
                 }
                 other => return other.map(|m| m.unwrap_or(Value::Null)),
             }
@@ -188,9 +205,9 @@ impl UpstreamClient {
             .await;
         let link = match discovered {
             Ok(Some(m)) if supports_modern(&m) => Link::Modern,
-            Err(e @ (UpstreamError::Unauthorized | UpstreamError::InsufficientScope { .. })) => {
-                return Err(e)
-            }
+            Err(
+                e @ (UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. }),
+            ) => return Err(e),
             _ => self.initialize(call).await?,
         };
         let (version, session) = match &link {
@@ -317,15 +334,13 @@ impl UpstreamClient {
         let status = res.status().as_u16();
         match status {
             200..=299 => Ok(res),
-            401 => Err(UpstreamError::Unauthorized),
+            401 => Err(UpstreamError::Unauthorized {
+                resource_metadata: bearer_challenge(&res)
+                    .and_then(|c| auth_param(&c, "resource_metadata")),
+            }),
             403 => {
-                let challenge = res
-                    .headers()
-                    .get_all("www-authenticate")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find(|v| v.to_ascii_lowercase().contains("insufficient_scope"))
-                    .map(str::to_owned);
+                let challenge = bearer_challenge(&res)
+                    .filter(|v| v.to_ascii_lowercase().contains("insufficient_scope"));
                 match challenge {
                     Some(c) => Err(UpstreamError::InsufficientScope {
                         scope: auth_param(&c, "scope"),
@@ -333,9 +348,58 @@ impl UpstreamClient {
                     None => Err(UpstreamError::Status(403)),
                 }
             }
-            other => Err(UpstreamError::Status(other)),
+            other => Err(match rpc_error(res).await {
+                Some(error) => UpstreamError::Rpc {
+                    status: other,
+                    error,
+                },
+                None => UpstreamError::Status(other),
+            }),
         }
     }
+}
+
+/// Largest error body read for a JSON-RPC error.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The JSON-RPC `error` object of an error response, if its body is a
+/// JSON-RPC error message (an object with an integer `code` and a string
+/// `message`); anything else (HTML pages, other JSON) is not.
+async fn rpc_error(mut res: reqwest::Response) -> Option<Value> {
+    let json = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        if body.len() + chunk.len() > MAX_ERROR_BODY {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut message: Value = serde_json::from_slice(&body).ok()?;
+    let error = message.get_mut("error")?.take();
+    let well_formed = error.get("code").is_some_and(Value::is_i64)
+        && error.get("message").is_some_and(Value::is_string);
+    well_formed.then_some(error)
+}
+
+/// The response's Bearer `WWW-Authenticate` challenge, if any.
+fn bearer_challenge(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| {
+            v.trim_start()
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case("bearer"))
+        })
+        .map(str::to_owned)
 }
 
 /// True when a `server/discover` answer lists 2026-07-28.

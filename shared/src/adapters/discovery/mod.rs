@@ -48,6 +48,24 @@ impl FetchPolicy {
             allow_private: true,
         }
     }
+
+    /// The policy a registered URL implies for fetches made on its behalf
+    /// at run time: [`FetchPolicy::local`] for a plain http or loopback,
+    /// private or link-local one (which only `--allow-insecure-local` lets
+    /// an operator register), the strict default otherwise.
+    pub fn for_url(url: &Url) -> Self {
+        let local_host = match url.host() {
+            Some(url::Host::Ipv4(ip)) => !is_public(ip.into()),
+            Some(url::Host::Ipv6(ip)) => !is_public(ip.into()),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if url.scheme() == "http" || local_host {
+            FetchPolicy::local()
+        } else {
+            FetchPolicy::default()
+        }
+    }
 }
 
 /// Why discovery or registration failed.
@@ -283,53 +301,15 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
     let challenge = fetcher.challenge(&mcp).await?;
     let challenged = challenge.is_some();
     let (from_challenge, challenge_scope) = challenge.unwrap_or_default();
-    let mut candidates = vec![];
-    if let Some(u) = from_challenge.as_deref().and_then(|u| Url::parse(u).ok()) {
-        candidates.push(u);
-    }
-    candidates.extend(resource_metadata_urls(&mcp));
-    let mut found = None;
-    for url in &candidates {
-        if let Some(doc) = fetcher.json(url).await? {
-            let prm: ProtectedResourceMetadata =
-                serde_json::from_value(doc).map_err(|e| DiscoveryError::Invalid {
-                    what: "protected resource metadata",
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
-            found = Some((url.clone(), prm));
-            break;
-        }
-    }
-    let Some((prm_url, prm)) = found else {
-        // No Protected Resource Metadata from a server that asks for a
-        // token: one of the 2025-03-26 revision, whose authorization server
-        // lives at its own origin.
-        if challenged {
-            return legacy(fetcher, &mcp, challenge_scope).await;
-        }
-        return Err(DiscoveryError::NotFound {
-            what: "protected resource metadata",
-            tried: candidates
-                .iter()
-                .map(Url::as_str)
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    };
-    // RFC 9728 §3.3: the metadata must be about this resource, or anyone
-    // able to answer at a metadata URL could send tokens for another
-    // resource through this one's consent.
-    if !resource_covers(&prm.resource, &mcp) {
-        return Err(DiscoveryError::Invalid {
-            what: "protected resource metadata",
-            url: prm_url.to_string(),
-            reason: format!(
-                "it describes the resource {:?}, which is neither the MCP URL {mcp_url} nor a parent of it",
-                prm.resource
-            ),
-        });
-    }
+    let (prm_url, prm) =
+        match find_resource_metadata(fetcher, &mcp, from_challenge.as_deref()).await? {
+            Ok(found) => found,
+            // No Protected Resource Metadata from a server that asks for a
+            // token: one of the 2025-03-26 revision, whose authorization server
+            // lives at its own origin.
+            Err(_) if challenged => return legacy(fetcher, &mcp, challenge_scope).await,
+            Err(not_found) => return Err(not_found),
+        };
     let issuer_str = prm
         .authorization_servers
         .first()
@@ -357,6 +337,66 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
         authorization_server: asm,
         scopes,
     })
+}
+
+/// The Protected Resource Metadata of `mcp`: at `from_challenge` (a 401's
+/// `resource_metadata`), else at the well-known URLs, checked to be about
+/// `mcp` ([`resource_covers`]).
+pub async fn resource_metadata(
+    fetcher: &Fetcher<'_>,
+    mcp: &Url,
+    from_challenge: Option<&str>,
+) -> Result<ProtectedResourceMetadata, DiscoveryError> {
+    find_resource_metadata(fetcher, mcp, from_challenge)
+        .await?
+        .map(|(_, prm)| prm)
+}
+
+/// The first Protected Resource Metadata found for `mcp`, with its URL;
+/// the inner error when none was found anywhere (naming where it looked).
+async fn find_resource_metadata(
+    fetcher: &Fetcher<'_>,
+    mcp: &Url,
+    from_challenge: Option<&str>,
+) -> Result<Result<(Url, ProtectedResourceMetadata), DiscoveryError>, DiscoveryError> {
+    let mut candidates = vec![];
+    if let Some(u) = from_challenge.and_then(|u| Url::parse(u).ok()) {
+        candidates.push(u);
+    }
+    candidates.extend(resource_metadata_urls(mcp));
+    for url in &candidates {
+        let Some(doc) = fetcher.json(url).await? else {
+            continue;
+        };
+        let prm: ProtectedResourceMetadata =
+            serde_json::from_value(doc).map_err(|e| DiscoveryError::Invalid {
+                what: "protected resource metadata",
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        // RFC 9728 §3.3: the metadata must be about this resource, or anyone
+        // able to answer at a metadata URL could send tokens for another
+        // resource through this one's consent.
+        if !resource_covers(&prm.resource, mcp) {
+            return Err(DiscoveryError::Invalid {
+                what: "protected resource metadata",
+                url: url.to_string(),
+                reason: format!(
+                    "it describes the resource {:?}, which is neither the MCP URL {mcp} nor a parent of it",
+                    prm.resource
+                ),
+            });
+        }
+        return Ok(Ok((url.clone(), prm)));
+    }
+    Ok(Err(DiscoveryError::NotFound {
+        what: "protected resource metadata",
+        tried: candidates
+            .iter()
+            .map(Url::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }))
 }
 
 /// Whether the resource identifier `resource` names `mcp`: the same origin,
