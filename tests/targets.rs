@@ -348,3 +348,175 @@ async fn discovery_refusals_are_clear() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Token responses of the providers teams meet first, each imitated by a
+/// token endpoint that answers the way the provider does, read through the
+/// gateway's own code exchange and refresh.
+#[tokio::test]
+async fn token_responses_of_real_providers_are_understood() {
+    use gateway_shared::adapters::oauth::{OAuthError, TokenEndpoint};
+    use gateway_shared::domain::TargetAuth;
+    let http = gateway_shared::state::http_client();
+    let verifier = secrecy::SecretString::from("v".repeat(43));
+    let now = 1_000_000;
+    let exchange = |endpoint: String| {
+        let http = http.clone();
+        let verifier = verifier.clone();
+        async move {
+            let target = gateway_tests::stack_target_for_fake(&endpoint);
+            let TargetAuth::OAuth(settings) = &target.auth else {
+                unreachable!()
+            };
+            TokenEndpoint {
+                http: &http,
+                settings,
+                secret: None,
+            }
+            .exchange_code(
+                "https://gw.example/oauth/callback",
+                "c",
+                &verifier,
+                None,
+                now,
+            )
+            .await
+        }
+    };
+    let scopes =
+        |t: &gateway_shared::adapters::oauth::IssuedTokens| t.scopes.clone().unwrap_or_default();
+
+    // GitHub: form-encoded unless asked for JSON; comma-separated scopes.
+    let github = github_like_token_endpoint().await;
+    let t = exchange(github.clone())
+        .await
+        .expect("GitHub's answer, asked for JSON");
+    assert_eq!(
+        t.tokens.access_token.expose_secret(),
+        "gho_16C7e42F292c6912E7710c838347Ae178B4a"
+    );
+    assert_eq!(scopes(&t), ["repo", "read:user"]);
+    assert_eq!(t.expires_at, None, "classic GitHub tokens do not expire");
+    // GitHub: a refused code is a 200 with an `error`: a refusal, not an outage.
+    let refused = gateway_tests::FakeHttp::start(
+        200,
+        json!({"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired."}),
+        Default::default(),
+    )
+    .await;
+    match exchange(format!("{}/token", refused.base)).await {
+        Err(OAuthError::Rejected { error, .. }) => assert_eq!(error, "bad_verification_code"),
+        other => panic!("{other:?}"),
+    }
+    // GitHub apps: expiring user tokens with a refresh token.
+    let expiring = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "ghu_x", "expires_in": 28800, "refresh_token": "ghr_x", "refresh_token_expires_in": 15811200, "scope": "", "token_type": "bearer"}),
+        Default::default(),
+    )
+    .await;
+    let t = exchange(format!("{}/token", expiring.base)).await.unwrap();
+    assert_eq!(t.expires_at, Some(now + 28_800));
+    assert_eq!(
+        t.tokens.refresh_token.as_ref().unwrap().expose_secret(),
+        "ghr_x"
+    );
+
+    // Salesforce: no expires_in (nor token_type here), an instance_url.
+    let salesforce = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "00D!x", "refresh_token": "5Aep", "instance_url": "https://x.my.salesforce.com", "id": "https://login.salesforce.com/id/00D/005", "issued_at": "1700000000000", "signature": "s"}),
+        Default::default(),
+    )
+    .await;
+    let t = exchange(format!("{}/token", salesforce.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.expires_at, t.tokens.token_type.as_str()),
+        (None, "Bearer")
+    );
+
+    // Slack v2: the user's token under authed_user, a bot token or none on top.
+    let slack = gateway_tests::FakeHttp::start(
+        200,
+        json!({"ok": true, "app_id": "A1", "authed_user": {"id": "U1", "scope": "chat:write,channels:read", "access_token": "xoxp-1", "token_type": "user", "refresh_token": "xoxe-1-r", "expires_in": 43200}, "team": {"id": "T1"}}),
+        Default::default(),
+    )
+    .await;
+    let t = exchange(format!("{}/token", slack.base)).await.unwrap();
+    assert_eq!(t.tokens.access_token.expose_secret(), "xoxp-1");
+    assert_eq!(
+        t.tokens.refresh_token.as_ref().unwrap().expose_secret(),
+        "xoxe-1-r"
+    );
+    assert_eq!(t.expires_at, Some(now + 43_200));
+    assert_eq!(scopes(&t), ["chat:write", "channels:read"]);
+
+    // expires_in as a string; no token_type.
+    let stringly = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "a", "expires_in": "3599"}),
+        Default::default(),
+    )
+    .await;
+    let t = exchange(format!("{}/token", stringly.base)).await.unwrap();
+    assert_eq!(t.expires_at, Some(now + 3_599));
+
+    // Google (no rotation): a refresh answer without refresh_token keeps
+    // the one the gateway has.
+    let google = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "ya29.new", "expires_in": 3599, "scope": "openid https://www.googleapis.com/auth/drive.readonly", "token_type": "Bearer"}),
+        Default::default(),
+    )
+    .await;
+    let endpoint = format!("{}/token", google.base);
+    let target = gateway_tests::stack_target_for_fake(&endpoint);
+    let TargetAuth::OAuth(settings) = &target.auth else {
+        unreachable!()
+    };
+    let old = secrecy::SecretString::from("1//old-refresh".to_owned());
+    let t = TokenEndpoint {
+        http: &http,
+        settings,
+        secret: None,
+    }
+    .refresh(&endpoint, &old, &[], None, now)
+    .await
+    .unwrap();
+    assert_eq!(t.tokens.access_token.expose_secret(), "ya29.new");
+    assert_eq!(
+        t.tokens.refresh_token.as_ref().unwrap().expose_secret(),
+        "1//old-refresh"
+    );
+}
+
+/// A token endpoint that answers like GitHub's: form-encoded unless the
+/// request accepts JSON.
+async fn github_like_token_endpoint() -> String {
+    let app = axum::Router::new().route(
+        "/login/oauth/access_token",
+        post(|headers: axum::http::HeaderMap| async move {
+            use axum::response::IntoResponse;
+            let wants_json = headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/json"));
+            if wants_json {
+                Json(json!({"access_token": "gho_16C7e42F292c6912E7710c838347Ae178B4a", "scope": "repo,read:user", "token_type": "bearer"})).into_response()
+            } else {
+                (
+                    [("content-type", "application/x-www-form-urlencoded")],
+                    "access_token=gho_16C7e42F292c6912E7710c838347Ae178B4a&scope=repo%2Cread%3Auser&token_type=bearer",
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("{base}/login/oauth/access_token")
+}

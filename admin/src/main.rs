@@ -220,6 +220,10 @@ struct AddArgs {
     /// Allow http and loopback/private addresses (local development).
     #[arg(long)]
     allow_insecure_local: bool,
+    /// A provider preset: github, google, microsoft, slack, atlassian,
+    /// salesforce, okta, auth0 or cognito (see the README).
+    #[arg(long, value_parser = targets::Preset::parse)]
+    preset: Option<targets::Preset>,
 }
 
 fn parse_method(s: &str) -> Result<TokenEndpointAuthMethod, String> {
@@ -580,6 +584,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 send_resource: !args.no_resource,
                 tool_prefix: args.tool_prefix,
                 secret_name_prefix: args.secret_name_prefix,
+                preset: args.preset,
             };
             let added = targets::add_target(
                 &state,

@@ -102,3 +102,56 @@ async fn refresh_and_key_rotation_from_the_command_line() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presets_shape_the_target_and_unknown_ones_are_named() {
+    let gw = Gateway::start(&[]).await;
+    let add = |preset: &str| {
+        admin(
+            &gw,
+            &[
+                "target",
+                "add",
+                "google",
+                "--mcp-url",
+                "https://mcp.example.test/mcp",
+                "--client-id",
+                "operator-client",
+                "--authorization-endpoint",
+                "https://accounts.example.test/o/oauth2/v2/auth",
+                "--token-endpoint",
+                "https://oauth2.example.test/token",
+                "--scopes",
+                "openid https://www.googleapis.com/auth/drive.readonly",
+                "--param",
+                "prompt=select_account consent",
+                "--public-base-url",
+                "https://gateway.example.test",
+                "--preset",
+                preset,
+            ],
+        )
+    };
+    let (ok, out) = add("gitlab");
+    assert!(
+        !ok && out.contains("github") && out.contains("cognito"),
+        "{out}"
+    );
+    let (ok, out) = add("google");
+    assert!(ok, "{out}");
+    let (ok, shown) = admin(&gw, &["target", "show", "google"]);
+    assert!(ok, "{shown}");
+    let target: serde_json::Value = serde_json::from_str(&shown).expect(&shown);
+    let oauth = &target["auth"];
+    assert_eq!(oauth["kind"], "oauth", "{shown}");
+    assert_eq!(
+        oauth["extra_authorize_params"]["access_type"], "offline",
+        "{shown}"
+    );
+    // The operator's own parameter wins over the preset's.
+    assert_eq!(
+        oauth["extra_authorize_params"]["prompt"],
+        "select_account consent"
+    );
+    assert_eq!(oauth["send_resource"], false);
+}

@@ -16,9 +16,32 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
 use crate::ports::{RefreshCall, TokenIssuer};
 
+mod response;
+pub use response::LenientTokenResponse;
+
+/// The client type, no endpoint set yet: token responses read leniently
+/// ([`LenientTokenResponse`]).
+type NewClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    LenientTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+>;
+
 /// The configured client type: token endpoint set, authorization URL built by us.
-type TokenClient =
-    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type TokenClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    LenientTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
 
 /// Tokens a token endpoint returned.
 #[derive(Debug, Clone)]
@@ -80,8 +103,7 @@ fn client(
 ) -> Result<TokenClient, OAuthError> {
     let token_url = TokenUrl::new(token_endpoint.to_owned())
         .map_err(|e| OAuthError::Misconfigured(format!("token endpoint: {e}")))?;
-    let mut c =
-        BasicClient::new(ClientId::new(settings.client_id.clone())).set_token_uri(token_url);
+    let mut c = NewClient::new(ClientId::new(settings.client_id.clone())).set_token_uri(token_url);
     match settings.token_endpoint_auth_method {
         TokenEndpointAuthMethod::None => {
             c = c.set_auth_type(AuthType::RequestBody);
@@ -109,7 +131,7 @@ fn client(
 }
 
 fn issued(
-    resp: oauth2::basic::BasicTokenResponse,
+    resp: LenientTokenResponse,
     now: i64,
     previous_refresh: Option<&SecretString>,
 ) -> IssuedTokens {
@@ -164,10 +186,18 @@ fn classify<RE: std::error::Error + 'static>(
             }
         }
         RequestTokenError::Request(e) => OAuthError::Transient(crate::error::chain(&e)),
-        RequestTokenError::Parse(_, body) => OAuthError::Transient(format!(
-            "unreadable token endpoint response ({} bytes)",
-            body.len()
-        )),
+        RequestTokenError::Parse(_, body) => {
+            // Some servers (GitHub) answer errors with 200 and an `error`.
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(doc) if doc.get("error").is_some_and(|e| e.is_string()) => {
+                    OAuthError::rejected_from(&doc)
+                }
+                _ => OAuthError::Transient(format!(
+                    "unreadable token endpoint response ({} bytes)",
+                    body.len()
+                )),
+            }
+        }
         RequestTokenError::Other(msg) => OAuthError::Transient(msg),
     }
 }

@@ -13,6 +13,9 @@ use crate::edge::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH};
 use crate::urls::{connect_url, public_url};
 use crate::AppState;
 
+mod presets;
+pub use presets::Preset;
+
 /// How the gateway identifies itself to a target's authorization server.
 #[derive(Debug, Clone, Default)]
 pub struct ClientChoice {
@@ -52,6 +55,8 @@ pub struct NewTarget {
     pub tool_prefix: Option<String>,
     /// Name prefix for secrets the registration creates.
     pub secret_name_prefix: String,
+    /// A provider preset, applied to the settings registration produced.
+    pub preset: Option<Preset>,
 }
 
 /// Endpoints given by the operator.
@@ -106,7 +111,10 @@ pub async fn add_target(
         client_source: "none",
     };
     if !new.no_auth {
-        let settings = oauth_settings(state, base, policy, &new, &mut added).await?;
+        let mut settings = oauth_settings(state, base, policy, &new, &mut added).await?;
+        if let Some(preset) = new.preset {
+            preset.apply(&mut settings);
+        }
         added.target.auth = TargetAuth::OAuth(Box::new(settings));
     }
     added.target.validate()?;
