@@ -606,3 +606,96 @@ async fn upstream_json_rpc_errors_pass_through_whatever_the_http_status() {
         r.body
     );
 }
+
+/// An upstream whose listing needs a scope the user's grant lacks: the
+/// connect tool leads to a consent for it, not to "already connected".
+#[tokio::test]
+async fn a_listing_that_needs_more_scopes_leads_to_a_consent_for_them() {
+    let (gw, server) = dev_gateway(&[]).await;
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|body: axum::Json<Value>| async move {
+            use axum::response::IntoResponse;
+            let id = body.get("id").cloned().unwrap_or(Value::Null);
+            match body.get("method").and_then(Value::as_str) {
+                Some("initialize") => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "scoped", "version": "1"}}}))
+                .into_response(),
+                Some("tools/list") => (
+                    axum::http::StatusCode::FORBIDDEN,
+                    [(
+                        "www-authenticate",
+                        r#"Bearer error="insufficient_scope", scope="files:read""#,
+                    )],
+                )
+                    .into_response(),
+                Some(_) if id.is_null() => axum::http::StatusCode::ACCEPTED.into_response(),
+                _ => (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32601, "message": "Method not found"}})),
+                )
+                    .into_response(),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
+    target.mcp_url = upstream;
+    gw.state.targets.put(&target).await.unwrap();
+    let now = gw.state.clock.now();
+    gw.state
+        .grants
+        .create(&gateway_tests::refreshable_grant(
+            "dev-user",
+            "fake",
+            "at",
+            "rt",
+            now + 3_600,
+            now - 3_600,
+        ))
+        .await
+        .unwrap();
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-06-18", json!({})).await;
+    let list = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = list.body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"fake___connect"), "{names:?}");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "fake___connect", "arguments": {}}),
+        )
+        .await;
+    let text = tool_text(&r.body["result"]);
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/connect/"))
+        .unwrap_or_else(|| panic!("a consent link, not a dead end: {text}"));
+    let res = gateway_tests::http_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(link)
+        .send()
+        .await
+        .unwrap();
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let authorize = url::Url::parse(&location).unwrap();
+    let scope = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    assert_eq!(scope, "read files:read", "{location}");
+}

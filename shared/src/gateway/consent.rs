@@ -183,11 +183,36 @@ impl Gateway<'_> {
         if let Some(r) = self.check_request_state("tools/call", params).await {
             return r;
         }
-        match self.token(target).await {
-            Ok(_) => Reply::Result(json!({
+        let connected = || {
+            Reply::Result(json!({
                 "content": [{"type": "text", "text": format!("{} is connected. List the tools again to see its tools.", target.title())}],
                 "isError": false,
-            })),
+            }))
+        };
+        match self.token(target).await {
+            // A grant is no proof the upstream takes it for listing (it may
+            // want more scopes): ask it, so a refusal becomes a consent for
+            // what it wants instead of a dead end.
+            Ok(_) => match self
+                .forward(target, "tools/list", Some(Params::new()))
+                .await
+            {
+                Ok(_) => connected(),
+                Err(Blocked::Consent(extra)) => {
+                    self.consent(target, &extra, "tools/call", params).await
+                }
+                Err(Blocked::Retry(why)) | Err(Blocked::Upstream(why)) => {
+                    tracing::warn!(target = %target.name, reason = %why, "connect tool: the upstream did not list its tools");
+                    self.failure(
+                        "tools/call",
+                        &format!(
+                            "{} is connected but did not list its tools; retry in a moment.",
+                            target.title()
+                        ),
+                        true,
+                    )
+                }
+            },
             Err(Blocked::Consent(extra)) => {
                 self.consent(target, &extra, "tools/call", params).await
             }
