@@ -225,6 +225,50 @@ async fn client_id_metadata_documents_are_preferred_when_supported() {
         "https://gateway.example.test/oauth/callback"
     );
     assert_eq!(doc["token_endpoint_auth_method"], "none");
+
+    // At an operator-chosen path: that URL is the client_id, and the
+    // document is served there as well as at the default path, each naming
+    // its own URL.
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", "https://gateway.example.test"),
+        ("CLIENT_METADATA_PATH", "/oauth/client.json"),
+    ])
+    .await;
+    let added = targets::add_target(
+        &gw.state,
+        &base,
+        FetchPolicy::local(),
+        new_target("cimd2", &mcp.url),
+    )
+    .await
+    .unwrap();
+    let TargetAuth::OAuth(s) = &added.target.auth else {
+        panic!()
+    };
+    assert_eq!(
+        s.client_id,
+        "https://gateway.example.test/oauth/client.json"
+    );
+    let (listener, local) = GatewayServer::bind().await;
+    let _server = GatewayServer::serve(listener, local.clone(), gw.state.clone());
+    for (path, client_id) in [
+        (
+            "/oauth/client.json",
+            "https://gateway.example.test/oauth/client.json",
+        ),
+        (
+            "/oauth/client-metadata.json",
+            "https://gateway.example.test/oauth/client-metadata.json",
+        ),
+    ] {
+        let doc: serde_json::Value = gateway_tests::get(format!("{local}{path}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["client_id"], client_id, "{path}");
+    }
 }
 
 /// Serves hand-written metadata on 127.0.0.1.

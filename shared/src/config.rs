@@ -133,6 +133,11 @@ pub struct Config {
     /// How long a warm instance keeps the list of targets
     /// (`TARGETS_CACHE_SECONDS`, 0-3600, default 30).
     pub targets_cache_ttl: Duration,
+    /// Where the gateway serves its Client ID Metadata Document and whose
+    /// URL is its `client_id` where such documents are used
+    /// (`CLIENT_METADATA_PATH`, default `/oauth/client-metadata.json`; the
+    /// document is served at the default path too).
+    pub client_metadata_path: String,
     /// Name prefix of the Secrets Manager secrets the gateway creates for
     /// the clients it registers (`CLIENT_SECRET_NAME_PREFIX`, default
     /// `mcp-oauth-gateway/targets/`).
@@ -289,6 +294,7 @@ impl Config {
                 0,
                 3_600,
             )?),
+            client_metadata_path: client_metadata_path(get("CLIENT_METADATA_PATH"))?,
             client_secret_name_prefix: get("CLIENT_SECRET_NAME_PREFIX")
                 .unwrap_or_else(|| DEFAULT_CLIENT_SECRET_NAME_PREFIX.to_owned()),
             grant_cache_ttl: Duration::from_secs(number(
@@ -385,6 +391,41 @@ fn number(
     Ok(n)
 }
 
+/// `CLIENT_METADATA_PATH`: an absolute path of URL-safe characters, not one
+/// of the gateway's other routes.
+fn client_metadata_path(value: Option<String>) -> Result<String, ConfigError> {
+    let default = crate::edge::callback::CLIENT_METADATA_PATH;
+    let Some(path) = value else {
+        return Ok(default.to_owned());
+    };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: "CLIENT_METADATA_PATH",
+        reason: reason.to_owned(),
+    };
+    let safe = path.len() <= 200
+        && path.starts_with('/')
+        && path.len() > 1
+        && !path.contains("//")
+        && !path.split('/').any(|seg| seg == "." || seg == "..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._~/-".contains(c));
+    if !safe {
+        return Err(invalid(
+            "an absolute path of letters, digits and ._~/- (at most 200 characters)",
+        ));
+    }
+    let taken = ["/mcp", "/oauth/callback", "/connections", "/.well-known"];
+    if taken
+        .iter()
+        .any(|t| path == *t || path.starts_with(&format!("{t}/")))
+        || path.starts_with("/connect/")
+    {
+        return Err(invalid("the path of another gateway route"));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +448,40 @@ mod tests {
         ("INBOUND_ISSUER", "https://idp.example.com"),
         ("CONSENT_LOGIN_CLIENT_ID", "login-client"),
     ];
+
+    #[test]
+    fn client_metadata_path_is_checked() {
+        let with = |v: &str| {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("CLIENT_METADATA_PATH", v));
+            load(&pairs).map(|c| c.client_metadata_path)
+        };
+        assert_eq!(
+            load(BASE).unwrap().client_metadata_path,
+            "/oauth/client-metadata.json"
+        );
+        assert_eq!(with("/oauth/client.json").unwrap(), "/oauth/client.json");
+        for bad in [
+            "oauth/client.json",
+            "/",
+            "/a//b",
+            "/a/../mcp",
+            "/a b",
+            "/a?x=1",
+            "/mcp",
+            "/oauth/callback",
+            "/connect/x",
+            "/connections",
+            "/.well-known/oauth-protected-resource",
+        ] {
+            match with(bad) {
+                Err(ConfigError::Invalid { name, .. }) => {
+                    assert_eq!(name, "CLIENT_METADATA_PATH", "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn defaults() {

@@ -45,12 +45,21 @@ pub const CLIENT_METADATA_PATH: &str = "/oauth/client-metadata.json";
 
 /// The Router of the `oauth-callback` function.
 pub fn router(state: AppState) -> Router {
-    routes().fallback(not_found).with_state(state)
+    routes(&state.config.client_metadata_path)
+        .fallback(not_found)
+        .with_state(state)
 }
 
-/// The consent routes, without fallback or state (see [`super::gateway_router`]).
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The consent routes, without fallback or state (see
+/// [`super::gateway_router`]); the Client ID Metadata Document at its
+/// default path and, when different, at `chosen_metadata_path` too.
+pub fn routes(chosen_metadata_path: &str) -> Router<AppState> {
+    let router = if chosen_metadata_path == CLIENT_METADATA_PATH {
+        Router::new()
+    } else {
+        Router::new().route(chosen_metadata_path, get(chosen_client_metadata))
+    };
+    router
         .route(VERIFY_PATH, get(verify))
         .route(crate::urls::CONNECT_ROUTE, get(connect))
         .route(CALLBACK_PATH, get(callback))
@@ -65,17 +74,36 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// The Client ID Metadata Document: the gateway's `client_id` at
-/// authorization servers that support them is this document's URL.
+/// The Client ID Metadata Document at its default path.
 async fn client_metadata(
     State(state): State<AppState>,
     context: Option<Extension<RequestContext>>,
 ) -> Response {
-    let Some(base) = base_url(&state, context.as_deref()) else {
+    metadata_document(&state, context.as_deref(), CLIENT_METADATA_PATH)
+}
+
+/// The Client ID Metadata Document at the operator's chosen path.
+async fn chosen_client_metadata(
+    State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
+) -> Response {
+    metadata_document(
+        &state,
+        context.as_deref(),
+        &state.config.client_metadata_path,
+    )
+}
+
+/// The Client ID Metadata Document served at `path`: its `client_id` is
+/// that URL, as the document format requires. The gateway's `client_id` at
+/// authorization servers that support them is the document at
+/// `CLIENT_METADATA_PATH`.
+fn metadata_document(state: &AppState, context: Option<&RequestContext>, path: &str) -> Response {
+    let Some(base) = base_url(state, context) else {
         return no_base_url().into_response();
     };
     let doc = crate::adapters::discovery::client_metadata_document(
-        &public_url(&base, CLIENT_METADATA_PATH),
+        &public_url(&base, path),
         &public_url(&base, CALLBACK_PATH),
     );
     let mut res = axum::Json(doc).into_response();

@@ -19,7 +19,7 @@ use crate::AppState;
 /// the two HTTP functions: for local runs and end-to-end tests.
 pub fn gateway_router(state: AppState) -> axum::Router {
     proxy::routes()
-        .merge(callback::routes())
+        .merge(callback::routes(&state.config.client_metadata_path))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use crate::adapters::discovery::{self, Discovered, FetchPolicy, Fetcher};
 use crate::domain::{
     OAuthSettings, PendingAuthorization, Target, TargetAuth, TokenEndpointAuthMethod,
 };
-use crate::edge::{callback::CALLBACK_PATH, callback::CLIENT_METADATA_PATH};
+use crate::edge::callback::CALLBACK_PATH;
 use crate::urls::{connect_url, public_url};
 use crate::AppState;
 
@@ -83,9 +83,10 @@ pub struct Added {
     pub client_source: &'static str,
 }
 
-/// The gateway's Client ID Metadata Document URL (its `client_id` where used).
-pub fn client_metadata_url(base: &url::Url) -> String {
-    public_url(base, CLIENT_METADATA_PATH)
+/// The gateway's Client ID Metadata Document URL (its `client_id` where
+/// used): `path` (`CLIENT_METADATA_PATH`) at `base`.
+pub fn client_metadata_url(base: &url::Url, path: &str) -> String {
+    public_url(base, path)
 }
 
 /// Discovers (unless endpoints are given), obtains a client (given, Client ID
@@ -225,7 +226,7 @@ async fn obtain_client(
 ) -> Result<&'static str, String> {
     let redirect_uri = public_url(base, CALLBACK_PATH);
     if asm.client_id_metadata_document_supported && base.scheme() == "https" {
-        settings.client_id = client_metadata_url(base);
+        settings.client_id = client_metadata_url(base, &state.config.client_metadata_path);
         settings.client_secret_arn = None;
         settings.token_endpoint_auth_method = TokenEndpointAuthMethod::None;
         return Ok("client ID metadata document");
