@@ -501,20 +501,35 @@ async fn the_inbound_token_is_never_passed_upstream() {
 #[tokio::test]
 async fn a_token_refused_right_after_consent_gets_an_error_not_another_link() {
     let (gw, server) = dev_gateway(&[]).await;
-    let refusing = FakeHttp::start(401, json!({"error": "invalid_token"}), Duration::ZERO).await;
+    // Refuses every token, naming the scope it wants.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                r#"Bearer error="invalid_token", scope="files:write""#,
+            )],
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
     let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
-    target.mcp_url = format!("{}/mcp", refusing.base);
+    target.mcp_url = format!("{refusing}/mcp");
     target.tool_catalog = vec![json!({"name": "t", "inputSchema": {"type": "object"}})];
     gw.state.targets.put(&target).await.unwrap();
     let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
     let call = || c.request("tools/call", json!({"name": "t", "arguments": {}}));
+    let now = gw.state.clock.now();
     let connect = |created_at: i64| {
         let mut grant = gateway_tests::refreshable_grant(
             "dev-user",
             "fake",
             "refused",
             "r",
-            created_at + 3_600,
+            now + 3_600,
             created_at,
         );
         grant.tokens.refresh_token = None;
@@ -526,7 +541,7 @@ async fn a_token_refused_right_after_consent_gets_an_error_not_another_link() {
     };
 
     // Connected seconds ago, refused: an error naming the target, no link.
-    connect(gw.state.clock.now() - 5).await;
+    connect(now - 5).await;
     let r = call().await;
     let text = tool_text(&r.body["result"]);
     assert_eq!(r.body["result"]["isError"], true, "{:?}", r.body);
@@ -535,11 +550,30 @@ async fn a_token_refused_right_after_consent_gets_an_error_not_another_link() {
         "{text}"
     );
 
-    // Connected an hour ago and refused now (revoked upstream): a new link.
-    connect(gw.state.clock.now() - 3_600).await;
+    // Connected an hour ago and refused now (revoked upstream): a new link,
+    // asking for the scope of the upstream's challenge too.
+    connect(now - 3_600).await;
     let r = call().await;
     let text = tool_text(&r.body["result"]);
-    assert!(text.contains("/connect/"), "{:?}", r.body);
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/connect/"))
+        .unwrap_or_else(|| panic!("a consent link: {:?}", r.body));
+    let res = gateway_tests::http_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(link)
+        .send()
+        .await
+        .unwrap();
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let scope = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(scope.as_deref(), Some("read files:write"), "{location}");
 }
 
 /// A 2025 upstream that answers errors the way 2026-07-28 servers do: with

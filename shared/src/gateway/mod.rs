@@ -216,9 +216,10 @@ impl<'a> Gateway<'a> {
             };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),
-                Err(UpstreamError::Unauthorized { resource_metadata })
-                    if attempt == 0 && grant.is_some() =>
-                {
+                Err(UpstreamError::Unauthorized {
+                    resource_metadata,
+                    scope,
+                }) if attempt == 0 && grant.is_some() => {
                     let Some(g) = &grant else { break };
                     match self
                         .state
@@ -229,13 +230,18 @@ impl<'a> Gateway<'a> {
                         Ok(fresh) => grant = Some(fresh),
                         Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
                         Err(_) => {
-                            return Err(self.refused(target, Some(g), resource_metadata).await)
+                            return Err(self
+                                .refused(target, Some(g), resource_metadata, scope)
+                                .await)
                         }
                     }
                 }
-                Err(UpstreamError::Unauthorized { resource_metadata }) => {
+                Err(UpstreamError::Unauthorized {
+                    resource_metadata,
+                    scope,
+                }) => {
                     return Err(self
-                        .refused(target, grant.as_ref(), resource_metadata)
+                        .refused(target, grant.as_ref(), resource_metadata, scope)
                         .await)
                 }
                 Err(UpstreamError::InsufficientScope { scope }) => {
@@ -262,7 +268,8 @@ impl<'a> Gateway<'a> {
     /// a consent, at the authorization server the upstream names now. When
     /// its metadata names a different one than the target's, the target
     /// follows it first (discovery and a client there), so the consent does
-    /// not loop at a server whose tokens the upstream no longer takes. A
+    /// not loop at a server whose tokens the upstream no longer takes. The
+    /// consent asks for the challenge's `scope` besides the target's. A
     /// token from a consent of the last [`FRESH_CONSENT_SECONDS`] refused at
     /// the same server gets an error instead: another consent would loop.
     async fn refused(
@@ -270,7 +277,11 @@ impl<'a> Gateway<'a> {
         target: &Target,
         grant: Option<&crate::domain::Grant>,
         resource_metadata: Option<String>,
+        scope: Option<String>,
     ) -> Blocked {
+        let wanted: Vec<String> = scope
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
         let outcome = crate::targets::follow_authorization_server(
             self.state,
             &self.base,
@@ -288,7 +299,7 @@ impl<'a> Gateway<'a> {
             );
         }
         match outcome {
-            Ok(crate::targets::Migration::Unchanged) => Blocked::Consent(vec![]),
+            Ok(crate::targets::Migration::Unchanged) => Blocked::Consent(wanted),
             Ok(crate::targets::Migration::Moved { from, to }) => {
                 tracing::warn!(
                     audit = "target_moved",
@@ -303,7 +314,7 @@ impl<'a> Gateway<'a> {
                 // Consent where the target points: the metadata may be down
                 // for a moment; the next refusal looks again.
                 tracing::warn!(target = %target.name, reason = %crate::telemetry::clean(&why, 300), "could not check the upstream's authorization metadata after a refusal");
-                Blocked::Consent(vec![])
+                Blocked::Consent(wanted)
             }
         }
     }

@@ -42,6 +42,8 @@ pub enum UpstreamError {
     Unauthorized {
         /// The `resource_metadata` URL of its Bearer challenge, if it named one.
         resource_metadata: Option<String>,
+        /// The `scope` of its Bearer challenge, if it named one.
+        scope: Option<String>,
     },
     /// 403 `insufficient_scope`: the token lacks `scope`.
     #[error("the upstream needs more scopes")]
@@ -334,10 +336,15 @@ impl UpstreamClient {
         let status = res.status().as_u16();
         match status {
             200..=299 => Ok(res),
-            401 => Err(UpstreamError::Unauthorized {
-                resource_metadata: bearer_challenge(&res)
-                    .and_then(|c| auth_param(&c, "resource_metadata")),
-            }),
+            401 => {
+                let challenge = bearer_challenge(&res);
+                Err(UpstreamError::Unauthorized {
+                    resource_metadata: challenge
+                        .as_deref()
+                        .and_then(|c| auth_param(c, "resource_metadata")),
+                    scope: challenge.as_deref().and_then(|c| auth_param(c, "scope")),
+                })
+            }
             403 => {
                 let challenge = bearer_challenge(&res)
                     .filter(|v| v.to_ascii_lowercase().contains("insufficient_scope"));
