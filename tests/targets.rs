@@ -564,3 +564,121 @@ async fn github_like_token_endpoint() -> String {
     });
     format!("{base}/login/oauth/access_token")
 }
+
+/// An upstream whose metadata now names another authorization server: a
+/// target whose client the gateway registered follows it (a new client
+/// there, its secret under a new name), once a minute at most; a client
+/// the operator gave stays where it is.
+#[tokio::test]
+async fn an_upstream_that_moves_is_followed_only_for_clients_the_gateway_registered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let as2 = format!("{base}/as2");
+    let mcp_url = format!("{base}/mcp");
+    let (b, a, m, count) = (
+        base.clone(),
+        as2.clone(),
+        mcp_url.clone(),
+        registrations.clone(),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(move || async move { Json(json!({"resource": m, "authorization_servers": [a]})) }),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/as2",
+            get(move || async move {
+                Json(json!({"issuer": format!("{b}/as2"), "authorization_endpoint": format!("{b}/as2/authorize"),
+                    "token_endpoint": format!("{b}/as2/token"), "registration_endpoint": format!("{b}/as2/register"),
+                    "code_challenge_methods_supported": ["S256"]}))
+            }),
+        )
+        .route(
+            "/as2/register",
+            post(move || async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::CREATED, Json(json!({"client_id": "as2-client", "client_secret": "as2-secret",
+                    "token_endpoint_auth_method": "client_secret_basic"})))
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let gw = Gateway::start(&[]).await;
+    let gateway = url::Url::parse("https://gateway.example.test").unwrap();
+    let target = |name: &str, registered: bool| {
+        let mut t = gateway_tests::stack_target_for_fake("https://as1.example.test/token");
+        t.name = name.into();
+        t.mcp_url = mcp_url.clone();
+        if let TargetAuth::OAuth(o) = &mut t.auth {
+            o.issuer = Some("https://as1.example.test".into());
+            o.registered = registered;
+            o.scopes = vec!["files".into()];
+        }
+        t
+    };
+    let given = target("given", false);
+    let registered = target("registered", true);
+    for t in [&given, &registered] {
+        gw.state.targets.put(t).await.unwrap();
+    }
+
+    let stay = targets::follow_authorization_server(&gw.state, &gateway, &given, None)
+        .await
+        .unwrap();
+    assert!(matches!(stay, targets::Migration::Unchanged), "{stay:?}");
+    assert_eq!(registrations.load(Ordering::SeqCst), 0);
+
+    let moved = targets::follow_authorization_server(&gw.state, &gateway, &registered, None)
+        .await
+        .unwrap();
+    match &moved {
+        targets::Migration::Moved { from, to } => {
+            assert_eq!(
+                (from.as_str(), to.as_str()),
+                ("https://as1.example.test", as2.as_str())
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = gw
+        .state
+        .targets
+        .get_fresh("registered")
+        .await
+        .unwrap()
+        .unwrap();
+    let TargetAuth::OAuth(s) = &stored.auth else {
+        panic!()
+    };
+    assert_eq!(
+        (s.issuer.as_deref(), s.client_id.as_str(), s.registered),
+        (Some(as2.as_str()), "as2-client", true)
+    );
+    assert_eq!(s.scopes, ["files"], "the operator's scopes are kept");
+    assert_eq!(s.token_endpoint, format!("{base}/as2/token"));
+    let arn = s
+        .client_secret_arn
+        .clone()
+        .expect("the new client's secret");
+    assert!(
+        arn.contains("mcp-oauth-gateway/targets/registered/"),
+        "a secret name of its own: {arn}"
+    );
+    let secret = gw.state.secrets.secret(&arn).await.unwrap();
+    assert_eq!(secret.expose_secret(), "as2-secret");
+
+    // Refused again right away (from a stale copy): no second registration.
+    let again = targets::follow_authorization_server(&gw.state, &gateway, &registered, None)
+        .await
+        .unwrap();
+    assert!(matches!(again, targets::Migration::Unchanged), "{again:?}");
+    assert_eq!(registrations.load(Ordering::SeqCst), 1);
+    // The given target is as it was.
+    let kept = gw.state.targets.get_fresh("given").await.unwrap().unwrap();
+    assert_eq!(kept, given);
+}

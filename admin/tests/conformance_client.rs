@@ -71,8 +71,39 @@ struct Check {
     error: String,
 }
 
+/// A gateway the driver reaches at `local`, whose public URL is `public`.
+struct Deployment {
+    gw: Gateway,
+    local: String,
+    public: String,
+    _server: GatewayServer,
+}
+
+impl Deployment {
+    async fn start(public: Option<&str>, extra: &[(&str, &str)]) -> Deployment {
+        let (listener, local) = GatewayServer::bind().await;
+        let public = public.unwrap_or(&local).to_owned();
+        let mut vars = vec![
+            ("PUBLIC_BASE_URL", public.as_str()),
+            ("CONSENT_BINDING", "link"),
+            // Targets come and go per scenario: no warm target cache.
+            ("TARGETS_CACHE_SECONDS", "0"),
+        ];
+        vars.extend_from_slice(extra);
+        let gw = Gateway::start(&vars).await;
+        let _server = GatewayServer::serve(listener, local.clone(), gw.state.clone());
+        Deployment {
+            gw,
+            local,
+            public,
+            _server,
+        }
+    }
+}
+
 /// Runs `scenario` at `revision` against the gateway; the checks it wrote.
-async fn run(gw: &Gateway, base: &str, revision: &str, scenario: &str) -> (Vec<Check>, String) {
+async fn run(at: &Deployment, revision: &str, scenario: &str) -> (Vec<Check>, String) {
+    let (gw, base) = (&at.gw, at.local.as_str());
     let out_dir = TempDir::new("conformance-client");
     let driver = conformance_dir().join("client-driver.mjs");
     let command = format!("{} {}", node().display(), driver.display());
@@ -84,7 +115,12 @@ async fn run(gw: &Gateway, base: &str, revision: &str, scenario: &str) -> (Vec<C
         .envs(gw.process_env())
         .env("GATEWAY_ADMIN", env!("CARGO_BIN_EXE_gateway-admin"))
         .env("GATEWAY_URL", base)
-        .env("PUBLIC_BASE_URL", base)
+        .env("GATEWAY_PUBLIC_URL", &at.public)
+        .env("PUBLIC_BASE_URL", &at.public)
+        .env(
+            "CLIENT_METADATA_PATH",
+            &gw.state.config.client_metadata_path,
+        )
         .stdin(Stdio::null())
         .output()
         .await
@@ -142,15 +178,17 @@ fn expected_failures() -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_authorization_scenarios() {
-    let (listener, base) = GatewayServer::bind().await;
-    // Targets come and go per scenario: no warm target cache.
-    let gw = Gateway::start(&[
-        ("PUBLIC_BASE_URL", &base),
-        ("CONSENT_BINDING", "link"),
-        ("TARGETS_CACHE_SECONDS", "0"),
-    ])
+    let local = Deployment::start(None, &[]).await;
+    // The suite's Client ID Metadata Document scenario accepts one client_id
+    // only, https://conformance-test.local/client-metadata.json: a gateway
+    // deployed at that URL, with its document at that path, has it. The
+    // driver reaches it locally (GATEWAY_PUBLIC_URL is rewritten to
+    // GATEWAY_URL, as a DNS name would resolve).
+    let cimd = Deployment::start(
+        Some("https://conformance-test.local"),
+        &[("CLIENT_METADATA_PATH", "/client-metadata.json")],
+    )
     .await;
-    let _server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
 
     let only = std::env::var("CONFORMANCE_SCENARIO").ok();
     let scenarios: Vec<_> = scenarios()
@@ -158,6 +196,10 @@ async fn client_authorization_scenarios() {
         .into_iter()
         .filter(|(_, s)| only.as_deref().is_none_or(|o| o == s))
         .collect();
+    assert!(
+        !scenarios.is_empty(),
+        "no client authorization scenario matches CONFORMANCE_SCENARIO={only:?}"
+    );
     if only.is_none() {
         assert!(
             scenarios.len() >= 40,
@@ -169,7 +211,12 @@ async fn client_authorization_scenarios() {
     let mut ran = BTreeSet::new();
     let mut report = String::new();
     for (revision, scenario) in &scenarios {
-        let (checks, transcript) = run(&gw, &base, revision, scenario).await;
+        let at = if scenario == "auth/basic-cimd" {
+            &cimd
+        } else {
+            &local
+        };
+        let (checks, transcript) = run(at, revision, scenario).await;
         // Warnings count: the suite marks a SHOULD it found unmet with one
         // (a scope not requested, say), and the gateway aims to meet those too.
         let failed: Vec<&Check> = checks
@@ -195,6 +242,17 @@ async fn client_authorization_scenarios() {
         ran.insert(format!("{revision} {scenario}"));
     }
     println!("{report}");
+    // Every listed expected failure names a scenario of the suite.
+    if only.is_none() {
+        let stale: Vec<&String> = expected
+            .iter()
+            .filter(|e| !ran.iter().any(|r| e.starts_with(&format!("{r} "))))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "expected failures of scenarios the suite does not have: {stale:?}"
+        );
+    }
     let unexpected: Vec<&String> = failing.difference(&expected).collect();
     // A listed check of a scenario that ran and did not fail now passes.
     let now_passing: Vec<&String> = expected

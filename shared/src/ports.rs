@@ -138,6 +138,12 @@ pub trait TargetCatalog: Send + Sync {
     async fn put(&self, target: &Target) -> Result<()>;
     /// Reads a target.
     async fn get(&self, name: &str) -> Result<Option<Target>>;
+    /// Reads a target from the store itself, past any cache: for the rare
+    /// paths where another instance's recent change matters (consents, an
+    /// upstream moving to another authorization server).
+    async fn get_fresh(&self, name: &str) -> Result<Option<Target>> {
+        self.get(name).await
+    }
     /// Lists all targets, by name. Shared, because the proxy reads the list
     /// on every call and a target carries its whole tool catalog.
     async fn list(&self) -> Result<Vec<Arc<Target>>>;

@@ -14,7 +14,8 @@
 // then removes the target. Exit status 0 when a tool call returned a result.
 //
 // Environment: GATEWAY_ADMIN (the gateway-admin binary), GATEWAY_URL (the
-// gateway's base URL, in INBOUND_AUTH_MODE=dev), the AWS variables
+// gateway's base URL, in INBOUND_AUTH_MODE=dev), GATEWAY_PUBLIC_URL (its
+// public URL if links name another, rewritten to GATEWAY_URL), the AWS variables
 // gateway-admin needs (TABLE_NAME, KEYSET_SECRET_ARN, AWS_ENDPOINT_URL, ...),
 // and the suite's MCP_CONFORMANCE_SCENARIO / MCP_CONFORMANCE_CONTEXT.
 
@@ -24,6 +25,9 @@ const MAX_ROUNDS = 4;
 const mcpUrl = process.argv.at(-1);
 const admin = must("GATEWAY_ADMIN");
 const gateway = must("GATEWAY_URL").replace(/\/$/, "");
+// The gateway's public URL, when it differs from where this reaches it.
+const publicUrl = (process.env.GATEWAY_PUBLIC_URL || gateway).replace(/\/$/, "");
+const local = (url) => (url.startsWith(publicUrl) ? gateway + url.slice(publicUrl.length) : url);
 const scenario = process.env.MCP_CONFORMANCE_SCENARIO ?? "";
 const context = JSON.parse(process.env.MCP_CONFORMANCE_CONTEXT || "{}");
 // One target and one user per scenario run: ports are reused between runs,
@@ -120,7 +124,7 @@ function consentLink(reply) {
 
 async function followLink(link) {
   const jar = new Map(); // origin -> Map(cookie name -> value)
-  let url = link;
+  let url = local(link);
   for (let hop = 0; hop < 10; hop++) {
     const origin = new URL(url).origin;
     const cookies = jar.get(origin);
@@ -135,7 +139,7 @@ async function followLink(link) {
     const location = res.headers.get("location");
     if (res.status >= 300 && res.status < 400 && location) {
       log(`consent hop ${hop}: ${res.status} -> ${location}`);
-      url = new URL(location, url).href;
+      url = local(new URL(location, url).href);
       continue;
     }
     const body = await res.text();

@@ -99,6 +99,10 @@ impl TargetCatalog for CachedTargets {
             .map(|t| t.as_ref().clone()))
     }
 
+    async fn get_fresh(&self, name: &str) -> Result<Option<Target>> {
+        self.inner.get(name).await
+    }
+
     async fn list(&self) -> Result<Vec<Arc<Target>>> {
         Ok(self.all().await?.as_ref().clone())
     }

@@ -136,6 +136,12 @@ pub struct OAuthSettings {
     /// Resource Metadata publishes it (none: the MCP URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// The gateway obtained the client itself (Dynamic Client Registration
+    /// or its Client ID Metadata Document), so it may obtain another one
+    /// when the upstream moves to another authorization server; a client
+    /// the operator gave is never replaced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub registered: bool,
     /// Whether the server sends `iss` in authorization responses (RFC 9207).
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -273,6 +279,7 @@ mod tests {
                 extra_authorize_params: BTreeMap::new(),
                 send_resource: true,
                 resource: None,
+                registered: false,
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: vec!["S256".into()],
             })),

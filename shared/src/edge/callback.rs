@@ -168,13 +168,16 @@ fn unusable_target(name: &str) -> Page {
     )
 }
 
+/// The target `name` as stored (past this instance's cache: a consent must
+/// use the client and endpoints the target has now, which another instance
+/// may have just changed), if it uses OAuth.
 pub(super) async fn oauth_target(
     state: &AppState,
     name: &str,
 ) -> Result<(Target, OAuthSettings), Page> {
     let target = state
         .targets
-        .get(name)
+        .get_fresh(name)
         .await
         .map_err(|e| storage_page(&e))?;
     match target {

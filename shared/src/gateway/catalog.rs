@@ -45,6 +45,14 @@ impl Gateway<'_> {
         let mut items = vec![];
         let mut next = BTreeMap::new();
         for (e, result) in results {
+            // A JSON-RPC error is a failed listing: the cached catalog stands in.
+            let result = match result {
+                Ok(message) if message.get("result").is_none() => Err(Blocked::Upstream(format!(
+                    "listing answered with an error: {}",
+                    message.get("error").cloned().unwrap_or_default()
+                ))),
+                other => other,
+            };
             match result {
                 Ok(message) => {
                     let Some(result) = message.get("result") else {

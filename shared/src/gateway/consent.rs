@@ -25,7 +25,7 @@ impl Gateway<'_> {
     ) -> Reply {
         // The stored target, not the one this request started with: a
         // refusal may have just moved it to another authorization server.
-        let fresh = match self.state.targets.get(&target.name).await {
+        let fresh = match self.state.targets.get_fresh(&target.name).await {
             Ok(Some(t)) => Some(t),
             _ => None,
         };
@@ -197,7 +197,15 @@ impl Gateway<'_> {
                 .forward(target, "tools/list", Some(Params::new()))
                 .await
             {
-                Ok(_) => connected(),
+                Ok(m) if m.get("result").is_some() => connected(),
+                Ok(_) => self.failure(
+                    "tools/call",
+                    &format!(
+                        "{} is connected but refused to list its tools.",
+                        target.title()
+                    ),
+                    false,
+                ),
                 Err(Blocked::Consent(extra)) => {
                     self.consent(target, &extra, "tools/call", params).await
                 }

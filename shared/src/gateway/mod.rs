@@ -37,10 +37,6 @@ pub use routing::template_matches;
 pub const GATEWAY_PREFIX: &str = "gateway___";
 /// How long a `requestState` stays valid.
 pub const REQUEST_STATE_TTL: i64 = 900;
-/// A consent younger than this whose token the upstream refuses is not
-/// asked for again (a loop), unless the upstream moved to another
-/// authorization server.
-pub const FRESH_CONSENT_SECONDS: i64 = 60;
 /// Upstream retries after a consent-worthy refusal, per call.
 pub const MAX_STEP_UP: usize = 1;
 
@@ -229,21 +225,13 @@ impl<'a> Gateway<'a> {
                     {
                         Ok(fresh) => grant = Some(fresh),
                         Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
-                        Err(_) => {
-                            return Err(self
-                                .refused(target, Some(g), resource_metadata, scope)
-                                .await)
-                        }
+                        Err(_) => return Err(self.refused(target, resource_metadata, scope).await),
                     }
                 }
                 Err(UpstreamError::Unauthorized {
                     resource_metadata,
                     scope,
-                }) => {
-                    return Err(self
-                        .refused(target, grant.as_ref(), resource_metadata, scope)
-                        .await)
-                }
+                }) => return Err(self.refused(target, resource_metadata, scope).await),
                 Err(UpstreamError::InsufficientScope { scope }) => {
                     let wanted: Vec<String> = scope
                         .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -265,17 +253,14 @@ impl<'a> Gateway<'a> {
     }
 
     /// The upstream refused the user's token for good (no refresh helped):
-    /// a consent, at the authorization server the upstream names now. When
-    /// its metadata names a different one than the target's, the target
-    /// follows it first (discovery and a client there), so the consent does
-    /// not loop at a server whose tokens the upstream no longer takes. The
-    /// consent asks for the challenge's `scope` besides the target's. A
-    /// token from a consent of the last [`FRESH_CONSENT_SECONDS`] refused at
-    /// the same server gets an error instead: another consent would loop.
+    /// a consent, at the authorization server the upstream names now, for
+    /// the challenge's `scope` besides the target's. When its metadata names
+    /// a different server than the target's, the target follows it first
+    /// (discovery and a client there), so the consent does not loop at a
+    /// server whose tokens the upstream no longer takes.
     async fn refused(
         &self,
         target: &Target,
-        grant: Option<&crate::domain::Grant>,
         resource_metadata: Option<String>,
         scope: Option<String>,
     ) -> Blocked {
@@ -289,15 +274,6 @@ impl<'a> Gateway<'a> {
             resource_metadata.as_deref(),
         )
         .await;
-        let fresh =
-            grant.is_some_and(|g| self.state.clock.now() - g.created_at < FRESH_CONSENT_SECONDS);
-        if fresh && !matches!(outcome, Ok(crate::targets::Migration::Moved { .. })) {
-            tracing::warn!(target = %target.name, "the upstream refused a token from a consent just given; not asking again");
-            return Blocked::Upstream(
-                "it refused the access just granted; ask the gateway's operator to check this target"
-                    .into(),
-            );
-        }
         match outcome {
             Ok(crate::targets::Migration::Unchanged) => Blocked::Consent(wanted),
             Ok(crate::targets::Migration::Moved { from, to }) => {
@@ -312,7 +288,7 @@ impl<'a> Gateway<'a> {
             }
             Err(why) => {
                 // Consent where the target points: the metadata may be down
-                // for a moment; the next refusal looks again.
+                // for a moment; a later refusal looks again.
                 tracing::warn!(target = %target.name, reason = %crate::telemetry::clean(&why, 300), "could not check the upstream's authorization metadata after a refusal");
                 Blocked::Consent(wanted)
             }

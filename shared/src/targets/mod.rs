@@ -154,6 +154,7 @@ async fn oauth_settings(
                 extra_authorize_params: BTreeMap::new(),
                 send_resource: true,
                 resource: None,
+                registered: false,
                 authorization_response_iss_parameter_supported: false,
                 // Given endpoints: the operator vouches for PKCE S256.
                 code_challenge_methods_supported: vec!["S256".into()],
@@ -229,6 +230,7 @@ async fn obtain_client(
         settings.client_id = client_metadata_url(base, &state.config.client_metadata_path);
         settings.client_secret_arn = None;
         settings.token_endpoint_auth_method = TokenEndpointAuthMethod::None;
+        settings.registered = true;
         return Ok("client ID metadata document");
     }
     let Some(endpoint) = &asm.registration_endpoint else {
@@ -261,6 +263,7 @@ async fn obtain_client(
         Some(secret) => Some(store_secret(state, secret_name, &secret).await?),
         None => None,
     };
+    settings.registered = true;
     Ok("dynamic client registration")
 }
 
@@ -279,16 +282,24 @@ pub enum Migration {
     },
 }
 
+/// How long an instance waits before looking at a target's metadata again
+/// after a refusal: an upstream refusing every call must not turn each one
+/// into metadata fetches and registrations.
+const MOVE_CHECK_INTERVAL_SECONDS: i64 = 60;
+
 /// After an upstream refused a token: whether its Protected Resource
 /// Metadata (at the challenge's `resource_metadata`, else the well-known
 /// URLs) now names another authorization server, and if so, the move: the
 /// new server's metadata is discovered, a client obtained there (never the
-/// old server's credentials) and the target saved with the new settings,
-/// keeping the operator's scopes and parameters.
+/// old server's credentials; its secret stored under a name of its own, so
+/// no cache anywhere pairs it with the old client) and the target saved
+/// with the new settings, keeping the operator's scopes and parameters.
 ///
-/// Targets without a recorded issuer (endpoints given by the operator, or a
-/// 2025-03-26 server's defaults) never move. Fetches follow the target's own
-/// address class: https and public addresses, unless its MCP URL is local.
+/// Only targets whose client the gateway obtained itself move
+/// ([`OAuthSettings::registered`]); a client the operator gave, or
+/// endpoints without an issuer, stay. Each instance looks at most once a
+/// minute per target. Fetches follow the target's own address class
+/// ([`FetchPolicy::for_url`]).
 pub async fn follow_authorization_server(
     state: &AppState,
     base: &url::Url,
@@ -301,6 +312,9 @@ pub async fn follow_authorization_server(
     let Some(issuer) = current.issuer.as_deref() else {
         return Ok(Migration::Unchanged);
     };
+    if !current.registered || !due_for_move_check(&target.name, state.clock.now()) {
+        return Ok(Migration::Unchanged);
+    }
     let mcp = url::Url::parse(&target.mcp_url).map_err(|e| e.to_string())?;
     let fetcher = Fetcher::new(&state.http, FetchPolicy::for_url(&mcp));
     let prm = discovery::resource_metadata(&fetcher, &mcp, resource_metadata)
@@ -309,8 +323,32 @@ pub async fn follow_authorization_server(
     let Some(named) = prm.authorization_servers.first() else {
         return Err("the upstream's resource metadata lists no authorization server".into());
     };
-    if named.trim_end_matches('/') == issuer.trim_end_matches('/') {
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    if same(named, issuer) {
         return Ok(Migration::Unchanged);
+    }
+    // The stored target, past this instance's cache: another instance may
+    // have followed the move already, or an operator changed the target.
+    let Some(stored) = state
+        .targets
+        .get_fresh(&target.name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(Migration::Unchanged);
+    };
+    let TargetAuth::OAuth(stored_settings) = &stored.auth else {
+        return Ok(Migration::Unchanged);
+    };
+    match stored_settings.issuer.as_deref() {
+        Some(now_at) if same(now_at, named) => {
+            return Ok(Migration::Moved {
+                from: issuer.to_owned(),
+                to: now_at.to_owned(),
+            })
+        }
+        Some(now_at) if same(now_at, issuer) && stored_settings.registered => {}
+        _ => return Ok(Migration::Unchanged),
     }
     let (_, asm) = discovery::authorization_server(&fetcher, named)
         .await
@@ -323,17 +361,23 @@ pub async fn follow_authorization_server(
         client_id: String::new(),
         client_secret_arn: None,
         token_endpoint_auth_method: TokenEndpointAuthMethod::None,
-        scopes: current.scopes.clone(),
-        extra_authorize_params: current.extra_authorize_params.clone(),
-        send_resource: current.send_resource,
+        scopes: stored_settings.scopes.clone(),
+        extra_authorize_params: stored_settings.extra_authorize_params.clone(),
+        send_resource: stored_settings.send_resource,
         resource: Some(prm.resource.clone()),
+        registered: true,
         authorization_response_iss_parameter_supported: asm
             .authorization_response_iss_parameter_supported,
         code_challenge_methods_supported: asm.code_challenge_methods_supported.clone(),
     };
-    let secret_name = format!("{}{}", state.config.client_secret_name_prefix, target.name);
+    let secret_name = format!(
+        "{}{}/{}",
+        state.config.client_secret_name_prefix,
+        target.name,
+        crate::crypto::random_token(12)
+    );
     obtain_client(state, base, &fetcher, &asm, &secret_name, &mut settings).await?;
-    let mut moved = target.clone();
+    let mut moved = stored.clone();
     moved.auth = TargetAuth::OAuth(Box::new(settings));
     moved.validate()?;
     state.targets.put(&moved).await.map_err(|e| e.to_string())?;
@@ -341,6 +385,23 @@ pub async fn follow_authorization_server(
         from: issuer.to_owned(),
         to: asm.issuer,
     })
+}
+
+/// Whether this instance may look at `target`'s metadata now (at most
+/// once per [`MOVE_CHECK_INTERVAL_SECONDS`]); records the look.
+fn due_for_move_check(target: &str, now: i64) -> bool {
+    static LAST: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, i64>>> =
+        std::sync::OnceLock::new();
+    let Ok(mut last) = LAST.get_or_init(Default::default).lock() else {
+        return true;
+    };
+    match last.get(target) {
+        Some(at) if now - at < MOVE_CHECK_INTERVAL_SECONDS && now >= *at => false,
+        _ => {
+            last.insert(target.to_owned(), now);
+            true
+        }
+    }
 }
 
 async fn store_secret(

@@ -138,6 +138,7 @@ mod tests {
             extra_authorize_params: Default::default(),
             send_resource: true,
             resource: None,
+            registered: false,
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec!["S256".into()],
         }

@@ -215,6 +215,7 @@ fn target() -> Target {
             extra_authorize_params: Default::default(),
             send_resource: true,
             resource: None,
+            registered: false,
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
         })),

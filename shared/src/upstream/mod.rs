@@ -54,9 +54,9 @@ pub enum UpstreamError {
     /// Another HTTP error status.
     #[error("the upstream answered HTTP {0}")]
     Status(u16),
-    /// An HTTP error status carrying a JSON-RPC error (a 2026-07-28 server
-    /// answers most errors with 400 or 404): the upstream's own answer,
-    /// passed on unchanged when it answers the forwarded call.
+    /// A 4xx status carrying a JSON-RPC error (a 2026-07-28 server answers
+    /// most errors with 400 or 404): the upstream's own answer, passed on
+    /// unchanged when it answers the forwarded call.
     #[error("the upstream answered HTTP {status} with a JSON-RPC error")]
     Rpc {
         /// The HTTP status.
@@ -355,13 +355,16 @@ impl UpstreamClient {
                     None => Err(UpstreamError::Status(403)),
                 }
             }
-            other => Err(match rpc_error(res).await {
+            // A client error that is a JSON-RPC error answers the call; a
+            // server error stays an outage (retryable) whatever its body.
+            other @ 400..=499 => Err(match rpc_error(res).await {
                 Some(error) => UpstreamError::Rpc {
                     status: other,
                     error,
                 },
                 None => UpstreamError::Status(other),
             }),
+            other => Err(UpstreamError::Status(other)),
         }
     }
 }

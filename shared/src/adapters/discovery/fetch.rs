@@ -85,8 +85,8 @@ impl<'a> Fetcher<'a> {
     }
 
     /// The upstream's answer to an unauthenticated request: `None` when it
-    /// did not answer 401, else the `resource_metadata` and `scope` of its
-    /// Bearer challenge. Probes with `initialize`, then, when that is not
+    /// did not answer 401 with a Bearer challenge, else that challenge's
+    /// `resource_metadata` and `scope`. Probes with `initialize`, then, when that is not
     /// challenged (servers may let the handshake through and protect the
     /// rest), with `tools/list`.
     pub async fn challenge(
@@ -114,14 +114,17 @@ impl<'a> Fetcher<'a> {
             if res.status() != reqwest::StatusCode::UNAUTHORIZED {
                 continue;
             }
-            let header = res
+            // Only a Bearer challenge asks for an OAuth token.
+            let Some(header) = res
                 .headers()
                 .get_all("www-authenticate")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
-                .unwrap_or_default()
-                .to_owned();
+                .map(str::to_owned)
+            else {
+                continue;
+            };
             return Ok(Some((
                 auth_param(&header, "resource_metadata"),
                 auth_param(&header, "scope"),

@@ -50,9 +50,10 @@ impl FetchPolicy {
     }
 
     /// The policy a registered URL implies for fetches made on its behalf
-    /// at run time: [`FetchPolicy::local`] for a plain http or loopback,
-    /// private or link-local one (which only `--allow-insecure-local` lets
-    /// an operator register), the strict default otherwise.
+    /// at run time: plain http only if the URL is http, and loopback,
+    /// private or link-local addresses only if its host is one itself
+    /// (which only `--allow-insecure-local` lets an operator register);
+    /// an http URL at a public host still reaches public addresses only.
     pub fn for_url(url: &Url) -> Self {
         let local_host = match url.host() {
             Some(url::Host::Ipv4(ip)) => !is_public(ip.into()),
@@ -60,10 +61,9 @@ impl FetchPolicy {
             Some(url::Host::Domain(d)) => d == "localhost",
             None => false,
         };
-        if url.scheme() == "http" || local_host {
-            FetchPolicy::local()
-        } else {
-            FetchPolicy::default()
+        FetchPolicy {
+            allow_http: url.scheme() == "http",
+            allow_private: local_host,
         }
     }
 }
@@ -195,6 +195,7 @@ impl Discovered {
             extra_authorize_params: Default::default(),
             send_resource: true,
             resource: self.resource.as_ref().map(|r| r.resource.clone()),
+            registered: false,
             authorization_response_iss_parameter_supported: a
                 .authorization_response_iss_parameter_supported,
             code_challenge_methods_supported: a.code_challenge_methods_supported.clone(),
@@ -304,10 +305,12 @@ pub async fn discover(fetcher: &Fetcher<'_>, mcp_url: &str) -> Result<Discovered
     let (prm_url, prm) =
         match find_resource_metadata(fetcher, &mcp, from_challenge.as_deref()).await? {
             Ok(found) => found,
-            // No Protected Resource Metadata from a server that asks for a
-            // token: one of the 2025-03-26 revision, whose authorization server
-            // lives at its own origin.
-            Err(_) if challenged => return legacy(fetcher, &mcp, challenge_scope).await,
+            // No Protected Resource Metadata from a server whose Bearer
+            // challenge names none: one of the 2025-03-26 revision, whose
+            // authorization server lives at its own origin.
+            Err(_) if challenged && from_challenge.is_none() => {
+                return legacy(fetcher, &mcp, challenge_scope).await
+            }
             Err(not_found) => return Err(not_found),
         };
     let issuer_str = prm
@@ -585,6 +588,23 @@ mod tests {
             "",
         ] {
             assert!(!resource_covers(bad, &mcp), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_time_fetches_follow_the_targets_own_address_class() {
+        let policy = |u: &str| FetchPolicy::for_url(&Url::parse(u).unwrap());
+        let p = policy("https://mcp.example.com/mcp");
+        assert!(!p.allow_http && !p.allow_private);
+        let p = policy("http://mcp.example.com/mcp");
+        assert!(p.allow_http && !p.allow_private, "http, but public only");
+        for local in [
+            "http://127.0.0.1:8200/mcp",
+            "http://localhost:8200/mcp",
+            "https://10.0.0.7/mcp",
+            "http://[::1]:8200/mcp",
+        ] {
+            assert!(policy(local).allow_private, "{local}");
         }
     }
 

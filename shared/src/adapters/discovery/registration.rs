@@ -142,6 +142,7 @@ pub async fn register_client(
         .and_then(Value::as_str)
     {
         _ if client_secret.is_none() => TokenEndpointAuthMethod::None,
+        Some("none") => TokenEndpointAuthMethod::None,
         Some("client_secret_post") => TokenEndpointAuthMethod::ClientSecretPost,
         Some("client_secret_basic") => TokenEndpointAuthMethod::ClientSecretBasic,
         _ => match choose_auth_method(auth_methods_supported) {

@@ -146,7 +146,10 @@ fn issued(
             refresh_token,
             token_type: "Bearer".into(),
         },
-        expires_at: resp.expires_in().map(|d| now + d.as_secs() as i64),
+        // A remote value: no overflow, however large.
+        expires_at: resp
+            .expires_in()
+            .map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
         scopes: resp
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect()),
@@ -165,6 +168,15 @@ fn clean_description(description: &str) -> String {
     crate::telemetry::clean(description, 200)
 }
 
+/// OAuth error codes that report the server's trouble, not the grant's
+/// (`ratelimited` is Slack's).
+fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "temporarily_unavailable" | "server_error" | "ratelimited"
+    )
+}
+
 fn classify<RE: std::error::Error + 'static>(
     err: RequestTokenError<RE, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
 ) -> OAuthError {
@@ -174,9 +186,7 @@ fn classify<RE: std::error::Error + 'static>(
             let description = resp.error_description().map(|d| clean_description(d));
             match resp.error() {
                 // Server-side trouble reported in OAuth form is still transient.
-                BasicErrorResponseType::Extension(e)
-                    if e == "temporarily_unavailable" || e == "server_error" =>
-                {
+                BasicErrorResponseType::Extension(e) if is_transient_code(e) => {
                     OAuthError::Transient(code)
                 }
                 _ => OAuthError::Rejected {
@@ -190,7 +200,13 @@ fn classify<RE: std::error::Error + 'static>(
             // Some servers (GitHub) answer errors with 200 and an `error`.
             match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(doc) if doc.get("error").is_some_and(|e| e.is_string()) => {
-                    OAuthError::rejected_from(&doc)
+                    match OAuthError::rejected_from(&doc) {
+                        // As for an error status: server trouble is transient.
+                        OAuthError::Rejected { error, .. } if is_transient_code(&error) => {
+                            OAuthError::Transient(error)
+                        }
+                        other => other,
+                    }
                 }
                 _ => OAuthError::Transient(format!(
                     "unreadable token endpoint response ({} bytes)",
@@ -505,6 +521,7 @@ mod tests {
             extra_authorize_params: [("prompt".to_owned(), "consent".to_owned())].into(),
             send_resource: true,
             resource: None,
+            registered: false,
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
         };

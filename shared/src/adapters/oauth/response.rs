@@ -35,14 +35,20 @@ impl TryFrom<Value> for LenientTokenResponse {
 
     fn try_from(body: Value) -> Result<Self, String> {
         // Slack: the user's token is under `authed_user`.
-        let (source, nested) = match body.get("access_token") {
-            Some(Value::String(_)) => (&body, false),
-            _ => match body.get("authed_user") {
-                Some(user) if user.get("access_token").is_some_and(Value::is_string) => {
-                    (user, true)
-                }
-                _ => return Err("no access_token".into()),
-            },
+        let user = body
+            .get("authed_user")
+            .filter(|u| u.get("access_token").is_some_and(Value::is_string));
+        let top_is_bearer = body.get("access_token").is_some_and(Value::is_string)
+            && body
+                .get("token_type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+        // The user's token wherever Slack puts it (beside a bot token, or
+        // alone); the top level otherwise.
+        let (source, nested) = match user {
+            Some(u) if !top_is_bearer => (u, true),
+            _ if body.get("access_token").is_some_and(Value::is_string) => (&body, false),
+            _ => return Err("no access_token".into()),
         };
         let text = |key: &str| source.get(key).and_then(Value::as_str).map(str::to_owned);
         let access_token = text("access_token").ok_or("no access_token")?;
@@ -63,8 +69,11 @@ impl TryFrom<Value> for LenientTokenResponse {
             ),
             Some(other) => return Err(format!("expires_in {other} is not a number of seconds")),
         };
+        // Space-delimited (RFC 6749); commas only where there is no space
+        // (GitHub, Slack), since a scope token may itself hold a comma.
         let scopes = text("scope").map(|s| {
-            s.split([' ', ','])
+            let separator = if s.contains(' ') { ' ' } else { ',' };
+            s.split(separator)
                 .filter(|s| !s.is_empty())
                 .map(|s| Scope::new(s.to_owned()))
                 .collect()
@@ -143,8 +152,11 @@ mod tests {
         .unwrap();
         let scopes: Vec<String> = r.scopes().unwrap().iter().map(|s| s.to_string()).collect();
         assert_eq!(scopes, ["repo", "read:user"]);
+        // Spaces win: a comma inside a scope token stays.
+        let r = read(json!({"access_token": "a", "scope": "a,b c"})).unwrap();
+        assert_eq!(r.scopes().unwrap().len(), 2);
         // Slack: the user's token nested, a bot token (or none) at the top.
-        let r = read(json!({"ok": true, "access_token": null, "authed_user": {"id": "U1", "access_token": "xoxp-1", "refresh_token": "xoxe-1", "expires_in": 43200, "scope": "chat:write", "token_type": "user"}})).unwrap();
+        let r = read(json!({"ok": true, "access_token": "xoxb-bot", "token_type": "bot", "authed_user": {"id": "U1", "access_token": "xoxp-1", "refresh_token": "xoxe-1", "expires_in": 43200, "scope": "chat:write", "token_type": "user"}})).unwrap();
         assert_eq!(r.access_token().secret(), "xoxp-1");
         assert_eq!(r.refresh_token().unwrap().secret(), "xoxe-1");
         assert_eq!(r.expires_in(), Some(Duration::from_secs(43200)));
