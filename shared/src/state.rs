@@ -228,6 +228,13 @@ pub fn install_crypto_provider() {
 
 /// The outbound HTTP client: rustls, redirects off, bounded timeouts.
 pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("a client with static settings builds")
+}
+
+/// The settings of [`http_client`], for clients that add to them.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -235,6 +242,4 @@ pub fn http_client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(20))
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .user_agent(concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client with static settings builds")
 }

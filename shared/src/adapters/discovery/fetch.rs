@@ -15,8 +15,15 @@ pub struct Fetcher<'a> {
 }
 
 impl<'a> Fetcher<'a> {
-    /// A fetcher using the gateway's HTTP client (redirects off).
+    /// A fetcher using the gateway's HTTP client (redirects off); under a
+    /// policy without private addresses, a client of the same settings
+    /// whose resolver only ever connects to public addresses.
     pub fn new(http: &'a reqwest::Client, policy: FetchPolicy) -> Self {
+        let http = if policy.allow_private {
+            http
+        } else {
+            public_only_client()
+        };
         Fetcher { http, policy }
     }
 
@@ -168,5 +175,77 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (seg[0] & 0xfe00) == 0xfc00 // unique local
                 || (seg[0] & 0xffc0) == 0xfe80) // link local
         }
+    }
+}
+
+/// The gateway's HTTP client with [`PublicOnly`] as its resolver.
+fn public_only_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        crate::state::http_client_builder()
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .build()
+            .expect("a client with static settings builds")
+    })
+}
+
+/// A resolver that drops loopback, private and link-local addresses. The
+/// check before each fetch resolves the name too, but a name can resolve
+/// differently a moment later (DNS rebinding): the connection itself must
+/// only ever go to what this resolver returns.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if found.is_empty() {
+                let refused = std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves to no public address"),
+                );
+                return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the check (as after a DNS change), the connection itself still
+    /// refuses a name that resolves to a private address.
+    #[tokio::test]
+    async fn the_public_only_client_never_connects_to_a_private_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = accepted.clone();
+        tokio::spawn(async move {
+            if listener.accept().await.is_ok() {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let err = public_only_client()
+            .get(format!("http://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            crate::error::chain(&err).contains("no public address"),
+            "{}",
+            crate::error::chain(&err)
+        );
+        assert!(!accepted.load(std::sync::atomic::Ordering::SeqCst));
+        // The fetcher under the local policy keeps the given client.
+        let http = crate::state::http_client();
+        let local = Fetcher::new(&http, FetchPolicy::local());
+        assert!(std::ptr::eq(local.http, &http));
     }
 }
