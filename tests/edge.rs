@@ -722,3 +722,164 @@ async fn a_listing_that_needs_more_scopes_leads_to_a_consent_for_them() {
         .unwrap_or_default();
     assert_eq!(scope, "read files:read", "{location}");
 }
+
+/// An upstream that takes one API key, in a header or a query parameter,
+/// and answers 401 without it; records what it was sent.
+async fn api_key_upstream(
+    key: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, uri: axum::http::Uri, body: axum::Json<Value>| {
+                let record = record.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    let header = headers
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let query = uri.query().unwrap_or_default().to_owned();
+                    record.lock().unwrap().push(format!("{header}|{query}"));
+                    let ok = header == format!("Key {key}") || query == format!("api_key={key}");
+                    if !ok {
+                        return (axum::http::StatusCode::UNAUTHORIZED, "no key").into_response();
+                    }
+                    let id = body.get("id").cloned().unwrap_or(Value::Null);
+                    let result = match body.get("method").and_then(Value::as_str) {
+                        Some("initialize") => {
+                            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                            "serverInfo": {"name": "keyed", "version": "1"}})
+                        }
+                        Some("tools/list") => {
+                            json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]})
+                        }
+                        Some("tools/call") => json!({"content": [{"type": "text", "text": "ok"}]}),
+                        Some(_) if id.is_null() => {
+                            return axum::http::StatusCode::ACCEPTED.into_response()
+                        }
+                        _ => {
+                            return (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                axum::Json(json!({"jsonrpc": "2.0", "id": id,
+                            "error": {"code": -32601, "message": "Method not found"}})),
+                            )
+                                .into_response()
+                        }
+                    };
+                    axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+                        .into_response()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen)
+}
+
+/// API key targets: the key goes where the target says, every user calls
+/// without a consent, and the key never reaches a reply or the log, even
+/// when the upstream refuses it.
+#[tokio::test]
+async fn api_key_targets_send_their_key_and_never_show_it() {
+    use gateway_shared::domain::{ApiKeyPlacement, ApiKeySettings};
+    let (logs, _guard) = gateway_tests::capture_logs();
+    let (gw, server) = dev_gateway(&[]).await;
+    const KEY: &str = "sk-live-0123456789abcdef";
+    let (upstream, seen) = api_key_upstream(KEY).await;
+    let stored = |name: &'static str, key: &'static str| {
+        let secrets = gw.state.secrets.clone();
+        async move {
+            secrets
+                .store(
+                    &format!("mcp-oauth-gateway/targets/{name}"),
+                    &key.to_owned().into(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    for (name, placement, param, prefix, key) in [
+        ("header", ApiKeyPlacement::Header, "X-Api-Key", "Key ", KEY),
+        ("query", ApiKeyPlacement::Query, "api_key", "", KEY),
+        (
+            "wrong",
+            ApiKeyPlacement::Query,
+            "api_key",
+            "",
+            "sk-live-wrong-key-987",
+        ),
+    ] {
+        gw.state
+            .targets
+            .put(&Target {
+                name: name.into(),
+                display_name: None,
+                mcp_url: upstream.clone(),
+                auth: TargetAuth::ApiKey(ApiKeySettings {
+                    secret_arn: stored(name, key).await,
+                    placement,
+                    name: param.into(),
+                    prefix: prefix.into(),
+                }),
+                tool_prefix: None,
+                return_to: Default::default(),
+                tool_catalog: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    for user in ["alice", "bob"] {
+        let mut c = RawClient::new(
+            &format!("{}/mcp", server.base),
+            &[("x-gateway-dev-user", user)],
+        );
+        c.initialize("2025-06-18", json!({})).await;
+        let list = c.request("tools/list", json!({})).await;
+        let names: Vec<&str> = list.body["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"header___t") && names.contains(&"query___t"),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.ends_with("___connect")),
+            "no consent for a key: {names:?}"
+        );
+        for tool in ["header___t", "query___t"] {
+            let r = c
+                .request("tools/call", json!({"name": tool, "arguments": {}}))
+                .await;
+            assert_eq!(tool_text(&r.body["result"]), "ok", "{tool}: {:?}", r.body);
+        }
+        let r = c
+            .request("tools/call", json!({"name": "wrong___t", "arguments": {}}))
+            .await;
+        let reply = r.body.to_string();
+        assert!(
+            r.body["result"]["isError"] == true || r.body["error"].is_object(),
+            "{reply}"
+        );
+        assert!(!reply.contains("sk-live"), "{reply}");
+        assert!(
+            !reply.contains("/connect/"),
+            "no consent for a key: {reply}"
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&format!("Key {KEY}|")), "{seen:?}");
+    assert!(seen.contains(&format!("|api_key={KEY}")), "{seen:?}");
+    let text = logs.text();
+    assert!(!text.contains("sk-live"), "{text}");
+}

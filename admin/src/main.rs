@@ -224,6 +224,19 @@ struct AddArgs {
     /// salesforce, okta, auth0 or cognito (see the README).
     #[arg(long, value_parser = targets::Preset::parse)]
     preset: Option<targets::Preset>,
+    /// An API key for every user, sent in this header (read the key from
+    /// standard input with --api-key-stdin).
+    #[arg(long, conflicts_with_all = ["client_id", "authorization_endpoint", "no_auth", "preset", "api_key_query"], requires = "api_key_stdin")]
+    api_key_header: Option<String>,
+    /// An API key for every user, sent as this query parameter.
+    #[arg(long, conflicts_with_all = ["client_id", "authorization_endpoint", "no_auth", "preset"], requires = "api_key_stdin")]
+    api_key_query: Option<String>,
+    /// Text before the key in the header, e.g. "Bearer " or "Token ".
+    #[arg(long, requires = "api_key_header")]
+    api_key_prefix: Option<String>,
+    /// Read the API key from standard input (stored in Secrets Manager).
+    #[arg(long)]
+    api_key_stdin: bool,
 }
 
 fn parse_method(s: &str) -> Result<TokenEndpointAuthMethod, String> {
@@ -557,6 +570,31 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             } else {
                 None
             };
+            let api_key = match (&args.api_key_header, &args.api_key_query) {
+                (None, None) if args.api_key_stdin => {
+                    return Err("--api-key-stdin needs --api-key-header or --api-key-query".into())
+                }
+                (None, None) => None,
+                (header, query) => {
+                    let mut key = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut key)
+                        .map_err(|e| format!("reading the API key from stdin: {e}"))?;
+                    let key = key.trim_end_matches(['\r', '\n']);
+                    if key.is_empty() {
+                        return Err("--api-key-stdin: standard input is empty".into());
+                    }
+                    Some(targets::NewApiKey {
+                        placement: if header.is_some() {
+                            gateway_shared::domain::ApiKeyPlacement::Header
+                        } else {
+                            gateway_shared::domain::ApiKeyPlacement::Query
+                        },
+                        name: header.clone().or(query.clone()).unwrap_or_default(),
+                        prefix: args.api_key_prefix.clone().unwrap_or_default(),
+                        key: secrecy::SecretString::from(key.to_owned()),
+                    })
+                }
+            };
             let state = state().await?;
             let new = targets::NewTarget {
                 name: args.name,
@@ -585,6 +623,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 tool_prefix: args.tool_prefix,
                 secret_name_prefix: args.secret_name_prefix,
                 preset: args.preset,
+                api_key,
             };
             let added = targets::add_target(
                 &state,
@@ -649,6 +688,9 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                     gateway_shared::domain::TargetAuth::None => "none".to_string(),
                     gateway_shared::domain::TargetAuth::OAuth(o) => {
                         format!("oauth ({})", o.client_id)
+                    }
+                    gateway_shared::domain::TargetAuth::ApiKey(k) => {
+                        format!("api key ({:?} {})", k.placement, k.name).to_lowercase()
                     }
                 };
                 println!("{:<24} {:<48} {}", t.name, t.mcp_url, auth);

@@ -155,3 +155,80 @@ async fn presets_shape_the_target_and_unknown_ones_are_named() {
     );
     assert_eq!(oauth["send_resource"], false);
 }
+
+/// `gateway-admin` with stdin: the key comes in, is stored, and never
+/// comes out.
+fn admin_with_stdin(gw: &Gateway, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-admin"))
+        .args(args)
+        .env_clear()
+        .envs(gw.process_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gateway-admin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("gateway-admin output");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_targets_are_added_without_ever_printing_the_key() {
+    let gw = Gateway::start(&[]).await;
+    const KEY: &str = "sk-live-cli-0123456789";
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "target",
+            "add",
+            "keyed",
+            "--mcp-url",
+            "https://mcp.example.test/mcp",
+            "--public-base-url",
+            "https://gateway.example.test",
+        ];
+        args.extend_from_slice(extra);
+        admin_with_stdin(&gw, &args, &format!("{KEY}\n"))
+    };
+    // A header the protocol owns, and a key without a place: refused.
+    let (ok, out) = add(&["--api-key-header", "Content-Type", "--api-key-stdin"]);
+    assert!(!ok && out.contains("set by the gateway"), "{out}");
+    let (ok, out) = add(&["--api-key-stdin"]);
+    assert!(!ok && out.contains("--api-key-header"), "{out}");
+    let (ok, out) = add(&[
+        "--api-key-header",
+        "Authorization",
+        "--api-key-prefix",
+        "Token ",
+        "--api-key-stdin",
+    ]);
+    assert!(ok, "{out}");
+    assert!(!out.contains(KEY), "{out}");
+    let (ok, shown) = admin(&gw, &["target", "show", "keyed"]);
+    assert!(ok && !shown.contains(KEY), "{shown}");
+    let target: serde_json::Value = serde_json::from_str(&shown).expect(&shown);
+    assert_eq!(target["auth"]["kind"], "api_key", "{shown}");
+    assert_eq!(target["auth"]["in"], "header");
+    assert_eq!(target["auth"]["name"], "Authorization");
+    let arn = target["auth"]["secret_arn"].as_str().unwrap().to_owned();
+    let stored = gw.state.secrets.secret(&arn).await.unwrap();
+    assert_eq!(stored.expose_secret(), KEY);
+    let (ok, listed) = admin(&gw, &["target", "list"]);
+    assert!(
+        ok && listed.contains("api key") && !listed.contains(KEY),
+        "{listed}"
+    );
+}

@@ -79,7 +79,7 @@ pub async fn disconnect(
     let settings = match state.targets.get(target).await? {
         Some(t) => match t.auth {
             TargetAuth::OAuth(s) => Some(s),
-            TargetAuth::None => None,
+            TargetAuth::None | TargetAuth::ApiKey(_) => None,
         },
         None => None,
     };

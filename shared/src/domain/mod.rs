@@ -8,4 +8,7 @@ pub mod target;
 pub use authorization::{PendingAuthorization, StateParam};
 pub use grant::{Grant, GrantKey, GrantStatus, Lease, SealedGrant, TokenSet};
 pub use session::UpstreamSession;
-pub use target::{OAuthSettings, ReturnTo, Target, TargetAuth, TokenEndpointAuthMethod};
+pub use target::{
+    ApiKeyPlacement, ApiKeySettings, OAuthSettings, ReturnTo, Target, TargetAuth,
+    TokenEndpointAuthMethod,
+};

@@ -100,6 +100,92 @@ pub enum TargetAuth {
     /// OAuth 2.x Authorization Code with PKCE, per user.
     #[serde(rename = "oauth")]
     OAuth(Box<OAuthSettings>),
+    /// One API key for every user, kept in Secrets Manager.
+    ApiKey(ApiKeySettings),
+}
+
+/// An API key target: where the key goes on each request. The key itself
+/// is in Secrets Manager; it is never logged nor shown in an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeySettings {
+    /// Secrets Manager ARN of the key.
+    pub secret_arn: String,
+    /// Where the key is sent.
+    #[serde(rename = "in")]
+    pub placement: ApiKeyPlacement,
+    /// The header or query parameter name.
+    pub name: String,
+    /// Text before the key in a header (`Bearer `, `Token `); none for a
+    /// query parameter.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+}
+
+/// Where an API key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyPlacement {
+    /// A request header.
+    Header,
+    /// A query parameter of the MCP URL.
+    Query,
+}
+
+/// Headers an API key may not replace: the protocol's own and the hop's.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "accept",
+    "connection",
+    "transfer-encoding",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+];
+
+impl ApiKeySettings {
+    /// Checks the name and prefix for where the key goes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.secret_arn.is_empty() {
+            return Err("the API key's secret_arn is empty".into());
+        }
+        match self.placement {
+            ApiKeyPlacement::Header => {
+                let name = http::HeaderName::from_bytes(self.name.as_bytes())
+                    .map_err(|_| format!("{:?} is not a header name", self.name))?;
+                if RESERVED_HEADERS.contains(&name.as_str()) {
+                    return Err(format!(
+                        "the header {:?} is set by the gateway itself",
+                        self.name
+                    ));
+                }
+                if self.prefix.chars().any(|c| c.is_control()) {
+                    return Err("the API key prefix holds a control character".into());
+                }
+            }
+            ApiKeyPlacement::Query => {
+                let ok = !self.name.is_empty()
+                    && self.name.len() <= 64
+                    && self
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+                if !ok {
+                    return Err(format!(
+                        "{:?} is not a query parameter name (1-64 of A-Z, a-z, 0-9, -_.~)",
+                        self.name
+                    ));
+                }
+                if !self.prefix.is_empty() {
+                    return Err("a query parameter takes no prefix".into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// OAuth settings of a target, given by the operator or discovered.
@@ -248,6 +334,9 @@ impl Target {
             {
                 return Err("a confidential client needs client_secret_arn".into());
             }
+        }
+        if let TargetAuth::ApiKey(k) = &self.auth {
+            k.validate()?;
         }
         Ok(())
     }

@@ -183,7 +183,7 @@ pub(super) async fn oauth_target(
     match target {
         Some(t) => match t.auth.clone() {
             TargetAuth::OAuth(o) => Ok((t, *o)),
-            TargetAuth::None => Err(unusable_target(name)),
+            TargetAuth::None | TargetAuth::ApiKey(_) => Err(unusable_target(name)),
         },
         None => Err(unusable_target(name)),
     }

@@ -170,7 +170,8 @@ impl<'a> Gateway<'a> {
 
     /// A usable token for the target, or why not.
     async fn token(&self, target: &Target) -> Result<Option<crate::domain::Grant>, Blocked> {
-        if matches!(target.auth, TargetAuth::None) {
+        // Only OAuth targets hold per-user grants (and ever need a consent).
+        if !matches!(target.auth, TargetAuth::OAuth(_)) {
             return Ok(None);
         }
         match self
@@ -200,6 +201,18 @@ impl<'a> Gateway<'a> {
         params: Option<Params>,
     ) -> Result<Value, Blocked> {
         let mut grant = self.token(target).await?;
+        let api_key = match &target.auth {
+            TargetAuth::ApiKey(k) => match self.state.secrets.secret(&k.secret_arn).await {
+                Ok(key) => Some((k, key)),
+                Err(e) => {
+                    tracing::warn!(target = %target.name, error = %e, "the target's API key could not be read");
+                    return Err(Blocked::Retry(
+                        "the target's API key could not be read".into(),
+                    ));
+                }
+            },
+            _ => None,
+        };
         for attempt in 0..=1 {
             let token = grant.as_ref().map(|g| &g.tokens.access_token);
             let call = Call {
@@ -207,6 +220,7 @@ impl<'a> Gateway<'a> {
                 target: &target.name,
                 url: &target.mcp_url,
                 token,
+                api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
                 method,
                 params: params.as_ref(),
             };
@@ -232,6 +246,11 @@ impl<'a> Gateway<'a> {
                     resource_metadata,
                     scope,
                 }) => return Err(self.refused(target, resource_metadata, scope).await),
+                Err(UpstreamError::InsufficientScope { .. })
+                    if !matches!(target.auth, TargetAuth::OAuth(_)) =>
+                {
+                    return Err(refused_credentials())
+                }
                 Err(UpstreamError::InsufficientScope { scope }) => {
                     let wanted: Vec<String> = scope
                         .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -264,6 +283,9 @@ impl<'a> Gateway<'a> {
         resource_metadata: Option<String>,
         scope: Option<String>,
     ) -> Blocked {
+        if !matches!(target.auth, TargetAuth::OAuth(_)) {
+            return refused_credentials();
+        }
         let wanted: Vec<String> = scope
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
@@ -311,6 +333,15 @@ impl<'a> Gateway<'a> {
             )
         }
     }
+}
+
+/// An upstream refused credentials no person can renew (an API key): the
+/// operator's to fix, never a consent.
+fn refused_credentials() -> Blocked {
+    Blocked::Upstream(
+        "it refused the gateway's credentials; ask the gateway's operator to check this target"
+            .into(),
+    )
 }
 
 /// A lease owner name unique to this request: a random name for the

@@ -61,7 +61,7 @@ impl Gateway<'_> {
         };
         let mut forwarded = strip_gateway_fields(params);
         forwarded.set("name", &upstream_name);
-        if force && !matches!(e.target.auth, TargetAuth::None) {
+        if force && matches!(e.target.auth, TargetAuth::OAuth(_)) {
             return self.consent(&e.target, &[], method, params).await;
         }
         match self.forward(&e.target, method, Some(forwarded)).await {

@@ -57,6 +57,21 @@ pub struct NewTarget {
     pub secret_name_prefix: String,
     /// A provider preset, applied to the settings registration produced.
     pub preset: Option<Preset>,
+    /// An API key for every user instead of OAuth.
+    pub api_key: Option<NewApiKey>,
+}
+
+/// An API key target's key and where it goes.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Header or query parameter.
+    pub placement: crate::domain::ApiKeyPlacement,
+    /// Its name.
+    pub name: String,
+    /// Text before the key in a header.
+    pub prefix: String,
+    /// The key (stored in Secrets Manager, never printed).
+    pub key: SecretString,
 }
 
 /// Endpoints given by the operator.
@@ -111,7 +126,25 @@ pub async fn add_target(
         discovered: None,
         client_source: "none",
     };
-    if !new.no_auth {
+    if let Some(k) = &new.api_key {
+        let mut settings = crate::domain::ApiKeySettings {
+            secret_arn: String::new(),
+            placement: k.placement,
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+        };
+        // Checked before anything is stored.
+        settings.secret_arn = "pending".into();
+        settings.validate()?;
+        settings.secret_arn = store_secret(
+            state,
+            &format!("{}{}", new.secret_name_prefix, new.name),
+            &k.key,
+        )
+        .await?;
+        added.target.auth = TargetAuth::ApiKey(settings);
+        added.client_source = "API key";
+    } else if !new.no_auth {
         let mut settings = oauth_settings(state, base, policy, &new, &mut added).await?;
         if let Some(preset) = new.preset {
             preset.apply(&mut settings);

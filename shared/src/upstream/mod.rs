@@ -24,10 +24,12 @@ use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
 use crate::adapters::discovery::auth_param;
+use crate::domain::ApiKeyPlacement;
 use crate::domain::UpstreamSession;
 use crate::ports::{Clock, SessionStore};
 use crate::wire::envelope::Params;
 use crate::wire::{header_value, meta, LATEST_2025, MODERN};
+use reqwest::header::HeaderValue;
 
 /// Largest upstream response read.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -112,6 +114,8 @@ pub struct Call<'a> {
     pub url: &'a str,
     /// The user's upstream access token (none for targets without auth).
     pub token: Option<&'a SecretString>,
+    /// The target's API key and where it goes, for API key targets.
+    pub api_key: Option<(&'a crate::domain::ApiKeySettings, &'a SecretString)>,
     /// JSON-RPC method.
     pub method: &'a str,
     /// JSON-RPC params (members sent as they are, never copied).
@@ -309,7 +313,27 @@ impl UpstreamClient {
         modern: Option<(&str, Option<String>)>,
         body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut req = self.http.post(call.url);
+        let mut req = match call.api_key {
+            Some((k, key)) if k.placement == ApiKeyPlacement::Query => {
+                let mut url = url::Url::parse(call.url)
+                    .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
+                url.query_pairs_mut()
+                    .append_pair(&k.name, key.expose_secret());
+                self.http.post(url)
+            }
+            Some((k, key)) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("{}{}", k.prefix, key.expose_secret()))
+                        .map_err(|_| {
+                            UpstreamError::Protocol(
+                                "the API key is not a valid header value".into(),
+                            )
+                        })?;
+                value.set_sensitive(true);
+                self.http.post(call.url).header(k.name.as_str(), value)
+            }
+            None => self.http.post(call.url),
+        };
         if let Some(token) = call.token {
             req = req.bearer_auth(token.expose_secret());
         }
@@ -329,10 +353,7 @@ impl UpstreamClient {
                 req = req.header("mcp-name", header_value(&n));
             }
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Transport(crate::error::chain(&e)))?;
+        let res = req.send().await.map_err(transport)?;
         let status = res.status().as_u16();
         match status {
             200..=299 => Ok(res),
@@ -396,6 +417,12 @@ async fn rpc_error(mut res: reqwest::Response) -> Option<Value> {
     let well_formed = error.get("code").is_some_and(Value::is_i64)
         && error.get("message").is_some_and(Value::is_string);
     well_formed.then_some(error)
+}
+
+/// A transport failure, without the request's URL (which may carry an API
+/// key as a query parameter).
+pub(crate) fn transport(e: reqwest::Error) -> UpstreamError {
+    UpstreamError::Transport(crate::error::chain(&e.without_url()))
 }
 
 /// The response's Bearer `WWW-Authenticate` challenge, if any.

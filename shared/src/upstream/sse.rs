@@ -20,10 +20,7 @@ pub(crate) async fn read_response(
     // looked at about once however the stream is chunked.
     let mut scanned = 0usize;
     loop {
-        let chunk = res
-            .chunk()
-            .await
-            .map_err(|e| UpstreamError::Transport(crate::error::chain(&e)))?;
+        let chunk = res.chunk().await.map_err(super::transport)?;
         let Some(chunk) = chunk else { break };
         total += chunk.len();
         if total > MAX_RESPONSE_BYTES {
