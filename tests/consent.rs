@@ -203,6 +203,7 @@ async fn put_target(gw: &Gateway, name: &str, token_endpoint: &str, pkce: &[&str
                 send_resource: true,
                 resource: None,
                 registered: false,
+                flow: Default::default(),
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: pkce.iter().map(|s| s.to_string()).collect(),
             })),

@@ -121,6 +121,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
             send_resource: true,
             resource: None,
             registered: false,
+            flow: Default::default(),
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
         })),

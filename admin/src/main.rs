@@ -202,14 +202,19 @@ struct AddArgs {
     /// Authorization endpoint (with --token-endpoint: skip discovery).
     #[arg(long, requires_all = ["token_endpoint", "client_id"])]
     authorization_endpoint: Option<String>,
-    /// Token endpoint (with --authorization-endpoint).
-    #[arg(long, requires = "authorization_endpoint")]
+    /// Token endpoint (with --authorization-endpoint, or alone with
+    /// --client-credentials).
+    #[arg(long)]
     token_endpoint: Option<String>,
+    /// One machine token for the target with the Client Credentials grant
+    /// (no user consents; needs --client-id and its secret).
+    #[arg(long, conflicts_with_all = ["no_auth", "api_key_header", "api_key_query"])]
+    client_credentials: bool,
     /// Issuer (with given endpoints; enables the RFC 9207 check).
-    #[arg(long, requires = "authorization_endpoint")]
+    #[arg(long, requires = "token_endpoint")]
     issuer: Option<String>,
     /// Revocation endpoint (with given endpoints).
-    #[arg(long, requires = "authorization_endpoint")]
+    #[arg(long, requires = "token_endpoint")]
     revocation_endpoint: Option<String>,
     /// Public base URL of the gateway (its redirect URI is <base>/oauth/callback).
     #[arg(long, env = "PUBLIC_BASE_URL")]
@@ -595,20 +600,36 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                     })
                 }
             };
+            let manual = match (args.authorization_endpoint, args.token_endpoint) {
+                (Some(authorization_endpoint), token_endpoint) => Some(targets::ManualEndpoints {
+                    issuer: args.issuer,
+                    authorization_endpoint,
+                    token_endpoint: token_endpoint.unwrap_or_default(),
+                    revocation_endpoint: args.revocation_endpoint,
+                }),
+                (None, Some(token_endpoint)) if args.client_credentials => {
+                    Some(targets::ManualEndpoints {
+                        issuer: args.issuer,
+                        authorization_endpoint: String::new(),
+                        token_endpoint,
+                        revocation_endpoint: args.revocation_endpoint,
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(
+                        "--token-endpoint needs --authorization-endpoint (or --client-credentials)"
+                            .into(),
+                    )
+                }
+                (None, None) => None,
+            };
             let state = state().await?;
             let new = targets::NewTarget {
                 name: args.name,
                 display_name: args.display_name,
                 mcp_url: args.mcp_url,
                 no_auth: args.no_auth,
-                manual: args.authorization_endpoint.map(|authorization_endpoint| {
-                    targets::ManualEndpoints {
-                        issuer: args.issuer,
-                        authorization_endpoint,
-                        token_endpoint: args.token_endpoint.unwrap_or_default(),
-                        revocation_endpoint: args.revocation_endpoint,
-                    }
-                }),
+                manual,
                 client: targets::ClientChoice {
                     client_id: args.client_id,
                     client_secret_arn: args.client_secret_arn,
@@ -624,6 +645,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 secret_name_prefix: args.secret_name_prefix,
                 preset: args.preset,
                 api_key,
+                client_credentials: args.client_credentials,
             };
             let added = targets::add_target(
                 &state,

@@ -204,6 +204,19 @@ pub struct RefreshCall<'a> {
     pub now: i64,
 }
 
+/// What a Client Credentials token request needs.
+#[derive(Clone, Copy)]
+pub struct MachineTokenCall<'a> {
+    /// The target's client settings (token endpoint, client id, method).
+    pub settings: &'a OAuthSettings,
+    /// The client secret.
+    pub secret: Option<&'a SecretString>,
+    /// The RFC 8707 resource to ask a token for, if any.
+    pub resource: Option<&'a str>,
+    /// Now, in Unix seconds.
+    pub now: i64,
+}
+
 /// The authorization server's token endpoint, as the refresh flow uses it.
 #[async_trait]
 pub trait TokenIssuer: Send + Sync {
@@ -211,4 +224,15 @@ pub trait TokenIssuer: Send + Sync {
     /// tokens leaves the one presented in the answer.
     async fn refresh(&self, call: RefreshCall<'_>)
         -> std::result::Result<IssuedTokens, OAuthError>;
+
+    /// Asks for a machine token with the Client Credentials grant (the
+    /// target's scopes and resource).
+    async fn client_credentials(
+        &self,
+        _call: MachineTokenCall<'_>,
+    ) -> std::result::Result<IssuedTokens, OAuthError> {
+        Err(OAuthError::Misconfigured(
+            "this token issuer does not do client credentials".into(),
+        ))
+    }
 }

@@ -60,6 +60,8 @@ function register() {
     args.push("--client-id", context.client_id);
     if (context.client_secret) args.push("--client-secret-stdin");
   }
+  // Machine-to-machine scenarios: one token for the target, no consent.
+  if (scenario.startsWith("auth/client-credentials")) args.push("--client-credentials");
   log(gatewayAdmin(args, context.client_secret ?? "").trim());
 }
 

@@ -121,6 +121,31 @@ pub struct ApiKeySettings {
     pub prefix: String,
 }
 
+/// How an OAuth target's tokens are obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthFlow {
+    /// Authorization Code with PKCE: each user consents; per-user grants.
+    #[default]
+    AuthorizationCode,
+    /// Client Credentials (RFC 6749 §4.4): one token for the target, the
+    /// same for every user; no consent.
+    ClientCredentials,
+}
+
+impl OAuthFlow {
+    fn is_authorization_code(&self) -> bool {
+        *self == OAuthFlow::AuthorizationCode
+    }
+}
+
+impl TargetAuth {
+    /// Whether each user connects this target with a consent of their own.
+    pub fn is_per_user(&self) -> bool {
+        matches!(self, TargetAuth::OAuth(o) if o.flow == OAuthFlow::AuthorizationCode)
+    }
+}
+
 /// Where an API key is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,6 +253,11 @@ pub struct OAuthSettings {
     /// the operator gave is never replaced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registered: bool,
+    /// How tokens are obtained: per user with the Authorization Code flow
+    /// (the default), or one machine token for the target with the Client
+    /// Credentials grant.
+    #[serde(default, skip_serializing_if = "OAuthFlow::is_authorization_code")]
+    pub flow: OAuthFlow,
     /// Whether the server sends `iss` in authorization responses (RFC 9207).
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -304,8 +334,18 @@ impl Target {
                 ("authorization_endpoint", &o.authorization_endpoint),
                 ("token_endpoint", &o.token_endpoint),
             ] {
+                // A client-credentials target has no authorization endpoint.
+                if field == "authorization_endpoint"
+                    && o.flow == OAuthFlow::ClientCredentials
+                    && value.is_empty()
+                {
+                    continue;
+                }
                 url::Url::parse(value)
                     .map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
+            }
+            if o.flow == OAuthFlow::ClientCredentials && o.client_secret_arn.is_none() {
+                return Err("a client-credentials target needs its client secret".into());
             }
             if o.client_id.is_empty() {
                 return Err("client_id is empty".into());
@@ -369,6 +409,7 @@ mod tests {
                 send_resource: true,
                 resource: None,
                 registered: false,
+                flow: Default::default(),
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: vec!["S256".into()],
             })),

@@ -30,7 +30,7 @@ use super::{base_url, public_url};
 use crate::config::ConsentBinding;
 use crate::connections::{self, Disconnected};
 use crate::crypto::{random_token, sha256_hex, Sealable, Sealed};
-use crate::domain::{PendingAuthorization, TargetAuth};
+use crate::domain::PendingAuthorization;
 use crate::AppState;
 
 /// The page's path.
@@ -180,7 +180,7 @@ async fn render(
         .map_err(|e| storage_page(&e))?;
     let rows: Vec<Row> = targets
         .iter()
-        .filter(|t| matches!(t.auth, TargetAuth::OAuth(_)))
+        .filter(|t| t.auth.is_per_user())
         .map(|t| {
             let grant = grants.iter().find(|g| g.target == t.name);
             Row {

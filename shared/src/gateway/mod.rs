@@ -170,10 +170,28 @@ impl<'a> Gateway<'a> {
 
     /// A usable token for the target, or why not.
     async fn token(&self, target: &Target) -> Result<Option<crate::domain::Grant>, Blocked> {
-        // Only OAuth targets hold per-user grants (and ever need a consent).
-        if !matches!(target.auth, TargetAuth::OAuth(_)) {
+        let TargetAuth::OAuth(settings) = &target.auth else {
             return Ok(None);
+        };
+        // Client credentials: the target's machine token, for every user.
+        if settings.flow == crate::domain::OAuthFlow::ClientCredentials {
+            return match self
+                .state
+                .tokens
+                .machine_grant(
+                    target,
+                    &self.owner,
+                    self.state.config.refresh_margin.as_secs() as i64,
+                    LeasePolicy::default(),
+                )
+                .await
+            {
+                Ok(g) => Ok(Some(g)),
+                Err(NoGrant::Retry(why)) => Err(Blocked::Retry(why)),
+                Err(_) => Err(refused_credentials()),
+            };
         }
+        // Only these hold per-user grants (and ever need a consent).
         match self
             .state
             .tokens
@@ -246,9 +264,7 @@ impl<'a> Gateway<'a> {
                     resource_metadata,
                     scope,
                 }) => return Err(self.refused(target, resource_metadata, scope).await),
-                Err(UpstreamError::InsufficientScope { .. })
-                    if !matches!(target.auth, TargetAuth::OAuth(_)) =>
-                {
+                Err(UpstreamError::InsufficientScope { .. }) if !target.auth.is_per_user() => {
                     return Err(refused_credentials())
                 }
                 Err(UpstreamError::InsufficientScope { scope }) => {
@@ -283,7 +299,7 @@ impl<'a> Gateway<'a> {
         resource_metadata: Option<String>,
         scope: Option<String>,
     ) -> Blocked {
-        if !matches!(target.auth, TargetAuth::OAuth(_)) {
+        if !target.auth.is_per_user() {
             return refused_credentials();
         }
         let wanted: Vec<String> = scope

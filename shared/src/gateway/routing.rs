@@ -6,7 +6,6 @@ use serde_json::{json, Map, Value};
 
 use super::names::expose;
 use super::options::consent_options;
-use crate::domain::TargetAuth;
 use crate::wire::codes;
 
 use super::*;
@@ -61,7 +60,7 @@ impl Gateway<'_> {
         };
         let mut forwarded = strip_gateway_fields(params);
         forwarded.set("name", &upstream_name);
-        if force && matches!(e.target.auth, TargetAuth::OAuth(_)) {
+        if force && e.target.auth.is_per_user() {
             return self.consent(&e.target, &[], method, params).await;
         }
         match self.forward(&e.target, method, Some(forwarded)).await {

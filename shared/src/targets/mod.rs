@@ -59,6 +59,9 @@ pub struct NewTarget {
     pub preset: Option<Preset>,
     /// An API key for every user instead of OAuth.
     pub api_key: Option<NewApiKey>,
+    /// One machine token for the target (Client Credentials) instead of
+    /// per-user consents; needs a given client id and secret.
+    pub client_credentials: bool,
 }
 
 /// An API key target's key and where it goes.
@@ -145,9 +148,21 @@ pub async fn add_target(
         added.target.auth = TargetAuth::ApiKey(settings);
         added.client_source = "API key";
     } else if !new.no_auth {
+        if new.client_credentials
+            && (new.client.client_id.is_none()
+                || (new.client.client_secret.is_none() && new.client.client_secret_arn.is_none()))
+        {
+            return Err(
+                "client credentials need the client: --client-id and --client-secret-stdin (or --client-secret-arn)"
+                    .into(),
+            );
+        }
         let mut settings = oauth_settings(state, base, policy, &new, &mut added).await?;
         if let Some(preset) = new.preset {
             preset.apply(&mut settings);
+        }
+        if new.client_credentials {
+            settings.flow = crate::domain::OAuthFlow::ClientCredentials;
         }
         added.target.auth = TargetAuth::OAuth(Box::new(settings));
     }
@@ -188,6 +203,7 @@ async fn oauth_settings(
                 send_resource: true,
                 resource: None,
                 registered: false,
+                flow: Default::default(),
                 authorization_response_iss_parameter_supported: false,
                 // Given endpoints: the operator vouches for PKCE S256.
                 code_challenge_methods_supported: vec!["S256".into()],
@@ -399,6 +415,7 @@ pub async fn follow_authorization_server(
         send_resource: stored_settings.send_resource,
         resource: Some(prm.resource.clone()),
         registered: true,
+        flow: Default::default(),
         authorization_response_iss_parameter_supported: asm
             .authorization_response_iss_parameter_supported,
         code_challenge_methods_supported: asm.code_challenge_methods_supported.clone(),

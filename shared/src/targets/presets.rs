@@ -139,6 +139,7 @@ mod tests {
             send_resource: true,
             resource: None,
             registered: false,
+            flow: Default::default(),
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec!["S256".into()],
         }

@@ -6,9 +6,13 @@ use secrecy::SecretString;
 
 use super::Refresher;
 use crate::adapters::oauth::OAuthError;
-use crate::domain::{Grant, GrantStatus, Target, TargetAuth};
+use crate::domain::{Grant, GrantStatus, OAuthFlow, OAuthSettings, Target, TargetAuth};
 use crate::error::Error;
-use crate::ports::RefreshCall;
+use crate::ports::{MachineTokenCall, RefreshCall};
+
+/// The subject under which a client-credentials target's machine token is
+/// stored (it is no user's: every user of the target shares it).
+pub const MACHINE_SUB: &str = "gateway:client-credentials";
 
 /// Time kept free at the end of a lease for writing the new tokens: the
 /// token request times out this long before the lease runs out.
@@ -163,12 +167,17 @@ impl Refresher {
             tracing::debug!(owner = req.owner, version = grant.version, seen = ?req.seen_version, "fresh after taking the lease");
             return kept(Outcome::AlreadyFresh(grant));
         }
+        let TargetAuth::OAuth(settings) = &client.target.auth else {
+            return kept(Outcome::NotFound);
+        };
+        if settings.flow == OAuthFlow::ClientCredentials {
+            return self
+                .renew_machine_token(grant, settings, client, req, lease_until)
+                .await;
+        }
         let Some(refresh_token) = grant.tokens.refresh_token.clone() else {
             // Nothing to refresh with: only a new consent helps.
             return self.mark_dead(&grant).await;
-        };
-        let TargetAuth::OAuth(settings) = &client.target.auth else {
-            return kept(Outcome::NotFound);
         };
         // The refresh token goes back where it came from, and the client
         // secret only to the target's own token endpoint: when they differ
@@ -278,6 +287,116 @@ impl Refresher {
             }
             Err(e) => kept(Outcome::Transient(e.to_string())),
         }
+    }
+
+    /// A client-credentials target's machine token, renewed under the lease
+    /// `req.owner` holds: a new Client Credentials request (there is no
+    /// refresh token, and no person to consent). A refusal is the
+    /// operator's to fix: the grant is kept and the call fails.
+    async fn renew_machine_token(
+        &self,
+        grant: Grant,
+        settings: &OAuthSettings,
+        client: &TokenClient,
+        req: RefreshRequest<'_>,
+        lease_until: i64,
+    ) -> (Outcome, bool) {
+        let now = self.clock.now();
+        let left =
+            Duration::from_secs((lease_until - now).max(0) as u64).saturating_sub(WRITE_BUDGET);
+        if left.is_zero() {
+            return (
+                Outcome::Transient("the refresh lease is too short".into()),
+                false,
+            );
+        }
+        let request = self.issuer.client_credentials(MachineTokenCall {
+            settings,
+            secret: client.secret.as_ref(),
+            resource: grant.resource.as_deref(),
+            now,
+        });
+        let issued = match tokio::time::timeout(req.policy.http_timeout.min(left), request).await {
+            Err(_) => return (Outcome::Transient("token endpoint timed out".into()), false),
+            Ok(Err(e)) => {
+                tracing::error!(target = %grant.target, error = %e, "no machine token for a client-credentials target; check its client settings");
+                return (Outcome::Transient(e.to_string()), false);
+            }
+            Ok(Ok(issued)) => issued,
+        };
+        let updated = Grant {
+            tokens: issued.tokens,
+            expires_at: issued.expires_at,
+            scopes: issued.scopes.unwrap_or_else(|| grant.scopes.clone()),
+            updated_at: now,
+            ..grant.clone()
+        };
+        let written = match self.grants.update_and_release(&updated, req.owner).await {
+            Err(Error::NotLeaseOwner) => self.grants.update(&updated).await,
+            other => other,
+        };
+        match written {
+            Ok(g) => (Outcome::Refreshed(g), true),
+            Err(Error::NotFound(_)) => (Outcome::NotFound, true),
+            // Someone else wrote a machine token meanwhile: theirs is as good.
+            Err(Error::StaleVersion) => (self.reread(&grant.sub, &grant.target).await, false),
+            Err(e) => (Outcome::Transient(e.to_string()), false),
+        }
+    }
+
+    /// A client-credentials target's machine token, shared by every user:
+    /// stored as the grant of [`MACHINE_SUB`] and kept fresh by the same
+    /// lease protocol as users' grants (one token request across
+    /// instances). The first call stores an expired placeholder, which the
+    /// protocol then fills.
+    pub async fn machine_grant(
+        &self,
+        target: &Target,
+        owner: &str,
+        margin: i64,
+        policy: LeasePolicy,
+    ) -> Result<Grant, NoGrant> {
+        match self
+            .usable_grant(MACHINE_SUB, &target.name, owner, margin, policy)
+            .await
+        {
+            Err(NoGrant::Missing) => {}
+            other => return other,
+        }
+        let TargetAuth::OAuth(settings) = &target.auth else {
+            return Err(NoGrant::Missing);
+        };
+        let now = self.clock.now();
+        let placeholder = Grant {
+            sub: MACHINE_SUB.into(),
+            target: target.name.clone(),
+            tokens: crate::domain::TokenSet {
+                access_token: SecretString::from(String::new()),
+                refresh_token: None,
+                token_type: "Bearer".into(),
+            },
+            expires_at: Some(0),
+            scopes: settings.scopes.clone(),
+            issuer: settings.issuer.clone(),
+            token_endpoint: Some(settings.token_endpoint.clone()),
+            resource: settings.send_resource.then(|| {
+                settings
+                    .resource
+                    .clone()
+                    .unwrap_or_else(|| target.mcp_url.clone())
+            }),
+            status: GrantStatus::Active,
+            version: 0,
+            lease: None,
+            created_at: now,
+            updated_at: now,
+        };
+        // Another instance may create it first; either way it exists now.
+        if let Err(e) = self.grants.create(&placeholder).await {
+            tracing::debug!(error = %e, "machine grant placeholder not created");
+        }
+        self.usable_grant(MACHINE_SUB, &target.name, owner, margin, policy)
+            .await
     }
 
     /// A grant that cannot be opened (tampered, moved from another user's

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use flights::Flights;
-pub use lease::{LeasePolicy, NoGrant, Outcome, RefreshRequest, WRITE_BUDGET};
+pub use lease::{LeasePolicy, NoGrant, Outcome, RefreshRequest, MACHINE_SUB, WRITE_BUDGET};
 pub use scheduled::{ScheduledRun, Summary};
 
 use crate::ports::{Clock, GrantStore, SecretSource, TargetCatalog, TokenIssuer};

@@ -152,6 +152,47 @@ impl crate::ports::TokenIssuer for FakeServer {
             }),
         }
     }
+
+    async fn client_credentials(
+        &self,
+        call: crate::ports::MachineTokenCall<'_>,
+    ) -> Result<IssuedTokens, OAuthError> {
+        assert_eq!(call.settings.token_endpoint, TOKEN_ENDPOINT);
+        self.machine_token().await
+    }
+}
+
+impl FakeServer {
+    /// Answers a Client Credentials request (tokens `cc-<n>`, no refresh token).
+    async fn machine_token(&self) -> Result<IssuedTokens, OAuthError> {
+        let step = {
+            let mut s = self.state.lock().unwrap();
+            s.requests += 1;
+            s.script.pop_front()
+        };
+        match step {
+            Some(Step::SlowStart(d)) => tokio::time::sleep(d).await,
+            Some(Step::Reject(code)) => {
+                return Err(OAuthError::Rejected {
+                    error: code.into(),
+                    description: None,
+                })
+            }
+            Some(Step::LoseAnswer) => std::future::pending::<()>().await,
+            None => {}
+        }
+        let mut s = self.state.lock().unwrap();
+        s.issued += 1;
+        Ok(IssuedTokens {
+            tokens: TokenSet {
+                access_token: SecretString::from(format!("cc-{}", s.issued)),
+                refresh_token: None,
+                token_type: "Bearer".into(),
+            },
+            expires_at: Some(self.clock.now() + self.lifetime),
+            scopes: None,
+        })
+    }
 }
 
 /// One authorization server, one table, and any number of instances.
@@ -216,6 +257,7 @@ fn target() -> Target {
             send_resource: true,
             resource: None,
             registered: false,
+            flow: Default::default(),
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
         })),
@@ -550,4 +592,61 @@ async fn the_scheduler_racing_a_proxy_caller_refreshes_once() {
     assert_eq!(summary.refreshed + summary.lease_lost, 1, "{summary:?}");
     assert_eq!(access(&g.unwrap()), "at-1");
     assert_eq!(w.server.requests(), 1);
+}
+
+/// A client-credentials target: one machine token for every user and every
+/// instance, requested once however many callers need it at once, renewed
+/// when it expires, and kept (never turned into a consent) when the server
+/// refuses the client.
+#[tokio::test(start_paused = true)]
+async fn a_machine_token_is_requested_once_for_all_instances_and_callers() {
+    let w = World::new(true, 3600).await;
+    let mut machine = target();
+    machine.name = "machine".into();
+    if let TargetAuth::OAuth(o) = &mut machine.auth {
+        o.flow = crate::domain::OAuthFlow::ClientCredentials;
+    }
+    crate::ports::TargetCatalog::put(&w.store, &machine)
+        .await
+        .unwrap();
+    w.server.then(Step::SlowStart(Duration::from_secs(1)));
+    let (a, b) = (w.instance(), w.instance());
+    let calls = (0..20).map(|i| {
+        let (r, machine) = (if i % 2 == 0 { &a } else { &b }, &machine);
+        async move {
+            r.machine_grant(machine, &format!("p{i}"), 60, LeasePolicy::default())
+                .await
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(access(r.as_ref().unwrap()), "cc-1");
+    }
+    assert_eq!(w.server.requests(), 1, "one token request for 20 callers");
+    let stored = w.store.peek(MACHINE_SUB, "machine").expect("stored");
+    assert_eq!(access(&stored), "cc-1");
+    assert!(stored.lease.is_none());
+
+    // Expired: renewed once.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let g = a
+        .machine_grant(&machine, "later", 60, LeasePolicy::default())
+        .await
+        .unwrap();
+    assert_eq!((access(&g), w.server.requests()), ("cc-2", 2));
+
+    // The server refuses the client: a passing failure, the grant kept.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    w.server.then(Step::Reject("invalid_client"));
+    match b
+        .machine_grant(&machine, "refused", 60, LeasePolicy::default())
+        .await
+    {
+        Err(NoGrant::Retry(why)) => assert!(why.contains("invalid_client"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let kept = w.store.peek(MACHINE_SUB, "machine").unwrap();
+    assert_eq!(kept.status, GrantStatus::Active);
+    assert_eq!(access(&kept), "cc-2");
+    // No user grant appeared for anyone.
+    assert!(w.store.peek("alice", "machine").is_none());
 }

@@ -196,6 +196,7 @@ impl Discovered {
             send_resource: true,
             resource: self.resource.as_ref().map(|r| r.resource.clone()),
             registered: false,
+            flow: Default::default(),
             authorization_response_iss_parameter_supported: a
                 .authorization_response_iss_parameter_supported,
             code_challenge_methods_supported: a.code_challenge_methods_supported.clone(),

@@ -14,7 +14,7 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
-use crate::ports::{RefreshCall, TokenIssuer};
+use crate::ports::{MachineTokenCall, RefreshCall, TokenIssuer};
 
 mod response;
 pub use response::LenientTokenResponse;
@@ -303,9 +303,47 @@ impl TokenIssuer for HttpTokenIssuer {
         )
         .await
     }
+
+    async fn client_credentials(
+        &self,
+        call: MachineTokenCall<'_>,
+    ) -> Result<IssuedTokens, OAuthError> {
+        TokenEndpoint {
+            http: &self.0,
+            settings: call.settings,
+            secret: call.secret,
+        }
+        .client_credentials(call.resource, call.now)
+        .await
+    }
 }
 
 impl TokenEndpoint<'_> {
+    /// A machine token (Client Credentials, RFC 6749 §4.4) for the target's
+    /// scopes and resource indicator.
+    pub async fn client_credentials(
+        &self,
+        resource: Option<&str>,
+        now: i64,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let c = client(
+            self.settings,
+            &self.settings.token_endpoint,
+            self.secret,
+            None,
+        )?;
+        let mut req = c
+            .exchange_client_credentials()
+            .add_scopes(self.settings.scopes.iter().map(|s| Scope::new(s.clone())));
+        if let Some(r) = resource {
+            req = req.add_extra_param("resource", r.to_owned());
+        }
+        req.request_async(self.http)
+            .await
+            .map(|r| issued(r, now, None))
+            .map_err(classify)
+    }
+
     /// Revokes `token` at the RFC 7009 `revocation_endpoint`, with the
     /// target's client authentication. Servers answer 200 for unknown tokens.
     ///
@@ -522,6 +560,7 @@ mod tests {
             send_resource: true,
             resource: None,
             registered: false,
+            flow: Default::default(),
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
         };
