@@ -806,23 +806,45 @@ async fn api_key_targets_send_their_key_and_never_show_it() {
                 .unwrap()
         }
     };
-    for (name, placement, param, prefix, key) in [
-        ("header", ApiKeyPlacement::Header, "X-Api-Key", "Key ", KEY),
-        ("query", ApiKeyPlacement::Query, "api_key", "", KEY),
+    // An address nothing listens on: transport errors name their URL, in
+    // which a query key rides.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/mcp", l.local_addr().unwrap())
+    };
+    for (name, placement, param, prefix, key, url) in [
+        (
+            "header",
+            ApiKeyPlacement::Header,
+            "X-Api-Key",
+            "Key ",
+            KEY,
+            &upstream,
+        ),
+        (
+            "query",
+            ApiKeyPlacement::Query,
+            "api_key",
+            "",
+            KEY,
+            &upstream,
+        ),
         (
             "wrong",
             ApiKeyPlacement::Query,
             "api_key",
             "",
             "sk-live-wrong-key-987",
+            &upstream,
         ),
+        ("down", ApiKeyPlacement::Query, "api_key", "", KEY, &closed),
     ] {
         gw.state
             .targets
             .put(&Target {
                 name: name.into(),
                 display_name: None,
-                mcp_url: upstream.clone(),
+                mcp_url: url.clone(),
                 auth: TargetAuth::ApiKey(ApiKeySettings {
                     secret_arn: stored(name, key).await,
                     placement,
@@ -863,23 +885,44 @@ async fn api_key_targets_send_their_key_and_never_show_it() {
                 .await;
             assert_eq!(tool_text(&r.body["result"]), "ok", "{tool}: {:?}", r.body);
         }
-        let r = c
-            .request("tools/call", json!({"name": "wrong___t", "arguments": {}}))
-            .await;
-        let reply = r.body.to_string();
-        assert!(
-            r.body["result"]["isError"] == true || r.body["error"].is_object(),
-            "{reply}"
-        );
-        assert!(!reply.contains("sk-live"), "{reply}");
-        assert!(
-            !reply.contains("/connect/"),
-            "no consent for a key: {reply}"
-        );
+        for tool in ["wrong___t", "down___t"] {
+            let r = c
+                .request("tools/call", json!({"name": tool, "arguments": {}}))
+                .await;
+            let reply = r.body.to_string();
+            assert!(
+                r.body["result"]["isError"] == true || r.body["error"].is_object(),
+                "{reply}"
+            );
+            assert!(!reply.contains("sk-live"), "{reply}");
+            assert!(
+                !reply.contains("/connect/"),
+                "no consent for a key: {reply}"
+            );
+        }
     }
     let seen = seen.lock().unwrap().clone();
     assert!(seen.contains(&format!("Key {KEY}|")), "{seen:?}");
     assert!(seen.contains(&format!("|api_key={KEY}")), "{seen:?}");
     let text = logs.text();
     assert!(!text.contains("sk-live"), "{text}");
+}
+
+/// Subjects in the gateway's own namespace (a target's machine token is
+/// stored under one) are refused at the door.
+#[tokio::test]
+async fn inbound_subjects_in_the_gateways_namespace_are_refused() {
+    let (_gw, server) = dev_gateway(&[]).await;
+    let c = RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[("x-gateway-dev-user", "gateway:client-credentials")],
+    );
+    let r = c.request("tools/list", json!({})).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let ok = RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[("x-gateway-dev-user", "gatewayfan")],
+    );
+    let r = ok.request("ping", json!({})).await;
+    assert_ne!(r.status, 403, "{:?}", r.body);
 }

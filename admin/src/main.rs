@@ -737,6 +737,15 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 gateway_shared::Error::NotFound(_) => format!("no target named {name:?}"),
                 other => other.to_string(),
             })?;
+            // A client-credentials target's machine token goes with it.
+            match state
+                .grants
+                .delete(gateway_shared::tokens::MACHINE_SUB, &name)
+                .await
+            {
+                Ok(()) | Err(gateway_shared::Error::NotFound(_)) => {}
+                Err(e) => eprintln!("warning: the target's machine token was not deleted: {e}"),
+            }
             println!("target {name}: removed");
         }
     }

@@ -29,8 +29,20 @@ pub struct Connection {
 /// The user's connections.
 pub async fn list(state: &AppState, sub: &str) -> Result<Vec<Connection>, crate::Error> {
     let grants = state.grants.list_for_user(sub).await?;
+    // Not targets users no longer connect themselves (a grant left from
+    // before a target moved to client credentials or an API key is no
+    // connection); grants of removed targets stay listed, to be removed.
+    let shared: std::collections::HashSet<String> = state
+        .targets
+        .list()
+        .await?
+        .iter()
+        .filter(|t| !t.auth.is_per_user())
+        .map(|t| t.name.clone())
+        .collect();
     Ok(grants
         .into_iter()
+        .filter(|g| !shared.contains(&g.target))
         .map(|g| Connection {
             status: g.status.as_str(),
             refreshable: g.tokens.refresh_token.is_some(),

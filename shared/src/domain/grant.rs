@@ -147,6 +147,11 @@ pub struct GrantKey {
     pub target: String,
 }
 
+/// The subject under which a client-credentials target's machine token is
+/// stored: no user's (inbound subjects starting with `gateway:` are
+/// refused), shared by every user of the target.
+pub const MACHINE_SUB: &str = "gateway:client-credentials";
+
 /// A user's grant for one target.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -199,10 +204,13 @@ impl Grant {
     }
 
     /// When the scheduled refresh should pick the grant up: the access
-    /// token's expiry, for active grants that can be refreshed at all.
+    /// token's expiry, for active grants that can be refreshed at all (with
+    /// a refresh token, or a target's machine token, renewed by a new
+    /// Client Credentials request).
     pub fn refresh_due(&self) -> Option<i64> {
-        match (self.status, &self.tokens.refresh_token, self.expires_at) {
-            (GrantStatus::Active, Some(_), Some(exp)) => Some(exp),
+        let renewable = self.tokens.refresh_token.is_some() || self.sub == MACHINE_SUB;
+        match (self.status, renewable, self.expires_at) {
+            (GrantStatus::Active, true, Some(exp)) => Some(exp),
             _ => None,
         }
     }

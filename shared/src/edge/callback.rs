@@ -181,9 +181,11 @@ pub(super) async fn oauth_target(
         .await
         .map_err(|e| storage_page(&e))?;
     match target {
+        // Only targets each user connects take a consent (not a machine
+        // token's, not an API key's).
         Some(t) => match t.auth.clone() {
-            TargetAuth::OAuth(o) => Ok((t, *o)),
-            TargetAuth::None | TargetAuth::ApiKey(_) => Err(unusable_target(name)),
+            TargetAuth::OAuth(o) if t.auth.is_per_user() => Ok((t, *o)),
+            _ => Err(unusable_target(name)),
         },
         None => Err(unusable_target(name)),
     }

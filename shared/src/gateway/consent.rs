@@ -37,6 +37,16 @@ impl Gateway<'_> {
                 false,
             );
         };
+        if !target.auth.is_per_user() {
+            return self.failure(
+                method,
+                &format!(
+                    "{} refused the gateway's credentials; ask the gateway's operator to check this target.",
+                    target.title()
+                ),
+                false,
+            );
+        }
         // Where the success page sends the person: the call's own URL if it
         // is allowed (a clear error if not), else the target's default.
         let requested = match consent_options(params.meta()) {

@@ -482,6 +482,11 @@ pub async fn consent_link(
     let TargetAuth::OAuth(settings) = &t.auth else {
         return Err(format!("target {target:?} does not use OAuth"));
     };
+    if !t.auth.is_per_user() {
+        return Err(format!(
+            "target {target:?} uses client credentials: its users need no consent"
+        ));
+    }
     let now = state.clock.now();
     let pending = PendingAuthorization::for_target(
         sub,

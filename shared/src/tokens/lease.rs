@@ -6,13 +6,10 @@ use secrecy::SecretString;
 
 use super::Refresher;
 use crate::adapters::oauth::OAuthError;
+pub use crate::domain::grant::MACHINE_SUB;
 use crate::domain::{Grant, GrantStatus, OAuthFlow, OAuthSettings, Target, TargetAuth};
 use crate::error::Error;
 use crate::ports::{MachineTokenCall, RefreshCall};
-
-/// The subject under which a client-credentials target's machine token is
-/// stored (it is no user's: every user of the target shares it).
-pub const MACHINE_SUB: &str = "gateway:client-credentials";
 
 /// Time kept free at the end of a lease for writing the new tokens: the
 /// token request times out this long before the lease runs out.
@@ -170,7 +167,18 @@ impl Refresher {
         let TargetAuth::OAuth(settings) = &client.target.auth else {
             return kept(Outcome::NotFound);
         };
-        if settings.flow == OAuthFlow::ClientCredentials {
+        let machine_target = settings.flow == OAuthFlow::ClientCredentials;
+        if machine_target != (grant.sub == MACHINE_SUB) {
+            // A user's grant of a target that now uses client credentials,
+            // or a machine token of one that no longer does: neither may be
+            // renewed into the other's credentials. Gone.
+            tracing::info!(target = %grant.target, machine = machine_target, "grant of a target whose flow changed; deleted");
+            return match self.grants.delete(&grant.sub, &grant.target).await {
+                Ok(()) | Err(Error::NotFound(_)) => (Outcome::NotFound, true),
+                Err(e) => kept(Outcome::Transient(e.to_string())),
+            };
+        }
+        if machine_target {
             return self
                 .renew_machine_token(grant, settings, client, req, lease_until)
                 .await;
@@ -310,10 +318,12 @@ impl Refresher {
                 false,
             );
         }
+        // What the target says now, not what the grant was first made for.
+        let resource = machine_resource(&client.target, settings);
         let request = self.issuer.client_credentials(MachineTokenCall {
             settings,
             secret: client.secret.as_ref(),
-            resource: grant.resource.as_deref(),
+            resource: resource.as_deref(),
             now,
         });
         let issued = match tokio::time::timeout(req.policy.http_timeout.min(left), request).await {
@@ -327,7 +337,10 @@ impl Refresher {
         let updated = Grant {
             tokens: issued.tokens,
             expires_at: issued.expires_at,
-            scopes: issued.scopes.unwrap_or_else(|| grant.scopes.clone()),
+            scopes: issued.scopes.unwrap_or_else(|| settings.scopes.clone()),
+            issuer: settings.issuer.clone(),
+            token_endpoint: Some(settings.token_endpoint.clone()),
+            resource,
             updated_at: now,
             ..grant.clone()
         };
@@ -338,8 +351,35 @@ impl Refresher {
         match written {
             Ok(g) => (Outcome::Refreshed(g), true),
             Err(Error::NotFound(_)) => (Outcome::NotFound, true),
-            // Someone else wrote a machine token meanwhile: theirs is as good.
-            Err(Error::StaleVersion) => (self.reread(&grant.sub, &grant.target).await, false),
+            // The item changed under us (another writer, a key reseal): a
+            // usable token stored there wins; otherwise ours goes in at the
+            // stored version. Never an empty or expired token.
+            Err(Error::StaleVersion) => {
+                match self.grants.get(&grant.sub, &grant.target, true).await {
+                    Ok(Some(stored))
+                        if stored.status == GrantStatus::Active
+                            && !stored.needs_refresh(now, 0)
+                            && !secrecy::ExposeSecret::expose_secret(
+                                &stored.tokens.access_token,
+                            )
+                            .is_empty() =>
+                    {
+                        (Outcome::AlreadyFresh(stored), false)
+                    }
+                    Ok(Some(stored)) => {
+                        let again = Grant {
+                            version: stored.version,
+                            ..updated
+                        };
+                        match self.grants.update(&again).await {
+                            Ok(g) => (Outcome::Refreshed(g), false),
+                            Err(e) => (Outcome::Transient(e.to_string()), false),
+                        }
+                    }
+                    Ok(None) => (Outcome::NotFound, true),
+                    Err(e) => (Outcome::Transient(e.to_string()), false),
+                }
+            }
             Err(e) => (Outcome::Transient(e.to_string()), false),
         }
     }
@@ -347,8 +387,11 @@ impl Refresher {
     /// A client-credentials target's machine token, shared by every user:
     /// stored as the grant of [`MACHINE_SUB`] and kept fresh by the same
     /// lease protocol as users' grants (one token request across
-    /// instances). The first call stores an expired placeholder, which the
-    /// protocol then fills.
+    /// instances; the scheduled refresh renews it too). The first call
+    /// stores an expired placeholder, which the protocol then fills; a
+    /// token made for other settings than the target's now (another
+    /// resource or token endpoint) is renewed first, and a dead or
+    /// unreadable one is replaced.
     pub async fn machine_grant(
         &self,
         target: &Target,
@@ -356,16 +399,31 @@ impl Refresher {
         margin: i64,
         policy: LeasePolicy,
     ) -> Result<Grant, NoGrant> {
+        let TargetAuth::OAuth(settings) = &target.auth else {
+            return Err(NoGrant::Missing);
+        };
+        let expected_resource = machine_resource(target, settings);
         match self
             .usable_grant(MACHINE_SUB, &target.name, owner, margin, policy)
             .await
         {
+            Ok(g)
+                if g.resource == expected_resource
+                    && g.token_endpoint.as_deref() == Some(settings.token_endpoint.as_str()) =>
+            {
+                return Ok(g)
+            }
+            // Made for other settings: renewed now, for the current ones.
+            Ok(g) => return self.after_unauthorized(&g, owner, policy).await,
             Err(NoGrant::Missing) => {}
-            other => return other,
+            Err(NoGrant::NeedsConsent) => {
+                // No person can consent for a machine: start again.
+                if let Err(e) = self.grants.delete(MACHINE_SUB, &target.name).await {
+                    return Err(NoGrant::Retry(e.to_string()));
+                }
+            }
+            Err(other) => return Err(other),
         }
-        let TargetAuth::OAuth(settings) = &target.auth else {
-            return Err(NoGrant::Missing);
-        };
         let now = self.clock.now();
         let placeholder = Grant {
             sub: MACHINE_SUB.into(),
@@ -379,24 +437,36 @@ impl Refresher {
             scopes: settings.scopes.clone(),
             issuer: settings.issuer.clone(),
             token_endpoint: Some(settings.token_endpoint.clone()),
-            resource: settings.send_resource.then(|| {
-                settings
-                    .resource
-                    .clone()
-                    .unwrap_or_else(|| target.mcp_url.clone())
-            }),
+            resource: expected_resource,
             status: GrantStatus::Active,
             version: 0,
             lease: None,
             created_at: now,
             updated_at: now,
         };
-        // Another instance may create it first; either way it exists now.
-        if let Err(e) = self.grants.create(&placeholder).await {
-            tracing::debug!(error = %e, "machine grant placeholder not created");
+        match self.grants.create(&placeholder).await {
+            // Another instance created it first: as good.
+            Ok(_) | Err(Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(NoGrant::Retry(e.to_string())),
         }
-        self.usable_grant(MACHINE_SUB, &target.name, owner, margin, policy)
-            .await
+        // Straight to the lease (a consistent conditional write), not
+        // through a read that may not see the placeholder yet.
+        let req = RefreshRequest {
+            sub: MACHINE_SUB,
+            target: &target.name,
+            owner,
+            margin,
+            force_from_version: None,
+            seen_version: None,
+            wait_for_winner: true,
+            policy,
+        };
+        match self.in_flight(req, 0).await {
+            Err(NoGrant::Missing) => Err(NoGrant::Retry(
+                "the machine token is being created; retry".into(),
+            )),
+            other => other,
+        }
     }
 
     /// A grant that cannot be opened (tampered, moved from another user's
@@ -617,4 +687,16 @@ fn into_usable(outcome: Outcome) -> Result<Grant, NoGrant> {
         )),
         Outcome::Transient(why) => Err(NoGrant::Retry(why)),
     }
+}
+
+/// The resource indicator a client-credentials target's token is asked
+/// for: the Protected Resource Metadata's identifier, else the MCP URL
+/// (none when the target sends none).
+fn machine_resource(target: &Target, settings: &OAuthSettings) -> Option<String> {
+    settings.send_resource.then(|| {
+        settings
+            .resource
+            .clone()
+            .unwrap_or_else(|| target.mcp_url.clone())
+    })
 }

@@ -647,6 +647,81 @@ async fn a_machine_token_is_requested_once_for_all_instances_and_callers() {
     let kept = w.store.peek(MACHINE_SUB, "machine").unwrap();
     assert_eq!(kept.status, GrantStatus::Active);
     assert_eq!(access(&kept), "cc-2");
-    // No user grant appeared for anyone.
-    assert!(w.store.peek("alice", "machine").is_none());
+
+    // The scheduled refresh renews it ahead of expiry, like a user's grant.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let run = ScheduledRun {
+        limit: 100,
+        concurrency: 4,
+        stop_at: tokio::time::Instant::now() + Duration::from_secs(60),
+        policy: LeasePolicy::default(),
+    };
+    let summary = a.run_scheduled("scheduler", run).await.unwrap();
+    assert!(summary.refreshed >= 1, "{summary:?}");
+    let renewed = w.store.peek(MACHINE_SUB, "machine").unwrap();
+    assert!(
+        access(&renewed).starts_with("cc-") && access(&renewed) != "cc-2",
+        "renewed by the scheduled run: {}",
+        access(&renewed)
+    );
+
+    // The target's settings change (another resource): the token made for
+    // the old ones is renewed at once, for the new ones.
+    if let TargetAuth::OAuth(o) = &mut machine.auth {
+        o.resource = Some("https://mcp.test/v2".into());
+    }
+    crate::ports::TargetCatalog::put(&w.store, &machine)
+        .await
+        .unwrap();
+    let requests = w.server.requests();
+    let g = a
+        .machine_grant(&machine, "moved", 60, LeasePolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(w.server.requests(), requests + 1);
+    assert_eq!(g.resource.as_deref(), Some("https://mcp.test/v2"));
+}
+
+/// A target converted to client credentials: its users' grants are never
+/// renewed into machine tokens (they are deleted), and a machine token of
+/// a target converted back is deleted rather than handed to a user.
+#[tokio::test(start_paused = true)]
+async fn grants_of_a_target_whose_flow_changed_are_deleted_not_renewed() {
+    let w = World::new(true, 10).await;
+    let mut converted = target();
+    if let TargetAuth::OAuth(o) = &mut converted.auth {
+        o.flow = crate::domain::OAuthFlow::ClientCredentials;
+    }
+    crate::ports::TargetCatalog::put(&w.store, &converted)
+        .await
+        .unwrap();
+    let r = w.instance();
+    assert!(matches!(usable(&r, "p").await, Err(NoGrant::Missing)));
+    assert!(w.store.peek("alice", "demo").is_none());
+    assert_eq!(w.server.requests(), 0, "no token request for alice's grant");
+
+    // Its machine token, then the target back to per-user consents.
+    let g = r
+        .machine_grant(&converted, "m", 60, LeasePolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(access(&g), "cc-1");
+    crate::ports::TargetCatalog::put(&w.store, &target())
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let outcome = r
+        .refresh_grant(RefreshRequest {
+            sub: MACHINE_SUB,
+            target: "demo",
+            owner: "s",
+            margin: 60,
+            force_from_version: None,
+            seen_version: None,
+            wait_for_winner: true,
+            policy: LeasePolicy::default(),
+        })
+        .await;
+    assert!(matches!(outcome, Outcome::NotFound), "{outcome:?}");
+    assert!(w.store.peek(MACHINE_SUB, "demo").is_none());
 }

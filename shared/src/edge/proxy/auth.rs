@@ -47,8 +47,27 @@ pub(super) async fn resource_metadata(
     res
 }
 
-/// Who is calling, or the HTTP answer that says why not.
+/// Who is calling, or the HTTP answer that says why not. Subjects that
+/// start with `gateway:` are the gateway's own (a target's machine token is
+/// stored under one) and are refused.
 pub(super) async fn authenticate(
+    state: &AppState,
+    context: Option<&RequestContext>,
+    headers: &HeaderMap,
+) -> Result<String, Response> {
+    let sub = subject(state, context, headers).await?;
+    if sub.starts_with("gateway:") {
+        tracing::warn!("an inbound subject in the gateway's reserved namespace was refused");
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "this subject is reserved for the gateway itself",
+        ));
+    }
+    Ok(sub)
+}
+
+async fn subject(
     state: &AppState,
     context: Option<&RequestContext>,
     headers: &HeaderMap,
