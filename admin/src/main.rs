@@ -184,7 +184,8 @@ struct AddArgs {
     /// Manager (named <secret-name-prefix><name>), instead of --client-secret-arn.
     #[arg(long, requires = "client_id", conflicts_with = "client_secret_arn")]
     client_secret_stdin: bool,
-    /// Token endpoint authentication: client_secret_basic, client_secret_post or none.
+    /// Token endpoint authentication: client_secret_basic, client_secret_post,
+    /// private_key_jwt (the secret is the PKCS#8 PEM P-256 key) or none.
     #[arg(long, value_parser = parse_method)]
     auth_method: Option<TokenEndpointAuthMethod>,
     /// Scopes to request (space separated; default: discovered).
@@ -248,9 +249,10 @@ fn parse_method(s: &str) -> Result<TokenEndpointAuthMethod, String> {
     match s {
         "client_secret_basic" => Ok(TokenEndpointAuthMethod::ClientSecretBasic),
         "client_secret_post" => Ok(TokenEndpointAuthMethod::ClientSecretPost),
+        "private_key_jwt" => Ok(TokenEndpointAuthMethod::PrivateKeyJwt),
         "none" => Ok(TokenEndpointAuthMethod::None),
         other => Err(format!(
-            "{other:?} is not client_secret_basic, client_secret_post or none"
+            "{other:?} is not client_secret_basic, client_secret_post, private_key_jwt or none"
         )),
     }
 }

@@ -58,11 +58,13 @@ function register() {
   const args = ["target", "add", name, "--mcp-url", mcpUrl, "--allow-insecure-local", "--tool-prefix", `${name}___`];
   if (context.client_id) {
     args.push("--client-id", context.client_id);
-    if (context.client_secret) args.push("--client-secret-stdin");
+    if (context.client_secret || context.private_key_pem) args.push("--client-secret-stdin");
+    // A private key instead of a secret: private_key_jwt (RFC 7523).
+    if (context.private_key_pem) args.push("--auth-method", "private_key_jwt");
   }
   // Machine-to-machine scenarios: one token for the target, no consent.
   if (scenario.startsWith("auth/client-credentials")) args.push("--client-credentials");
-  log(gatewayAdmin(args, context.client_secret ?? "").trim());
+  log(gatewayAdmin(args, context.client_secret ?? context.private_key_pem ?? "").trim());
 }
 
 // --- MCP through the gateway (2025-11-25, declaring URL elicitation) -------

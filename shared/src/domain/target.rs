@@ -281,6 +281,9 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretPost,
     /// Public client: client id only.
     None,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2; ES256,
+    /// the PKCS#8 PEM key kept where a client secret would be).
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
@@ -289,6 +292,7 @@ impl TokenEndpointAuthMethod {
         match self {
             TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
             TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenEndpointAuthMethod::PrivateKeyJwt => "private_key_jwt",
             TokenEndpointAuthMethod::None => "none",
         }
     }
