@@ -211,6 +211,11 @@ struct AddArgs {
     /// (no user consents; needs --client-id and its secret).
     #[arg(long, conflicts_with_all = ["no_auth", "api_key_header", "api_key_query"])]
     client_credentials: bool,
+    /// One machine token for the target from a JWT bearer assertion
+    /// (RFC 7523; workload identity federation), read with
+    /// --client-secret-stdin; needs --client-id.
+    #[arg(long, conflicts_with_all = ["no_auth", "api_key_header", "api_key_query", "client_credentials"])]
+    jwt_bearer: bool,
     /// Issuer (with given endpoints; enables the RFC 9207 check).
     #[arg(long, requires = "token_endpoint")]
     issuer: Option<String>,
@@ -609,7 +614,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                     token_endpoint: token_endpoint.unwrap_or_default(),
                     revocation_endpoint: args.revocation_endpoint,
                 }),
-                (None, Some(token_endpoint)) if args.client_credentials => {
+                (None, Some(token_endpoint)) if args.client_credentials || args.jwt_bearer => {
                     Some(targets::ManualEndpoints {
                         issuer: args.issuer,
                         authorization_endpoint: String::new(),
@@ -648,6 +653,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 preset: args.preset,
                 api_key,
                 client_credentials: args.client_credentials,
+                jwt_bearer: args.jwt_bearer,
             };
             let added = targets::add_target(
                 &state,

@@ -209,7 +209,7 @@ pub struct RefreshCall<'a> {
 pub struct MachineTokenCall<'a> {
     /// The target's client settings (token endpoint, client id, method).
     pub settings: &'a OAuthSettings,
-    /// The client secret.
+    /// The client secret (for a JWT bearer grant: the assertion).
     pub secret: Option<&'a SecretString>,
     /// The RFC 8707 resource to ask a token for, if any.
     pub resource: Option<&'a str>,
@@ -225,14 +225,15 @@ pub trait TokenIssuer: Send + Sync {
     async fn refresh(&self, call: RefreshCall<'_>)
         -> std::result::Result<IssuedTokens, OAuthError>;
 
-    /// Asks for a machine token with the Client Credentials grant (the
-    /// target's scopes and resource).
-    async fn client_credentials(
+    /// Asks for a target's machine token with its flow's grant (Client
+    /// Credentials, or a JWT bearer assertion), for the target's scopes and
+    /// resource.
+    async fn machine_token(
         &self,
         _call: MachineTokenCall<'_>,
     ) -> std::result::Result<IssuedTokens, OAuthError> {
         Err(OAuthError::Misconfigured(
-            "this token issuer does not do client credentials".into(),
+            "this token issuer does not issue machine tokens".into(),
         ))
     }
 }

@@ -64,7 +64,9 @@ function register() {
   }
   // Machine-to-machine scenarios: one token for the target, no consent.
   if (scenario.startsWith("auth/client-credentials")) args.push("--client-credentials");
-  log(gatewayAdmin(args, context.client_secret ?? context.private_key_pem ?? "").trim());
+  // Workload identity: the workload's JWT as a bearer assertion.
+  if (context.valid_jwt) args.push("--jwt-bearer", "--client-secret-stdin");
+  log(gatewayAdmin(args, context.client_secret ?? context.private_key_pem ?? context.valid_jwt ?? "").trim());
 }
 
 // --- MCP through the gateway (2025-11-25, declaring URL elicitation) -------

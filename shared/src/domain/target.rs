@@ -131,11 +131,20 @@ pub enum OAuthFlow {
     /// Client Credentials (RFC 6749 §4.4): one token for the target, the
     /// same for every user; no consent.
     ClientCredentials,
+    /// JWT bearer grant (RFC 7523 §2.1) for workload identity federation:
+    /// an assertion from the workload's identity provider, kept where a
+    /// client secret would be, exchanged for one token for the target.
+    JwtBearer,
 }
 
 impl OAuthFlow {
     fn is_authorization_code(&self) -> bool {
         *self == OAuthFlow::AuthorizationCode
+    }
+
+    /// Whether the flow yields one machine token for the target (no user).
+    pub fn is_machine(self) -> bool {
+        self != OAuthFlow::AuthorizationCode
     }
 }
 
@@ -339,17 +348,14 @@ impl Target {
                 ("token_endpoint", &o.token_endpoint),
             ] {
                 // A client-credentials target has no authorization endpoint.
-                if field == "authorization_endpoint"
-                    && o.flow == OAuthFlow::ClientCredentials
-                    && value.is_empty()
-                {
+                if field == "authorization_endpoint" && o.flow.is_machine() && value.is_empty() {
                     continue;
                 }
                 url::Url::parse(value)
                     .map_err(|e| format!("{field} {value:?} is not a URL: {e}"))?;
             }
-            if o.flow == OAuthFlow::ClientCredentials && o.client_secret_arn.is_none() {
-                return Err("a client-credentials target needs its client secret".into());
+            if o.flow.is_machine() && o.client_secret_arn.is_none() {
+                return Err("a machine-token target needs its client secret (or assertion)".into());
             }
             if o.client_id.is_empty() {
                 return Err("client_id is empty".into());

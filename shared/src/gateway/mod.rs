@@ -173,8 +173,9 @@ impl<'a> Gateway<'a> {
         let TargetAuth::OAuth(settings) = &target.auth else {
             return Ok(None);
         };
-        // Client credentials: the target's machine token, for every user.
-        if settings.flow == crate::domain::OAuthFlow::ClientCredentials {
+        // Client credentials or a JWT bearer grant: the target's machine
+        // token, for every user.
+        if settings.flow.is_machine() {
             return match self
                 .state
                 .tokens

@@ -62,6 +62,10 @@ pub struct NewTarget {
     /// One machine token for the target (Client Credentials) instead of
     /// per-user consents; needs a given client id and secret.
     pub client_credentials: bool,
+    /// One machine token for the target from a JWT bearer assertion
+    /// (workload identity federation); the assertion is given as the
+    /// client secret.
+    pub jwt_bearer: bool,
 }
 
 /// An API key target's key and where it goes.
@@ -148,12 +152,12 @@ pub async fn add_target(
         added.target.auth = TargetAuth::ApiKey(settings);
         added.client_source = "API key";
     } else if !new.no_auth {
-        if new.client_credentials
+        if (new.client_credentials || new.jwt_bearer)
             && (new.client.client_id.is_none()
                 || (new.client.client_secret.is_none() && new.client.client_secret_arn.is_none()))
         {
             return Err(
-                "client credentials need the client: --client-id and --client-secret-stdin (or --client-secret-arn)"
+                "machine tokens need the client: --client-id and --client-secret-stdin (for --jwt-bearer: the assertion), or --client-secret-arn"
                     .into(),
             );
         }
@@ -163,6 +167,11 @@ pub async fn add_target(
         }
         if new.client_credentials {
             settings.flow = crate::domain::OAuthFlow::ClientCredentials;
+        }
+        if new.jwt_bearer {
+            settings.flow = crate::domain::OAuthFlow::JwtBearer;
+            // The assertion is the credential; the client id goes in the body.
+            settings.token_endpoint_auth_method = TokenEndpointAuthMethod::None;
         }
         added.target.auth = TargetAuth::OAuth(Box::new(settings));
     }

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use super::Refresher;
 use crate::adapters::oauth::OAuthError;
 pub use crate::domain::grant::MACHINE_SUB;
-use crate::domain::{Grant, GrantStatus, OAuthFlow, OAuthSettings, Target, TargetAuth};
+use crate::domain::{Grant, GrantStatus, OAuthSettings, Target, TargetAuth};
 use crate::error::Error;
 use crate::ports::{MachineTokenCall, RefreshCall};
 
@@ -167,7 +167,7 @@ impl Refresher {
         let TargetAuth::OAuth(settings) = &client.target.auth else {
             return kept(Outcome::NotFound);
         };
-        let machine_target = settings.flow == OAuthFlow::ClientCredentials;
+        let machine_target = settings.flow.is_machine();
         if machine_target != (grant.sub == MACHINE_SUB) {
             // A user's grant of a target that now uses client credentials,
             // or a machine token of one that no longer does: neither may be
@@ -320,7 +320,7 @@ impl Refresher {
         }
         // What the target says now, not what the grant was first made for.
         let resource = machine_resource(&client.target, settings);
-        let request = self.issuer.client_credentials(MachineTokenCall {
+        let request = self.issuer.machine_token(MachineTokenCall {
             settings,
             secret: client.secret.as_ref(),
             resource: resource.as_deref(),

@@ -153,7 +153,7 @@ impl crate::ports::TokenIssuer for FakeServer {
         }
     }
 
-    async fn client_credentials(
+    async fn machine_token(
         &self,
         call: crate::ports::MachineTokenCall<'_>,
     ) -> Result<IssuedTokens, OAuthError> {

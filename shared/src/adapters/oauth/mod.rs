@@ -382,17 +382,23 @@ impl TokenIssuer for HttpTokenIssuer {
         .await
     }
 
-    async fn client_credentials(
-        &self,
-        call: MachineTokenCall<'_>,
-    ) -> Result<IssuedTokens, OAuthError> {
-        TokenEndpoint {
+    async fn machine_token(&self, call: MachineTokenCall<'_>) -> Result<IssuedTokens, OAuthError> {
+        let endpoint = TokenEndpoint {
             http: &self.0,
             settings: call.settings,
             secret: call.secret,
+        };
+        match call.settings.flow {
+            crate::domain::OAuthFlow::JwtBearer => {
+                let assertion = call.secret.ok_or_else(|| {
+                    OAuthError::Misconfigured("a JWT bearer target needs its assertion".into())
+                })?;
+                endpoint
+                    .jwt_bearer(assertion, call.resource, call.now)
+                    .await
+            }
+            _ => endpoint.client_credentials(call.resource, call.now).await,
         }
-        .client_credentials(call.resource, call.now)
-        .await
     }
 }
 
@@ -428,6 +434,63 @@ impl TokenEndpoint<'_> {
             .await
             .map(|r| issued(r, now, None))
             .map_err(classify)
+    }
+
+    /// A machine token for a JWT bearer assertion (RFC 7523 §2.1, the
+    /// grant of workload identity federation): the client id in the body,
+    /// no client secret (the assertion is the credential).
+    pub async fn jwt_bearer(
+        &self,
+        assertion: &SecretString,
+        resource: Option<&str>,
+        now: i64,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let scope = self.settings.scopes.join(" ");
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion.expose_secret()),
+            ("client_id", &self.settings.client_id),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        if let Some(r) = resource {
+            form.push(("resource", r));
+        }
+        let res = self
+            .http
+            .post(&self.settings.token_endpoint)
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Transient(crate::error::chain(&e.without_url())))?;
+        let status = res.status();
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| OAuthError::Transient(crate::error::chain(&e.without_url())))?;
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if status.is_success() && doc.get("error").is_none() {
+            let resp: LenientTokenResponse = serde_json::from_value(doc).map_err(|_| {
+                OAuthError::Transient(format!(
+                    "unreadable token endpoint response ({} bytes)",
+                    body.len()
+                ))
+            })?;
+            return Ok(issued(resp, now, None));
+        }
+        if status.is_server_error() {
+            return Err(OAuthError::Transient(format!(
+                "the token endpoint answered HTTP {status}"
+            )));
+        }
+        Err(match OAuthError::rejected_from(&doc) {
+            OAuthError::Rejected { error, .. } if is_transient_code(&error) => {
+                OAuthError::Transient(error)
+            }
+            other => other,
+        })
     }
 
     /// Revokes `token` at the RFC 7009 `revocation_endpoint`, with the
