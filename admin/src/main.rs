@@ -174,6 +174,12 @@ struct AddArgs {
     /// The upstream needs no authentication.
     #[arg(long, conflicts_with_all = ["client_id", "authorization_endpoint"])]
     no_auth: bool,
+    /// How the gateway authenticates to the upstream: oauth (per-user
+    /// consent, the default), client_credentials, jwt_bearer, api_key
+    /// (with --api-key-header or --api-key-query) or none. The same as the
+    /// flags of each kind.
+    #[arg(long, value_parser = ["oauth", "client_credentials", "jwt_bearer", "api_key", "none"])]
+    auth: Option<String>,
     /// A client id registered at the authorization server (skips registration).
     #[arg(long)]
     client_id: Option<String>,
@@ -569,7 +575,7 @@ async fn serve(listen: &str) -> Result<(), String> {
 
 async fn target(cmd: TargetCommand) -> Result<(), String> {
     match cmd {
-        TargetCommand::Add(args) => {
+        TargetCommand::Add(mut args) => {
             let client_secret = if args.client_secret_stdin {
                 let mut secret = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)
@@ -582,6 +588,30 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             } else {
                 None
             };
+            match args.auth.as_deref() {
+                Some("client_credentials") => args.client_credentials = true,
+                Some("jwt_bearer") => args.jwt_bearer = true,
+                Some("none") => args.no_auth = true,
+                Some("api_key")
+                    if args.api_key_header.is_none() && args.api_key_query.is_none() =>
+                {
+                    return Err("--auth api_key needs --api-key-header or --api-key-query".into())
+                }
+                _ => {}
+            }
+            if args.auth.as_deref().is_some_and(|k| k != "api_key")
+                && (args.api_key_header.is_some() || args.api_key_query.is_some())
+            {
+                return Err("--api-key-header/--api-key-query go with --auth api_key".into());
+            }
+            if [args.client_credentials, args.jwt_bearer, args.no_auth]
+                .iter()
+                .filter(|b| **b)
+                .count()
+                > 1
+            {
+                return Err("choose one kind of authentication".into());
+            }
             let api_key = match (&args.api_key_header, &args.api_key_query) {
                 (None, None) if args.api_key_stdin => {
                     return Err("--api-key-stdin needs --api-key-header or --api-key-query".into())

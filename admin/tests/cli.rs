@@ -208,7 +208,16 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
     assert!(!ok && out.contains("set by the gateway"), "{out}");
     let (ok, out) = add(&["--api-key-stdin"]);
     assert!(!ok && out.contains("--api-key-header"), "{out}");
+    // The kind spelled out: each needs what it needs.
+    let (ok, out) = add(&["--auth", "api_key"]);
+    assert!(!ok && out.contains("--api-key-header"), "{out}");
+    let (ok, out) = add(&["--auth", "client_credentials"]);
+    assert!(!ok && out.contains("--client-id"), "{out}");
+    let (ok, out) = add(&["--auth", "oauth", "--api-key-query", "k", "--api-key-stdin"]);
+    assert!(!ok && out.contains("--auth api_key"), "{out}");
     let (ok, out) = add(&[
+        "--auth",
+        "api_key",
         "--api-key-header",
         "Authorization",
         "--api-key-prefix",
