@@ -11,20 +11,7 @@ use serde_json::json;
 
 /// Runs `gateway-admin args` on `gw`'s table and key set: success, stdout and stderr.
 fn admin(gw: &Gateway, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway-admin"))
-        .args(args)
-        .env_clear()
-        .envs(gw.process_env())
-        .output()
-        .expect("run gateway-admin");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    admin_with_stdin(gw, args, "")
 }
 
 // Multi-threaded: the fake token endpoint answers while a blocking
@@ -156,8 +143,7 @@ async fn presets_shape_the_target_and_unknown_ones_are_named() {
     assert_eq!(oauth["send_resource"], false);
 }
 
-/// `gateway-admin` with stdin: the key comes in, is stored, and never
-/// comes out.
+/// `gateway-admin args` with `stdin` on its standard input.
 fn admin_with_stdin(gw: &Gateway, args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-admin"))

@@ -298,6 +298,21 @@ pub struct TokenEndpoint<'a> {
 }
 
 impl TokenEndpoint<'_> {
+    /// The parameters every token request adds: RFC 8707 `resource`, and a
+    /// `private_key_jwt` client's assertion for `token_endpoint`.
+    fn extra_params(
+        &self,
+        token_endpoint: &str,
+        resource: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<(&'static str, String)>, OAuthError> {
+        let mut params = assertion_params(self.settings, token_endpoint, self.secret, now)?;
+        if let Some(r) = resource {
+            params.push(("resource", r.to_owned()));
+        }
+        Ok(params)
+    }
+
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
     pub async fn exchange_code(
         &self,
@@ -316,15 +331,7 @@ impl TokenEndpoint<'_> {
         let mut req = c
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
-        if let Some(r) = resource {
-            req = req.add_extra_param("resource", r.to_owned());
-        }
-        for (k, v) in assertion_params(
-            self.settings,
-            &self.settings.token_endpoint,
-            self.secret,
-            now,
-        )? {
+        for (k, v) in self.extra_params(&self.settings.token_endpoint, resource, now)? {
             req = req.add_extra_param(k, v);
         }
         req.request_async(self.http)
@@ -348,10 +355,7 @@ impl TokenEndpoint<'_> {
         let mut req = c
             .exchange_refresh_token(&rt)
             .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
-        if let Some(r) = resource {
-            req = req.add_extra_param("resource", r.to_owned());
-        }
-        for (k, v) in assertion_params(self.settings, token_endpoint, self.secret, now)? {
+        for (k, v) in self.extra_params(token_endpoint, resource, now)? {
             req = req.add_extra_param(k, v);
         }
         req.request_async(self.http)
@@ -419,15 +423,7 @@ impl TokenEndpoint<'_> {
         let mut req = c
             .exchange_client_credentials()
             .add_scopes(self.settings.scopes.iter().map(|s| Scope::new(s.clone())));
-        if let Some(r) = resource {
-            req = req.add_extra_param("resource", r.to_owned());
-        }
-        for (k, v) in assertion_params(
-            self.settings,
-            &self.settings.token_endpoint,
-            self.secret,
-            now,
-        )? {
+        for (k, v) in self.extra_params(&self.settings.token_endpoint, resource, now)? {
             req = req.add_extra_param(k, v);
         }
         req.request_async(self.http)
