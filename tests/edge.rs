@@ -926,3 +926,91 @@ async fn inbound_subjects_in_the_gateways_namespace_are_refused() {
     let r = ok.request("ping", json!({})).await;
     assert_ne!(r.status, 403, "{:?}", r.body);
 }
+
+/// An MCP server behind AWS IAM (tests/python/sigv4_upstream.py checks each
+/// request's SigV4 signature with botocore).
+fn sigv4_upstream(service: &str, region: &str) -> (gateway_tests::ChildGuard, String) {
+    let port = gateway_tests::free_port();
+    let root = gateway_tests::workspace_root();
+    let mut child = std::process::Command::new(root.join(".tools/venv/bin/python"))
+        .arg(root.join("tests/python/sigv4_upstream.py"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--service",
+            service,
+            "--region",
+            region,
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start the SigV4 upstream (scripts/tools.sh python)");
+    gateway_tests::wait_for_port(port, &mut child, "SigV4 upstream");
+    (
+        gateway_tests::ChildGuard(child),
+        format!("http://127.0.0.1:{port}/mcp"),
+    )
+}
+
+/// AWS IAM targets: each request signed with the function's credentials
+/// for the target's service and region; a signature for another region is
+/// refused by the upstream and is the operator's error, never a consent.
+#[tokio::test]
+async fn aws_iam_targets_sign_each_request_with_sigv4() {
+    let (gw, server) = dev_gateway(&[]).await;
+    let (_upstream, url) = sigv4_upstream("execute-api", "eu-west-1");
+    for (name, region) in [("iam", "eu-west-1"), ("wrongregion", "us-east-1")] {
+        gw.state
+            .targets
+            .put(&Target {
+                name: name.into(),
+                display_name: None,
+                mcp_url: url.clone(),
+                auth: TargetAuth::AwsIam(gateway_shared::domain::AwsIamSettings {
+                    service: "execute-api".into(),
+                    region: region.into(),
+                }),
+                tool_prefix: None,
+                return_to: Default::default(),
+                tool_catalog: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-06-18", json!({})).await;
+    let list = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = list.body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"iam___t"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with("___connect")),
+        "{names:?}"
+    );
+    let r = c
+        .request("tools/call", json!({"name": "iam___t", "arguments": {}}))
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "signed ok", "{:?}", r.body);
+    // Signed for the wrong region: refused upstream, an error, no consent.
+    gw.state
+        .targets
+        .put(&Target {
+            tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}})],
+            ..gw.state.targets.get("wrongregion").await.unwrap().unwrap()
+        })
+        .await
+        .unwrap();
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "wrongregion___t", "arguments": {}}),
+        )
+        .await;
+    let reply = r.body.to_string();
+    assert_eq!(r.body["result"]["isError"], true, "{reply}");
+    assert!(!reply.contains("/connect/"), "{reply}");
+}

@@ -176,10 +176,17 @@ struct AddArgs {
     no_auth: bool,
     /// How the gateway authenticates to the upstream: oauth (per-user
     /// consent, the default), client_credentials, jwt_bearer, api_key
-    /// (with --api-key-header or --api-key-query) or none. The same as the
-    /// flags of each kind.
-    #[arg(long, value_parser = ["oauth", "client_credentials", "jwt_bearer", "api_key", "none"])]
+    /// (with --api-key-header or --api-key-query), aws_iam (with
+    /// --aws-service and --aws-region) or none.
+    #[arg(long, value_parser = ["oauth", "client_credentials", "jwt_bearer", "api_key", "aws_iam", "none"])]
     auth: Option<String>,
+    /// With --auth aws_iam: the service's SigV4 signing name
+    /// (bedrock-agentcore, lambda, execute-api).
+    #[arg(long)]
+    aws_service: Option<String>,
+    /// With --auth aws_iam: the region to sign for.
+    #[arg(long)]
+    aws_region: Option<String>,
     /// A client id registered at the authorization server (skips registration).
     #[arg(long)]
     client_id: Option<String>,
@@ -612,6 +619,19 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             {
                 return Err("choose one kind of authentication".into());
             }
+            let aws_iam = match (args.auth.as_deref(), &args.aws_service, &args.aws_region) {
+                (Some("aws_iam"), Some(service), Some(region)) => {
+                    Some(gateway_shared::domain::AwsIamSettings {
+                        service: service.clone(),
+                        region: region.clone(),
+                    })
+                }
+                (Some("aws_iam"), _, _) => {
+                    return Err("--auth aws_iam needs --aws-service and --aws-region".into())
+                }
+                (_, None, None) => None,
+                _ => return Err("--aws-service and --aws-region go with --auth aws_iam".into()),
+            };
             let api_key = match (&args.api_key_header, &args.api_key_query) {
                 (None, None) if args.api_key_stdin => {
                     return Err("--api-key-stdin needs --api-key-header or --api-key-query".into())
@@ -684,6 +704,7 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                 api_key,
                 client_credentials: args.client_credentials,
                 jwt_bearer: args.jwt_bearer,
+                aws_iam,
             };
             let added = targets::add_target(
                 &state,
@@ -751,6 +772,9 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
                     }
                     gateway_shared::domain::TargetAuth::ApiKey(k) => {
                         format!("api key ({:?} {})", k.placement, k.name).to_lowercase()
+                    }
+                    gateway_shared::domain::TargetAuth::AwsIam(a) => {
+                        format!("aws iam ({} {})", a.service, a.region)
                     }
                 };
                 println!("{:<24} {:<48} {}", t.name, t.mcp_url, auth);

@@ -201,6 +201,8 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
     assert!(!ok && out.contains("--client-id"), "{out}");
     let (ok, out) = add(&["--auth", "oauth", "--api-key-query", "k", "--api-key-stdin"]);
     assert!(!ok && out.contains("--auth api_key"), "{out}");
+    let (ok, out) = add(&["--auth", "aws_iam"]);
+    assert!(!ok && out.contains("--aws-service"), "{out}");
     let (ok, out) = add(&[
         "--auth",
         "api_key",
@@ -226,4 +228,29 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
         ok && listed.contains("api key") && !listed.contains(KEY),
         "{listed}"
     );
+
+    // SigV4 with the function's role: no secret at all.
+    let (ok, out) = admin(
+        &gw,
+        &[
+            "target",
+            "add",
+            "runtime",
+            "--mcp-url",
+            "https://bedrock-agentcore.us-east-1.amazonaws.com/runtimes/x/invocations",
+            "--public-base-url",
+            "https://gateway.example.test",
+            "--auth",
+            "aws_iam",
+            "--aws-service",
+            "bedrock-agentcore",
+            "--aws-region",
+            "us-east-1",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (_, shown) = admin(&gw, &["target", "show", "runtime"]);
+    let target: serde_json::Value = serde_json::from_str(&shown).expect(&shown);
+    assert_eq!(target["auth"]["kind"], "aws_iam", "{shown}");
+    assert_eq!(target["auth"]["service"], "bedrock-agentcore");
 }

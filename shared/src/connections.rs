@@ -91,7 +91,7 @@ pub async fn disconnect(
     let settings = match state.targets.get(target).await? {
         Some(t) => match t.auth {
             TargetAuth::OAuth(s) => Some(s),
-            TargetAuth::None | TargetAuth::ApiKey(_) => None,
+            TargetAuth::None | TargetAuth::ApiKey(_) | TargetAuth::AwsIam(_) => None,
         },
         None => None,
     };

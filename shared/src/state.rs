@@ -106,11 +106,10 @@ impl AppState {
         let grant_cache_ttl = config.grant_cache_ttl;
         let targets: Arc<dyn TargetCatalog> =
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
-        let upstream = Arc::new(UpstreamClient::new(
-            http.clone(),
-            store.clone(),
-            clock.clone(),
-        ));
+        let upstream = Arc::new(
+            UpstreamClient::new(http.clone(), store.clone(), clock.clone())
+                .with_aws_credentials(sdk.credentials_provider()),
+        );
         let grants: Arc<dyn GrantStore> =
             Arc::new(CachedGrants::new(store.clone(), grant_cache_ttl));
         let tokens = Arc::new(Refresher::new(

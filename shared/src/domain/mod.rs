@@ -9,6 +9,6 @@ pub use authorization::{PendingAuthorization, StateParam};
 pub use grant::{Grant, GrantKey, GrantStatus, Lease, SealedGrant, TokenSet};
 pub use session::UpstreamSession;
 pub use target::{
-    ApiKeyPlacement, ApiKeySettings, OAuthFlow, OAuthSettings, ReturnTo, Target, TargetAuth,
-    TokenEndpointAuthMethod,
+    ApiKeyPlacement, ApiKeySettings, AwsIamSettings, OAuthFlow, OAuthSettings, ReturnTo, Target,
+    TargetAuth, TokenEndpointAuthMethod,
 };

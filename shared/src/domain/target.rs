@@ -102,6 +102,42 @@ pub enum TargetAuth {
     OAuth(Box<OAuthSettings>),
     /// One API key for every user, kept in Secrets Manager.
     ApiKey(ApiKeySettings),
+    /// AWS Signature Version 4 with the function's own role (MCP servers
+    /// on AWS: AgentCore Runtime, Lambda function URLs, API Gateway with
+    /// IAM authorization).
+    AwsIam(AwsIamSettings),
+}
+
+/// How an AWS IAM target's requests are signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsIamSettings {
+    /// The signing name of the service (`bedrock-agentcore`, `lambda`,
+    /// `execute-api`).
+    pub service: String,
+    /// The region, e.g. `us-east-1`.
+    pub region: String,
+}
+
+impl AwsIamSettings {
+    /// Checks the service and region names.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !name_ok(&self.service) {
+            return Err(format!(
+                "{:?} is not an AWS service signing name",
+                self.service
+            ));
+        }
+        if !name_ok(&self.region) {
+            return Err(format!("{:?} is not an AWS region", self.region));
+        }
+        Ok(())
+    }
 }
 
 /// An API key target: where the key goes on each request. The key itself
@@ -387,6 +423,9 @@ impl Target {
         }
         if let TargetAuth::ApiKey(k) = &self.auth {
             k.validate()?;
+        }
+        if let TargetAuth::AwsIam(a) = &self.auth {
+            a.validate()?;
         }
         Ok(())
     }

@@ -240,6 +240,10 @@ impl<'a> Gateway<'a> {
                 url: &target.mcp_url,
                 token,
                 api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
+                aws_iam: match &target.auth {
+                    TargetAuth::AwsIam(a) => Some(a),
+                    _ => None,
+                },
                 method,
                 params: params.as_ref(),
             };

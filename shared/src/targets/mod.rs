@@ -66,6 +66,8 @@ pub struct NewTarget {
     /// (workload identity federation); the assertion is given as the
     /// client secret.
     pub jwt_bearer: bool,
+    /// SigV4 with the function's role instead of OAuth.
+    pub aws_iam: Option<crate::domain::AwsIamSettings>,
 }
 
 /// An API key target's key and where it goes.
@@ -133,7 +135,11 @@ pub async fn add_target(
         discovered: None,
         client_source: "none",
     };
-    if let Some(k) = &new.api_key {
+    if let Some(iam) = &new.aws_iam {
+        iam.validate()?;
+        added.target.auth = TargetAuth::AwsIam(iam.clone());
+        added.client_source = "AWS IAM (SigV4)";
+    } else if let Some(k) = &new.api_key {
         let mut settings = crate::domain::ApiKeySettings {
             secret_arn: String::new(),
             placement: k.placement,

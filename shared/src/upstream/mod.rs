@@ -101,6 +101,8 @@ pub struct UpstreamClient {
     clock: Arc<dyn Clock>,
     links: RwLock<HashMap<(String, String), Link>>,
     next_id: AtomicU64,
+    /// The function's own AWS credentials, for targets signed with SigV4.
+    aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 /// What to send.
@@ -116,6 +118,8 @@ pub struct Call<'a> {
     pub token: Option<&'a SecretString>,
     /// The target's API key and where it goes, for API key targets.
     pub api_key: Option<(&'a crate::domain::ApiKeySettings, &'a SecretString)>,
+    /// SigV4 signing, for AWS IAM targets.
+    pub aws_iam: Option<&'a crate::domain::AwsIamSettings>,
     /// JSON-RPC method.
     pub method: &'a str,
     /// JSON-RPC params (members sent as they are, never copied).
@@ -135,7 +139,18 @@ impl UpstreamClient {
             clock,
             links: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            aws_credentials: None,
         }
+    }
+
+    /// Signs requests to AWS IAM targets with these credentials (the
+    /// function's role, from the SDK configuration).
+    pub fn with_aws_credentials(
+        mut self,
+        credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    ) -> Self {
+        self.aws_credentials = credentials;
+        self
     }
 
     fn id(&self) -> u64 {
@@ -305,6 +320,50 @@ impl UpstreamClient {
         read_response(res, id).await.map(Some)
     }
 
+    /// The SigV4 headers (`authorization`, `x-amz-date`, and
+    /// `x-amz-security-token` for temporary credentials) for a POST of
+    /// `body` to `url` with `headers`, signed with the function's role.
+    async fn sigv4(
+        &self,
+        iam: &crate::domain::AwsIamSettings,
+        url: &url::Url,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, UpstreamError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let provider = self.aws_credentials.as_ref().ok_or_else(|| {
+            UpstreamError::Protocol("no AWS credentials to sign the request with".into())
+        })?;
+        let credentials = provider.provide_credentials().await.map_err(|e| {
+            UpstreamError::Transport(format!("the function's AWS credentials: {e}"))
+        })?;
+        let identity = credentials.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&iam.region)
+            .name(&iam.service)
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| UpstreamError::Protocol(format!("SigV4 parameters: {e}")))?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            url.as_str(),
+            headers.iter().map(|(k, v)| (*k, v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| UpstreamError::Protocol(format!("SigV4: {e}")))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| UpstreamError::Protocol(format!("SigV4: {e}")))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
+    }
+
     async fn post(
         &self,
         call: &Call<'_>,
@@ -313,46 +372,61 @@ impl UpstreamClient {
         modern: Option<(&str, Option<String>)>,
         body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut req = match call.api_key {
+        let url = match call.api_key {
             Some((k, key)) if k.placement == ApiKeyPlacement::Query => {
                 let mut url = url::Url::parse(call.url)
                     .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
                 url.query_pairs_mut()
                     .append_pair(&k.name, key.expose_secret());
-                self.http.post(url)
+                url
             }
-            Some((k, key)) => {
-                let mut value =
-                    HeaderValue::from_str(&format!("{}{}", k.prefix, key.expose_secret()))
-                        .map_err(|_| {
-                            UpstreamError::Protocol(
-                                "the API key is not a valid header value".into(),
-                            )
-                        })?;
-                value.set_sensitive(true);
-                self.http.post(call.url).header(k.name.as_str(), value)
-            }
-            None => self.http.post(call.url),
+            _ => url::Url::parse(call.url)
+                .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?,
         };
+        let mut headers: Vec<(&str, String)> = vec![
+            ("accept", "application/json, text/event-stream".into()),
+            ("content-type", "application/json".into()),
+        ];
+        if let Some(v) = version {
+            headers.push(("mcp-protocol-version", v.to_owned()));
+        }
+        if let Some(s) = session {
+            headers.push(("mcp-session-id", s.to_owned()));
+        }
+        if let Some((method, name)) = &modern {
+            headers.push(("mcp-method", (*method).to_owned()));
+            if let Some(n) = name {
+                headers.push(("mcp-name", header_value(n)));
+            }
+        }
+        let mut req = self.http.post(url.clone());
+        if let Some(iam) = call.aws_iam {
+            for (k, v) in self.sigv4(iam, &url, &headers, body.as_bytes()).await? {
+                let mut value = HeaderValue::from_str(&v).map_err(|_| {
+                    UpstreamError::Protocol("a SigV4 header is not a header value".into())
+                })?;
+                value.set_sensitive(true);
+                req = req.header(k, value);
+            }
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some((k, key)) = call
+            .api_key
+            .filter(|(k, _)| k.placement == ApiKeyPlacement::Header)
+        {
+            let mut value = HeaderValue::from_str(&format!("{}{}", k.prefix, key.expose_secret()))
+                .map_err(|_| {
+                    UpstreamError::Protocol("the API key is not a valid header value".into())
+                })?;
+            value.set_sensitive(true);
+            req = req.header(k.name.as_str(), value);
+        }
         if let Some(token) = call.token {
             req = req.bearer_auth(token.expose_secret());
         }
-        let mut req = req
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(v) = version {
-            req = req.header("mcp-protocol-version", v);
-        }
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s);
-        }
-        if let Some((method, name)) = modern {
-            req = req.header("mcp-method", method);
-            if let Some(n) = name {
-                req = req.header("mcp-name", header_value(&n));
-            }
-        }
+        let req = req.body(body);
         let res = req.send().await.map_err(transport)?;
         let status = res.status().as_u16();
         match status {
