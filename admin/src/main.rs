@@ -595,38 +595,75 @@ async fn target(cmd: TargetCommand) -> Result<(), String> {
             } else {
                 None
             };
-            match args.auth.as_deref() {
-                Some("client_credentials") => args.client_credentials = true,
-                Some("jwt_bearer") => args.jwt_bearer = true,
-                Some("none") => args.no_auth = true,
-                Some("api_key")
-                    if args.api_key_header.is_none() && args.api_key_query.is_none() =>
-                {
+            // One kind, from --auth or the kind's own flags, never both ways.
+            let by_flags: Vec<&str> = [
+                (args.client_credentials, "client_credentials"),
+                (args.jwt_bearer, "jwt_bearer"),
+                (args.no_auth, "none"),
+                (
+                    args.api_key_header.is_some() || args.api_key_query.is_some(),
+                    "api_key",
+                ),
+                (
+                    args.aws_service.is_some() || args.aws_region.is_some(),
+                    "aws_iam",
+                ),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, kind)| kind)
+            .collect();
+            if by_flags.len() > 1 {
+                return Err(format!(
+                    "choose one kind of authentication (flags for {})",
+                    by_flags.join(" and ")
+                ));
+            }
+            let kind = match (args.auth.as_deref(), by_flags.first().copied()) {
+                (Some(a), Some(f)) if a != f => {
+                    return Err(format!("--auth {a} does not go with the flags of {f}"))
+                }
+                (Some(a), _) => a,
+                (None, Some(f)) => f,
+                (None, None) => "oauth",
+            };
+            match kind {
+                "client_credentials" => args.client_credentials = true,
+                "jwt_bearer" => args.jwt_bearer = true,
+                "none" => args.no_auth = true,
+                "api_key" if args.api_key_header.is_none() && args.api_key_query.is_none() => {
                     return Err("--auth api_key needs --api-key-header or --api-key-query".into())
                 }
                 _ => {}
             }
-            if args.auth.as_deref().is_some_and(|k| k != "api_key")
-                && (args.api_key_header.is_some() || args.api_key_query.is_some())
-            {
-                return Err("--api-key-header/--api-key-query go with --auth api_key".into());
+            // Kinds without an OAuth client take none of its settings.
+            let oauth_flags = args.client_id.is_some()
+                || args.client_secret_arn.is_some()
+                || args.client_secret_stdin
+                || args.auth_method.is_some()
+                || args.authorization_endpoint.is_some()
+                || args.token_endpoint.is_some()
+                || args.scopes.is_some()
+                || args.preset.is_some()
+                || !args.params.is_empty();
+            if matches!(kind, "none" | "api_key" | "aws_iam") && oauth_flags {
+                return Err(format!(
+                    "--auth {kind} takes no OAuth client, endpoint, scope, parameter or preset"
+                ));
             }
-            if [args.client_credentials, args.jwt_bearer, args.no_auth]
-                .iter()
-                .filter(|b| **b)
-                .count()
-                > 1
-            {
-                return Err("choose one kind of authentication".into());
+            if kind == "jwt_bearer" && args.auth_method.is_some() {
+                return Err(
+                    "--auth jwt_bearer: the assertion is the credential; no --auth-method".into(),
+                );
             }
-            let aws_iam = match (args.auth.as_deref(), &args.aws_service, &args.aws_region) {
-                (Some("aws_iam"), Some(service), Some(region)) => {
+            let aws_iam = match (kind, &args.aws_service, &args.aws_region) {
+                ("aws_iam", Some(service), Some(region)) => {
                     Some(gateway_shared::domain::AwsIamSettings {
                         service: service.clone(),
                         region: region.clone(),
                     })
                 }
-                (Some("aws_iam"), _, _) => {
+                ("aws_iam", _, _) => {
                     return Err("--auth aws_iam needs --aws-service and --aws-region".into())
                 }
                 (_, None, None) => None,

@@ -200,7 +200,51 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
     let (ok, out) = add(&["--auth", "client_credentials"]);
     assert!(!ok && out.contains("--client-id"), "{out}");
     let (ok, out) = add(&["--auth", "oauth", "--api-key-query", "k", "--api-key-stdin"]);
-    assert!(!ok && out.contains("--auth api_key"), "{out}");
+    assert!(!ok && out.contains("does not go with"), "{out}");
+    // Contradictions are refused, not silently resolved.
+    for contradiction in [
+        &["--client-credentials", "--no-auth"][..],
+        &[
+            "--auth",
+            "none",
+            "--client-id",
+            "x",
+            "--client-secret-stdin",
+        ],
+        &[
+            "--auth",
+            "aws_iam",
+            "--aws-service",
+            "lambda",
+            "--aws-region",
+            "us-east-1",
+            "--client-id",
+            "x",
+        ],
+        &[
+            "--jwt-bearer",
+            "--client-id",
+            "x",
+            "--client-secret-stdin",
+            "--auth-method",
+            "private_key_jwt",
+        ],
+    ] {
+        let (ok, out) = add(contradiction);
+        assert!(!ok, "{contradiction:?} was accepted: {out}");
+    }
+    // A private key that cannot sign is refused when it is given.
+    let (ok, out) = add(&[
+        "--client-credentials",
+        "--client-id",
+        "x",
+        "--auth-method",
+        "private_key_jwt",
+        "--client-secret-stdin",
+        "--token-endpoint",
+        "https://as.example.test/token",
+    ]);
+    assert!(!ok && out.contains("private key"), "{out}");
     let (ok, out) = add(&["--auth", "aws_iam"]);
     assert!(!ok && out.contains("--aws-service"), "{out}");
     let (ok, out) = add(&[

@@ -32,6 +32,11 @@ def valid_signature(handler, body, service, region):
         headers = {h: handler.headers[h] for h in signed if handler.headers.get(h) is not None}
         if len(headers) != len(signed):
             return False
+        # What the request says must be signed too, not only the host.
+        for needed in ("host", "content-type", "x-amz-date", "mcp-protocol-version",
+                       "mcp-session-id", "mcp-method", "mcp-name"):
+            if handler.headers.get(needed) is not None and needed not in signed:
+                return False
         url = "http://%s%s" % (handler.headers["Host"], handler.path)
         request = AWSRequest(method="POST", url=url, data=body, headers=headers)
         request.context["timestamp"] = handler.headers["X-Amz-Date"]

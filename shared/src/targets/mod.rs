@@ -137,6 +137,13 @@ pub async fn add_target(
     };
     if let Some(iam) = &new.aws_iam {
         iam.validate()?;
+        // Signed requests carry the role's session token: https only.
+        if !policy.allow_http && !new.mcp_url.starts_with("https://") {
+            return Err(format!(
+                "an AWS IAM target's MCP URL must be https (got {:?})",
+                new.mcp_url
+            ));
+        }
         added.target.auth = TargetAuth::AwsIam(iam.clone());
         added.client_source = "AWS IAM (SigV4)";
     } else if let Some(k) = &new.api_key {
@@ -263,6 +270,27 @@ async fn oauth_settings(
                 } else {
                     TokenEndpointAuthMethod::None
                 });
+        if settings.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt {
+            match &new.client.client_secret {
+                // The key is tried now, not at the first token request.
+                Some(key) => {
+                    crate::adapters::oauth::client_assertion(
+                        &settings,
+                        &settings.token_endpoint,
+                        key,
+                        0,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                None if settings.client_secret_arn.is_none() => {
+                    return Err(
+                        "private_key_jwt needs the client's private key (--client-secret-stdin)"
+                            .into(),
+                    )
+                }
+                None => {}
+            }
+        }
         added.client_source = "given";
         return Ok(settings);
     }

@@ -136,12 +136,14 @@ fn client(
 const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A `private_key_jwt` client assertion (RFC 7523 §3): issuer and subject
-/// the client id, audience the authorization server's issuer (else its
-/// token endpoint), a minute of life, a unique `jti`; signed ES256 with the
-/// PKCS#8 PEM key.
+/// the client id, a minute of life, a unique `jti`; signed ES256 with the
+/// PKCS#8 PEM key. Its audience names both the authorization server's
+/// issuer (what the MCP authorization extension asks for) and the endpoint
+/// called (what OpenID Connect and servers such as Okta ask for); the
+/// endpoint alone when no issuer is known.
 pub fn client_assertion(
     settings: &OAuthSettings,
-    token_endpoint: &str,
+    endpoint: &str,
     key_pem: &SecretString,
     now: i64,
 ) -> Result<String, OAuthError> {
@@ -157,7 +159,10 @@ pub fn client_assertion(
     let claims = serde_json::json!({
         "iss": settings.client_id,
         "sub": settings.client_id,
-        "aud": settings.issuer.as_deref().unwrap_or(token_endpoint),
+        "aud": match settings.issuer.as_deref() {
+            Some(issuer) if issuer != endpoint => serde_json::json!([issuer, endpoint]),
+            _ => serde_json::json!(endpoint),
+        },
         "jti": crate::crypto::random_token(16),
         "iat": now,
         "exp": now + 60,
@@ -731,6 +736,11 @@ mod tests {
         assert_eq!(claims["iss"], "machine-client");
         assert_eq!(claims["sub"], "machine-client");
         assert_eq!(claims["exp"], 1_700_000_060);
+        assert_eq!(
+            claims["aud"],
+            serde_json::json!(["https://as.example", "https://as.example/token"]),
+            "the issuer and the endpoint called"
+        );
         assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
         // Not a key: a clear refusal, not a panic.
         assert!(client_assertion(
