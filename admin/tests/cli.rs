@@ -273,6 +273,27 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
         "{listed}"
     );
 
+    // Signed requests carry the role's session token: never over plain http.
+    let (ok, out) = admin(
+        &gw,
+        &[
+            "target",
+            "add",
+            "plain",
+            "--mcp-url",
+            "http://mcp.example.test/mcp",
+            "--public-base-url",
+            "https://gateway.example.test",
+            "--auth",
+            "aws_iam",
+            "--aws-service",
+            "lambda",
+            "--aws-region",
+            "us-east-1",
+        ],
+    );
+    assert!(!ok && out.contains("https"), "{out}");
+
     // SigV4 with the function's role: no secret at all.
     let (ok, out) = admin(
         &gw,
