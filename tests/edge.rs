@@ -415,10 +415,41 @@ async fn a_withdrawn_signing_key_stops_working() {
     );
 }
 
+/// Serves `app` on 127.0.0.1; its `/mcp` URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// What a minimal 2025-06-18 MCP server with one tool, `t` (answering
+/// "ok"), answers to `msg`.
+fn minimal_mcp_reply(msg: &Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let result = match msg.get("method").and_then(Value::as_str) {
+        Some("initialize") => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "minimal", "version": "1"}}),
+        Some("tools/list") => json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}),
+        Some("tools/call") => json!({"content": [{"type": "text", "text": "ok"}]}),
+        Some(_) if id.is_null() => return axum::http::StatusCode::ACCEPTED.into_response(),
+        _ => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}})),
+            )
+                .into_response()
+        }
+    };
+    axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+}
+
 /// An upstream MCP server (2025-06-18, JSON answers) that records the
 /// `Authorization` header of every request it receives.
 async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use axum::response::IntoResponse;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
     let app = axum::Router::new().route(
@@ -433,26 +464,11 @@ async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<St
                     .to_owned();
                 record.lock().unwrap().push(auth);
                 let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let id = msg["id"].clone();
-                let result = match msg["method"].as_str() {
-                    Some("initialize") => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "rec", "version": "1"}}),
-                    Some("tools/call") => json!({"content": [{"type": "text", "text": "ok"}]}),
-                    Some("tools/list") => json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}),
-                    Some(m) if id.is_null() => return (axum::http::StatusCode::ACCEPTED, m.to_owned()).into_response(),
-                    _ => {
-                        return axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}}))
-                            .into_response()
-                    }
-                };
-                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+                minimal_mcp_reply(&msg)
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = serve(app).await;
     (url, seen)
 }
 
@@ -510,11 +526,7 @@ async fn a_token_refused_at_call_time_leads_to_a_consent_for_the_challenged_scop
             )],
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refusing = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let refusing = serve(app).await.trim_end_matches("/mcp").to_owned();
     let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
     target.mcp_url = format!("{refusing}/mcp");
     target.tool_catalog = vec![json!({"name": "t", "inputSchema": {"type": "object"}})];
@@ -593,11 +605,7 @@ async fn strict_status_upstream() -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = serve(app).await;
     url
 }
 
@@ -663,11 +671,7 @@ async fn a_listing_that_needs_more_scopes_leads_to_a_consent_for_them() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let upstream = serve(app).await;
     let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
     target.mcp_url = upstream;
     gw.state.targets.put(&target).await.unwrap();
@@ -748,39 +752,12 @@ async fn api_key_upstream(
                     if !ok {
                         return (axum::http::StatusCode::UNAUTHORIZED, "no key").into_response();
                     }
-                    let id = body.get("id").cloned().unwrap_or(Value::Null);
-                    let result = match body.get("method").and_then(Value::as_str) {
-                        Some("initialize") => {
-                            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                            "serverInfo": {"name": "keyed", "version": "1"}})
-                        }
-                        Some("tools/list") => {
-                            json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]})
-                        }
-                        Some("tools/call") => json!({"content": [{"type": "text", "text": "ok"}]}),
-                        Some(_) if id.is_null() => {
-                            return axum::http::StatusCode::ACCEPTED.into_response()
-                        }
-                        _ => {
-                            return (
-                                axum::http::StatusCode::BAD_REQUEST,
-                                axum::Json(json!({"jsonrpc": "2.0", "id": id,
-                            "error": {"code": -32601, "message": "Method not found"}})),
-                            )
-                                .into_response()
-                        }
-                    };
-                    axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
-                        .into_response()
+                    minimal_mcp_reply(&body)
                 }
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = serve(app).await;
     (url, seen)
 }
 
