@@ -11,8 +11,12 @@
 //! - Responses may be JSON or an SSE stream with other messages before the
 //!   response; both are read up to a size limit.
 //!
-//! The bearer token is always the user's upstream token for the target.
+//! Credentials, by the target's kind: the user's upstream token (or the
+//! target's machine token) as the bearer, an API key in its header or query
+//! parameter, or a SigV4 signature (`sign.rs`) with the function's role;
+//! never the caller's inbound token.
 
+mod sign;
 pub(crate) mod sse;
 
 use std::collections::HashMap;
@@ -320,50 +324,6 @@ impl UpstreamClient {
         read_response(res, id).await.map(Some)
     }
 
-    /// The SigV4 headers (`authorization`, `x-amz-date`, and
-    /// `x-amz-security-token` for temporary credentials) for a POST of
-    /// `body` to `url` with `headers`, signed with the function's role.
-    async fn sigv4(
-        &self,
-        iam: &crate::domain::AwsIamSettings,
-        url: &url::Url,
-        headers: &[(&str, String)],
-        body: &[u8],
-    ) -> Result<Vec<(String, String)>, UpstreamError> {
-        use aws_credential_types::provider::ProvideCredentials;
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-        let provider = self.aws_credentials.as_ref().ok_or_else(|| {
-            UpstreamError::Protocol("no AWS credentials to sign the request with".into())
-        })?;
-        let credentials = provider.provide_credentials().await.map_err(|e| {
-            UpstreamError::Transport(format!("the function's AWS credentials: {e}"))
-        })?;
-        let identity = credentials.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&iam.region)
-            .name(&iam.service)
-            .time(std::time::SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| UpstreamError::Protocol(format!("SigV4 parameters: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.iter().map(|(k, v)| (*k, v.as_str())),
-            SignableBody::Bytes(body),
-        )
-        .map_err(|e| UpstreamError::Protocol(format!("SigV4: {e}")))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| UpstreamError::Protocol(format!("SigV4: {e}")))?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect())
-    }
-
     async fn post(
         &self,
         call: &Call<'_>,
@@ -401,7 +361,8 @@ impl UpstreamClient {
         }
         let mut req = self.http.post(url.clone());
         if let Some(iam) = call.aws_iam {
-            for (k, v) in self.sigv4(iam, &url, &headers, body.as_bytes()).await? {
+            let credentials = self.aws_credentials.as_ref();
+            for (k, v) in sign::sigv4(credentials, iam, &url, &headers, body.as_bytes()).await? {
                 let mut value = HeaderValue::from_str(&v).map_err(|_| {
                     UpstreamError::Protocol("a SigV4 header is not a header value".into())
                 })?;
