@@ -27,7 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
-use crate::adapters::discovery::auth_param;
+use crate::adapters::discovery::{auth_param, bearer_challenge};
 use crate::domain::ApiKeyPlacement;
 use crate::domain::UpstreamSession;
 use crate::ports::{Clock, SessionStore};
@@ -393,7 +393,7 @@ impl UpstreamClient {
         match status {
             200..=299 => Ok(res),
             401 => {
-                let challenge = bearer_challenge(&res);
+                let challenge = bearer_challenge(res.headers());
                 Err(UpstreamError::Unauthorized {
                     resource_metadata: challenge
                         .as_deref()
@@ -402,7 +402,7 @@ impl UpstreamClient {
                 })
             }
             403 => {
-                let challenge = bearer_challenge(&res)
+                let challenge = bearer_challenge(res.headers())
                     .filter(|v| v.to_ascii_lowercase().contains("insufficient_scope"));
                 match challenge {
                     Some(c) => Err(UpstreamError::InsufficientScope {
@@ -458,20 +458,6 @@ async fn rpc_error(mut res: reqwest::Response) -> Option<Value> {
 /// key as a query parameter).
 pub(crate) fn transport(e: reqwest::Error) -> UpstreamError {
     UpstreamError::Transport(crate::error::chain(&e.without_url()))
-}
-
-/// The response's Bearer `WWW-Authenticate` challenge, if any.
-fn bearer_challenge(res: &reqwest::Response) -> Option<String> {
-    res.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| {
-            v.trim_start()
-                .get(..6)
-                .is_some_and(|p| p.eq_ignore_ascii_case("bearer"))
-        })
-        .map(str::to_owned)
 }
 
 /// True when a `server/discover` answer lists 2026-07-28.

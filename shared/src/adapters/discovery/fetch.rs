@@ -122,14 +122,7 @@ impl<'a> Fetcher<'a> {
                 continue;
             }
             // Only a Bearer challenge asks for an OAuth token.
-            let Some(header) = res
-                .headers()
-                .get_all("www-authenticate")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
-                .map(str::to_owned)
-            else {
+            let Some(header) = bearer_challenge(res.headers()) else {
                 continue;
             };
             return Ok(Some((

@@ -204,6 +204,20 @@ impl Discovered {
     }
 }
 
+/// The Bearer challenge among a response's `WWW-Authenticate` headers, if any.
+pub fn bearer_challenge(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| {
+            v.trim_start()
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case("bearer"))
+        })
+        .map(str::to_owned)
+}
+
 /// Reads one parameter of a `WWW-Authenticate: Bearer k="v", ...` challenge.
 pub fn auth_param(header: &str, name: &str) -> Option<String> {
     let h = header.trim_start();
