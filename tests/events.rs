@@ -124,6 +124,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
             flow: Default::default(),
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
+            dpop_signing_alg_values_supported: vec![],
         })),
         tool_prefix: None,
         return_to: Default::default(),

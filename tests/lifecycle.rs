@@ -381,6 +381,7 @@ async fn invalid_grant_asks_for_consent_once_and_stops_all_traffic() {
         http: &s.gw.state.http,
         settings,
         secret: Some(&secret),
+        dpop: None,
     };
     client
         .revoke(
@@ -481,6 +482,7 @@ async fn disconnect_revokes_at_the_provider_and_deletes_the_grant() {
         http: &s.gw.state.http,
         settings,
         secret: Some(&secret),
+        dpop: None,
     };
     let refused = client
         .refresh(

@@ -24,6 +24,7 @@ fn grant(sub: &str, target: &str, expires_at: Option<i64>, now: i64) -> Grant {
             access_token: format!("access-{sub}-{target}-SECRET").into(),
             refresh_token: Some(format!("refresh-{sub}-{target}-SECRET").into()),
             token_type: "Bearer".into(),
+            dpop_key: None,
         },
         expires_at,
         scopes: vec!["read".into(), "write".into()],

@@ -415,6 +415,7 @@ async fn token_responses_of_real_providers_are_understood() {
                 http: &http,
                 settings,
                 secret: None,
+                dpop: None,
             }
             .exchange_code(
                 "https://gw.example/oauth/callback",
@@ -524,6 +525,7 @@ async fn token_responses_of_real_providers_are_understood() {
         http: &http,
         settings,
         secret: None,
+        dpop: None,
     }
     .refresh(&endpoint, &old, &[], None, now)
     .await

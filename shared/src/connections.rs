@@ -108,6 +108,7 @@ pub async fn disconnect(
                 http: &state.http,
                 settings,
                 secret: secret.as_ref(),
+                dpop: None,
             };
             let (token, hint) = match &grant.tokens.refresh_token {
                 Some(rt) => (rt, "refresh_token"),

@@ -200,6 +200,8 @@ pub struct RefreshCall<'a> {
     pub scopes: &'a [String],
     /// The RFC 8707 resource the grant is for.
     pub resource: Option<&'a str>,
+    /// The grant's DPoP key, when its tokens are bound to one.
+    pub dpop_key: Option<&'a SecretString>,
     /// Now, in Unix seconds (to turn `expires_in` into an instant).
     pub now: i64,
 }

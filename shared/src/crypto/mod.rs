@@ -14,6 +14,7 @@
 //!   target, ...), so a ciphertext copied into another user's item does not
 //!   open.
 
+pub mod dpop;
 mod keyset;
 pub mod rotation;
 mod sealed;

@@ -11,8 +11,19 @@ pub struct TokenSet {
     pub access_token: SecretString,
     /// The refresh token, when the server issued one.
     pub refresh_token: Option<SecretString>,
-    /// The token type the server reported (normally `Bearer`).
+    /// The token type the server reported: `Bearer`, or `DPoP` for a
+    /// token bound to [`TokenSet::dpop_key`].
     pub token_type: String,
+    /// The grant's DPoP key (RFC 9449), PKCS#8 in base64url, when its
+    /// authorization server binds tokens to one.
+    pub dpop_key: Option<SecretString>,
+}
+
+impl TokenSet {
+    /// Whether the access token goes with the `DPoP` scheme and a proof.
+    pub fn is_dpop(&self) -> bool {
+        self.dpop_key.is_some() && self.token_type.eq_ignore_ascii_case("dpop")
+    }
 }
 
 /// What a grant's ciphertext holds: the tokens, and every field that says
@@ -45,6 +56,7 @@ impl SealedGrant {
             "access_token": self.tokens.access_token.expose_secret(),
             "refresh_token": self.tokens.refresh_token.as_ref().map(|t| t.expose_secret()),
             "token_type": self.tokens.token_type,
+            "dpop_key": self.tokens.dpop_key.as_ref().map(|k| k.expose_secret()),
             "token_endpoint": self.token_endpoint,
             "issuer": self.issuer,
             "resource": self.resource,
@@ -72,6 +84,8 @@ impl SealedGrant {
             access_token: String,
             refresh_token: Option<String>,
             token_type: String,
+            #[serde(default)]
+            dpop_key: Option<String>,
         }
         let raw: Raw = serde_json::from_slice(bytes).ok()?;
         (raw.v == SEALED_GRANT_VERSION).then(|| SealedGrant {
@@ -79,6 +93,7 @@ impl SealedGrant {
                 access_token: raw.tokens.access_token.into(),
                 refresh_token: raw.tokens.refresh_token.map(Into::into),
                 token_type: raw.tokens.token_type,
+                dpop_key: raw.tokens.dpop_key.map(Into::into),
             },
             token_endpoint: raw.token_endpoint,
             issuer: raw.issuer,
@@ -97,6 +112,7 @@ impl fmt::Debug for TokenSet {
                 &self.refresh_token.as_ref().map(|_| "[redacted]"),
             )
             .field("token_type", &self.token_type)
+            .field("dpop_key", &self.dpop_key.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -240,6 +256,7 @@ mod tests {
                 access_token: "at-secret".to_string().into(),
                 refresh_token: Some("rt-secret".to_string().into()),
                 token_type: "Bearer".into(),
+                dpop_key: None,
             },
             expires_at: Some(1_000),
             scopes: vec![],
@@ -269,6 +286,23 @@ mod tests {
             back.tokens.refresh_token.unwrap().expose_secret(),
             "rt-secret"
         );
+    }
+
+    #[test]
+    fn a_dpop_key_is_sealed_with_the_tokens_and_never_printed() {
+        let mut g = grant();
+        g.tokens.token_type = "DPoP".into();
+        g.tokens.dpop_key = Some("key-secret".to_string().into());
+        assert!(g.tokens.is_dpop());
+        assert!(!format!("{g:?}").contains("key-secret"));
+        let back = SealedGrant::from_plaintext(&g.sealed().to_plaintext()).unwrap();
+        assert_eq!(back.tokens.dpop_key.unwrap().expose_secret(), "key-secret");
+        assert_eq!(back.tokens.token_type, "DPoP");
+        // A DPoP token type without a key (or a key with a Bearer token) is
+        // sent as Bearer.
+        let mut g = grant();
+        g.tokens.token_type = "DPoP".into();
+        assert!(!g.tokens.is_dpop());
     }
 
     #[test]

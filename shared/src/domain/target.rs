@@ -309,6 +309,17 @@ pub struct OAuthSettings {
     /// PKCE methods the server advertises.
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// DPoP proof algorithms the server advertises (RFC 9449 §5.1); with
+    /// ES256 among them, the target's tokens are bound to a key per grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpop_signing_alg_values_supported: Vec<String>,
+}
+
+impl OAuthSettings {
+    /// Whether the target's tokens are requested and used with DPoP.
+    pub fn uses_dpop(&self) -> bool {
+        crate::crypto::dpop::supported(&self.dpop_signing_alg_values_supported)
+    }
 }
 
 fn default_true() -> bool {
@@ -461,6 +472,7 @@ mod tests {
                 flow: Default::default(),
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: vec!["S256".into()],
+                dpop_signing_alg_values_supported: vec![],
             })),
             tool_prefix: None,
             return_to: Default::default(),

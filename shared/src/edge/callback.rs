@@ -431,10 +431,18 @@ async fn complete(
                 "The gateway could not read its credentials for this service.",
             )
         })?;
+    // A server that binds tokens to a key gets a new one for this grant.
+    let dpop = match settings.uses_dpop() {
+        true => Some(crate::crypto::dpop::DpopKey::generate().map_err(|_| {
+            server_page(&title, "The gateway could not make a key for this service.")
+        })?),
+        false => None,
+    };
     let endpoint = oauth::TokenEndpoint {
         http: &state.http,
         settings: &settings,
         secret: secret.as_ref(),
+        dpop: dpop.as_ref(),
     };
     let issued = endpoint
         .exchange_code(

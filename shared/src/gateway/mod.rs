@@ -13,6 +13,7 @@ pub mod options;
 mod own_tools;
 mod routing;
 
+use crate::crypto::dpop::DpopKey;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -234,11 +235,22 @@ impl<'a> Gateway<'a> {
         };
         for attempt in 0..=1 {
             let token = grant.as_ref().map(|g| &g.tokens.access_token);
+            let dpop = match grant.as_ref().filter(|g| g.tokens.is_dpop()) {
+                Some(g) => match g.tokens.dpop_key.as_ref().map(DpopKey::from_secret) {
+                    Some(Ok(key)) => Some(key),
+                    _ => {
+                        tracing::error!(target = %target.name, "a grant's DPoP key is unusable");
+                        return Err(Blocked::Consent(vec![]));
+                    }
+                },
+                None => None,
+            };
             let call = Call {
                 sub: &self.caller.sub,
                 target: &target.name,
                 url: &target.mcp_url,
                 token,
+                dpop: dpop.as_ref(),
                 api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
                 aws_iam: match &target.auth {
                     TargetAuth::AwsIam(a) => Some(a),

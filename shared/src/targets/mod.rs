@@ -229,6 +229,7 @@ async fn oauth_settings(
                 authorization_response_iss_parameter_supported: false,
                 // Given endpoints: the operator vouches for PKCE S256.
                 code_challenge_methods_supported: vec!["S256".into()],
+                dpop_signing_alg_values_supported: vec![],
             }
         }
         None => {
@@ -462,6 +463,7 @@ pub async fn follow_authorization_server(
         authorization_response_iss_parameter_supported: asm
             .authorization_response_iss_parameter_supported,
         code_challenge_methods_supported: asm.code_challenge_methods_supported.clone(),
+        dpop_signing_alg_values_supported: asm.dpop_signing_alg_values_supported.clone(),
     };
     let secret_name = format!(
         "{}{}/{}",

@@ -142,6 +142,7 @@ mod tests {
             flow: Default::default(),
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec!["S256".into()],
+            dpop_signing_alg_values_supported: vec![],
         }
     }
 

@@ -221,6 +221,7 @@ impl Refresher {
             refresh_token: &refresh_token,
             scopes: &grant.scopes,
             resource: grant.resource.as_deref(),
+            dpop_key: grant.tokens.dpop_key.as_ref(),
             now,
         });
         let timeout = req.policy.http_timeout.min(left);

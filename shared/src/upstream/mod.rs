@@ -76,6 +76,10 @@ pub enum UpstreamError {
     /// The response was not a usable MCP message.
     #[error("the upstream's response was invalid: {0}")]
     Protocol(String),
+    /// 401 `use_dpop_nonce`: the proof must carry this nonce (handled
+    /// inside the client: one retry with it).
+    #[error("the upstream asked for a DPoP nonce")]
+    DpopNonce(String),
 }
 
 impl UpstreamError {
@@ -107,6 +111,8 @@ pub struct UpstreamClient {
     next_id: AtomicU64,
     /// The function's own AWS credentials, for targets signed with SigV4.
     aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    /// The last DPoP nonce each upstream (by MCP URL) handed out.
+    dpop_nonces: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// What to send.
@@ -120,6 +126,9 @@ pub struct Call<'a> {
     pub url: &'a str,
     /// The user's upstream access token (none for targets without auth).
     pub token: Option<&'a SecretString>,
+    /// The key the token is bound to, for a DPoP token: the token goes
+    /// with the `DPoP` scheme and a fresh proof (RFC 9449 §7).
+    pub dpop: Option<&'a crate::crypto::dpop::DpopKey>,
     /// The target's API key and where it goes, for API key targets.
     pub api_key: Option<(&'a crate::domain::ApiKeySettings, &'a SecretString)>,
     /// SigV4 signing, for AWS IAM targets.
@@ -144,6 +153,7 @@ impl UpstreamClient {
             links: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             aws_credentials: None,
+            dpop_nonces: Default::default(),
         }
     }
 
@@ -324,6 +334,8 @@ impl UpstreamClient {
         read_response(res, id).await.map(Some)
     }
 
+    /// POSTs `body`; for a DPoP token, once more with the nonce the
+    /// upstream asks for (RFC 9449 §9).
     async fn post(
         &self,
         call: &Call<'_>,
@@ -331,6 +343,75 @@ impl UpstreamClient {
         version: Option<&str>,
         modern: Option<(&str, Option<String>)>,
         body: String,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let Some(key) = call.dpop else {
+            return self
+                .post_once(call, session, version, &modern, body.into(), None)
+                .await;
+        };
+        let body = bytes::Bytes::from(body);
+        let nonce = self.dpop_nonce(call.url);
+        let res = self
+            .post_once(
+                call,
+                session,
+                version,
+                &modern,
+                body.clone().into(),
+                Some((key, nonce.as_deref())),
+            )
+            .await;
+        let asked = match &res {
+            Err(UpstreamError::DpopNonce(n)) => Some(n.clone()),
+            _ => None,
+        };
+        let res = match asked {
+            Some(n) if nonce.as_deref() != Some(&n) => {
+                self.set_dpop_nonce(call.url, &n);
+                self.post_once(
+                    call,
+                    session,
+                    version,
+                    &modern,
+                    body.into(),
+                    Some((key, Some(&n))),
+                )
+                .await
+            }
+            _ => res,
+        };
+        match res {
+            // Asked again for a nonce just sent: the token is refused.
+            Err(UpstreamError::DpopNonce(_)) => Err(UpstreamError::Unauthorized {
+                resource_metadata: None,
+                scope: None,
+            }),
+            other => other,
+        }
+    }
+
+    fn dpop_nonce(&self, url: &str) -> Option<String> {
+        self.dpop_nonces.lock().ok()?.get(url).cloned()
+    }
+
+    fn set_dpop_nonce(&self, url: &str, nonce: &str) {
+        if let Ok(mut nonces) = self.dpop_nonces.lock() {
+            // Bounded: one entry per DPoP upstream in practice.
+            if nonces.len() >= 1024 {
+                nonces.clear();
+            }
+            nonces.insert(url.to_owned(), nonce.to_owned());
+        }
+    }
+
+    async fn post_once(
+        &self,
+        call: &Call<'_>,
+        session: Option<&str>,
+        version: Option<&str>,
+        modern: &Option<(&str, Option<String>)>,
+        body: reqwest::Body,
+        dpop: Option<(&crate::crypto::dpop::DpopKey, Option<&str>)>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let url = match call.api_key {
             Some((k, key)) if k.placement == ApiKeyPlacement::Query => {
@@ -353,7 +434,7 @@ impl UpstreamClient {
         if let Some(s) = session {
             headers.push(("mcp-session-id", s.to_owned()));
         }
-        if let Some((method, name)) = &modern {
+        if let Some((method, name)) = modern {
             headers.push(("mcp-method", (*method).to_owned()));
             if let Some(n) = name {
                 headers.push(("mcp-name", header_value(n)));
@@ -362,7 +443,15 @@ impl UpstreamClient {
         let mut req = self.http.post(url.clone());
         if let Some(iam) = call.aws_iam {
             let credentials = self.aws_credentials.as_ref();
-            for (k, v) in sign::sigv4(credentials, iam, &url, &headers, body.as_bytes()).await? {
+            for (k, v) in sign::sigv4(
+                credentials,
+                iam,
+                &url,
+                &headers,
+                body.as_bytes().unwrap_or_default(),
+            )
+            .await?
+            {
                 let mut value = HeaderValue::from_str(&v).map_err(|_| {
                     UpstreamError::Protocol("a SigV4 header is not a header value".into())
                 })?;
@@ -384,12 +473,41 @@ impl UpstreamClient {
             value.set_sensitive(true);
             req = req.header(k.name.as_str(), value);
         }
-        if let Some(token) = call.token {
-            req = req.bearer_auth(token.expose_secret());
+        match (call.token, dpop) {
+            (Some(token), Some((key, nonce))) => {
+                let now = self.clock.now();
+                let proof = key
+                    .proof("POST", call.url, Some(token), nonce, now)
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                let mut value = HeaderValue::from_str(&format!("DPoP {}", token.expose_secret()))
+                    .map_err(|_| {
+                    UpstreamError::Protocol("the access token is not a header value".into())
+                })?;
+                value.set_sensitive(true);
+                req = req
+                    .header(reqwest::header::AUTHORIZATION, value)
+                    .header("dpop", proof);
+            }
+            (Some(token), None) => req = req.bearer_auth(token.expose_secret()),
+            (None, _) => {}
         }
         let req = req.body(body);
         let res = req.send().await.map_err(transport)?;
         let status = res.status().as_u16();
+        if dpop.is_some() {
+            if let Some(n) = res
+                .headers()
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+                .filter(|n| crate::adapters::oauth::is_dpop_nonce(n))
+            {
+                if status == 401 && dpop_nonce_challenge(res.headers()) {
+                    return Err(UpstreamError::DpopNonce(n.to_owned()));
+                }
+                // A nonce handed out on the way: the next proof carries it.
+                self.set_dpop_nonce(call.url, n);
+            }
+        }
         match status {
             200..=299 => Ok(res),
             401 => {
@@ -458,6 +576,20 @@ async fn rpc_error(mut res: reqwest::Response) -> Option<Value> {
 /// key as a query parameter).
 pub(crate) fn transport(e: reqwest::Error) -> UpstreamError {
     UpstreamError::Transport(crate::error::chain(&e.without_url()))
+}
+
+/// True when a 401's challenge is DPoP's `use_dpop_nonce` (RFC 9449 §9).
+fn dpop_nonce_challenge(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.trim_start()
+                .get(..4)
+                .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
+                && auth_param(v, "error").as_deref() == Some("use_dpop_nonce")
+        })
 }
 
 /// True when a `server/discover` answer lists 2026-07-28.

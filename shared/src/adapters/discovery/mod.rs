@@ -141,6 +141,9 @@ pub struct AuthorizationServerMetadata {
     /// PKCE methods.
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// DPoP proof algorithms (RFC 9449 §5.1).
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Vec<String>,
     /// Token endpoint client authentication methods.
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
@@ -200,31 +203,46 @@ impl Discovered {
             authorization_response_iss_parameter_supported: a
                 .authorization_response_iss_parameter_supported,
             code_challenge_methods_supported: a.code_challenge_methods_supported.clone(),
+            dpop_signing_alg_values_supported: a.dpop_signing_alg_values_supported.clone(),
         }
     }
 }
 
-/// The Bearer challenge among a response's `WWW-Authenticate` headers, if any.
+/// The token challenge among a response's `WWW-Authenticate` headers: the
+/// Bearer one, else a DPoP one (RFC 9449 §7.1; a server that takes only
+/// DPoP-bound tokens challenges with that scheme alone).
 pub fn bearer_challenge(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    headers
-        .get_all("www-authenticate")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| {
+    let challenges = || {
+        headers
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    let of = |scheme: &'static str| {
+        move |v: &&str| {
             v.trim_start()
-                .get(..6)
-                .is_some_and(|p| p.eq_ignore_ascii_case("bearer"))
-        })
+                .get(..scheme.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+        }
+    };
+    challenges()
+        .find(of("bearer"))
+        .or_else(|| challenges().find(of("dpop ")))
         .map(str::to_owned)
 }
 
-/// Reads one parameter of a `WWW-Authenticate: Bearer k="v", ...` challenge.
+/// Reads one parameter of a `WWW-Authenticate: Bearer k="v", ...` (or
+/// `DPoP k="v", ...`) challenge.
 pub fn auth_param(header: &str, name: &str) -> Option<String> {
     let h = header.trim_start();
-    if !h.get(..6)?.eq_ignore_ascii_case("bearer") {
+    let scheme = if h.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("bearer")) {
+        6
+    } else if h.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("dpop")) {
+        4
+    } else {
         return None;
-    }
-    let mut s = h.get(6..)?;
+    };
+    let mut s = h.get(scheme..)?;
     loop {
         s = s.trim_start_matches([' ', ',', '\t']);
         if s.is_empty() {
@@ -466,6 +484,7 @@ async fn legacy(
                 scopes_supported: vec![],
                 // That revision requires PKCE of every client.
                 code_challenge_methods_supported: vec!["S256".into()],
+                dpop_signing_alg_values_supported: vec![],
                 token_endpoint_auth_methods_supported: vec![],
                 authorization_response_iss_parameter_supported: false,
                 client_id_metadata_document_supported: false,

@@ -100,19 +100,24 @@ impl TokenEndpoint<'_> {
         if let Some(r) = resource {
             form.push(("resource", r));
         }
-        let res = self
-            .http
-            .post(&self.settings.token_endpoint)
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&self.settings.token_endpoint)
             .header(http::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(encoded.into_bytes())
+            .map_err(|e| OAuthError::Misconfigured(format!("token endpoint: {e}")))?;
+        let res = super::dpop::send(self.http, self.dpop, request)
             .await
-            .map_err(|e| OAuthError::Transient(crate::error::chain(&e.without_url())))?;
+            .map_err(|e| OAuthError::Transient(crate::error::chain(&e)))?;
         let status = res.status();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| OAuthError::Transient(crate::error::chain(&e.without_url())))?;
+        let body = res.into_body();
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if status.is_success() && doc.get("error").is_none() {
             let resp: LenientTokenResponse = serde_json::from_value(doc).map_err(|_| {
@@ -121,7 +126,7 @@ impl TokenEndpoint<'_> {
                     body.len()
                 ))
             })?;
-            return Ok(issued(resp, now, None));
+            return Ok(issued(resp, now, None, self.dpop));
         }
         if status.is_server_error() {
             return Err(OAuthError::Transient(format!(

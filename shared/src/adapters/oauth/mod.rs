@@ -13,10 +13,13 @@ use oauth2::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::crypto::dpop::DpopKey;
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
 use crate::ports::{MachineTokenCall, RefreshCall, TokenIssuer};
 
 mod assertion;
+mod dpop;
+pub(crate) use dpop::is_nonce as is_dpop_nonce;
 mod response;
 use assertion::assertion_params;
 pub use assertion::client_assertion;
@@ -139,6 +142,7 @@ fn issued(
     resp: LenientTokenResponse,
     now: i64,
     previous_refresh: Option<&SecretString>,
+    dpop: Option<&DpopKey>,
 ) -> IssuedTokens {
     let refresh_token = resp
         .refresh_token()
@@ -149,7 +153,13 @@ fn issued(
         tokens: TokenSet {
             access_token: SecretString::from(resp.access_token().secret().to_owned()),
             refresh_token,
-            token_type: "Bearer".into(),
+            token_type: match resp.token_type() {
+                oauth2::basic::BasicTokenType::Extension(t) if t.eq_ignore_ascii_case("dpop") => {
+                    "DPoP".into()
+                }
+                _ => "Bearer".into(),
+            },
+            dpop_key: dpop.map(|k| k.secret().clone()),
         },
         // A remote value: no overflow, however large.
         expires_at: resp
@@ -233,9 +243,19 @@ pub struct TokenEndpoint<'a> {
     pub settings: &'a OAuthSettings,
     /// The client secret, for confidential clients.
     pub secret: Option<&'a SecretString>,
+    /// The grant's DPoP key, when the server binds tokens to one: every
+    /// token request then carries a proof (RFC 9449 §5).
+    pub dpop: Option<&'a DpopKey>,
 }
 
-impl TokenEndpoint<'_> {
+impl<'a> TokenEndpoint<'a> {
+    fn http_client(&self) -> dpop::Client {
+        dpop::Client {
+            http: self.http.clone(),
+            key: self.dpop.cloned(),
+        }
+    }
+
     /// The parameters every token request adds: RFC 8707 `resource`, and a
     /// `private_key_jwt` client's assertion for `token_endpoint`.
     fn extra_params(
@@ -272,9 +292,9 @@ impl TokenEndpoint<'_> {
         for (k, v) in self.extra_params(&self.settings.token_endpoint, resource, now)? {
             req = req.add_extra_param(k, v);
         }
-        req.request_async(self.http)
+        req.request_async(&self.http_client())
             .await
-            .map(|r| issued(r, now, None))
+            .map(|r| issued(r, now, None, self.dpop))
             .map_err(classify)
     }
 
@@ -296,9 +316,9 @@ impl TokenEndpoint<'_> {
         for (k, v) in self.extra_params(token_endpoint, resource, now)? {
             req = req.add_extra_param(k, v);
         }
-        req.request_async(self.http)
+        req.request_async(&self.http_client())
             .await
-            .map(|r| issued(r, now, Some(refresh_token)))
+            .map(|r| issued(r, now, Some(refresh_token), self.dpop))
             .map_err(classify)
     }
 }
@@ -309,10 +329,16 @@ pub struct HttpTokenIssuer(pub reqwest::Client);
 #[async_trait::async_trait]
 impl TokenIssuer for HttpTokenIssuer {
     async fn refresh(&self, call: RefreshCall<'_>) -> Result<IssuedTokens, OAuthError> {
+        let key = call
+            .dpop_key
+            .map(DpopKey::from_secret)
+            .transpose()
+            .map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
         TokenEndpoint {
             http: &self.0,
             settings: call.settings,
             secret: call.secret,
+            dpop: key.as_ref(),
         }
         .refresh(
             call.token_endpoint,
@@ -325,10 +351,18 @@ impl TokenIssuer for HttpTokenIssuer {
     }
 
     async fn machine_token(&self, call: MachineTokenCall<'_>) -> Result<IssuedTokens, OAuthError> {
+        // A machine token gets a new key with each token.
+        let key = call
+            .settings
+            .uses_dpop()
+            .then(DpopKey::generate)
+            .transpose()
+            .map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
         let endpoint = TokenEndpoint {
             http: &self.0,
             settings: call.settings,
             secret: call.secret,
+            dpop: key.as_ref(),
         };
         match call.settings.flow {
             crate::domain::OAuthFlow::JwtBearer => {
@@ -364,9 +398,9 @@ impl TokenEndpoint<'_> {
         for (k, v) in self.extra_params(&self.settings.token_endpoint, resource, now)? {
             req = req.add_extra_param(k, v);
         }
-        req.request_async(self.http)
+        req.request_async(&self.http_client())
             .await
-            .map(|r| issued(r, now, None))
+            .map(|r| issued(r, now, None, self.dpop))
             .map_err(classify)
     }
 
@@ -594,6 +628,7 @@ mod tests {
             flow: crate::domain::OAuthFlow::ClientCredentials,
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
+            dpop_signing_alg_values_supported: vec![],
         };
         let jwt = client_assertion(
             &settings,
@@ -664,6 +699,7 @@ mod tests {
             flow: Default::default(),
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
+            dpop_signing_alg_values_supported: vec![],
         };
         let verifier = SecretString::from("v".repeat(43));
         let url = authorization_url(

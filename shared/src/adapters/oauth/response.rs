@@ -42,7 +42,7 @@ impl TryFrom<Value> for LenientTokenResponse {
             && body
                 .get("token_type")
                 .and_then(Value::as_str)
-                .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+                .is_none_or(|t| t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("dpop"));
         // The user's token wherever Slack puts it (beside a bot token, or
         // alone); the top level otherwise.
         let (source, nested) = match user {
@@ -53,6 +53,10 @@ impl TryFrom<Value> for LenientTokenResponse {
         let text = |key: &str| source.get(key).and_then(Value::as_str).map(str::to_owned);
         let access_token = text("access_token").ok_or("no access_token")?;
         let token_type = match text("token_type") {
+            // A token bound to the request's DPoP key (RFC 9449 §5).
+            Some(t) if !nested && t.eq_ignore_ascii_case("dpop") => {
+                BasicTokenType::Extension("DPoP".into())
+            }
             // Slack calls its user tokens `user`; they are bearer tokens.
             Some(t) if !nested && !t.eq_ignore_ascii_case("bearer") => {
                 return Err(format!("token_type {t:?} is not Bearer"))

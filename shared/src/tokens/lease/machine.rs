@@ -148,6 +148,7 @@ impl Refresher {
                 access_token: SecretString::from(String::new()),
                 refresh_token: None,
                 token_type: "Bearer".into(),
+                dpop_key: None,
             },
             expires_at: Some(0),
             scopes: settings.scopes.clone(),
