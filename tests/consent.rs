@@ -207,6 +207,7 @@ async fn put_target(gw: &Gateway, name: &str, token_endpoint: &str, pkce: &[&str
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: pkce.iter().map(|s| s.to_string()).collect(),
                 dpop_signing_alg_values_supported: vec![],
+                exchange: None,
             })),
             tool_prefix: None,
             return_to: Default::default(),

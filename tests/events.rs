@@ -125,6 +125,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
             dpop_signing_alg_values_supported: vec![],
+            exchange: None,
         })),
         tool_prefix: None,
         return_to: Default::default(),

@@ -59,11 +59,34 @@ pub(crate) struct AddArgs {
     #[arg(long, conflicts_with_all = ["client_id", "authorization_endpoint"])]
     no_auth: bool,
     /// How the gateway authenticates to the upstream: oauth (per-user
-    /// consent, the default), client_credentials, jwt_bearer, api_key
-    /// (with --api-key-header or --api-key-query), aws_iam (with
-    /// --aws-service and --aws-region) or none.
-    #[arg(long, value_parser = ["oauth", "client_credentials", "jwt_bearer", "api_key", "aws_iam", "none"])]
+    /// consent, the default), client_credentials, jwt_bearer,
+    /// token_exchange (the caller's token, RFC 8693), enterprise_managed
+    /// (an ID-JAG from --idp-token-endpoint), api_key (with
+    /// --api-key-header or --api-key-query), aws_iam (with --aws-service
+    /// and --aws-region) or none.
+    #[arg(long, value_parser = ["oauth", "client_credentials", "jwt_bearer", "token_exchange", "enterprise_managed", "api_key", "aws_iam", "none"])]
     auth: Option<String>,
+    /// With --auth token_exchange or enterprise_managed: the type of the
+    /// callers' bearer tokens: access_token (token_exchange's default),
+    /// id_token (enterprise_managed's default), jwt, or a token type URN.
+    #[arg(long)]
+    subject_token_type: Option<String>,
+    /// With --auth token_exchange: the `audience` to ask for.
+    #[arg(long)]
+    audience: Option<String>,
+    /// With --auth enterprise_managed: the identity provider's token endpoint.
+    #[arg(long)]
+    idp_token_endpoint: Option<String>,
+    /// With --auth enterprise_managed: the gateway's client id at the identity provider.
+    #[arg(long)]
+    idp_client_id: Option<String>,
+    /// Secrets Manager ARN of that client's secret (sent with HTTP Basic).
+    #[arg(long, requires = "idp_client_id")]
+    idp_client_secret_arn: Option<String>,
+    /// Read that client's secret from standard input (stored in Secrets
+    /// Manager as <secret-name-prefix><name>/idp).
+    #[arg(long, requires = "idp_client_id", conflicts_with_all = ["idp_client_secret_arn", "client_secret_stdin"])]
+    idp_client_secret_stdin: bool,
     /// With --auth aws_iam: the service's SigV4 signing name
     /// (bedrock-agentcore, lambda, execute-api).
     #[arg(long)]
@@ -169,6 +192,19 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
     match cmd {
         TargetCommand::Add(mut args) => {
+            let idp_client_secret = if args.idp_client_secret_stdin {
+                let mut secret = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret).map_err(|e| {
+                    format!("reading the identity provider's client secret from stdin: {e}")
+                })?;
+                let secret = secret.trim_end_matches(['\r', '\n']);
+                if secret.is_empty() {
+                    return Err("--idp-client-secret-stdin: standard input is empty".into());
+                }
+                Some(secrecy::SecretString::from(secret.to_owned()))
+            } else {
+                None
+            };
             let client_secret = if args.client_secret_stdin {
                 let mut secret = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)
@@ -186,6 +222,10 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
                 (args.client_credentials, "client_credentials"),
                 (args.jwt_bearer, "jwt_bearer"),
                 (args.no_auth, "none"),
+                (
+                    args.idp_token_endpoint.is_some() || args.idp_client_id.is_some(),
+                    "enterprise_managed",
+                ),
                 (
                     args.api_key_header.is_some() || args.api_key_query.is_some(),
                     "api_key",
@@ -242,6 +282,47 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
                     "--auth jwt_bearer: the assertion is the credential; no --auth-method".into(),
                 );
             }
+            let exchange = match kind {
+                "token_exchange" | "enterprise_managed" => {
+                    let enterprise = kind == "enterprise_managed";
+                    let identity_provider = match (&args.idp_token_endpoint, &args.idp_client_id) {
+                        (Some(endpoint), Some(id)) if enterprise => {
+                            Some(targets::NewIdentityProvider {
+                                token_endpoint: endpoint.clone(),
+                                client_id: id.clone(),
+                                client_secret_arn: args.idp_client_secret_arn.clone(),
+                                client_secret: idp_client_secret,
+                            })
+                        }
+                        _ if enterprise => {
+                            return Err("--auth enterprise_managed needs --idp-token-endpoint and --idp-client-id".into())
+                        }
+                        _ => None,
+                    };
+                    if enterprise && args.audience.is_some() {
+                        return Err("--auth enterprise_managed: the audience is the authorization server's issuer; no --audience".into());
+                    }
+                    let subject_token_type = match args.subject_token_type.as_deref() {
+                        None if enterprise => gateway_shared::domain::ID_TOKEN_TYPE.to_owned(),
+                        None | Some("access_token") => gateway_shared::domain::ACCESS_TOKEN_TYPE.to_owned(),
+                        Some("id_token") => gateway_shared::domain::ID_TOKEN_TYPE.to_owned(),
+                        Some("jwt") => "urn:ietf:params:oauth:token-type:jwt".to_owned(),
+                        Some(urn) if urn.starts_with("urn:") => urn.to_owned(),
+                        Some(other) => {
+                            return Err(format!("--subject-token-type {other:?} is not access_token, id_token, jwt or a URN"))
+                        }
+                    };
+                    Some(targets::NewExchange {
+                        subject_token_type,
+                        audience: args.audience.clone(),
+                        identity_provider,
+                    })
+                }
+                _ if args.subject_token_type.is_some() || args.audience.is_some() => {
+                    return Err("--subject-token-type and --audience go with --auth token_exchange or enterprise_managed".into())
+                }
+                _ => None,
+            };
             let aws_iam = match (kind, &args.aws_service, &args.aws_region) {
                 ("aws_iam", Some(service), Some(region)) => {
                     Some(gateway_shared::domain::AwsIamSettings {
@@ -328,6 +409,7 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
                 client_credentials: args.client_credentials,
                 jwt_bearer: args.jwt_bearer,
                 aws_iam,
+                exchange,
             };
             let added = targets::add_target(
                 &state,

@@ -119,7 +119,8 @@ pub async fn disconnect(
                 Err(
                     e @ (OAuthError::Transient(_)
                     | OAuthError::Rejected { .. }
-                    | OAuthError::Misconfigured(_)),
+                    | OAuthError::Misconfigured(_)
+                    | OAuthError::InteractionRequired { .. }),
                 ) => {
                     tracing::warn!(target = %target, error = %e, "revocation failed; deleting the grant anyway");
                     Disconnected::DeletedRevocationFailed(e.to_string())

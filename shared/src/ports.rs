@@ -238,4 +238,32 @@ pub trait TokenIssuer: Send + Sync {
             "this token issuer does not issue machine tokens".into(),
         ))
     }
+
+    /// Exchanges the caller's token for a token for the target (token
+    /// exchange, or enterprise-managed authorization).
+    async fn exchange(
+        &self,
+        _call: ExchangeCall<'_>,
+    ) -> std::result::Result<IssuedTokens, OAuthError> {
+        Err(OAuthError::Misconfigured(
+            "this token issuer does not exchange tokens".into(),
+        ))
+    }
+}
+
+/// What a token exchange needs.
+#[derive(Clone, Copy)]
+pub struct ExchangeCall<'a> {
+    /// The target's client settings, with its exchange settings.
+    pub settings: &'a OAuthSettings,
+    /// The target's client secret, for confidential clients.
+    pub secret: Option<&'a SecretString>,
+    /// The identity provider's client secret (enterprise-managed).
+    pub idp_secret: Option<&'a SecretString>,
+    /// The caller's token, as presented.
+    pub subject_token: &'a SecretString,
+    /// The RFC 8707 resource to ask a token for, if any.
+    pub resource: Option<&'a str>,
+    /// Now, in Unix seconds.
+    pub now: i64,
 }

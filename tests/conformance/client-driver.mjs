@@ -66,6 +66,12 @@ function register() {
   if (scenario.startsWith("auth/client-credentials")) args.push("--client-credentials");
   // Workload identity: the workload's JWT as a bearer assertion.
   if (context.valid_jwt) args.push("--jwt-bearer", "--client-secret-stdin");
+  // Enterprise-managed authorization: the user's ID token (sent as the
+  // caller's bearer token) exchanged at the identity provider for an ID-JAG.
+  if (context.idp_token_endpoint) {
+    args.push("--auth", "enterprise_managed", "--idp-token-endpoint", context.idp_token_endpoint,
+      "--idp-client-id", context.idp_client_id);
+  }
   log(gatewayAdmin(args, context.client_secret ?? context.private_key_pem ?? context.valid_jwt ?? "").trim());
 }
 
@@ -81,6 +87,9 @@ async function rpc(method, params) {
     accept: "application/json, text/event-stream",
     "x-gateway-dev-user": user,
   };
+  // The caller's own bearer token, which the gateway exchanges for
+  // token-exchange targets (the development inbound mode does not check it).
+  if (context.idp_id_token) headers.authorization = `Bearer ${context.idp_id_token}`;
   if (session) {
     headers["mcp-session-id"] = session;
     headers["mcp-protocol-version"] = "2025-11-25";

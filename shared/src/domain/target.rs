@@ -171,6 +171,15 @@ pub enum OAuthFlow {
     /// an assertion from the workload's identity provider, kept where a
     /// client secret would be, exchanged for one token for the target.
     JwtBearer,
+    /// Token exchange (RFC 8693): the caller's inbound token exchanged at
+    /// the target's authorization server for a token per user; no consent
+    /// unless the server asks for the person's interaction.
+    TokenExchange,
+    /// MCP enterprise-managed authorization: the caller's identity
+    /// assertion exchanged at the enterprise identity provider for an
+    /// identity assertion authorization grant (ID-JAG), presented to the
+    /// target's authorization server with the JWT bearer grant.
+    EnterpriseManaged,
 }
 
 impl OAuthFlow {
@@ -180,14 +189,63 @@ impl OAuthFlow {
 
     /// Whether the flow yields one machine token for the target (no user).
     pub fn is_machine(self) -> bool {
-        self != OAuthFlow::AuthorizationCode
+        matches!(self, OAuthFlow::ClientCredentials | OAuthFlow::JwtBearer)
     }
+
+    /// Whether the flow exchanges the caller's own token, per user.
+    pub fn is_exchange(self) -> bool {
+        matches!(
+            self,
+            OAuthFlow::TokenExchange | OAuthFlow::EnterpriseManaged
+        )
+    }
+}
+
+/// RFC 8693's token type of an access token.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// RFC 8693's token type of an OpenID Connect ID token.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// The token type of an identity assertion authorization grant.
+pub const ID_JAG_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
+
+/// How a token-exchange or enterprise-managed target exchanges the
+/// caller's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeSettings {
+    /// The token type of the caller's inbound token (`subject_token_type`):
+    /// an access token for token exchange, an ID token for
+    /// enterprise-managed authorization, by default.
+    pub subject_token_type: String,
+    /// The `audience` to ask the authorization server for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Enterprise-managed authorization: the identity provider that turns
+    /// the caller's assertion into an ID-JAG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider: Option<IdentityProviderClient>,
+}
+
+/// The gateway's client at an enterprise identity provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityProviderClient {
+    /// The identity provider's token endpoint.
+    pub token_endpoint: String,
+    /// The gateway's client id there.
+    pub client_id: String,
+    /// Secrets Manager ARN of its client secret (HTTP Basic), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_arn: Option<String>,
 }
 
 impl TargetAuth {
     /// Whether each user connects this target with a consent of their own.
     pub fn is_per_user(&self) -> bool {
         matches!(self, TargetAuth::OAuth(o) if o.flow == OAuthFlow::AuthorizationCode)
+    }
+
+    /// Whether the target exchanges each caller's own token.
+    pub fn is_exchange(&self) -> bool {
+        matches!(self, TargetAuth::OAuth(o) if o.flow.is_exchange())
     }
 }
 
@@ -313,6 +371,9 @@ pub struct OAuthSettings {
     /// ES256 among them, the target's tokens are bound to a key per grant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dpop_signing_alg_values_supported: Vec<String>,
+    /// For the token-exchange flows: what is exchanged, and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeSettings>,
 }
 
 impl OAuthSettings {
@@ -394,8 +455,11 @@ impl Target {
                 ("authorization_endpoint", &o.authorization_endpoint),
                 ("token_endpoint", &o.token_endpoint),
             ] {
-                // A client-credentials target has no authorization endpoint.
-                if field == "authorization_endpoint" && o.flow.is_machine() && value.is_empty() {
+                // Only the Authorization Code flow uses an authorization endpoint.
+                if field == "authorization_endpoint"
+                    && o.flow != OAuthFlow::AuthorizationCode
+                    && value.is_empty()
+                {
                     continue;
                 }
                 url::Url::parse(value)
@@ -406,6 +470,30 @@ impl Target {
             }
             if o.client_id.is_empty() {
                 return Err("client_id is empty".into());
+            }
+            match (&o.flow, &o.exchange) {
+                (OAuthFlow::TokenExchange, Some(x)) if x.identity_provider.is_none() => {}
+                (OAuthFlow::TokenExchange, _) => {
+                    return Err("a token-exchange target needs its exchange settings (and no identity provider)".into())
+                }
+                (OAuthFlow::EnterpriseManaged, Some(ExchangeSettings { identity_provider: Some(idp), .. })) => {
+                    url::Url::parse(&idp.token_endpoint).map_err(|e| {
+                        format!("the identity provider's token endpoint {:?} is not a URL: {e}", idp.token_endpoint)
+                    })?;
+                    if idp.client_id.is_empty() {
+                        return Err("the identity provider's client_id is empty".into());
+                    }
+                    if o.issuer.is_none() {
+                        return Err("an enterprise-managed target needs its authorization server's issuer (the ID-JAG's audience)".into());
+                    }
+                }
+                (OAuthFlow::EnterpriseManaged, _) => {
+                    return Err("an enterprise-managed target needs its identity provider".into())
+                }
+                (_, Some(_)) => {
+                    return Err("exchange settings belong to token-exchange targets only".into())
+                }
+                _ => {}
             }
             const RESERVED: &[&str] = &[
                 "response_type",
@@ -473,6 +561,7 @@ mod tests {
                 authorization_response_iss_parameter_supported: true,
                 code_challenge_methods_supported: vec!["S256".into()],
                 dpop_signing_alg_values_supported: vec![],
+                exchange: None,
             })),
             tool_prefix: None,
             return_to: Default::default(),

@@ -461,7 +461,7 @@ async fn complete(
                 &format!("Its sign-in server refused to issue tokens ({}).", truncate(&error, 64)),
             ),
             OAuthError::Transient(_) => server_page(&title, "Its sign-in server did not answer properly."),
-            OAuthError::Misconfigured(_) => server_page(&title, "The gateway's settings for this service are invalid."),
+            OAuthError::Misconfigured(_) | OAuthError::InteractionRequired { .. } => server_page(&title, "The gateway's settings for this service are invalid."),
         }
     })?;
 

@@ -76,7 +76,7 @@ impl Gateway<'_> {
                     // Not connected (or unavailable): the cached catalog for tools.
                     if key == "tools" && wanted.is_none() {
                         if e.target.tool_catalog.is_empty()
-                            && matches!(blocked, Blocked::Consent(_))
+                            && matches!(blocked, Blocked::Consent(_) | Blocked::Interaction(_))
                         {
                             // Nothing known about its tools yet: a tool that
                             // starts the consent, so the agent can offer it.

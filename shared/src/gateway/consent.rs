@@ -82,14 +82,45 @@ impl Gateway<'_> {
             );
         }
         let url = connect_url(&self.base, &pending.id);
-        let message = format!(
-            "{} needs your permission. Open {url} to connect your account, then retry.",
-            target.title()
-        );
         tracing::info!(
             target = %target.name,
             authorization = %self.state.config.authorization_log_ref(&pending.id),
             "consent needed"
+        );
+        self.tell_link(target, &url, &pending.id, method, params, now)
+            .await
+    }
+
+    /// The authorization server of a token-exchange target asked for the
+    /// person's interaction at `url` (`interaction_required`): the link is
+    /// told to the client exactly as the gateway's own consent links are.
+    pub(super) async fn interaction(
+        &self,
+        target: &Target,
+        url: &str,
+        method: &str,
+        params: &Params,
+    ) -> Reply {
+        let now = self.state.clock.now();
+        tracing::info!(target = %target.name, "the authorization server asked for the user's interaction");
+        let id = crate::crypto::random_token(16);
+        self.tell_link(target, url, &id, method, params, now).await
+    }
+
+    /// Tells the client to open `url`, as its protocol version and declared
+    /// capabilities allow.
+    async fn tell_link(
+        &self,
+        target: &Target,
+        url: &str,
+        elicitation_id: &str,
+        method: &str,
+        params: &Params,
+        now: i64,
+    ) -> Reply {
+        let message = format!(
+            "{} needs your permission. Open {url} to connect your account, then retry.",
+            target.title()
         );
         let prompt = format!("Connect your {} account to continue.", target.title());
         // The client's declared capability, not its protocol era, decides:
@@ -119,7 +150,7 @@ impl Gateway<'_> {
             }));
         }
         let elicitation =
-            json!({"mode": "url", "elicitationId": pending.id, "url": url, "message": prompt});
+            json!({"mode": "url", "elicitationId": elicitation_id, "url": url, "message": prompt});
         if self.caller.url_elicitation {
             return Reply::Error {
                 code: codes::URL_ELICITATION_REQUIRED,
@@ -219,6 +250,9 @@ impl Gateway<'_> {
                 Err(Blocked::Consent(extra)) => {
                     self.consent(target, &extra, "tools/call", params).await
                 }
+                Err(Blocked::Interaction(url)) => {
+                    self.interaction(target, &url, "tools/call", params).await
+                }
                 Err(Blocked::Retry(why)) | Err(Blocked::Upstream(why)) => {
                     tracing::warn!(target = %target.name, reason = %why, "connect tool: the upstream did not list its tools");
                     self.failure(
@@ -233,6 +267,9 @@ impl Gateway<'_> {
             },
             Err(Blocked::Consent(extra)) => {
                 self.consent(target, &extra, "tools/call", params).await
+            }
+            Err(Blocked::Interaction(url)) => {
+                self.interaction(target, &url, "tools/call", params).await
             }
             Err(Blocked::Retry(why)) | Err(Blocked::Upstream(why)) => {
                 tracing::warn!(target = %target.name, reason = %why, "connect tool: grant unavailable");

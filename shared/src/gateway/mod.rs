@@ -14,6 +14,7 @@ mod own_tools;
 mod routing;
 
 use crate::crypto::dpop::DpopKey;
+use crate::tokens::ExchangeFailure;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -50,6 +51,9 @@ pub struct Caller {
     pub version: String,
     /// The client declared URL-mode elicitation (2025-11-25 and later).
     pub url_elicitation: bool,
+    /// The bearer token the caller presented, as presented: the subject
+    /// token of token-exchange targets, sent nowhere else.
+    pub inbound_token: Option<secrecy::SecretString>,
 }
 
 impl Caller {
@@ -102,6 +106,9 @@ struct Exposed {
 enum Blocked {
     /// Ask for consent (with these extra scopes).
     Consent(Vec<String>),
+    /// The person must open this page of the target's authorization
+    /// server (a token exchange answered `interaction_required`).
+    Interaction(String),
     /// Retry later.
     Retry(String),
     /// The upstream failed.
@@ -171,9 +178,47 @@ impl<'a> Gateway<'a> {
 
     /// A usable token for the target, or why not.
     async fn token(&self, target: &Target) -> Result<Option<crate::domain::Grant>, Blocked> {
+        self.token_for(target, false).await
+    }
+
+    /// [`Gateway::token`]; `renew` asks for a new exchanged token (the
+    /// upstream refused the cached one).
+    async fn token_for(
+        &self,
+        target: &Target,
+        renew: bool,
+    ) -> Result<Option<crate::domain::Grant>, Blocked> {
         let TargetAuth::OAuth(settings) = &target.auth else {
             return Ok(None);
         };
+        // Token exchange: the caller's own token, exchanged per user.
+        if settings.flow.is_exchange() {
+            return match self
+                .state
+                .tokens
+                .exchanged_grant(
+                    &self.caller.sub,
+                    target,
+                    self.caller.inbound_token.as_ref(),
+                    self.state.config.refresh_margin.as_secs() as i64,
+                    renew,
+                )
+                .await
+            {
+                Ok(g) => Ok(Some(g)),
+                Err(ExchangeFailure::Interaction(url)) => Err(Blocked::Interaction(url)),
+                Err(ExchangeFailure::Retry(why)) => Err(Blocked::Retry(why)),
+                Err(ExchangeFailure::NoSubjectToken) => Err(Blocked::Upstream(
+                    "this service needs the bearer token you signed in with, and the request carried none".into(),
+                )),
+                Err(ExchangeFailure::Refused(code)) => {
+                    tracing::warn!(target = %target.name, error = %crate::telemetry::clean(&code, 64), "token exchange refused");
+                    Err(Blocked::Upstream(
+                        "its authorization server refused to exchange your token".into(),
+                    ))
+                }
+            };
+        }
         // Client credentials or a JWT bearer grant: the target's machine
         // token, for every user.
         if settings.flow.is_machine() {
@@ -261,6 +306,13 @@ impl<'a> Gateway<'a> {
             };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),
+                Err(UpstreamError::Unauthorized { .. })
+                    if attempt == 0 && grant.is_some() && target.auth.is_exchange() =>
+                {
+                    // A cached exchanged token the upstream no longer takes:
+                    // exchange the caller's token again, once.
+                    grant = self.token_for(target, true).await?;
+                }
                 Err(UpstreamError::Unauthorized {
                     resource_metadata,
                     scope,

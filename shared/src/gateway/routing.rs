@@ -66,6 +66,9 @@ impl Gateway<'_> {
         match self.forward(&e.target, method, Some(forwarded)).await {
             Ok(message) => pass_through(message),
             Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
+            Err(Blocked::Interaction(url)) => {
+                self.interaction(&e.target, &url, method, params).await
+            }
             Err(Blocked::Retry(why)) => {
                 tracing::warn!(target = %e.target.name, reason = %why, "call failed; retryable");
                 self.failure(
@@ -163,6 +166,10 @@ impl Gateway<'_> {
             Ok(message) => pass_through(message),
             Err(Blocked::Consent(extra)) => {
                 self.consent(&e.target, &extra, "resources/read", params)
+                    .await
+            }
+            Err(Blocked::Interaction(url)) => {
+                self.interaction(&e.target, &url, "resources/read", params)
                     .await
             }
             Err(Blocked::Retry(why)) => {

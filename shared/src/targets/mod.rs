@@ -68,6 +68,33 @@ pub struct NewTarget {
     pub jwt_bearer: bool,
     /// SigV4 with the function's role instead of OAuth.
     pub aws_iam: Option<crate::domain::AwsIamSettings>,
+    /// Exchange each caller's token (token exchange, or enterprise-managed
+    /// authorization with an identity provider); needs a given client.
+    pub exchange: Option<NewExchange>,
+}
+
+/// How a token-exchange target exchanges callers' tokens.
+#[derive(Debug, Clone)]
+pub struct NewExchange {
+    /// The callers' token type (`subject_token_type`, a URN).
+    pub subject_token_type: String,
+    /// The `audience` to ask for.
+    pub audience: Option<String>,
+    /// Enterprise-managed authorization: the identity provider.
+    pub identity_provider: Option<NewIdentityProvider>,
+}
+
+/// The gateway's client at an enterprise identity provider.
+#[derive(Debug, Clone)]
+pub struct NewIdentityProvider {
+    /// Its token endpoint.
+    pub token_endpoint: String,
+    /// The gateway's client id there.
+    pub client_id: String,
+    /// Its secret's ARN, if already stored.
+    pub client_secret_arn: Option<String>,
+    /// Its secret, to store (named `<prefix><target>/idp`).
+    pub client_secret: Option<SecretString>,
 }
 
 /// An API key target's key and where it goes.
@@ -165,6 +192,12 @@ pub async fn add_target(
         added.target.auth = TargetAuth::ApiKey(settings);
         added.client_source = "API key";
     } else if !new.no_auth {
+        if new.exchange.is_some() && new.client.client_id.is_none() {
+            return Err(
+                "token exchange needs the gateway's client at the authorization server: --client-id (and its secret)"
+                    .into(),
+            );
+        }
         if (new.client_credentials || new.jwt_bearer)
             && (new.client.client_id.is_none()
                 || (new.client.client_secret.is_none() && new.client.client_secret_arn.is_none()))
@@ -185,6 +218,44 @@ pub async fn add_target(
             settings.flow = crate::domain::OAuthFlow::JwtBearer;
             // The assertion is the credential; the client id goes in the body.
             settings.token_endpoint_auth_method = TokenEndpointAuthMethod::None;
+        }
+        if let Some(x) = &new.exchange {
+            let identity_provider = match &x.identity_provider {
+                None => None,
+                Some(idp) => {
+                    if !policy.allow_http && !idp.token_endpoint.starts_with("https://") {
+                        return Err(format!(
+                            "the identity provider's token endpoint must be https (got {:?})",
+                            idp.token_endpoint
+                        ));
+                    }
+                    let client_secret_arn = match (&idp.client_secret, &idp.client_secret_arn) {
+                        (Some(secret), _) => Some(
+                            store_secret(
+                                state,
+                                &format!("{}{}/idp", new.secret_name_prefix, new.name),
+                                secret,
+                            )
+                            .await?,
+                        ),
+                        (None, arn) => arn.clone(),
+                    };
+                    Some(crate::domain::IdentityProviderClient {
+                        token_endpoint: idp.token_endpoint.clone(),
+                        client_id: idp.client_id.clone(),
+                        client_secret_arn,
+                    })
+                }
+            };
+            settings.flow = match identity_provider {
+                Some(_) => crate::domain::OAuthFlow::EnterpriseManaged,
+                None => crate::domain::OAuthFlow::TokenExchange,
+            };
+            settings.exchange = Some(crate::domain::ExchangeSettings {
+                subject_token_type: x.subject_token_type.clone(),
+                audience: x.audience.clone(),
+                identity_provider,
+            });
         }
         added.target.auth = TargetAuth::OAuth(Box::new(settings));
     }
@@ -230,6 +301,7 @@ async fn oauth_settings(
                 // Given endpoints: the operator vouches for PKCE S256.
                 code_challenge_methods_supported: vec!["S256".into()],
                 dpop_signing_alg_values_supported: vec![],
+                exchange: None,
             }
         }
         None => {
@@ -464,6 +536,7 @@ pub async fn follow_authorization_server(
             .authorization_response_iss_parameter_supported,
         code_challenge_methods_supported: asm.code_challenge_methods_supported.clone(),
         dpop_signing_alg_values_supported: asm.dpop_signing_alg_values_supported.clone(),
+        exchange: None,
     };
     let secret_name = format!(
         "{}{}/{}",

@@ -143,6 +143,7 @@ mod tests {
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec!["S256".into()],
             dpop_signing_alg_values_supported: vec![],
+            exchange: None,
         }
     }
 

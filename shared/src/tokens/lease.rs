@@ -11,7 +11,7 @@ use crate::domain::{Grant, GrantStatus, Target, TargetAuth};
 use crate::error::Error;
 use crate::ports::RefreshCall;
 
-mod machine;
+pub(super) mod machine;
 
 /// Time kept free at the end of a lease for writing the new tokens: the
 /// token request times out this long before the lease runs out.

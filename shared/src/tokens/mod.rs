@@ -45,6 +45,7 @@
 //! ([`crate::adapters::memory`]) with paused time, and integration-tested
 //! against DynamoDB and a real authorization server.
 
+mod exchange;
 mod flights;
 mod lease;
 mod scheduled;
@@ -54,6 +55,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use exchange::{ExchangeFailure, DEFAULT_EXCHANGED_LIFETIME};
 pub use flights::Flights;
 pub use lease::{LeasePolicy, NoGrant, Outcome, RefreshRequest, MACHINE_SUB, WRITE_BUDGET};
 pub use scheduled::{ScheduledRun, Summary};

@@ -263,6 +263,7 @@ fn target() -> Target {
             authorization_response_iss_parameter_supported: true,
             code_challenge_methods_supported: vec!["S256".into()],
             dpop_signing_alg_values_supported: vec![],
+            exchange: None,
         })),
         tool_prefix: None,
         return_to: Default::default(),

@@ -204,6 +204,7 @@ impl Discovered {
                 .authorization_response_iss_parameter_supported,
             code_challenge_methods_supported: a.code_challenge_methods_supported.clone(),
             dpop_signing_alg_values_supported: a.dpop_signing_alg_values_supported.clone(),
+            exchange: None,
         }
     }
 }

@@ -3,9 +3,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{
-    is_transient_code, issued, IssuedTokens, LenientTokenResponse, OAuthError, TokenEndpoint,
-};
+use super::{IssuedTokens, OAuthError, TokenEndpoint};
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod};
 
 /// RFC 7523's `client_assertion_type` for a JWT.
@@ -88,56 +86,19 @@ impl TokenEndpoint<'_> {
         resource: Option<&str>,
         now: i64,
     ) -> Result<IssuedTokens, OAuthError> {
-        let scope = self.settings.scopes.join(" ");
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", assertion.expose_secret()),
-            ("client_id", &self.settings.client_id),
+        let mut form = vec![
+            ("grant_type", super::exchange::JWT_BEARER.to_owned()),
+            ("assertion", assertion.expose_secret().to_owned()),
+            ("client_id", self.settings.client_id.clone()),
         ];
-        if !scope.is_empty() {
-            form.push(("scope", &scope));
+        if !self.settings.scopes.is_empty() {
+            form.push(("scope", self.settings.scopes.join(" ")));
         }
         if let Some(r) = resource {
-            form.push(("resource", r));
+            form.push(("resource", r.to_owned()));
         }
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
-        let request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(&self.settings.token_endpoint)
-            .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(encoded.into_bytes())
-            .map_err(|e| OAuthError::Misconfigured(format!("token endpoint: {e}")))?;
-        let res = super::dpop::send(self.http, self.dpop, request)
-            .await
-            .map_err(|e| OAuthError::Transient(crate::error::chain(&e)))?;
-        let status = res.status();
-        let body = res.into_body();
-        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if status.is_success() && doc.get("error").is_none() {
-            let resp: LenientTokenResponse = serde_json::from_value(doc).map_err(|_| {
-                OAuthError::Transient(format!(
-                    "unreadable token endpoint response ({} bytes)",
-                    body.len()
-                ))
-            })?;
-            return Ok(issued(resp, now, None, self.dpop));
-        }
-        if status.is_server_error() {
-            return Err(OAuthError::Transient(format!(
-                "the token endpoint answered HTTP {status}"
-            )));
-        }
-        Err(match OAuthError::rejected_from(&doc) {
-            OAuthError::Rejected { error, .. } if is_transient_code(&error) => {
-                OAuthError::Transient(error)
-            }
-            other => other,
-        })
+        let endpoint = &self.settings.token_endpoint;
+        let doc = super::exchange::post_form(self.http, self.dpop, endpoint, &form, None).await?;
+        self.issued_from(doc, now)
     }
 }

@@ -15,10 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::dpop::DpopKey;
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
-use crate::ports::{MachineTokenCall, RefreshCall, TokenIssuer};
+use crate::ports::{ExchangeCall, MachineTokenCall, RefreshCall, TokenIssuer};
 
 mod assertion;
 mod dpop;
+mod exchange;
 pub(crate) use dpop::is_nonce as is_dpop_nonce;
 mod response;
 use assertion::assertion_params;
@@ -77,6 +78,13 @@ pub enum OAuthError {
     /// The target's OAuth settings cannot be used.
     #[error("the target's OAuth settings are invalid: {0}")]
     Misconfigured(String),
+    /// The server needs the person at this page first
+    /// (`interaction_required`, during a token exchange).
+    #[error("the authorization server asks for the user's interaction")]
+    InteractionRequired {
+        /// The page (an https URL).
+        url: String,
+    },
 }
 
 impl OAuthError {
@@ -376,6 +384,44 @@ impl TokenIssuer for HttpTokenIssuer {
             _ => endpoint.client_credentials(call.resource, call.now).await,
         }
     }
+
+    async fn exchange(&self, call: ExchangeCall<'_>) -> Result<IssuedTokens, OAuthError> {
+        let exchange = call.settings.exchange.as_ref().ok_or_else(|| {
+            OAuthError::Misconfigured("a token-exchange target needs its exchange settings".into())
+        })?;
+        // Each exchanged token gets a new key.
+        let key = call
+            .settings
+            .uses_dpop()
+            .then(DpopKey::generate)
+            .transpose()
+            .map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
+        let endpoint = TokenEndpoint {
+            http: &self.0,
+            settings: call.settings,
+            secret: call.secret,
+            dpop: key.as_ref(),
+        };
+        match &exchange.identity_provider {
+            Some(idp) => {
+                endpoint
+                    .enterprise_managed(
+                        exchange,
+                        idp,
+                        call.idp_secret,
+                        call.subject_token,
+                        call.resource,
+                        call.now,
+                    )
+                    .await
+            }
+            None => {
+                endpoint
+                    .token_exchange(exchange, call.subject_token, call.resource, call.now)
+                    .await
+            }
+        }
+    }
 }
 
 impl TokenEndpoint<'_> {
@@ -629,6 +675,7 @@ mod tests {
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
             dpop_signing_alg_values_supported: vec![],
+            exchange: None,
         };
         let jwt = client_assertion(
             &settings,
@@ -700,6 +747,7 @@ mod tests {
             authorization_response_iss_parameter_supported: false,
             code_challenge_methods_supported: vec![],
             dpop_signing_alg_values_supported: vec![],
+            exchange: None,
         };
         let verifier = SecretString::from("v".repeat(43));
         let url = authorization_url(

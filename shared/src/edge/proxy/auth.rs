@@ -152,6 +152,16 @@ async fn subject(
     }
 }
 
+/// The bearer token of the request, whichever way the caller was
+/// authenticated (for token-exchange targets).
+pub(super) fn presented_token(headers: &HeaderMap) -> Option<secrecy::SecretString> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .map(|t| secrecy::SecretString::from(t.to_owned()))
+}
+
 /// The token of an `Authorization: Bearer <token>` header. The scheme is
 /// case-insensitive (RFC 7235 section 2.1).
 pub(super) fn bearer_token(value: &str) -> Option<&str> {

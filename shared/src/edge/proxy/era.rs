@@ -187,6 +187,7 @@ pub(super) async fn modern(
         sub,
         version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
+        inbound_token: super::auth::presented_token(headers),
     };
     let reply = Gateway::new(state, base, caller)
         .handle(method, params)

@@ -217,6 +217,7 @@ async fn mcp(
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
         url_elicitation: false,
+        inbound_token: auth::presented_token(&headers),
     };
     if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {

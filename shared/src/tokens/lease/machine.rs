@@ -35,7 +35,7 @@ impl Refresher {
             );
         }
         // What the target says now, not what the grant was first made for.
-        let resource = machine_resource(&client.target, settings);
+        let resource = target_resource(&client.target, settings);
         let request = self.issuer.machine_token(MachineTokenCall {
             settings,
             secret: client.secret.as_ref(),
@@ -118,7 +118,7 @@ impl Refresher {
         let TargetAuth::OAuth(settings) = &target.auth else {
             return Err(NoGrant::Missing);
         };
-        let expected_resource = machine_resource(target, settings);
+        let expected_resource = target_resource(target, settings);
         match self
             .usable_grant(MACHINE_SUB, &target.name, owner, margin, policy)
             .await
@@ -187,10 +187,10 @@ impl Refresher {
     }
 }
 
-/// The resource indicator a client-credentials target's token is asked
+/// The resource indicator a target's machine or exchanged token is asked
 /// for: the Protected Resource Metadata's identifier, else the MCP URL
 /// (none when the target sends none).
-fn machine_resource(target: &Target, settings: &OAuthSettings) -> Option<String> {
+pub(crate) fn target_resource(target: &Target, settings: &OAuthSettings) -> Option<String> {
     settings.send_resource.then(|| {
         settings
             .resource
