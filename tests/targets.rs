@@ -684,3 +684,179 @@ async fn an_upstream_that_moves_is_followed_only_for_clients_the_gateway_registe
     let kept = gw.state.targets.get_fresh("given").await.unwrap().unwrap();
     assert_eq!(kept, given);
 }
+
+/// A token-exchange target against oidc-provider with an RFC 8693 grant:
+/// each caller's own bearer token (verified by the gateway, then by the
+/// authorization server) becomes an access token of the same user for the
+/// upstream, with no consent; it is cached until it expires; a server that
+/// asks for the person's interaction has its page handed to the agent like
+/// a consent link; a caller's token the server refuses gets a clear error.
+#[tokio::test]
+async fn token_exchange_turns_each_callers_token_into_their_own_upstream_token() {
+    use gateway_tests::{idp, provider_counts, sign, unix_now, RawClient};
+    const AUD: &str = "https://gateway.example.test/mcp";
+    const INTERACTION: &str = "https://consent.example.test/approve?client=gw-exchange";
+    let inbound = idp(&["test-key-1"]).await;
+    let op = OidcProvider::start(json!({
+        "clients": [{
+            "client_id": "gw-exchange", "client_secret": gateway_tests::CLIENT_SECRET,
+            "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+            "response_types": [], "redirect_uris": [],
+        }],
+        "tokenExchange": {
+            "subjectIssuer": inbound.issuer,
+            "subjectJwks": format!("{}/jwks", inbound.issuer),
+            "interactionSubjects": ["carol"],
+            "refusedSubjects": ["dave"],
+            "interactionUri": INTERACTION,
+        },
+    }));
+    let mcp = DemoMcpServer::start(&op.issuer, false);
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", &base),
+        ("INBOUND_AUTH_MODE", "jwt"),
+        ("INBOUND_ISSUER", &inbound.issuer),
+        ("INBOUND_AUDIENCES", AUD),
+        ("CONSENT_BINDING", "link"),
+    ])
+    .await;
+    let server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
+
+    let mut new = new_target("demo", &mcp.url);
+    new.client = ClientChoice {
+        client_id: Some("gw-exchange".into()),
+        client_secret: Some(gateway_tests::CLIENT_SECRET.to_owned().into()),
+        ..Default::default()
+    };
+    new.scopes = Some(vec!["read".into()]);
+    new.exchange = Some(targets::NewExchange {
+        subject_token_type: gateway_shared::domain::ACCESS_TOKEN_TYPE.into(),
+        audience: Some("demo-api".into()),
+        identity_provider: None,
+    });
+    let base_url = url::Url::parse(&base).unwrap();
+    let added = targets::add_target(&gw.state, &base_url, FetchPolicy::local(), new)
+        .await
+        .unwrap();
+    let TargetAuth::OAuth(settings) = &added.target.auth else {
+        panic!("an OAuth target")
+    };
+    assert_eq!(
+        settings.flow,
+        gateway_shared::domain::OAuthFlow::TokenExchange
+    );
+
+    let token_of = |sub: &str| {
+        sign(
+            "test-key-1",
+            json!({"iss": inbound.issuer, "sub": sub, "aud": AUD, "exp": unix_now() + 300}),
+        )
+    };
+    let client_of = |token: &str| {
+        RawClient::new(
+            &format!("{}/mcp", server.base),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+    };
+    let exchanges = |counts: serde_json::Value| {
+        counts["urn:ietf:params:oauth:grant-type:token-exchange"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    // Alice and Bob: their own upstream identities, no consent.
+    for (n, sub) in ["alice", "bob"].into_iter().enumerate() {
+        let mut c = client_of(&token_of(sub));
+        c.initialize("2025-11-25", json!({"elicitation": {"url": {}}}))
+            .await;
+        let listed = c.request("tools/list", json!({})).await;
+        let names: Vec<&str> = listed.body["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(names.contains(&"whoami"), "{names:?}");
+        assert!(!names.contains(&"demo___connect"), "{names:?}");
+        let called = c
+            .request("tools/call", json!({"name": "whoami", "arguments": {}}))
+            .await;
+        assert_eq!(
+            gateway_tests::tool_text(&called.body["result"]),
+            sub,
+            "{:?}",
+            called.body
+        );
+        // One exchange per user: the listing's token served the call.
+        assert_eq!(exchanges(provider_counts(&op).await), n as u64 + 1);
+    }
+    let last = gateway_tests::http()
+        .get(format!("{}/test/last-exchange", op.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(last["audience"], "demo-api");
+    assert_eq!(last["resource"], mcp.url.as_str());
+    assert_eq!(last["scope"], "read");
+    assert_eq!(
+        last["requested_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    // Cached per user, sealed like any grant, without a refresh token.
+    let grant = gw
+        .state
+        .grants
+        .get("alice", "demo", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(grant.tokens.refresh_token.is_none());
+    assert!(grant.expires_at.unwrap() > unix_now());
+
+    // Carol's server wants her approval first: its page, as a URL elicitation.
+    let mut carol = client_of(&token_of("carol"));
+    carol
+        .initialize("2025-11-25", json!({"elicitation": {"url": {}}}))
+        .await;
+    let asked = carol
+        .request("tools/call", json!({"name": "whoami", "arguments": {}}))
+        .await;
+    assert_eq!(asked.body["error"]["code"], -32042, "{:?}", asked.body);
+    assert_eq!(
+        asked.body["error"]["data"]["elicitations"][0]["url"],
+        INTERACTION
+    );
+    assert!(gw
+        .state
+        .grants
+        .get("carol", "demo", true)
+        .await
+        .unwrap()
+        .is_none());
+
+    // A token the gateway accepts but the authorization server refuses to
+    // exchange: a clear error, nothing cached.
+    let mut dave = client_of(&token_of("dave"));
+    dave.initialize("2025-11-25", json!({})).await;
+    let refused = dave
+        .request("tools/call", json!({"name": "whoami", "arguments": {}}))
+        .await;
+    let text = gateway_tests::tool_text(&refused.body["result"]);
+    assert_eq!(
+        refused.body["result"]["isError"], true,
+        "{:?}",
+        refused.body
+    );
+    assert!(text.contains("refused to exchange your token"), "{text}");
+    assert!(gw
+        .state
+        .grants
+        .get("dave", "demo", true)
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -161,6 +161,20 @@ impl crate::ports::TokenIssuer for FakeServer {
         assert_eq!(call.settings.token_endpoint, TOKEN_ENDPOINT);
         self.machine_token().await
     }
+
+    /// A token exchange: `xt-<n>-<subject token>`, with a refresh token the
+    /// gateway must drop.
+    async fn exchange(
+        &self,
+        call: crate::ports::ExchangeCall<'_>,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let mut issued = self.machine_token().await?;
+        let n = self.state.lock().unwrap().issued;
+        issued.tokens.access_token =
+            SecretString::from(format!("xt-{n}-{}", call.subject_token.expose_secret()));
+        issued.tokens.refresh_token = Some(SecretString::from("never-kept".to_owned()));
+        Ok(issued)
+    }
 }
 
 impl FakeServer {
@@ -729,4 +743,81 @@ async fn grants_of_a_target_whose_flow_changed_are_deleted_not_renewed() {
         .await;
     assert!(matches!(outcome, Outcome::NotFound), "{outcome:?}");
     assert!(w.store.peek(MACHINE_SUB, "demo").is_none());
+}
+
+/// Token exchange: the caller's token exchanged once per user and cached
+/// until it nears expiry; a forced exchange (the upstream refused the cached
+/// token) goes to the server again; refresh tokens are never kept; no token
+/// to exchange and refusals are told apart.
+#[tokio::test(start_paused = true)]
+async fn exchanged_tokens_are_cached_per_user_until_they_expire() {
+    let w = World::new(true, 3600).await;
+    let mut exchange = target();
+    exchange.name = "exchange".into();
+    if let TargetAuth::OAuth(o) = &mut exchange.auth {
+        o.flow = crate::domain::OAuthFlow::TokenExchange;
+        o.exchange = Some(crate::domain::ExchangeSettings {
+            subject_token_type: crate::domain::ACCESS_TOKEN_TYPE.into(),
+            audience: None,
+            identity_provider: None,
+        });
+    }
+    let r = w.instance();
+    let alice = SecretString::from("alice-token".to_owned());
+    let bob = SecretString::from("bob-token".to_owned());
+    let get = |sub: &'static str, token: Option<&'static SecretString>, force: bool| {
+        let (r, exchange) = (&r, &exchange);
+        async move { r.exchanged_grant(sub, exchange, token, 60, force).await }
+    };
+    let alice: &'static SecretString = Box::leak(Box::new(alice));
+    let bob: &'static SecretString = Box::leak(Box::new(bob));
+
+    let g = get("alice", Some(alice), false).await.unwrap();
+    assert_eq!(access(&g), "xt-1-alice-token");
+    assert!(
+        g.tokens.refresh_token.is_none(),
+        "refresh tokens are dropped"
+    );
+    assert!(w
+        .store
+        .peek("alice", "exchange")
+        .unwrap()
+        .tokens
+        .refresh_token
+        .is_none());
+    // Cached: no second request, even with another of alice's tokens.
+    let other = Box::leak(Box::new(SecretString::from("alice-token-2".to_owned())));
+    assert_eq!(
+        access(&get("alice", Some(other), false).await.unwrap()),
+        "xt-1-alice-token"
+    );
+    assert_eq!(w.server.requests(), 1);
+    // Per user.
+    assert_eq!(
+        access(&get("bob", Some(bob), false).await.unwrap()),
+        "xt-2-bob-token"
+    );
+    // Forced: exchanged again.
+    assert_eq!(
+        access(&get("alice", Some(alice), true).await.unwrap()),
+        "xt-3-alice-token"
+    );
+    // Near expiry: exchanged again.
+    tokio::time::advance(Duration::from_secs(3600 - 30)).await;
+    assert_eq!(
+        access(&get("alice", Some(alice), false).await.unwrap()),
+        "xt-4-alice-token"
+    );
+    assert_eq!(w.server.requests(), 4);
+    // Nothing cached and nothing to exchange; a refusal.
+    assert_eq!(
+        get("carol", None, false).await.unwrap_err(),
+        ExchangeFailure::NoSubjectToken
+    );
+    w.server.then(Step::Reject("invalid_grant"));
+    assert_eq!(
+        get("carol", Some(alice), false).await.unwrap_err(),
+        ExchangeFailure::Refused("invalid_grant".into())
+    );
+    assert!(w.store.peek("carol", "exchange").is_none());
 }
