@@ -908,3 +908,131 @@ async fn a_table_writer_cannot_move_a_grant_or_redirect_its_secrets() {
         .await
         .is_ok());
 }
+
+/// The payload of a JWT access token (its signature is the server's business).
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// DPoP with real parts: oidc-provider with DPoP on (and nonces required)
+/// advertises ES256, so the consent's code exchange carries a proof and the
+/// server binds the tokens to the grant's own key; an upstream that takes
+/// only DPoP-bound tokens (fresh proofs, nonces, `cnf.jkt`) serves the
+/// user through the gateway; a refresh keeps the binding; the same token
+/// presented as a plain bearer token is refused.
+#[tokio::test]
+async fn dpop_bound_tokens_from_a_real_provider_reach_a_dpop_only_upstream() {
+    let s = stack(json!({"dpop": true, "accessTokenTtl": 300})).await;
+    let upstream = gateway_tests::DemoMcpServer::start_with(&s.op.issuer, false, &["--dpop"]);
+    // What discovery reads from the provider's metadata.
+    let http = gateway_shared::state::http_client();
+    let found = gateway_shared::adapters::discovery::discover(
+        &gateway_shared::adapters::discovery::Fetcher::new(
+            &http,
+            gateway_shared::adapters::discovery::FetchPolicy::local(),
+        ),
+        &upstream.url,
+    )
+    .await
+    .unwrap();
+    let algs = found
+        .authorization_server
+        .dpop_signing_alg_values_supported
+        .clone();
+    assert!(algs.iter().any(|a| a == "ES256"), "{algs:?}");
+    let mut target = s
+        .target_at(
+            "demo",
+            &upstream.url,
+            "gw-basic",
+            TokenEndpointAuthMethod::ClientSecretBasic,
+        )
+        .await;
+    if let TargetAuth::OAuth(o) = &mut target.auth {
+        o.dpop_signing_alg_values_supported = algs;
+    }
+    s.gw.state.targets.put(&target).await.unwrap();
+
+    // A consent for this upstream's resource.
+    let pending = gateway_shared::domain::PendingAuthorization::new(
+        "alice",
+        "demo",
+        vec!["read".into()],
+        Some(upstream.url.clone()),
+        Some(s.op.issuer.clone()),
+        s.gw.state.clock.now(),
+        600,
+    );
+    s.gw.state.authorizations.create(&pending).await.unwrap();
+    let link = format!("{}/connect/{}", s.server.base, pending.id);
+    let seen = browser_consent(&link, &["alice"], "consent", None).await;
+    assert_eq!(
+        seen.title.as_deref(),
+        Some("Connected to Demo Service"),
+        "{seen:?}"
+    );
+    let grant = s.grant("alice", "demo").await;
+    assert_eq!(grant.tokens.token_type, "DPoP");
+    let key = gateway_shared::crypto::dpop::DpopKey::from_secret(
+        grant.tokens.dpop_key.as_ref().expect("the grant's key"),
+    )
+    .unwrap();
+    let claims = jwt_claims(grant.tokens.access_token.expose_secret());
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint().as_str());
+
+    // Through the gateway: proofs and the upstream's nonce.
+    let call = || async {
+        let mut c = gateway_tests::RawClient::new(
+            &format!("{}/mcp", s.server.base),
+            &[("x-gateway-dev-user", "alice")],
+        );
+        c.initialize("2025-11-25", json!({})).await;
+        let r = c
+            .request("tools/call", json!({"name": "whoami", "arguments": {}}))
+            .await;
+        gateway_tests::tool_text(&r.body["result"])
+    };
+    assert_eq!(call().await, "alice");
+    assert_eq!(call().await, "alice", "a fresh proof for every request");
+
+    // The bound token alone, as a bearer token, is refused.
+    assert_eq!(
+        mcp_call_tool(
+            &upstream.url,
+            grant.tokens.access_token.expose_secret(),
+            "whoami",
+            json!({})
+        )
+        .await,
+        Err(401)
+    );
+
+    // A refresh presents a proof with the same key; the new token is bound
+    // to it and serves the user.
+    let later = instance(&s.gw, an_hour_later()).await;
+    let fresh = later
+        .tokens
+        .usable_grant("alice", "demo", "later", 60, LeasePolicy::default())
+        .await
+        .unwrap();
+    assert_ne!(
+        fresh.tokens.access_token.expose_secret(),
+        grant.tokens.access_token.expose_secret()
+    );
+    assert_eq!(fresh.tokens.token_type, "DPoP");
+    assert_eq!(
+        jwt_claims(fresh.tokens.access_token.expose_secret())["cnf"]["jkt"],
+        key.thumbprint().as_str()
+    );
+    // Each token request was asked for the server's nonce once, then
+    // answered: the code exchange and the refresh, two requests each.
+    let counts = provider_counts(&s.op).await;
+    assert_eq!(counts["authorization_code"], 2, "{counts}");
+    assert_eq!(refreshes(&counts), 2, "{counts}");
+    assert_eq!(call().await, "alice");
+}

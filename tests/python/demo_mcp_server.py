@@ -10,14 +10,22 @@ Tools: `whoami` (the caller's `sub`), `echo`, `add`, and `write_note`, which
 needs the `write` scope: without it the server answers 403
 `insufficient_scope` (RFC 6750), as per-tool scopes are meant to work.
 
+With `--dpop` it takes only DPoP-bound tokens (RFC 9449): the `DPoP`
+scheme, a fresh proof per request for this URL with the token's hash, signed
+by the key the token's `cnf.jkt` names, carrying the nonce it hands out.
+
     python demo_mcp_server.py --port 8200 --issuer http://127.0.0.1:8100
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import secrets
 import sys
+import time
 
 import uvicorn
 
@@ -74,6 +82,7 @@ def main() -> None:
         default="all",
         help="2025: refuse 2026-07-28 requests, as a server of the 2025 eras does",
     )
+    parser.add_argument("--dpop", action="store_true", help="take only DPoP-bound tokens, with nonces")
     args = parser.parse_args()
     resource = args.resource or f"http://127.0.0.1:{args.port}/mcp"
 
@@ -118,6 +127,8 @@ def main() -> None:
     app = WriteScope(app, resource)
     if args.era == "2025":
         app = Only2025(app)
+    if args.dpop:
+        app = DpopOnly(app, resource)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
@@ -167,6 +178,90 @@ class WriteScope:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class DpopOnly:
+    """ASGI wrapper: a request with a token must present it with the DPoP
+    scheme and a valid proof (RFC 9449 §4.3, §7); the token then goes on as
+    a bearer token to the server behind, which validates it."""
+
+    def __init__(self, app, resource: str) -> None:
+        self.app = app
+        self.resource = resource
+        self.nonce = secrets.token_urlsafe(16)
+        self.seen: set[str] = set()
+
+    async def refuse(self, send, error: str, description: str) -> None:
+        challenge = f'DPoP algs="ES256", error="{error}", error_description="{description}"'
+        headers = [(b"www-authenticate", challenge.encode()), (b"content-type", b"application/json")]
+        if error == "use_dpop_nonce":
+            headers.append((b"dpop-nonce", self.nonce.encode()))
+        print(f"dpop: refused ({error}: {description})", file=sys.stderr, flush=True)
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps({"error": error}).encode()})
+
+    def check(self, scope, token: str, proof: str | None) -> tuple[str, str] | None:
+        """Why the proof fails, as (error, description), or None."""
+        if not proof:
+            return ("invalid_dpop_proof", "no DPoP proof")
+        try:
+            header = jwt.get_unverified_header(proof)
+            if header.get("typ") != "dpop+jwt" or header.get("alg") != "ES256":
+                return ("invalid_dpop_proof", "typ or alg")
+            jwk = header.get("jwk") or {}
+            if "d" in jwk:
+                return ("invalid_dpop_proof", "private key in the proof")
+            claims = jwt.decode(proof, jwt.PyJWK(jwk).key, algorithms=["ES256"])
+        except (jwt.PyJWTError, ValueError, TypeError) as err:
+            return ("invalid_dpop_proof", f"unverifiable proof: {err}")
+        if claims.get("htm") != scope.get("method") or claims.get("htu") != self.resource:
+            return ("invalid_dpop_proof", "htm or htu")
+        if abs(time.time() - float(claims.get("iat", 0))) > 300:
+            return ("invalid_dpop_proof", "iat")
+        if claims.get("ath") != b64url(hashlib.sha256(token.encode()).digest()):
+            return ("invalid_dpop_proof", "ath")
+        jti = str(claims.get("jti", ""))
+        if not jti or jti in self.seen:
+            return ("invalid_dpop_proof", "jti missing or replayed")
+        thumbprint = b64url(hashlib.sha256(json.dumps(
+            {"crv": jwk.get("crv"), "kty": jwk.get("kty"), "x": jwk.get("x"), "y": jwk.get("y")},
+            separators=(",", ":"), sort_keys=True).encode()).digest())
+        try:
+            cnf = jwt.decode(token, options={"verify_signature": False}).get("cnf") or {}
+        except jwt.PyJWTError:
+            cnf = {}
+        if cnf.get("jkt") != thumbprint:
+            return ("invalid_token", "the token is not bound to the proof's key")
+        if claims.get("nonce") != self.nonce:
+            return ("use_dpop_nonce", "a nonce is required")
+        self.seen.add(jti)
+        return None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        authorization = headers.get(b"authorization", b"").decode()
+        scheme, _, token = authorization.partition(" ")
+        if not authorization:
+            await self.app(scope, receive, send)
+            return
+        if scheme.lower() != "dpop":
+            await self.refuse(send, "invalid_token", "DPoP-bound tokens only")
+            return
+        proof = headers.get(b"dpop", b"").decode() or None
+        failure = self.check(scope, token.strip(), proof)
+        if failure:
+            await self.refuse(send, *failure)
+            return
+        rewritten = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"dpop")]
+        rewritten.append((b"authorization", f"Bearer {token.strip()}".encode()))
+        await self.app({**scope, "headers": rewritten}, receive, send)
 
 
 class Only2025:

@@ -62,7 +62,11 @@ impl DemoMcpServer {
             .args(["--port", &port.to_string(), "--issuer", issuer])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(if std::env::var_os("DEMO_MCP_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if stateless {
             cmd.arg("--stateless");
         }
