@@ -199,6 +199,37 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
     assert!(!ok && out.contains("--api-key-header"), "{out}");
     let (ok, out) = add(&["--auth", "client_credentials"]);
     assert!(!ok && out.contains("--client-id"), "{out}");
+    let (ok, out) = add(&["--auth", "enterprise_managed", "--client-id", "x"]);
+    assert!(!ok && out.contains("--idp-token-endpoint"), "{out}");
+    let (ok, out) = add(&["--auth", "token_exchange", "--subject-token-type", "cookie"]);
+    assert!(
+        !ok && out.contains("not access_token, id_token, jwt or a URN"),
+        "{out}"
+    );
+    let (ok, out) = add(&["--audience", "api"]);
+    assert!(
+        !ok && out.contains("go with --auth token_exchange"),
+        "{out}"
+    );
+    let (ok, out) = add(&["--auth", "token_exchange"]);
+    assert!(!ok && out.contains("--client-id"), "{out}");
+    let (ok, out) = add(&[
+        "--auth",
+        "enterprise_managed",
+        "--client-id",
+        "x",
+        "--idp-token-endpoint",
+        "http://idp.example.test/token",
+        "--idp-client-id",
+        "gw",
+        "--token-endpoint",
+        "https://as.example.test/token",
+        "--authorization-endpoint",
+        "https://as.example.test/authorize",
+        "--issuer",
+        "https://as.example.test",
+    ]);
+    assert!(!ok && out.contains("must be https"), "{out}");
     let (ok, out) = add(&["--auth", "oauth", "--api-key-query", "k", "--api-key-stdin"]);
     assert!(!ok && out.contains("does not go with"), "{out}");
     // Contradictions are refused, not silently resolved.
