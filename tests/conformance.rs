@@ -8,25 +8,10 @@
 use std::process::Stdio;
 
 use gateway_shared::domain::{Target, TargetAuth};
-use gateway_tests::{free_port, wait_for_port, workspace_root, ChildGuard, Gateway, GatewayServer};
-
-fn fixtures() -> (ChildGuard, String) {
-    let port = free_port();
-    let root = workspace_root();
-    let mut child = std::process::Command::new(root.join(".tools/venv/bin/python"))
-        .arg(root.join("tests/python/conformance_fixtures.py"))
-        .args(["--port", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the conformance fixtures");
-    wait_for_port(port, &mut child, "conformance fixtures");
-    (ChildGuard(child), format!("http://127.0.0.1:{port}/mcp"))
-}
+use gateway_tests::{conformance_fixtures, workspace_root, Gateway, GatewayServer};
 
 async fn run_suite(spec_version: &str) {
-    let (_fixtures, fixtures_url) = fixtures();
+    let (_fixtures, fixtures_url) = conformance_fixtures();
     let (listener, base) = GatewayServer::bind().await;
     let gw = Gateway::start(&[("PUBLIC_BASE_URL", &base), ("ALLOWED_ORIGINS", &base)]).await;
     gw.state

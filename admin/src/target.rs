@@ -33,6 +33,20 @@ pub(crate) enum TargetCommand {
     },
     /// List targets.
     List,
+    /// List a target's tools upstream now and store them as its catalog
+    /// (what tool search and users not yet connected see; with
+    /// TOOLS_LISTING=search, the catalogs are kept this way).
+    Sync {
+        /// Target name.
+        name: String,
+        /// The user whose connection lists the tools, for a target each
+        /// user connects (the gateway's own credentials otherwise).
+        #[arg(long)]
+        user: Option<String>,
+        /// Public base URL of the gateway.
+        #[arg(long, env = "PUBLIC_BASE_URL")]
+        public_base_url: url::Url,
+    },
     /// Show one target as JSON.
     Show {
         /// Target name.
@@ -462,6 +476,23 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("target {}: saved", target.name);
+        }
+        TargetCommand::Sync {
+            name,
+            user,
+            public_base_url,
+        } => {
+            let state = state().await?;
+            let caller = gateway_shared::gateway::Caller {
+                sub: user.unwrap_or_else(|| "gateway:admin".into()),
+                version: gateway_shared::wire::LATEST_2025.into(),
+                url_elicitation: false,
+                inbound_token: None,
+            };
+            let count = gateway_shared::gateway::Gateway::new(&state, public_base_url, caller)
+                .sync_catalog(&name)
+                .await?;
+            println!("target {name}: {count} tools in its catalog");
         }
         TargetCommand::List => {
             let state = state().await?;

@@ -350,3 +350,41 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
     assert_eq!(target["auth"]["kind"], "aws_iam", "{shown}");
     assert_eq!(target["auth"]["service"], "bedrock-agentcore");
 }
+
+/// `gateway-admin target sync`: the target's tools listed upstream now and
+/// stored as its catalog (what tool search sees), every page of them; an
+/// unknown target is named in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_sync_stores_the_upstream_catalog_for_search() {
+    let gw = Gateway::start(&[]).await;
+    let (_fixtures, url) = gateway_tests::conformance_fixtures();
+    let target = gateway_shared::domain::Target {
+        name: "fixtures".into(),
+        display_name: None,
+        mcp_url: url,
+        auth: gateway_shared::domain::TargetAuth::None,
+        tool_prefix: None,
+        return_to: Default::default(),
+        tool_catalog: vec![],
+    };
+    gw.state.targets.put(&target).await.unwrap();
+    let base = ["--public-base-url", "https://gateway.example.test"];
+    let (ok, out) = admin(&gw, &[&["target", "sync", "fixtures"][..], &base].concat());
+    assert!(ok, "{out}");
+    let stored = gw
+        .state
+        .targets
+        .get_fresh("fixtures")
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = stored
+        .tool_catalog
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"test_simple_text"), "{names:?}");
+    assert!(out.contains(&format!("{} tools", names.len())), "{out}");
+    let (ok, out) = admin(&gw, &[&["target", "sync", "nothing"][..], &base].concat());
+    assert!(!ok && out.contains("no target named \"nothing\""), "{out}");
+}

@@ -160,6 +160,21 @@ pub struct Config {
     /// withdrawn from its JWKS can still be honoured (`JWKS_CACHE_SECONDS`,
     /// 5-300, default 300).
     pub jwks_cache_ttl: Duration,
+    /// What `tools/list` returns (`TOOLS_LISTING`): `all` the targets'
+    /// tools (the default), or `search`: only the gateway's own tools, with
+    /// `gateway___search_tools` to find the others (catalogs too large to
+    /// list).
+    pub tools_listing: ToolsListing,
+}
+
+/// What `tools/list` returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolsListing {
+    /// Every target's tools and the gateway's own.
+    #[default]
+    All,
+    /// The gateway's own tools only; agents search for the rest.
+    SearchOnly,
 }
 
 impl Config {
@@ -266,7 +281,18 @@ impl Config {
                 reason: format!("{bad:?} is not an origin (scheme://host[:port], no path)"),
             });
         }
+        let tools_listing = match get("TOOLS_LISTING").as_deref() {
+            None | Some("all") => ToolsListing::All,
+            Some("search") => ToolsListing::SearchOnly,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOOLS_LISTING",
+                    reason: format!("{other:?} is not all or search"),
+                })
+            }
+        };
         Ok(Config {
+            tools_listing,
             allowed_origins: list("ALLOWED_ORIGINS"),
             return_url_allowlist,
             consent_binding,

@@ -26,6 +26,7 @@ mod fuzz;
 pub mod gateway;
 
 pub mod ports;
+pub mod search;
 pub mod state;
 pub mod targets;
 pub mod telemetry;

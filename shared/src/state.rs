@@ -48,6 +48,8 @@ pub struct AppState {
     /// Token refresh under the lease protocol (with this instance's
     /// refreshes in flight).
     pub tokens: Arc<Refresher>,
+    /// The tool search index of this instance.
+    pub search: Arc<crate::search::SearchCache>,
 }
 
 impl AppState {
@@ -134,6 +136,7 @@ impl AppState {
             clock,
             http,
             tokens,
+            search: Default::default(),
         })
     }
 }
@@ -172,6 +175,7 @@ impl AppState {
             upstream: Arc::new(UpstreamClient::new(http.clone(), store, clock)),
             http,
             tokens,
+            search: Default::default(),
         }
     }
 }

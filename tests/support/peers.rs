@@ -82,6 +82,24 @@ impl DemoMcpServer {
     }
 }
 
+/// The MCP server of the conformance suite's fixtures
+/// (`tests/python/conformance_fixtures.py`, no authentication): its guard
+/// and MCP URL.
+pub fn conformance_fixtures() -> (ChildGuard, String) {
+    let port = free_port();
+    let root = workspace_root();
+    let mut child = Command::new(root.join(".tools/venv/bin/python"))
+        .arg(root.join("tests/python/conformance_fixtures.py"))
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the conformance fixtures");
+    wait_for_port(port, &mut child, "conformance fixtures");
+    (ChildGuard(child), format!("http://127.0.0.1:{port}/mcp"))
+}
+
 /// A tiny HTTP server on 127.0.0.1 answering every request with one fixed
 /// response (or never, with `hang`), counting requests. Stopped on drop.
 pub struct FakeHttp {

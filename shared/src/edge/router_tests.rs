@@ -509,3 +509,156 @@ async fn dev_mode_refuses_foreign_origins_and_hosts() {
         .await;
     assert_eq!(r.status, 200);
 }
+
+/// A target whose upstream is unreachable, with a remembered catalog.
+async fn catalog_target(edge: &Edge, name: &str, tools: &[(&str, &str, &[&str])]) {
+    let catalog = tools
+        .iter()
+        .map(|(tool, description, params)| {
+            let props: serde_json::Map<String, Value> = params
+                .iter()
+                .map(|p| (p.to_string(), json!({"type": "string"})))
+                .collect();
+            json!({"name": tool, "description": description, "inputSchema": {"type": "object", "properties": props}})
+        })
+        .collect();
+    crate::ports::TargetCatalog::put(
+        &edge.store,
+        &Target {
+            name: name.into(),
+            display_name: None,
+            mcp_url: "http://127.0.0.1:9/mcp".into(),
+            auth: TargetAuth::None,
+            tool_prefix: None,
+            return_to: Default::default(),
+            tool_catalog: catalog,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn call_tool(edge: &Edge, session: &str, name: &str, arguments: Value) -> Answer {
+    edge.request(
+        "tools/call",
+        json!({"name": name, "arguments": arguments}),
+        &[
+            ("x-gateway-dev-user", "alice"),
+            ("mcp-protocol-version", "2025-06-18"),
+            ("mcp-session-id", session),
+        ],
+    )
+    .await
+}
+
+/// `gateway___search_tools` ranks every target's remembered tools (the
+/// upstreams are not even reachable) and names each hit exactly as it is
+/// called; bad arguments get `invalid params`; with `TOOLS_LISTING=search`
+/// the listing holds only the gateway's own tools, the search among them.
+#[tokio::test]
+async fn tool_search_finds_tools_across_targets_by_their_callable_names() {
+    for listing in ["all", "search"] {
+        let edge = Edge::new(&[("TOOLS_LISTING", listing)]);
+        catalog_target(
+            &edge,
+            "github",
+            &[
+                (
+                    "list_issues",
+                    "List the issues of a repository.",
+                    &["repo", "state"],
+                ),
+                (
+                    "create_pull_request",
+                    "Open a pull request.",
+                    &["repo", "head"],
+                ),
+            ],
+        )
+        .await;
+        catalog_target(
+            &edge,
+            "calendar",
+            &[(
+                "createEvent",
+                "Create an event in the user's calendar.",
+                &["start", "title"],
+            )],
+        )
+        .await;
+        let session = initialize(&edge, "alice").await;
+        let found = call_tool(
+            &edge,
+            &session,
+            "gateway___search_tools",
+            json!({"query": "create a calendar event", "limit": 2}),
+        )
+        .await;
+        let tools = found.body["result"]["structuredContent"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{:?}", found.body))
+            .clone();
+        assert_eq!(tools.len(), 2, "{tools:?}");
+        assert_eq!(tools[0]["name"], "calendar___createEvent");
+        assert_eq!(tools[0]["target"], "calendar");
+        assert_eq!(
+            tools[0]["inputSchema"]["properties"]["start"]["type"],
+            "string"
+        );
+        assert_eq!(found.body["result"]["isError"], false);
+        let text: Value =
+            serde_json::from_str(found.body["result"]["content"][0]["text"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(text["tools"][0]["name"], "calendar___createEvent");
+
+        for bad in [
+            json!({}),
+            json!({"query": 7}),
+            json!({"query": "x", "limit": 0}),
+            json!({"query": "x", "limit": 51}),
+            json!({"query": "x", "limit": "5"}),
+        ] {
+            let r = call_tool(&edge, &session, "gateway___search_tools", bad.clone()).await;
+            assert_eq!(r.body["error"]["code"], -32602, "{bad} -> {:?}", r.body);
+        }
+        let none = call_tool(
+            &edge,
+            &session,
+            "gateway___search_tools",
+            json!({"query": "zzzz"}),
+        )
+        .await;
+        assert_eq!(none.body["result"]["structuredContent"]["tools"], json!([]));
+
+        let listed = edge
+            .request(
+                "tools/list",
+                json!({}),
+                &[
+                    ("x-gateway-dev-user", "alice"),
+                    ("mcp-protocol-version", "2025-06-18"),
+                    ("mcp-session-id", &session),
+                ],
+            )
+            .await;
+        let names: Vec<&str> = listed.body["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(names.contains(&"gateway___search_tools"), "{names:?}");
+        assert_eq!(
+            names.contains(&"github___list_issues"),
+            listing == "all",
+            "{listing}: {names:?}"
+        );
+    }
+    assert!(Config::from_lookup(|k| match k {
+        "TOOLS_LISTING" => Some("some".into()),
+        "TABLE_NAME" | "KEYSET_SECRET_ARN" => Some("x".into()),
+        "INBOUND_AUTH_MODE" => Some("dev".into()),
+        _ => None,
+    })
+    .is_err());
+}

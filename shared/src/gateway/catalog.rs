@@ -9,6 +9,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use super::names::expose;
+use crate::config::ToolsListing;
 use crate::domain::Target;
 use crate::wire::codes;
 
@@ -20,6 +21,10 @@ impl Gateway<'_> {
             Ok(t) => t,
             Err(r) => return r,
         };
+        // Search-only listing: the gateway's own tools; agents search.
+        if key == "tools" && self.state.config.tools_listing == ToolsListing::SearchOnly {
+            return Reply::Result(json!({ "tools": gateway_tools() }));
+        }
         let cursor = params.and_then(Params::cursor);
         let wanted: Option<BTreeMap<String, String>> = match cursor {
             None => None,
@@ -102,6 +107,58 @@ impl Gateway<'_> {
         Reply::Result(result)
     }
 
+    /// Lists `target`'s tools upstream as this caller (every page, at most
+    /// [`MAX_SYNC_PAGES`]) and stores them as its catalog, which tool search
+    /// and users who have not connected see. The number of tools, or why not.
+    pub async fn sync_catalog(&self, name: &str) -> Result<usize, String> {
+        let target = match self.state.targets.get_fresh(name).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(format!("no target named {name:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut tools = vec![];
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_SYNC_PAGES {
+            let mut p = Params::new();
+            if let Some(c) = &cursor {
+                p.set("cursor", c);
+            }
+            let message = match self.forward(&target, "tools/list", Some(p)).await {
+                Ok(m) => m,
+                Err(Blocked::Consent(_) | Blocked::Interaction(_)) => {
+                    return Err(format!(
+                        "{} needs this user's consent first (connect, then sync again)",
+                        target.title()
+                    ))
+                }
+                Err(Blocked::Retry(why) | Blocked::Upstream(why)) => return Err(why),
+            };
+            let Some(result) = message.get("result") else {
+                return Err(format!(
+                    "the upstream answered tools/list with an error: {}",
+                    message.get("error").cloned().unwrap_or_default()
+                ));
+            };
+            if let Some(list) = result.get("tools").and_then(Value::as_array) {
+                tools.extend(list.iter().cloned());
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let count = tools.len();
+        self.state
+            .targets
+            .put_catalog(&target, &tools)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(count)
+    }
+
     /// Keeps the target's catalog current for users who have not connected.
     pub(super) async fn remember_catalog(&self, target: &Target, tools: &[Value]) {
         if target.tool_catalog.as_slice() == tools {
@@ -120,6 +177,9 @@ impl Gateway<'_> {
         }
     }
 }
+
+/// The most `tools/list` pages a catalog sync follows.
+pub const MAX_SYNC_PAGES: usize = 100;
 
 /// A listed item under its exposed name (URIs stay as they are).
 pub(super) fn rename(item: &Value, prefix: &str, key: &str) -> Option<Value> {

@@ -3,8 +3,12 @@
 
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
+use super::catalog::rename;
 use crate::connections;
 use crate::domain::Target;
+use crate::search::{Entry, ToolIndex};
 use crate::wire::codes;
 
 use super::*;
@@ -48,10 +52,99 @@ impl Gateway<'_> {
                     }
                 }
             }
+            Some("search_tools") => self.search_tools(args).await,
             _ => Reply::error(codes::INVALID_PARAMS, format!("Unknown tool: {name}")),
         }
     }
+
+    /// `gateway___search_tools`: the best tools for a query across every
+    /// target's catalog (connected or not), with the exact names to call.
+    async fn search_tools(&self, args: Option<&Value>) -> Reply {
+        let Some(query) = args.and_then(|a| a.get("query")).and_then(Value::as_str) else {
+            return Reply::error(
+                codes::INVALID_PARAMS,
+                "arguments.query (a string) is required",
+            );
+        };
+        let limit = match args.and_then(|a| a.get("limit")) {
+            None | Some(Value::Null) => DEFAULT_SEARCH_LIMIT,
+            Some(v) => match v.as_u64() {
+                Some(n @ 1..=MAX_SEARCH_LIMIT) => n as usize,
+                _ => {
+                    return Reply::error(
+                        codes::INVALID_PARAMS,
+                        format!("arguments.limit must be an integer from 1 to {MAX_SEARCH_LIMIT}"),
+                    )
+                }
+            },
+        };
+        let exposed = match self.exposed_targets().await {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let index = self.search_index(&exposed);
+        let hits = index.search(query, limit, |_| true);
+        let tools: Vec<Value> = hits
+            .iter()
+            .map(|h| {
+                let t = &h.entry.tool;
+                let mut hit = json!({
+                    "name": h.entry.name,
+                    "target": h.entry.target,
+                    "score": (h.score * 1000.0).round() / 1000.0,
+                });
+                for key in ["title", "description", "inputSchema", "annotations"] {
+                    if let Some(v) = t.get(key) {
+                        hit[key] = v.clone();
+                    }
+                }
+                hit
+            })
+            .collect();
+        let structured = json!({"tools": tools});
+        Reply::Result(json!({
+            "content": [{"type": "text", "text": structured.to_string()}],
+            "structuredContent": structured,
+            "isError": false,
+        }))
+    }
+
+    /// The search index over the exposed targets' catalogs, rebuilt only
+    /// when the list of targets (or a prefix) changed.
+    pub(super) fn search_index(&self, exposed: &[Exposed]) -> Arc<ToolIndex> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for e in exposed {
+            // The cached targets are shared: a reload is a new allocation.
+            (Arc::as_ptr(&e.target) as usize).hash(&mut h);
+            e.target.name.hash(&mut h);
+            e.prefix.hash(&mut h);
+            e.target.tool_catalog.len().hash(&mut h);
+        }
+        self.state.search.get_or_build(h.finish(), || {
+            ToolIndex::new(
+                exposed
+                    .iter()
+                    .flat_map(|e| {
+                        e.target.tool_catalog.iter().filter_map(|tool| {
+                            let renamed = rename(tool, &e.prefix, "tools")?;
+                            Some(Entry {
+                                target: e.target.name.clone(),
+                                name: renamed.get("name")?.as_str()?.to_owned(),
+                                tool: renamed,
+                            })
+                        })
+                    })
+                    .collect(),
+            )
+        })
+    }
 }
+
+/// Hits `gateway___search_tools` returns unless asked for another number.
+pub const DEFAULT_SEARCH_LIMIT: usize = 10;
+/// The most hits one search returns.
+pub const MAX_SEARCH_LIMIT: u64 = 50;
 
 /// The name of a target's connect tool (always `<target>___connect`).
 pub(super) fn connect_tool_name(target: &Target) -> String {
@@ -74,6 +167,15 @@ pub(super) fn gateway_tools() -> Vec<Value> {
             "name": format!("{GATEWAY_PREFIX}connections"),
             "description": "Lists the services you have connected through the gateway: their status, expiry and scopes.",
             "inputSchema": {"type": "object", "properties": {}},
+            "annotations": {"readOnlyHint": true},
+        }),
+        json!({
+            "name": format!("{GATEWAY_PREFIX}search_tools"),
+            "description": "Searches the tools of every service the gateway offers, connected or not, and returns the best matches with the exact name to call each by, its description and its input schema.",
+            "inputSchema": {"type": "object", "properties": {
+                "query": {"type": "string", "description": "What the tool should do, in words (e.g. \"create a calendar event\")"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_LIMIT, "description": "How many tools to return (default 10)"},
+            }, "required": ["query"]},
             "annotations": {"readOnlyHint": true},
         }),
         json!({
