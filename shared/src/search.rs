@@ -29,15 +29,24 @@ const STOP_WORDS: &[&str] = &[
 /// The longest query read (characters); the rest is ignored.
 pub const MAX_QUERY_CHARS: usize = 1024;
 
-/// One searchable tool.
+/// One searchable tool: where it is in a shared target's catalog (the
+/// index holds no copy of the tools), and the name to call it by.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The target it belongs to.
-    pub target: String,
+    pub target: Arc<crate::domain::Target>,
+    /// Its position in the target's catalog.
+    pub position: usize,
     /// The name to call it by (the exposed name).
     pub name: String,
-    /// The tool as the upstream described it, renamed to `name`.
-    pub tool: Value,
+}
+
+impl Entry {
+    /// The tool as the upstream described it (under its upstream name).
+    pub fn tool(&self) -> &Value {
+        static NONE: Value = Value::Null;
+        self.target.tool_catalog.get(self.position).unwrap_or(&NONE)
+    }
 }
 
 /// A ranked hit.
@@ -68,7 +77,7 @@ impl ToolIndex {
         let mut terms: HashMap<String, f32> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             terms.clear();
-            let tool = &e.tool;
+            let tool = e.tool();
             let text = |key: &str| tool.get(key).and_then(Value::as_str).unwrap_or_default();
             let mut add = |s: &str, weight: f32| {
                 for w in words(s) {
@@ -249,10 +258,19 @@ mod tests {
             .iter()
             .map(|p| (p.to_string(), json!({"type": "string"})))
             .collect();
+        let tool = json!({"name": name, "description": description, "inputSchema": {"type": "object", "properties": props}});
         Entry {
-            target: target.into(),
+            target: Arc::new(crate::domain::Target {
+                name: target.into(),
+                display_name: None,
+                mcp_url: "https://mcp.test/mcp".into(),
+                auth: crate::domain::TargetAuth::None,
+                tool_prefix: None,
+                return_to: Default::default(),
+                tool_catalog: vec![tool],
+            }),
+            position: 0,
             name: name.into(),
-            tool: json!({"name": name, "description": description, "inputSchema": {"type": "object", "properties": props}}),
         }
     }
 
@@ -333,7 +351,7 @@ mod tests {
     #[test]
     fn filtered_and_empty_queries_find_nothing_they_should_not() {
         let idx = index();
-        let hits = idx.search("issues", 10, |e| e.target != "github");
+        let hits = idx.search("issues", 10, |e| e.target.name != "github");
         assert_eq!(names(&hits), ["jira___search_issues"]);
         assert!(idx.search("", 10, |_| true).is_empty());
         assert!(idx.search("the a of", 10, |_| true).is_empty());

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use super::catalog::rename;
+use super::names::expose;
 use crate::connections;
 use crate::domain::Target;
 use crate::search::{Entry, ToolIndex};
@@ -87,10 +87,10 @@ impl Gateway<'_> {
         let tools: Vec<Value> = hits
             .iter()
             .map(|h| {
-                let t = &h.entry.tool;
+                let t = h.entry.tool();
                 let mut hit = json!({
                     "name": h.entry.name,
-                    "target": h.entry.target,
+                    "target": h.entry.target.name,
                     "score": (h.score * 1000.0).round() / 1000.0,
                 });
                 for key in ["title", "description", "inputSchema", "annotations"] {
@@ -126,14 +126,18 @@ impl Gateway<'_> {
                 exposed
                     .iter()
                     .flat_map(|e| {
-                        e.target.tool_catalog.iter().filter_map(|tool| {
-                            let renamed = rename(tool, &e.prefix, "tools")?;
-                            Some(Entry {
-                                target: e.target.name.clone(),
-                                name: renamed.get("name")?.as_str()?.to_owned(),
-                                tool: renamed,
+                        e.target
+                            .tool_catalog
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(position, tool)| {
+                                let name = tool.get("name")?.as_str()?;
+                                Some(Entry {
+                                    target: e.target.clone(),
+                                    position,
+                                    name: expose(&e.prefix, name),
+                                })
                             })
-                        })
                     })
                     .collect(),
             )

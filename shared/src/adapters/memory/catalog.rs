@@ -15,21 +15,16 @@ impl TargetCatalog for MemoryStore {
     async fn put(&self, target: &Target) -> Result<()> {
         self.lock()
             .targets
-            .insert(target.name.clone(), target.clone());
+            .insert(target.name.clone(), Arc::new(target.clone()));
         Ok(())
     }
 
     async fn get(&self, name: &str) -> Result<Option<Target>> {
-        Ok(self.lock().targets.get(name).cloned())
+        Ok(self.lock().targets.get(name).map(|t| (**t).clone()))
     }
 
     async fn list(&self) -> Result<Vec<Arc<Target>>> {
-        Ok(self
-            .lock()
-            .targets
-            .values()
-            .map(|t| Arc::new(t.clone()))
-            .collect())
+        Ok(self.lock().targets.values().cloned().collect())
     }
 
     async fn put_catalog(&self, target: &Target, catalog: &[serde_json::Value]) -> Result<()> {
@@ -37,13 +32,13 @@ impl TargetCatalog for MemoryStore {
         match inner.targets.get_mut(&target.name) {
             // Stored exactly as `target` says, but for the catalog itself.
             Some(stored)
-                if *stored
+                if **stored
                     == Target {
                         tool_catalog: stored.tool_catalog.clone(),
                         ..target.clone()
                     } =>
             {
-                stored.tool_catalog = catalog.to_vec();
+                Arc::make_mut(stored).tool_catalog = catalog.to_vec();
                 Ok(())
             }
             _ => Err(Error::StaleVersion),

@@ -58,7 +58,9 @@ pub enum Fault {
 struct Inner {
     grants: BTreeMap<(String, String), Grant>,
     unreadable: std::collections::HashSet<(String, String)>,
-    targets: BTreeMap<String, Target>,
+    /// Shared, as the cached list of a warm instance is: a target's `Arc`
+    /// changes only when it is written.
+    targets: BTreeMap<String, std::sync::Arc<Target>>,
     authorizations: BTreeMap<String, PendingAuthorization>,
     sessions: BTreeMap<(String, String), UpstreamSession>,
     secrets: HashMap<String, SecretString>,
