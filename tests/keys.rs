@@ -69,6 +69,10 @@ async fn rotate_reseal_under_refreshes_and_retire() {
     ]))
     .await;
 
+    // The policy set is sealed too.
+    const POLICY: &str = "permit(principal, action, resource);";
+    gw.state.policies.store(Some(POLICY)).await.unwrap();
+
     // Rotate: a new key, current.
     let secret = KeySetSecret::new(gw.secrets.clone(), gw.keyset_arn.clone());
     let k2 = secret.add().await.unwrap();
@@ -80,7 +84,7 @@ async fn rotate_reseal_under_refreshes_and_retire() {
     );
     let store = store(&gw).await;
     let before = keys::usage(&store).await.unwrap();
-    assert_eq!(before.get("k1"), Some(&32), "{before:?}"); // 30 grants, 1 authorization, 1 target
+    assert_eq!(before.get("k1"), Some(&33), "{before:?}"); // 30 grants, 1 authorization, 1 target, the policy set
     assert_eq!(before.get("unsealed"), Some(&1), "{before:?}");
 
     // Reseal while another instance refreshes every grant.
@@ -169,6 +173,10 @@ async fn rotate_reseal_under_refreshes_and_retire() {
         .map(|t| t.name.clone())
         .collect();
     assert_eq!(names, vec!["fake", "legacy"]);
+    assert_eq!(
+        fresh.policies.stored().await.unwrap().as_deref(),
+        Some(POLICY)
+    );
 }
 
 #[tokio::test]

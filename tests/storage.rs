@@ -982,3 +982,64 @@ async fn the_proxys_catalog_write_never_resurrects_or_undoes_a_target() {
     assert!(gw.raw_item("TARGETS", "TARGET#svc").await.is_none());
     assert!(t.get("svc").await.unwrap().is_none());
 }
+
+/// The policy set against DynamoDB: stored under an integrity seal, read
+/// back, removed. A table writer without the keys who loosens the stored
+/// text (or drops its seal) does not loosen anything: the set fails its
+/// check, and the gateway refuses calls (fails closed) instead of allowing
+/// them.
+#[tokio::test]
+async fn a_table_writer_cannot_loosen_the_policy_set() {
+    let gw = Gateway::start(&[("TARGETS_CACHE_SECONDS", "0")]).await;
+    const STRICT: &str = r#"permit(principal in Gateway::Group::"admins", action, resource);"#;
+    assert_eq!(gw.state.policies.stored().await.unwrap(), None);
+    gw.state.policies.store(Some(STRICT)).await.unwrap();
+    assert_eq!(
+        gw.state.policies.stored().await.unwrap().as_deref(),
+        Some(STRICT)
+    );
+    assert_eq!(gw.state.policies.current().await.unwrap().unwrap().len(), 1);
+    // A set that does not parse is refused before anything is written.
+    assert!(gw.state.policies.store(Some("permit(")).await.is_err());
+    assert_eq!(
+        gw.state.policies.stored().await.unwrap().as_deref(),
+        Some(STRICT)
+    );
+
+    // The attack: the text replaced in the table, seal kept; then the seal
+    // dropped too.
+    let item = gw.raw_item("POLICIES", "POLICY#default").await.unwrap();
+    let mut loosened = item.clone();
+    loosened.insert(
+        "text".into(),
+        AttributeValue::S("permit(principal, action, resource);".into()),
+    );
+    gw.put_raw_item(loosened.clone()).await;
+    let err = gw.state.policies.current().await.unwrap_err();
+    assert!(err.contains("integrity"), "{err}");
+    loosened.remove("seal");
+    gw.put_raw_item(loosened).await;
+    let err = gw.state.policies.current().await.unwrap_err();
+    assert!(err.contains("no integrity seal"), "{err}");
+    // The gateway refuses calls rather than allowing them.
+    let (listener, base) = gateway_tests::GatewayServer::bind().await;
+    let server = gateway_tests::GatewayServer::serve(listener, base, gw.state.clone());
+    let client = gateway_tests::RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[("x-gateway-dev-user", "mallory")],
+    );
+    let listed = client
+        .modern("tools/list", serde_json::json!({}), serde_json::json!({}))
+        .await;
+    assert_eq!(listed.body["error"]["code"], -32000, "{:?}", listed.body);
+    assert!(listed.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("cannot check its policies")));
+
+    // Removing the set (an operator's act) allows everything again.
+    gw.state.policies.store(None).await.unwrap();
+    assert_eq!(
+        gw.state.policies.current().await.unwrap().map(|p| p.len()),
+        None
+    );
+}

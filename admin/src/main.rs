@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+mod policy;
 mod target;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,10 @@ enum Command {
     /// Manage targets (upstream MCP servers).
     #[command(subcommand)]
     Target(target::TargetCommand),
+    /// The Cedar policy set: who may call which tools, prompts and
+    /// resources (put, show, remove, test).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// A user's grants (connections): list, revoke.
     #[command(subcommand)]
     Grants(GrantsCommand),
@@ -161,6 +166,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(cmd) => keys(cmd).await,
         Command::Refresh { window } => refresh(window).await,
         Command::Target(cmd) => target::target(cmd).await,
+        Command::Policy(cmd) => policy::policy(cmd).await,
         Command::Grants(GrantsCommand::List { user }) => {
             let state = state().await?;
             let list = connections::list(&state, &user)

@@ -483,8 +483,13 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
             public_base_url,
         } => {
             let state = state().await?;
+            let sub = user.unwrap_or_else(|| "gateway:admin".into());
             let caller = gateway_shared::gateway::Caller {
-                sub: user.unwrap_or_else(|| "gateway:admin".into()),
+                identity: gateway_shared::gateway::Identity {
+                    sub: sub.clone(),
+                    ..Default::default()
+                },
+                sub,
                 version: gateway_shared::wire::LATEST_2025.into(),
                 url_elicitation: false,
                 inbound_token: None,

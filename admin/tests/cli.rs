@@ -388,3 +388,97 @@ async fn target_sync_stores_the_upstream_catalog_for_search() {
     let (ok, out) = admin(&gw, &[&["target", "sync", "nothing"][..], &base].concat());
     assert!(!ok && out.contains("no target named \"nothing\""), "{out}");
 }
+
+/// `gateway-admin policy`: put (a set that does not parse is refused and
+/// changes nothing), show, test a sample request (against the stored set,
+/// or offline against a file), remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_put_tested_and_removed_from_the_command_line() {
+    let gw = Gateway::start(&[]).await;
+    let dir = std::env::temp_dir().join(format!(
+        "gateway-policy-{}",
+        gateway_shared::crypto::random_token(6)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.cedar");
+    std::fs::write(
+        &good,
+        r#"@id("eng") permit(principal in Gateway::Group::"engineers", action == Gateway::Action::"tools/call", resource in Gateway::Target::"github");
+           @id("small") permit(principal, action, resource == Gateway::Tool::"pay___send") when { context.arguments.amount < 100 };"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.cedar");
+    std::fs::write(&bad, "permit(principal, action").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let (ok, out) = admin(&gw, &["policy", "show"]);
+    assert!(ok && out.contains("no policy set"), "{out}");
+    let (ok, out) = admin(&gw, &["policy", "put", &path(&good)]);
+    assert!(ok && out.contains("2 policies"), "{out}");
+    let (ok, out) = admin(&gw, &["policy", "put", &path(&bad)]);
+    assert!(!ok && out.contains("do not parse"), "{out}");
+    let (ok, out) = admin(&gw, &["policy", "show"]);
+    assert!(
+        ok && out.contains("@id(\"eng\")"),
+        "the good set stays: {out}"
+    );
+
+    let test = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "test",
+            "--target",
+            "github",
+            "--name",
+            "github___list_issues",
+        ];
+        args.extend_from_slice(extra);
+        admin(&gw, &args)
+    };
+    let (ok, out) = test(&[
+        "--user",
+        "alice",
+        "--groups",
+        "engineers",
+        "--expect",
+        "allow",
+    ]);
+    assert!(ok && out.starts_with("allow (policies: eng)"), "{out}");
+    let (ok, out) = test(&["--user", "bob", "--expect", "deny"]);
+    assert!(
+        ok && out.starts_with("deny (policies: none matched)"),
+        "{out}"
+    );
+    let (ok, out) = test(&["--user", "bob", "--expect", "allow"]);
+    assert!(!ok && out.contains("expected allow"), "{out}");
+    // Offline, with arguments.
+    let pay = |amount: &str| {
+        admin(
+            &gw,
+            &[
+                "policy",
+                "test",
+                "--file",
+                &path(&good),
+                "--user",
+                "bob",
+                "--target",
+                "pay",
+                "--name",
+                "pay___send",
+                "--arguments",
+                amount,
+            ],
+        )
+    };
+    assert!(pay(r#"{"amount": 5}"#).1.starts_with("allow"));
+    assert!(pay(r#"{"amount": 500}"#).1.starts_with("deny"));
+    let (ok, out) = pay("[1]");
+    assert!(!ok && out.contains("JSON object"), "{out}");
+
+    let (ok, out) = admin(&gw, &["policy", "remove"]);
+    assert!(ok && out.contains("every call is allowed"), "{out}");
+    let (ok, out) = test(&["--user", "bob", "--expect", "allow"]);
+    assert!(ok && out.contains("no policy set"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -165,6 +165,21 @@ pub struct Config {
     /// `gateway___search_tools` to find the others (catalogs too large to
     /// list).
     pub tools_listing: ToolsListing,
+    /// Which policy decisions are logged for audit (`POLICY_LOG`: `deny`,
+    /// the default, `all` or `off`).
+    pub policy_log: PolicyLog,
+}
+
+/// Which policy decisions are logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PolicyLog {
+    /// Refusals only.
+    #[default]
+    Deny,
+    /// Every decision on a call.
+    All,
+    /// None.
+    Off,
 }
 
 /// What `tools/list` returns.
@@ -291,7 +306,19 @@ impl Config {
                 })
             }
         };
+        let policy_log = match get("POLICY_LOG").as_deref() {
+            None | Some("deny") => PolicyLog::Deny,
+            Some("all") => PolicyLog::All,
+            Some("off") => PolicyLog::Off,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "POLICY_LOG",
+                    reason: format!("{other:?} is not deny, all or off"),
+                })
+            }
+        };
         Ok(Config {
+            policy_log,
             tools_listing,
             allowed_origins: list("ALLOWED_ORIGINS"),
             return_url_allowlist,

@@ -25,6 +25,7 @@ pub mod error;
 mod fuzz;
 pub mod gateway;
 
+pub mod policy;
 pub mod ports;
 pub mod search;
 pub mod state;

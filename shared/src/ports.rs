@@ -155,6 +155,15 @@ pub trait TargetCatalog: Send + Sync {
     async fn delete(&self, name: &str) -> Result<()>;
 }
 
+/// The policy set (Cedar text), stored with the targets.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// The stored policy set, if any (its integrity checked).
+    async fn get_policies(&self) -> Result<Option<String>>;
+    /// Stores the policy set, or removes it (`None`: everything allowed).
+    async fn put_policies(&self, text: Option<&str>) -> Result<()>;
+}
+
 /// Upstream MCP sessions per (user, target).
 #[async_trait]
 pub trait SessionStore: Send + Sync {

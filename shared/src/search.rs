@@ -160,26 +160,40 @@ impl ToolIndex {
                 *scores.entry(doc).or_default() += score;
             }
         }
-        let mut hits: Vec<Hit<'a>> = scores
-            .into_iter()
-            .map(|(doc, score)| Hit {
-                entry: &self.entries[doc as usize],
-                score,
+        let mut scored: Vec<(u32, f32)> = scores.into_iter().collect();
+        let order = |a: &(u32, f32), b: &(u32, f32)| {
+            b.1.total_cmp(&a.1).then_with(|| {
+                self.entries[a.0 as usize]
+                    .name
+                    .cmp(&self.entries[b.0 as usize].name)
             })
-            .filter(|h| allowed(h.entry))
-            .collect();
-        let order = |a: &Hit, b: &Hit| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.entry.name.cmp(&b.entry.name))
         };
-        if hits.len() > limit && limit > 0 {
-            hits.select_nth_unstable_by(limit - 1, order);
-            hits.truncate(limit);
+        // The best first; `allowed` is asked only about candidates, a few
+        // times the limit at a time, not about every match.
+        let mut hits = vec![];
+        let mut window = limit.saturating_mul(4).max(limit);
+        loop {
+            if scored.len() > window && window > 0 {
+                scored.select_nth_unstable_by(window - 1, order);
+                scored[..window].sort_by(order);
+            } else {
+                scored.sort_by(order);
+            }
+            hits.clear();
+            for &(doc, score) in scored.iter().take(window) {
+                if hits.len() == limit {
+                    break;
+                }
+                let entry = &self.entries[doc as usize];
+                if allowed(entry) {
+                    hits.push(Hit { entry, score });
+                }
+            }
+            if hits.len() == limit || window >= scored.len() {
+                return hits;
+            }
+            window = window.saturating_mul(4);
         }
-        hits.sort_by(order);
-        hits.truncate(limit);
-        hits
     }
 }
 

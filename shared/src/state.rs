@@ -50,6 +50,9 @@ pub struct AppState {
     pub tokens: Arc<Refresher>,
     /// The tool search index of this instance.
     pub search: Arc<crate::search::SearchCache>,
+    /// The policy set (Cedar), kept by this instance for
+    /// `TARGETS_CACHE_SECONDS`.
+    pub policies: Arc<crate::policy::PolicyCache>,
 }
 
 impl AppState {
@@ -106,6 +109,8 @@ impl AppState {
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let grant_cache_ttl = config.grant_cache_ttl;
+        let policy_store: Arc<dyn crate::ports::PolicyStore> = store.clone();
+        let policy_ttl = config.targets_cache_ttl;
         let targets: Arc<dyn TargetCatalog> =
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
         let upstream = Arc::new(
@@ -137,6 +142,7 @@ impl AppState {
             http,
             tokens,
             search: Default::default(),
+            policies: Arc::new(crate::policy::PolicyCache::new(policy_store, policy_ttl)),
         })
     }
 }
@@ -152,6 +158,8 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let store = Arc::new(store);
+        let policy_store: Arc<dyn crate::ports::PolicyStore> = store.clone();
+        let policy_ttl = config.targets_cache_ttl;
         let http = http_client();
         let tokens = Arc::new(Refresher::new(
             store.clone(),
@@ -176,6 +184,7 @@ impl AppState {
             http,
             tokens,
             search: Default::default(),
+            policies: Arc::new(crate::policy::PolicyCache::new(policy_store, policy_ttl)),
         }
     }
 }

@@ -250,7 +250,7 @@ async fn main() {
             })
             .filter(|(s, _)| *s > 0)
             .collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         scored.truncate(10);
         std::hint::black_box(&scored);
         scan.push(start.elapsed());

@@ -248,6 +248,10 @@ pub struct AccessClaims {
     pub sub: String,
     /// Granted scopes (`scope` string or `scp` array).
     pub scopes: Vec<String>,
+    /// Groups (`groups`, `cognito:groups` or `roles`: arrays of strings).
+    pub groups: Vec<String>,
+    /// The client the token was issued to (`client_id`, `azp` or `cid`).
+    pub client_id: Option<String>,
 }
 
 /// Why an access token was refused.
@@ -401,7 +405,23 @@ fn apply_policy(
     if !policy.required_scopes.iter().all(|r| scopes.contains(r)) {
         return Err(AccessError::InsufficientScope);
     }
-    Ok(AccessClaims { sub, scopes })
+    let groups = ["groups", "cognito:groups", "roles"]
+        .iter()
+        .filter_map(|k| claims.get(*k).and_then(|v| v.as_array()))
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .map(str::to_owned)
+        .collect();
+    let client_id = ["client_id", "azp", "cid"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(|v| v.as_str()))
+        .map(str::to_owned);
+    Ok(AccessClaims {
+        sub,
+        scopes,
+        groups,
+        client_id,
+    })
 }
 
 /// Verified access tokens by SHA-256: their claims, `exp`, and when they

@@ -68,6 +68,11 @@ impl Aad {
         Aad::new("target-config", &[name, config])
     }
 
+    /// Binding for the policy set's text (its integrity seal).
+    pub fn policy_set(text: &str) -> Self {
+        Aad::new("policy-set", &[text])
+    }
+
     /// Binding for the URL a pending authorization returns the person to.
     pub fn consent_return(authorization_id: &str, sub: &str, target: &str) -> Self {
         Aad::new("consent-return", &[authorization_id, sub, target])

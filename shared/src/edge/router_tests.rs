@@ -662,3 +662,161 @@ async fn tool_search_finds_tools_across_targets_by_their_callable_names() {
     })
     .is_err());
 }
+
+/// Cedar policies at the edge: a call the policies refuse never leaves the
+/// gateway (a tool error naming the tool, no policy); listings and tool
+/// search show each user only what they may call; arguments and the agent
+/// are in the request; with no policy set everything is allowed.
+#[tokio::test]
+async fn policies_decide_calls_listings_and_search_per_user() {
+    let edge = Edge::new(&[("TARGETS_CACHE_SECONDS", "0")]);
+    catalog_target(
+        &edge,
+        "github",
+        &[
+            ("list_issues", "List the issues of a repository.", &["repo"]),
+            ("delete_repo", "Delete a repository.", &["repo"]),
+        ],
+    )
+    .await;
+    catalog_target(&edge, "pay", &[("send", "Send a payment.", &["amount"])]).await;
+    let policies = r#"
+        @id("engineers-github")
+        permit(principal in Gateway::Group::"engineers", action, resource in Gateway::Target::"github");
+        @id("no-deletes")
+        forbid(principal, action, resource == Gateway::Tool::"github___delete_repo");
+        @id("small-payments")
+        permit(principal, action == Gateway::Action::"tools/call", resource == Gateway::Tool::"pay___send")
+            when { principal.client_id == "approved-agent" && context.arguments.amount < 100 };
+    "#;
+    let user = |sub: &'static str, groups: &'static str| {
+        let edge = &edge;
+        async move {
+            let headers = [
+                ("x-gateway-dev-user", sub),
+                ("x-gateway-dev-groups", groups),
+                ("x-gateway-dev-client", "approved-agent"),
+            ];
+            let r = edge
+                .request(
+                    "initialize",
+                    json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+                    &headers,
+                )
+                .await;
+            let session = r.headers["mcp-session-id"].to_str().unwrap().to_owned();
+            move |method: &'static str, params: Value| {
+                let session = session.clone();
+                async move {
+                    edge.request(
+                        method,
+                        params,
+                        &[
+                            ("x-gateway-dev-user", sub),
+                            ("x-gateway-dev-groups", groups),
+                            ("x-gateway-dev-client", "approved-agent"),
+                            ("mcp-protocol-version", "2025-06-18"),
+                            ("mcp-session-id", &session),
+                        ],
+                    )
+                    .await
+                    .body
+                }
+            }
+        }
+    };
+    let names = |listed: &Value| -> Vec<String> {
+        listed["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .filter(|n| !n.starts_with("gateway___"))
+            .collect()
+    };
+    let refused = |answer: &Value| {
+        answer["result"]["isError"] == true
+            && answer["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("policy does not allow") && !t.contains("no-deletes"))
+    };
+
+    // No policy set: everything listed and callable (the unreachable
+    // upstream fails, not the policy).
+    let alice = user("alice", "engineers").await;
+    let bob = user("bob", "").await;
+    assert_eq!(names(&bob("tools/list", json!({})).await).len(), 3);
+    let call = bob(
+        "tools/call",
+        json!({"name": "github___list_issues", "arguments": {}}),
+    )
+    .await;
+    assert!(!refused(&call), "{call}");
+
+    crate::ports::PolicyStore::put_policies(&edge.store, Some(policies))
+        .await
+        .unwrap();
+    // Listings: alice sees GitHub without the forbidden tool (and the
+    // payment tool, allowed for some arguments); bob, the payment tool only.
+    let mut seen = names(&alice("tools/list", json!({})).await);
+    seen.sort();
+    assert_eq!(seen, ["github___list_issues", "pay___send"]);
+    assert_eq!(names(&bob("tools/list", json!({})).await), ["pay___send"]);
+    // Calls.
+    let call = bob(
+        "tools/call",
+        json!({"name": "github___list_issues", "arguments": {}}),
+    )
+    .await;
+    assert!(refused(&call), "{call}");
+    let call = alice(
+        "tools/call",
+        json!({"name": "github___delete_repo", "arguments": {"repo": "x"}}),
+    )
+    .await;
+    assert!(refused(&call), "{call}");
+    let call = alice(
+        "tools/call",
+        json!({"name": "github___list_issues", "arguments": {}}),
+    )
+    .await;
+    assert!(
+        !refused(&call),
+        "allowed, then the upstream is unreachable: {call}"
+    );
+    let call = bob(
+        "tools/call",
+        json!({"name": "pay___send", "arguments": {"amount": 500}}),
+    )
+    .await;
+    assert!(refused(&call), "{call}");
+    let call = bob(
+        "tools/call",
+        json!({"name": "pay___send", "arguments": {"amount": 50}}),
+    )
+    .await;
+    assert!(!refused(&call), "{call}");
+    // The gateway's own tools are not subject to policies; search shows
+    // each user only what they may call.
+    let search = |who: &'static str| {
+        let (alice, bob) = (&alice, &bob);
+        async move {
+            let args = json!({"name": "gateway___search_tools", "arguments": {"query": "repository issues delete payment"}});
+            let found = if who == "alice" {
+                alice("tools/call", args).await
+            } else {
+                bob("tools/call", args).await
+            };
+            found["result"]["structuredContent"]["tools"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{found}"))
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut found = search("alice").await;
+    found.sort();
+    assert_eq!(found, ["github___list_issues", "pay___send"]);
+    assert_eq!(search("bob").await, ["pay___send"]);
+}

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::names::expose;
 use crate::config::ToolsListing;
 use crate::domain::Target;
+use crate::policy::Resource;
 use crate::wire::codes;
 
 use super::*;
@@ -20,6 +21,28 @@ impl Gateway<'_> {
         let exposed = match self.exposed_targets().await {
             Ok(t) => t,
             Err(r) => return r,
+        };
+        // Only what the caller may call is listed.
+        let policies = match self.policies().await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let allowed = |target: &str, item: &Value| -> bool {
+            let Some(set) = &policies else { return true };
+            let text = |k: &str| item.get(k).and_then(Value::as_str);
+            match key {
+                "tools" => text("name").is_some_and(|name| {
+                    self.may(set, "tools/call", &Resource::Tool { target, name })
+                }),
+                "prompts" => text("name").is_some_and(|name| {
+                    self.may(set, "prompts/get", &Resource::Prompt { target, name })
+                }),
+                "resources" => text("uri").is_some_and(|uri| {
+                    self.may(set, "resources/read", &Resource::Resource { target, uri })
+                }),
+                // Templates name no single resource: listed as they are.
+                _ => true,
+            }
         };
         // Search-only listing: the gateway's own tools; agents search.
         if key == "tools" && self.state.config.tools_listing == ToolsListing::SearchOnly {
@@ -65,7 +88,11 @@ impl Gateway<'_> {
                         continue;
                     };
                     if let Some(list) = result.get(key).and_then(Value::as_array) {
-                        items.extend(list.iter().filter_map(|i| rename(i, &e.prefix, key)));
+                        items.extend(
+                            list.iter()
+                                .filter_map(|i| rename(i, &e.prefix, key))
+                                .filter(|i| allowed(&e.target.name, i)),
+                        );
                         if key == "tools" && wanted.is_none() {
                             self.remember_catalog(&e.target, list).await;
                         }
@@ -85,13 +112,17 @@ impl Gateway<'_> {
                         {
                             // Nothing known about its tools yet: a tool that
                             // starts the consent, so the agent can offer it.
-                            items.push(connect_tool(&e.target));
+                            let connect = connect_tool(&e.target);
+                            if allowed(&e.target.name, &connect) {
+                                items.push(connect);
+                            }
                         }
                         items.extend(
                             e.target
                                 .tool_catalog
                                 .iter()
-                                .filter_map(|i| rename(i, &e.prefix, key)),
+                                .filter_map(|i| rename(i, &e.prefix, key))
+                                .filter(|i| allowed(&e.target.name, i)),
                         );
                     }
                 }

@@ -8,6 +8,7 @@
 
 mod catalog;
 mod consent;
+mod guard;
 pub mod names;
 pub mod options;
 mod own_tools;
@@ -42,11 +43,27 @@ pub const REQUEST_STATE_TTL: i64 = 900;
 /// Upstream retries after a consent-worthy refusal, per call.
 pub const MAX_STEP_UP: usize = 1;
 
+/// Who is calling, as the inbound token (or API Gateway's authorizer)
+/// says: what policies see of the principal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's subject.
+    pub sub: String,
+    /// The user's groups (`groups`, `cognito:groups` or `roles` claims).
+    pub groups: Vec<String>,
+    /// The token's scopes (`scope` or `scp`).
+    pub scopes: Vec<String>,
+    /// The agent's OAuth client id (`client_id`, `azp` or `cid`), if named.
+    pub client_id: Option<String>,
+}
+
 /// The validated caller and what its client can do.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The user's subject.
     pub sub: String,
+    /// The rest of what the inbound token says about the caller.
+    pub identity: Identity,
     /// The protocol version of the exchange.
     pub version: String,
     /// The client declared URL-mode elicitation (2025-11-25 and later).

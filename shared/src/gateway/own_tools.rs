@@ -82,8 +82,23 @@ impl Gateway<'_> {
             Ok(t) => t,
             Err(r) => return r,
         };
+        let policies = match self.policies().await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
         let index = self.search_index(&exposed);
-        let hits = index.search(query, limit, |_| true);
+        // Only tools the caller may call are found.
+        let hits = index.search(query, limit, |entry| match &policies {
+            None => true,
+            Some(set) => self.may(
+                set,
+                "tools/call",
+                &crate::policy::Resource::Tool {
+                    target: &entry.target.name,
+                    name: &entry.name,
+                },
+            ),
+        });
         let tools: Vec<Value> = hits
             .iter()
             .map(|h| {

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::names::expose;
 use super::options::consent_options;
+use crate::policy::Resource;
 use crate::wire::codes;
 
 use super::*;
@@ -41,6 +42,13 @@ impl Gateway<'_> {
                 .iter()
                 .find(|e| connect_tool_name(&e.target) == name)
             {
+                let tool = Resource::Tool {
+                    target: &e.target.name,
+                    name,
+                };
+                if let Err(refused) = self.permit(method, &tool, None).await {
+                    return refused;
+                }
                 return self.connect_target(&e.target, params).await;
             }
         }
@@ -51,6 +59,23 @@ impl Gateway<'_> {
                 Reply::error(codes::INVALID_PARAMS, format!("Unknown prompt: {name}"))
             };
         };
+        let item = if method == "tools/call" {
+            Resource::Tool {
+                target: &e.target.name,
+                name,
+            }
+        } else {
+            Resource::Prompt {
+                target: &e.target.name,
+                name,
+            }
+        };
+        if let Err(refused) = self
+            .permit(method, &item, params.get::<Value>("arguments").as_ref())
+            .await
+        {
+            return refused;
+        }
         if let Some(r) = self.check_request_state(method, params).await {
             return r;
         }
@@ -158,6 +183,13 @@ impl Gateway<'_> {
         let Some(e) = self.owner_of_uri(&exposed, uri).await else {
             return Reply::error(codes::INVALID_PARAMS, format!("Unknown resource: {uri}"));
         };
+        let item = Resource::Resource {
+            target: &e.target.name,
+            uri,
+        };
+        if let Err(refused) = self.permit("resources/read", &item, None).await {
+            return refused;
+        }
         let forwarded = strip_gateway_fields(params);
         match self
             .forward(&e.target, "resources/read", Some(forwarded))

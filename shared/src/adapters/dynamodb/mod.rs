@@ -33,6 +33,7 @@ mod authorizations;
 mod codec;
 mod expr;
 mod grants;
+mod policies;
 mod reseal;
 mod schema;
 mod sessions;

@@ -17,6 +17,8 @@ pub enum SealedKind {
     Authorization,
     /// A target (the integrity seal of its configuration).
     Target,
+    /// The policy set (the integrity seal of its text).
+    Policies,
 }
 
 /// An item holding sealed values, and the ids of the keys that sealed them.
@@ -90,6 +92,8 @@ impl DynamoStore {
                     SealedKind::Authorization
                 } else if pk == TARGETS_PK {
                     SealedKind::Target
+                } else if pk == super::policies::POLICIES_PK {
+                    SealedKind::Policies
                 } else {
                     continue;
                 };
@@ -219,6 +223,17 @@ impl DynamoStore {
                         Ok(Resealed::Gone)
                     }
                 }
+            }
+            SealedKind::Policies => {
+                let Some(raw) = self.consistent_item(&item.pk, &item.sk).await? else {
+                    return Ok(Resealed::Gone);
+                };
+                // Only a set whose seal holds is carried over to the new key.
+                let text = self.policy_text(&raw).await?;
+                Ok(match self.put_policy_item(&text, Some(&raw)).await? {
+                    true => Resealed::Done,
+                    false => Resealed::Gone,
+                })
             }
             SealedKind::Target => {
                 let Some(raw) = self.consistent_item(&item.pk, &item.sk).await? else {

@@ -1,4 +1,4 @@
-//! Targets and client secrets.
+//! Targets, the policy set and client secrets.
 
 use std::sync::Arc;
 
@@ -71,5 +71,17 @@ impl SecretSource for MemoryStore {
         let arn = format!("memory:{name}");
         self.lock().secrets.insert(arn.clone(), value.clone());
         Ok(arn)
+    }
+}
+
+#[async_trait]
+impl crate::ports::PolicyStore for MemoryStore {
+    async fn get_policies(&self) -> Result<Option<String>> {
+        Ok(self.lock().policies.clone())
+    }
+
+    async fn put_policies(&self, text: Option<&str>) -> Result<()> {
+        self.lock().policies = text.map(str::to_owned);
+        Ok(())
     }
 }

@@ -64,6 +64,7 @@ struct Inner {
     authorizations: BTreeMap<String, PendingAuthorization>,
     sessions: BTreeMap<(String, String), UpstreamSession>,
     secrets: HashMap<String, SecretString>,
+    policies: Option<String>,
     faults: HashMap<GrantOp, Vec<Fault>>,
     calls: HashMap<GrantOp, usize>,
 }

@@ -14,6 +14,7 @@ use super::super::{base_url, json_error, public_url};
 use super::*;
 use crate::adapters::oidc::{AccessError, AccessPolicy};
 use crate::config::InboundAuth;
+use crate::gateway::Identity;
 use crate::AppState;
 
 /// RFC 9728 Protected Resource Metadata for `/mcp`.
@@ -54,9 +55,9 @@ pub(super) async fn authenticate(
     state: &AppState,
     context: Option<&RequestContext>,
     headers: &HeaderMap,
-) -> Result<String, Response> {
-    let sub = subject(state, context, headers).await?;
-    if sub.starts_with("gateway:") {
+) -> Result<Identity, Response> {
+    let identity = subject(state, context, headers).await?;
+    if identity.sub.starts_with("gateway:") {
         tracing::warn!("an inbound subject in the gateway's reserved namespace was refused");
         return Err(json_error(
             StatusCode::FORBIDDEN,
@@ -64,35 +65,85 @@ pub(super) async fn authenticate(
             "this subject is reserved for the gateway itself",
         ));
     }
-    Ok(sub)
+    Ok(identity)
 }
 
 async fn subject(
     state: &AppState,
     context: Option<&RequestContext>,
     headers: &HeaderMap,
-) -> Result<String, Response> {
+) -> Result<Identity, Response> {
     match &state.config.inbound_auth {
-        InboundAuth::Dev => Ok(headers
-            .get("x-gateway-dev-user")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .unwrap_or("dev-user")
-            .to_owned()),
+        InboundAuth::Dev => {
+            // Development: who the caller says it is, and (for trying
+            // policies) its groups, scopes and client.
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let list = |name: &str| -> Vec<String> {
+                header(name)
+                    .map(|v| {
+                        v.split([',', ' '])
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            Ok(Identity {
+                sub: header("x-gateway-dev-user")
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or("dev-user")
+                    .to_owned(),
+                groups: list("x-gateway-dev-groups"),
+                scopes: list("x-gateway-dev-scopes"),
+                client_id: header("x-gateway-dev-client")
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned),
+            })
+        }
         InboundAuth::ApiGateway => {
-            let sub = match context {
+            let claims = match context {
                 Some(RequestContext::ApiGatewayV2(ctx)) => ctx
                     .authorizer
                     .as_ref()
                     .and_then(|a| a.jwt.as_ref())
-                    .and_then(|jwt| jwt.claims.get("sub"))
-                    .filter(|s| !s.is_empty())
-                    .cloned(),
+                    .map(|jwt| &jwt.claims),
                 #[allow(unreachable_patterns)]
                 _ => None,
             };
-            sub.ok_or_else(|| {
-                unauthorized(state, context, None, "a valid bearer token is required")
+            let sub = claims
+                .and_then(|c| c.get("sub"))
+                .filter(|s| !s.is_empty())
+                .cloned();
+            let Some(sub) = sub else {
+                return Err(unauthorized(
+                    state,
+                    context,
+                    None,
+                    "a valid bearer token is required",
+                ));
+            };
+            // API Gateway flattens claims to strings; arrays read "[a b]".
+            let list = |key: &str| -> Vec<String> {
+                claims
+                    .and_then(|c| c.get(key))
+                    .map(|v| {
+                        v.trim_matches(['[', ']'])
+                            .split([' ', ','])
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let mut groups = list("groups");
+            groups.extend(list("cognito:groups"));
+            Ok(Identity {
+                sub,
+                groups,
+                scopes: list("scope"),
+                client_id: claims
+                    .and_then(|c| c.get("client_id").or_else(|| c.get("azp")))
+                    .cloned(),
             })
         }
         InboundAuth::Jwt {
@@ -128,7 +179,12 @@ async fn subject(
                 require_at_jwt: *require_at_jwt,
             };
             match provider.validate_access_token(token, &policy).await {
-                Ok(claims) => Ok(claims.sub),
+                Ok(claims) => Ok(Identity {
+                    sub: claims.sub,
+                    groups: claims.groups,
+                    scopes: claims.scopes,
+                    client_id: claims.client_id,
+                }),
                 Err(AccessError::Invalid(why)) => {
                     tracing::info!(reason = %why, "inbound token refused");
                     Err(unauthorized(

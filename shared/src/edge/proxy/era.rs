@@ -104,7 +104,7 @@ pub(super) const MODERN_METHODS: &[Method] = &[
 pub(super) async fn modern(
     state: &AppState,
     base: url::Url,
-    sub: String,
+    identity: crate::gateway::Identity,
     id: Id,
     method: &Method,
     params: Option<&Params>,
@@ -184,7 +184,8 @@ pub(super) async fn modern(
         return respond(Reply::Result(discover_result()), id, true, method);
     }
     let caller = Caller {
-        sub,
+        sub: identity.sub.clone(),
+        identity,
         version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
         inbound_token: super::auth::presented_token(headers),

@@ -162,10 +162,11 @@ async fn mcp(
             "a development gateway answers only on a loopback host name",
         );
     }
-    let sub = match authenticate(&state, context, &headers).await {
-        Ok(sub) => sub,
+    let identity = match authenticate(&state, context, &headers).await {
+        Ok(identity) => identity,
         Err(res) => return res,
     };
+    let sub = identity.sub.clone();
     if !is_json(&headers) {
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -202,7 +203,7 @@ async fn mcp(
         .as_deref()
         .is_some_and(|v| !VERSIONS_2025.contains(&v))
     {
-        return modern(&state, base, sub, id, &method, params, &headers).await;
+        return modern(&state, base, identity, id, &method, params, &headers).await;
     }
     match method {
         Method::Initialize => return initialize(&state, &sub, id, params).await,
@@ -218,6 +219,7 @@ async fn mcp(
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
         url_elicitation: false,
         inbound_token: auth::presented_token(&headers),
+        identity,
     };
     if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {
