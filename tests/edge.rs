@@ -991,3 +991,161 @@ async fn aws_iam_targets_sign_each_request_with_sigv4() {
     assert_eq!(r.body["result"]["isError"], true, "{reply}");
     assert!(!reply.contains("/connect/"), "{reply}");
 }
+
+/// The interceptors' stand-in: AgentCore-style handlers behind a local
+/// Lambda Invoke API that checks SigV4 (tests/python/interceptors.py).
+fn interceptor_standin() -> (gateway_tests::ChildGuard, String) {
+    let port = gateway_tests::free_port();
+    let root = gateway_tests::workspace_root();
+    let mut child = std::process::Command::new(root.join(".tools/venv/bin/python"))
+        .arg(root.join("tests/python/interceptors.py"))
+        .args(["--port", &port.to_string()])
+        .current_dir(root.join("tests/python"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start the interceptors' stand-in (scripts/tools.sh python)");
+    gateway_tests::wait_for_port(port, &mut child, "interceptors' stand-in");
+    (
+        gateway_tests::ChildGuard(child),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// Interceptors written as AgentCore's are: invoked as Lambda functions
+/// (SigV4-signed Invoke calls) or by URL, before and after each request.
+/// A request interceptor denies a call (its status and JSON-RPC error reach
+/// the client, the upstream is never asked) and rewrites another; a response
+/// interceptor filters a listing and redacts a result; headers reach the
+/// interceptor only when passed; a slow, malformed or failing interceptor
+/// refuses the request with a clear error.
+#[tokio::test]
+async fn interceptors_deny_rewrite_filter_and_redact_and_fail_closed() {
+    let (_standin, standin) = interceptor_standin();
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let arn = |name: &str| format!("arn:aws:lambda:us-east-1:123456789012:function:{name}");
+    let gateway = |vars: Vec<(&'static str, String)>| {
+        let standin = standin.clone();
+        let fixtures_url = fixtures_url.clone();
+        async move {
+            let mut vars = vars;
+            vars.push(("AWS_ENDPOINT_URL_LAMBDA", standin));
+            vars.push(("INTERCEPTOR_TIMEOUT_MS", "500".into()));
+            let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (gw, server) = dev_gateway(&refs).await;
+            gw.state
+                .targets
+                .put(&Target {
+                    name: "fixtures".into(),
+                    display_name: None,
+                    mcp_url: fixtures_url,
+                    auth: TargetAuth::None,
+                    tool_prefix: None,
+                    return_to: Default::default(),
+                    tool_catalog: vec![],
+                })
+                .await
+                .unwrap();
+            (gw, server)
+        }
+    };
+    let stats = || async {
+        gateway_tests::http()
+            .get(&standin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    async fn call(c: &RawClient, name: &str) -> gateway_tests::Exchange {
+        c.request("tools/call", json!({"name": name, "arguments": {}}))
+            .await
+    }
+
+    // Lambda functions, signed.
+    let (_gw, server) = gateway(vec![
+        ("REQUEST_INTERCEPTOR", arn("gate")),
+        ("RESPONSE_INTERCEPTOR", arn("shape")),
+    ])
+    .await;
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-11-25", json!({})).await;
+    let listed = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = listed.body["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:?}", listed.body))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"test_simple_text"), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("image")), "{names:?}");
+    let plain = call(&c, "test_simple_text").await;
+    let text = tool_text(&plain.body["result"]);
+    assert!(
+        text.contains("[redacted]") && !text.contains("simple"),
+        "{text}"
+    );
+    let renamed = call(&c, "renamed_simple_text").await;
+    assert_eq!(
+        tool_text(&renamed.body["result"]),
+        text,
+        "rewritten to the real tool"
+    );
+    let denied = call(&c, "test_image_content").await;
+    assert_eq!(denied.status, 403, "{:?}", denied.body);
+    assert_eq!(denied.body["error"]["code"], -32003);
+    assert_eq!(
+        denied.body["error"]["message"],
+        "image tools are blocked by the interceptor"
+    );
+    let seen = stats().await;
+    assert_eq!(seen["refused"], 0, "every invocation was signed: {seen}");
+    assert!(seen["signed"].as_u64().unwrap() >= 8, "{seen}");
+    // Headers stay with the gateway unless passed.
+    assert!(
+        seen["last"]["mcp"]["gatewayRequest"]
+            .get("headers")
+            .is_none(),
+        "{seen}"
+    );
+    assert!(seen["last"]["mcp"]["rawGatewayRequest"]["body"].is_string());
+
+    // By URL, with headers passed: the interceptor sees and checks them.
+    let (_gw2, server2) = gateway(vec![
+        ("REQUEST_INTERCEPTOR", format!("{standin}/url/gate")),
+        ("INTERCEPTOR_PASS_HEADERS", "true".into()),
+    ])
+    .await;
+    let url2 = format!("{}/mcp", server2.base);
+    let ping = |headers: &[(&str, &str)]| {
+        let c = RawClient::new(&url2, headers);
+        async move { c.request("ping", json!({})).await }
+    };
+    let without = ping(&[]).await;
+    assert_eq!(without.status, 401, "{:?}", without.body);
+    let with = ping(&[("x-team", "payments")]).await;
+    assert_eq!(with.status, 200, "{:?}", with.body);
+    let seen = stats().await;
+    assert_eq!(
+        seen["last"]["mcp"]["gatewayRequest"]["headers"]["x-team"],
+        "payments"
+    );
+
+    // Failures refuse the request, saying which check and how.
+    for (function, why) in [
+        ("slow", "did not answer in time"),
+        ("malformed", "gave an answer the gateway cannot use"),
+        ("raise", "check failed"),
+    ] {
+        let (_gw, server) = gateway(vec![("REQUEST_INTERCEPTOR", arn(function))]).await;
+        let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+        let r = c.request("ping", json!({})).await;
+        assert_eq!(r.status, 502, "{function}: {:?}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("request check") && message.contains(why),
+            "{function}: {message}"
+        );
+    }
+}

@@ -168,6 +168,10 @@ pub struct Config {
     /// Which policy decisions are logged for audit (`POLICY_LOG`: `deny`,
     /// the default, `all` or `off`).
     pub policy_log: PolicyLog,
+    /// The REQUEST and RESPONSE interceptors (`REQUEST_INTERCEPTOR`,
+    /// `RESPONSE_INTERCEPTOR`, `INTERCEPTOR_PASS_HEADERS`,
+    /// `INTERCEPTOR_TIMEOUT_MS`).
+    pub interceptors: crate::interceptors::InterceptorConfig,
 }
 
 /// Which policy decisions are logged.
@@ -317,7 +321,30 @@ impl Config {
                 })
             }
         };
+        let interceptor = |name: &'static str| -> Result<_, ConfigError> {
+            get(name)
+                .map(|v| {
+                    crate::interceptors::Endpoint::parse(&v)
+                        .map(|endpoint| crate::interceptors::Interceptor { endpoint })
+                        .map_err(|reason| ConfigError::Invalid { name, reason })
+                })
+                .transpose()
+        };
+        let interceptors = crate::interceptors::InterceptorConfig {
+            request: interceptor("REQUEST_INTERCEPTOR")?,
+            response: interceptor("RESPONSE_INTERCEPTOR")?,
+            pass_headers: flag(get("INTERCEPTOR_PASS_HEADERS"), "INTERCEPTOR_PASS_HEADERS")?,
+            timeout: Duration::from_millis(number(
+                get("INTERCEPTOR_TIMEOUT_MS"),
+                "INTERCEPTOR_TIMEOUT_MS",
+                3_000,
+                10,
+                30_000,
+            )?),
+            lambda_endpoint: get("AWS_ENDPOINT_URL_LAMBDA").or_else(|| get("AWS_ENDPOINT_URL")),
+        };
         Ok(Config {
+            interceptors,
             policy_log,
             tools_listing,
             allowed_origins: list("ALLOWED_ORIGINS"),

@@ -24,6 +24,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod gateway;
+pub mod interceptors;
 
 pub mod policy;
 pub mod ports;

@@ -520,6 +520,53 @@ mod tests {
         );
     }
 
+    /// The README's example set parses and decides as the README says.
+    #[test]
+    fn the_readme_example_decides_as_documented() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```cedar").expect("a cedar block") + "```cedar".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let p = Policies::parse(&readme[start..end]).unwrap();
+        let eng = ["engineers".to_owned()];
+        let alice = who("alice", &eng, &[]);
+        let bob = who("bob", &[], &[]);
+        let t2026 = 1_780_000_000;
+        let pay = tool("pay", "pay___send");
+        let amount = |a: i64| json!({ "amount": a });
+        assert!(
+            p.decide(
+                &alice,
+                "tools/call",
+                &tool("github", "github___list_issues"),
+                None,
+                t2026
+            )
+            .allowed
+        );
+        assert!(
+            !p.decide(
+                &alice,
+                "tools/call",
+                &tool("github", "github___delete_repo"),
+                None,
+                t2026
+            )
+            .allowed
+        );
+        assert!(
+            p.decide(&bob, "tools/call", &pay, Some(&amount(50)), t2026)
+                .allowed
+        );
+        assert!(
+            !p.decide(&bob, "tools/call", &pay, Some(&amount(150)), t2026)
+                .allowed
+        );
+        assert!(
+            !p.decide(&bob, "tools/call", &pay, Some(&amount(50)), 1_800_000_000)
+                .allowed
+        );
+    }
+
     #[test]
     fn listings_show_what_some_arguments_would_allow() {
         let p = Policies::parse(POLICIES).unwrap();

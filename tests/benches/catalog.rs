@@ -13,6 +13,8 @@
 //! 3. `tools/list` in search-only mode (`TOOLS_LISTING=search`) and a
 //!    full listing of the cached catalogs.
 //! 4. Resident memory of the process: the catalogs, then with the index.
+//! 5. Cedar policy evaluation of one call with 100 policies, beside the
+//!    same with one policy.
 //!
 //!     cargo bench -p gateway-tests --bench catalog
 
@@ -317,6 +319,79 @@ async fn main() {
     println!("| with the catalogs cached (warm instance, search-only mode) | {rss_catalog:.0} |");
     println!("| with the search index too | {rss_index:.0} |");
     println!();
+
+    let (hundred, allowed) = policy_times(100, 20_000);
+    let (one, _) = policy_times(1, 20_000);
+    println!("## Policy evaluation");
+    println!();
+    println!("One `tools/call` decision (principal with 2 groups, a tool in its target, arguments with 3 members), 20,000 calls, {allowed} allowed with 100 policies.");
+    println!();
+    println!("| policies | p50 | p99 | ratio to 1 policy (p50) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| 100 | {:.1} µs | {:.1} µs | {:.2}× |",
+        percentile(&hundred, 0.5) * 1e3,
+        percentile(&hundred, 0.99) * 1e3,
+        percentile(&hundred, 0.5) / percentile(&one, 0.5)
+    );
+    println!(
+        "| 1 | {:.1} µs | {:.1} µs | 1× |",
+        percentile(&one, 0.5) * 1e3,
+        percentile(&one, 0.99) * 1e3
+    );
+    println!();
+}
+
+/// Decides `calls` tool calls against `n` policies (permit per group and
+/// target, one forbid, one condition on the arguments); per-call times.
+fn policy_times(n: usize, calls: usize) -> (Vec<Duration>, usize) {
+    use gateway_shared::policy::{Policies, Principal, Resource};
+    let mut text = String::new();
+    for i in 0..n.saturating_sub(2) {
+        text.push_str(&format!(
+            "permit(principal in Gateway::Group::\"g{i}\", action == Gateway::Action::\"tools/call\", resource in Gateway::Target::\"t{i}\");\n"
+        ));
+    }
+    if n >= 2 {
+        text.push_str("forbid(principal, action, resource == Gateway::Tool::\"t1___drop\");\n");
+        text.push_str("permit(principal, action, resource in Gateway::Target::\"pay\") when { principal.client_id == \"agent\" && context.arguments.amount < 100 };\n");
+    } else {
+        text.push_str("permit(principal in Gateway::Group::\"g0\", action, resource in Gateway::Target::\"t0\");\n");
+    }
+    let set = Policies::parse(&text).unwrap();
+    let groups: Vec<Vec<String>> = (0..16)
+        .map(|i| vec![format!("g{}", i * 7 % 100), "staff".to_owned()])
+        .collect();
+    let mut rng = Lcg(7);
+    let mut times = Vec::with_capacity(calls);
+    let mut allowed = 0;
+    let args = json!({"amount": 50, "memo": "rent", "tags": ["a", "b"]});
+    for _ in 0..calls {
+        let g = &groups[(rng.next() % 16) as usize];
+        let target = format!("t{}", rng.next() % 100);
+        let name = format!("{target}___tool{}", rng.next() % 1000);
+        let who = Principal {
+            sub: "user-1",
+            groups: g,
+            scopes: &[],
+            client_id: Some("agent"),
+        };
+        let start = Instant::now();
+        let v = set.decide(
+            &who,
+            "tools/call",
+            &Resource::Tool {
+                target: &target,
+                name: &name,
+            },
+            Some(&args),
+            1_780_000_000,
+        );
+        times.push(start.elapsed());
+        allowed += usize::from(v.allowed);
+    }
+    times.sort();
+    (times, allowed)
 }
 
 async fn state_from(all: &[Arc<Target>]) -> AppState {

@@ -167,6 +167,24 @@ impl UpstreamClient {
         self
     }
 
+    /// SigV4 headers for a POST of `body` to `url` as `service` in
+    /// `region`, with the function's role (for the interceptors' Lambda
+    /// invocations).
+    pub(crate) async fn sign(
+        &self,
+        service: &str,
+        region: &str,
+        url: &url::Url,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, UpstreamError> {
+        let iam = crate::domain::AwsIamSettings {
+            service: service.to_owned(),
+            region: region.to_owned(),
+        };
+        sign::sigv4(self.aws_credentials.as_ref(), &iam, url, headers, body).await
+    }
+
     fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -26,6 +26,8 @@ use crate::crypto::OpenError;
 use auth::{authenticate, host_allowed, origin_allowed, resource_metadata};
 use era::{initialize, modern, open_session};
 
+mod intercept;
+
 use super::{base_url, json_error};
 use crate::gateway::{Caller, Gateway, Reply};
 use crate::wire::envelope::{self, Id, Incoming, Method, Parsed};
@@ -166,7 +168,6 @@ async fn mcp(
         Ok(identity) => identity,
         Err(res) => return res,
     };
-    let sub = identity.sub.clone();
     if !is_json(&headers) {
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -174,6 +175,21 @@ async fn mcp(
             "send JSON-RPC messages with Content-Type: application/json",
         );
     }
+    if state.config.interceptors.is_empty() {
+        return dispatch(state, context, headers, identity, body).await;
+    }
+    intercept::around(state, context, headers, identity, body).await
+}
+
+/// Handles one authenticated JSON-RPC message.
+async fn dispatch(
+    state: AppState,
+    context: Option<&RequestContext>,
+    headers: HeaderMap,
+    identity: crate::gateway::Identity,
+    body: Bytes,
+) -> Response {
+    let sub = identity.sub.clone();
     let (id, method, params) = match envelope::parse(&body) {
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),

@@ -1,0 +1,158 @@
+//! The REQUEST and RESPONSE interceptors around an authenticated message
+//! (see [`crate::interceptors`]): the request interceptor may change the
+//! message or answer it; the response interceptor may change the answer.
+//! Any failure refuses the request (fail closed).
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lambda_http::request::RequestContext;
+use serde_json::{json, Map, Value};
+
+use super::dispatch;
+use crate::gateway::Identity;
+use crate::interceptors::{self, Interceptor, InterceptorError, RequestOutcome};
+use crate::wire::codes;
+use crate::AppState;
+
+/// Largest response a RESPONSE interceptor is shown (bytes).
+const MAX_INTERCEPTED_RESPONSE: usize = 6 * 1024 * 1024;
+
+/// A JSON answer with `status`.
+fn answer(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (status, Json(body)).into_response()
+}
+
+/// The refusal when an interceptor fails: a JSON-RPC error naming which
+/// one and what kind of failure, never its answer.
+fn refused(which: &str, id: &Value, e: &InterceptorError) -> Response {
+    tracing::error!(interceptor = which, error = %e, "interceptor failed; the request is refused");
+    let why = match e {
+        InterceptorError::Timeout => "did not answer in time",
+        InterceptorError::Failed(_) => "failed",
+        InterceptorError::Malformed(_) => "gave an answer the gateway cannot use",
+    };
+    answer(
+        502,
+        &json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": codes::INTERNAL_ERROR,
+            "message": format!("The gateway's {which} check {why}; the request was not handled. Retry later, or ask the gateway's operator."),
+        }}),
+    )
+}
+
+/// The request's headers as the payload shows them (when passed).
+fn header_map(headers: &HeaderMap) -> Value {
+    let mut out = Map::new();
+    for (k, v) in headers {
+        if let Ok(v) = v.to_str() {
+            out.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    Value::Object(out)
+}
+
+async fn call(
+    state: &AppState,
+    interceptor: &Interceptor,
+    payload: &Value,
+) -> Result<Value, InterceptorError> {
+    interceptors::invoke(
+        &state.http,
+        &state.upstream,
+        &state.config.interceptors,
+        interceptor,
+        payload,
+    )
+    .await
+}
+
+/// Runs the interceptors around [`dispatch`].
+pub(super) async fn around(
+    state: AppState,
+    context: Option<&RequestContext>,
+    headers: HeaderMap,
+    identity: Identity,
+    body: Bytes,
+) -> Response {
+    let config = &state.config.interceptors;
+    // Not JSON: the gateway's own error, no interceptor involved.
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return dispatch(state, context, headers, identity, body).await;
+    };
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let raw = String::from_utf8_lossy(&body).into_owned();
+    let passed_headers = config.pass_headers.then(|| header_map(&headers));
+    let mut request = interceptors::gateway_request(passed_headers.clone(), &message);
+    let body = match &config.request {
+        None => body,
+        Some(interceptor) => {
+            let payload = interceptors::request_payload(&raw, &request);
+            let outcome = call(&state, interceptor, &payload)
+                .await
+                .and_then(|out| interceptors::read_request_output(&out));
+            match outcome {
+                Err(e) => return refused("request", &id, &e),
+                Ok(RequestOutcome::Respond { status, body }) => {
+                    tracing::info!(
+                        audit = "interceptor_response",
+                        status,
+                        "the request interceptor answered the request"
+                    );
+                    return answer(status, &body);
+                }
+                Ok(RequestOutcome::Continue(changed)) => {
+                    request = interceptors::gateway_request(passed_headers, &changed);
+                    Bytes::from(changed.to_string())
+                }
+            }
+        }
+    };
+    let response = dispatch(state.clone(), context, headers, identity, body).await;
+    let Some(interceptor) = &config.response else {
+        return response;
+    };
+    let status = response.status().as_u16();
+    // Only JSON answers are shown (a 202 for a notification has none).
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_INTERCEPTED_RESPONSE).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refused(
+                "response",
+                &id,
+                &InterceptorError::Failed("the response is too large to show".into()),
+            )
+        }
+    };
+    let Ok(json_body) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let payload = interceptors::response_payload(&raw, &request, status, &json_body);
+    match call(&state, interceptor, &payload)
+        .await
+        .and_then(|out| interceptors::read_response_output(&out))
+    {
+        Ok((status, body)) => {
+            let mut changed = answer(status, &body);
+            // The gateway's own headers (a new session id) stay.
+            for (k, v) in parts.headers.iter() {
+                if k.as_str().starts_with("mcp-") {
+                    changed.headers_mut().insert(k.clone(), v.clone());
+                }
+            }
+            changed
+        }
+        Err(e) => refused("response", &id, &e),
+    }
+}
