@@ -907,26 +907,12 @@ async fn inbound_subjects_in_the_gateways_namespace_are_refused() {
 /// An MCP server behind AWS IAM (tests/python/sigv4_upstream.py checks each
 /// request's SigV4 signature with botocore).
 fn sigv4_upstream(service: &str, region: &str) -> (gateway_tests::ChildGuard, String) {
-    let port = gateway_tests::free_port();
-    let root = gateway_tests::workspace_root();
-    let mut child = std::process::Command::new(root.join(".tools/venv/bin/python"))
-        .arg(root.join("tests/python/sigv4_upstream.py"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--service",
-            service,
-            "--region",
-            region,
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("start the SigV4 upstream (scripts/tools.sh python)");
-    gateway_tests::wait_for_port(port, &mut child, "SigV4 upstream");
-    (
-        gateway_tests::ChildGuard(child),
-        format!("http://127.0.0.1:{port}/mcp"),
-    )
+    let (guard, port) = gateway_tests::python_peer(
+        "sigv4_upstream.py",
+        &["--service", service, "--region", region],
+        "the SigV4 upstream",
+    );
+    (guard, format!("http://127.0.0.1:{port}/mcp"))
 }
 
 /// AWS IAM targets: each request signed with the function's credentials
@@ -995,20 +981,9 @@ async fn aws_iam_targets_sign_each_request_with_sigv4() {
 /// The interceptors' stand-in: AgentCore-style handlers behind a local
 /// Lambda Invoke API that checks SigV4 (tests/python/interceptors.py).
 fn interceptor_standin() -> (gateway_tests::ChildGuard, String) {
-    let port = gateway_tests::free_port();
-    let root = gateway_tests::workspace_root();
-    let mut child = std::process::Command::new(root.join(".tools/venv/bin/python"))
-        .arg(root.join("tests/python/interceptors.py"))
-        .args(["--port", &port.to_string()])
-        .current_dir(root.join("tests/python"))
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("start the interceptors' stand-in (scripts/tools.sh python)");
-    gateway_tests::wait_for_port(port, &mut child, "interceptors' stand-in");
-    (
-        gateway_tests::ChildGuard(child),
-        format!("http://127.0.0.1:{port}"),
-    )
+    let (guard, port) =
+        gateway_tests::python_peer("interceptors.py", &[], "the interceptors' stand-in");
+    (guard, format!("http://127.0.0.1:{port}"))
 }
 
 /// Interceptors written as AgentCore's are: invoked as Lambda functions

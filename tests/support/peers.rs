@@ -82,22 +82,31 @@ impl DemoMcpServer {
     }
 }
 
-/// The MCP server of the conformance suite's fixtures
-/// (`tests/python/conformance_fixtures.py`, no authentication): its guard
-/// and MCP URL.
-pub fn conformance_fixtures() -> (ChildGuard, String) {
+/// Starts `tests/python/<script>` with `--port P` and `args` (from
+/// `tests/python`, so it can import its neighbours); its guard and port.
+pub fn python_peer(script: &str, args: &[&str], what: &str) -> (ChildGuard, u16) {
     let port = free_port();
     let root = workspace_root();
     let mut child = Command::new(root.join(".tools/venv/bin/python"))
-        .arg(root.join("tests/python/conformance_fixtures.py"))
+        .arg(root.join("tests/python").join(script))
         .args(["--port", &port.to_string()])
+        .args(args)
+        .current_dir(root.join("tests/python"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start the conformance fixtures");
-    wait_for_port(port, &mut child, "conformance fixtures");
-    (ChildGuard(child), format!("http://127.0.0.1:{port}/mcp"))
+        .unwrap_or_else(|e| panic!("start {what} (scripts/tools.sh python): {e}"));
+    wait_for_port(port, &mut child, what);
+    (ChildGuard(child), port)
+}
+
+/// The MCP server of the conformance suite's fixtures
+/// (`tests/python/conformance_fixtures.py`, no authentication): its guard
+/// and MCP URL.
+pub fn conformance_fixtures() -> (ChildGuard, String) {
+    let (guard, port) = python_peer("conformance_fixtures.py", &[], "the conformance fixtures");
+    (guard, format!("http://127.0.0.1:{port}/mcp"))
 }
 
 /// A tiny HTTP server on 127.0.0.1 answering every request with one fixed

@@ -331,6 +331,16 @@ impl<'a> TokenEndpoint<'a> {
     }
 }
 
+/// A new DPoP key for a token that is not refreshed with an earlier one
+/// (a machine token, an exchanged token), when the server binds tokens.
+fn new_dpop_key(settings: &OAuthSettings) -> Result<Option<DpopKey>, OAuthError> {
+    settings
+        .uses_dpop()
+        .then(DpopKey::generate)
+        .transpose()
+        .map_err(|e| OAuthError::Misconfigured(e.to_string()))
+}
+
 /// [`TokenIssuer`] over HTTP: the pooled client toward authorization servers.
 pub struct HttpTokenIssuer(pub reqwest::Client);
 
@@ -360,12 +370,7 @@ impl TokenIssuer for HttpTokenIssuer {
 
     async fn machine_token(&self, call: MachineTokenCall<'_>) -> Result<IssuedTokens, OAuthError> {
         // A machine token gets a new key with each token.
-        let key = call
-            .settings
-            .uses_dpop()
-            .then(DpopKey::generate)
-            .transpose()
-            .map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
+        let key = new_dpop_key(call.settings)?;
         let endpoint = TokenEndpoint {
             http: &self.0,
             settings: call.settings,
@@ -390,12 +395,7 @@ impl TokenIssuer for HttpTokenIssuer {
             OAuthError::Misconfigured("a token-exchange target needs its exchange settings".into())
         })?;
         // Each exchanged token gets a new key.
-        let key = call
-            .settings
-            .uses_dpop()
-            .then(DpopKey::generate)
-            .transpose()
-            .map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
+        let key = new_dpop_key(call.settings)?;
         let endpoint = TokenEndpoint {
             http: &self.0,
             settings: call.settings,
