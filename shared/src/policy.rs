@@ -37,10 +37,17 @@ use serde_json::Value;
 /// Deepest argument nesting passed to policies; deeper values are left out.
 const MAX_ARGUMENT_DEPTH: usize = 16;
 
-/// A parsed policy set.
+/// A parsed policy set, sliced by target: a request on an item of target
+/// `t` is evaluated against the policies whose resource scope is not
+/// `in Gateway::Target::"u"` for another `u` (those can never match it).
 #[derive(Debug)]
 pub struct Policies {
     set: PolicySet,
+    /// Policies that may apply to any target.
+    general: PolicySet,
+    /// Per target named in a `resource in Gateway::Target::"..."` scope:
+    /// the general policies and that target's.
+    by_target: HashMap<String, PolicySet>,
     authorizer: Authorizer,
     /// The text it was parsed from.
     pub text: String,
@@ -118,31 +125,30 @@ fn strings(values: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(values.iter().cloned().map(RestrictedExpression::new_string))
 }
 
-/// The call's arguments as a Cedar record value (see the module docs).
-fn cedar_json(value: &Value, depth: usize) -> Option<Value> {
+/// The call's arguments as a Cedar value (see the module docs); `None`
+/// for what is left out.
+fn cedar_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
     if depth > MAX_ARGUMENT_DEPTH {
         return None;
     }
     match value {
         Value::Null => None,
-        Value::Bool(_) | Value::String(_) => Some(value.clone()),
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
         Value::Number(n) => Some(match n.as_i64() {
-            Some(i) => Value::from(i),
-            None => Value::String(n.to_string()),
+            Some(i) => RestrictedExpression::new_long(i),
+            None => RestrictedExpression::new_string(n.to_string()),
         }),
-        Value::Array(items) => Some(Value::Array(
-            items
-                .iter()
-                .filter_map(|v| cedar_json(v, depth + 1))
-                .collect(),
+        Value::Array(items) => Some(RestrictedExpression::new_set(
+            items.iter().filter_map(|v| cedar_value(v, depth + 1)),
         )),
-        Value::Object(members) => Some(Value::Object(
+        Value::Object(members) => RestrictedExpression::new_record(
             members
                 .iter()
                 .filter(|(k, _)| !k.starts_with("__"))
-                .filter_map(|(k, v)| Some((k.clone(), cedar_json(v, depth + 1)?)))
-                .collect(),
-        )),
+                .filter_map(|(k, v)| Some((k.clone(), cedar_value(v, depth + 1)?))),
+        )
+        .ok(),
     }
 }
 
@@ -154,11 +160,42 @@ impl Policies {
             let report = miette_free(&e);
             format!("the policies do not parse: {report}")
         })?;
+        let mut general = PolicySet::new();
+        let mut scoped: HashMap<String, Vec<cedar_policy::Policy>> = HashMap::new();
+        for p in set.policies() {
+            match p.resource_constraint() {
+                cedar_policy::ResourceConstraint::In(uid)
+                | cedar_policy::ResourceConstraint::IsIn(_, uid)
+                    if uid.type_name().to_string() == "Gateway::Target" =>
+                {
+                    scoped
+                        .entry(uid.id().unescaped().to_owned())
+                        .or_default()
+                        .push(p.clone())
+                }
+                _ => general.add(p.clone()).map_err(|e| e.to_string())?,
+            }
+        }
+        let mut by_target = HashMap::new();
+        for (target, policies) in scoped {
+            let mut s = general.clone();
+            for p in policies {
+                s.add(p).map_err(|e| e.to_string())?;
+            }
+            by_target.insert(target, s);
+        }
         Ok(Policies {
             set,
+            general,
+            by_target,
             authorizer: Authorizer::new(),
             text: text.to_owned(),
         })
+    }
+
+    /// The policies that may apply to an item of `target`.
+    fn slice(&self, target: &str) -> &PolicySet {
+        self.by_target.get(target).unwrap_or(&self.general)
     }
 
     /// How many policies the set holds.
@@ -223,8 +260,9 @@ impl Policies {
         })();
         match request {
             Ok((request, entities)) => {
+                let target = resource.parts().1;
                 self.authorizer
-                    .is_authorized_partial(&request, &self.set, &entities)
+                    .is_authorized_partial(&request, self.slice(target), &entities)
                     .decision()
                     != Some(Decision::Deny)
             }
@@ -294,19 +332,20 @@ impl Policies {
     ) -> Result<Verdict, String> {
         let (user, item, entities) = self.entities(principal, resource)?;
         let arguments = arguments
-            .and_then(|a| cedar_json(a, 0))
-            .filter(Value::is_object)
-            .unwrap_or_else(|| Value::Object(Default::default()));
-        let context = Context::from_json_value(
-            serde_json::json!({"time": now, "arguments": arguments}),
-            None,
-        )
+            .filter(|a| a.is_object())
+            .and_then(|a| cedar_value(a, 0))
+            .map_or_else(|| RestrictedExpression::new_record([]), Ok)
+            .map_err(|e| format!("arguments: {e}"))?;
+        let context = Context::from_pairs([
+            ("time".to_owned(), RestrictedExpression::new_long(now)),
+            ("arguments".to_owned(), arguments),
+        ])
         .map_err(|e| format!("context: {e}"))?;
         let request = Request::new(user, uid("Action", action)?, item, context, None)
             .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.set, &entities);
+        let response =
+            self.authorizer
+                .is_authorized(&request, self.slice(resource.parts().1), &entities);
         Ok(Verdict {
             allowed: response.decision() == Decision::Allow,
             policies: response
@@ -563,6 +602,44 @@ mod tests {
         );
         assert!(
             !p.decide(&bob, "tools/call", &pay, Some(&amount(50)), 1_800_000_000)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn policies_scoped_to_a_target_never_decide_for_another() {
+        let p = Policies::parse(
+            r#"
+            permit(principal, action, resource);
+            forbid(principal, action, resource in Gateway::Target::"a");
+            forbid(principal, action, resource is Gateway::Prompt in Gateway::Target::"b");
+            "#,
+        )
+        .unwrap();
+        let bob = who("bob", &[], &[]);
+        assert!(
+            !p.decide(&bob, "tools/call", &tool("a", "a___x"), None, 0)
+                .allowed
+        );
+        assert!(
+            p.decide(&bob, "tools/call", &tool("b", "b___x"), None, 0)
+                .allowed
+        );
+        assert!(
+            !p.decide(
+                &bob,
+                "prompts/get",
+                &Resource::Prompt {
+                    target: "b",
+                    name: "b___p"
+                },
+                None,
+                0
+            )
+            .allowed
+        );
+        assert!(
+            p.decide(&bob, "tools/call", &tool("c", "c___x"), None, 0)
                 .allowed
         );
     }
