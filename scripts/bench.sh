@@ -47,7 +47,7 @@ PY
   echo
 } >>"$out"
 
-for bench in cold_start proxy_overhead refresh; do
+for bench in cold_start proxy_overhead refresh catalog; do
   echo "running cargo bench --bench $bench..." >&2
   echo "<!-- cargo bench -p gateway-tests --bench $bench -->" >>"$out"
   cargo bench --locked -p gateway-tests --bench "$bench" 2>/dev/null | sed -n '/^## \|^|/,$p' | grep -v '^test result\|^running 0' >>"$out"
