@@ -1107,6 +1107,17 @@ async fn interceptors_deny_rewrite_filter_and_redact_and_fail_closed() {
         "payments"
     );
 
+    // A pass-through interceptor changes nothing.
+    let (_gw3, server3) = gateway(vec![("REQUEST_INTERCEPTOR", arn("pass_through"))]).await;
+    let mut c3 = RawClient::new(&format!("{}/mcp", server3.base), &[]);
+    c3.initialize("2025-11-25", json!({})).await;
+    let through = call(&c3, "test_simple_text").await;
+    assert!(
+        tool_text(&through.body["result"]).contains("simple"),
+        "{:?}",
+        through.body
+    );
+
     // Failures refuse the request, saying which check and how.
     for (function, why) in [
         ("slow", "did not answer in time"),

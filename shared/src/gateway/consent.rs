@@ -309,7 +309,7 @@ pub(super) fn params_digest(params: &Params) -> String {
     p.remove("requestState");
     p.remove("inputResponses");
     p.remove("_meta");
-    sha256_hex(Value::Object(p).to_string().as_bytes())
+    sha256_hex(crate::wire::canonical_json(&Value::Object(p)).as_bytes())
 }
 
 /// Params as the upstream should see them: without the gateway's retry

@@ -104,3 +104,43 @@ mod tests {
         assert_eq!(decode_header_value("=?base64?!!?="), None);
     }
 }
+
+/// `value` as JSON text with every object's members in key order, whatever
+/// order they were read or built in (JSON objects keep insertion order in
+/// this build): the same text for the same value, for digests.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(members) => {
+                let mut keys: Vec<&String> = members.keys().collect();
+                keys.sort();
+                serde_json::Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&members[k])))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    #[test]
+    fn canonical_json_ignores_member_order() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":null}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#).unwrap();
+        assert_eq!(super::canonical_json(&a), super::canonical_json(&b));
+        assert_eq!(
+            super::canonical_json(&a),
+            r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+}
