@@ -737,7 +737,7 @@ async fn targets_put_get_list_delete() {
             tool_prefix: None,
             return_to: Default::default(),
             tool_catalog: vec![
-                serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}}),
+                serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}}).into(),
             ],
         })
         .await
@@ -959,7 +959,9 @@ async fn the_proxys_catalog_write_never_resurrects_or_undoes_a_target() {
     // Unchanged since read: only the catalog is written.
     t.put_catalog(&read, &tools).await.unwrap();
     let stored = t.get("svc").await.unwrap().unwrap();
-    assert_eq!(stored.tool_catalog, tools);
+    let stored_tools: Vec<serde_json::Value> =
+        stored.tool_catalog.iter().map(|t| t.value()).collect();
+    assert_eq!(stored_tools, tools);
     assert_eq!(stored.display_name.as_deref(), Some("Service"));
     // An operator changed the target since: the stale catalog write is refused.
     let mut changed = original.clone();

@@ -378,12 +378,12 @@ async fn target_sync_stores_the_upstream_catalog_for_search() {
         .await
         .unwrap()
         .unwrap();
-    let names: Vec<&str> = stored
+    let names: Vec<String> = stored
         .tool_catalog
         .iter()
-        .filter_map(|t| t["name"].as_str())
+        .filter_map(|t| t.name())
         .collect();
-    assert!(names.contains(&"test_simple_text"), "{names:?}");
+    assert!(names.iter().any(|n| n == "test_simple_text"), "{names:?}");
     assert!(out.contains(&format!("{} tools", names.len())), "{out}");
     let (ok, out) = admin(&gw, &[&["target", "sync", "nothing"][..], &base].concat());
     assert!(!ok && out.contains("no target named \"nothing\""), "{out}");

@@ -43,9 +43,12 @@ pub struct Entry {
 
 impl Entry {
     /// The tool as the upstream described it (under its upstream name).
-    pub fn tool(&self) -> &Value {
-        static NONE: Value = Value::Null;
-        self.target.tool_catalog.get(self.position).unwrap_or(&NONE)
+    pub fn tool(&self) -> Value {
+        self.target
+            .tool_catalog
+            .get(self.position)
+            .map(crate::domain::CatalogTool::value)
+            .unwrap_or_default()
     }
 }
 
@@ -77,7 +80,7 @@ impl ToolIndex {
         let mut terms: HashMap<String, f32> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             terms.clear();
-            let tool = e.tool();
+            let tool = &e.tool();
             let text = |key: &str| tool.get(key).and_then(Value::as_str).unwrap_or_default();
             let mut add = |s: &str, weight: f32| {
                 for w in words(s) {
@@ -281,7 +284,7 @@ mod tests {
                 auth: crate::domain::TargetAuth::None,
                 tool_prefix: None,
                 return_to: Default::default(),
-                tool_catalog: vec![tool],
+                tool_catalog: vec![tool.into()],
             }),
             position: 0,
             name: name.into(),

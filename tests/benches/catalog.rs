@@ -172,7 +172,9 @@ async fn main() {
             auth: TargetAuth::None,
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: (0..n_tools).map(|i| tool(&mut rng, &vocab, i)).collect(),
+            tool_catalog: (0..n_tools)
+                .map(|i| tool(&mut rng, &vocab, i).into())
+                .collect(),
         };
         raw_bytes += serde_json::to_string(&target.tool_catalog)
             .map(|s| s.len())
@@ -231,6 +233,7 @@ async fn main() {
         .iter()
         .flat_map(|t| {
             t.tool_catalog.iter().map(|tool| {
+                let tool = tool.value();
                 (
                     tool["name"].as_str().unwrap_or_default().to_owned(),
                     format!("{} {}", tool["name"], tool["description"]).to_lowercase(),

@@ -247,6 +247,7 @@ async fn main() {
         .map(|i| {
             json!({"name": format!("tool_{i}"), "description": "Does one thing to a record of the service and returns the result as text.",
                    "inputSchema": {"type": "object", "properties": {"id": {"type": "string", "description": "The record"}, "limit": {"type": "integer", "minimum": 1}}, "required": ["id"]}})
+            .into()
         })
         .collect();
     gw.state.targets.put(&target).await.unwrap();

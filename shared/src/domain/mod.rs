@@ -9,7 +9,7 @@ pub use authorization::{PendingAuthorization, StateParam};
 pub use grant::{Grant, GrantKey, GrantStatus, Lease, SealedGrant, TokenSet};
 pub use session::UpstreamSession;
 pub use target::{
-    ApiKeyPlacement, ApiKeySettings, AwsIamSettings, ExchangeSettings, IdentityProviderClient,
-    OAuthFlow, OAuthSettings, ReturnTo, Target, TargetAuth, TokenEndpointAuthMethod,
-    ACCESS_TOKEN_TYPE, ID_JAG_TYPE, ID_TOKEN_TYPE,
+    ApiKeyPlacement, ApiKeySettings, AwsIamSettings, CatalogTool, ExchangeSettings,
+    IdentityProviderClient, OAuthFlow, OAuthSettings, ReturnTo, Target, TargetAuth,
+    TokenEndpointAuthMethod, ACCESS_TOKEN_TYPE, ID_JAG_TYPE, ID_TOKEN_TYPE,
 };

@@ -329,7 +329,7 @@ async fn a_key_set_outage_is_a_retry_not_a_lost_session() {
             auth: TargetAuth::None,
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: vec![json!({"name": "search", "inputSchema": {"type": "object"}})],
+            tool_catalog: vec![json!({"name": "search", "inputSchema": {"type": "object"}}).into()],
         },
     )
     .await
@@ -521,6 +521,7 @@ async fn catalog_target(edge: &Edge, name: &str, tools: &[(&str, &str, &[&str])]
                 .collect();
             json!({"name": tool, "description": description, "inputSchema": {"type": "object", "properties": props}})
         })
+        .map(crate::domain::CatalogTool::from)
         .collect();
     crate::ports::TargetCatalog::put(
         &edge.store,

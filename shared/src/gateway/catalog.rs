@@ -121,7 +121,7 @@ impl Gateway<'_> {
                             e.target
                                 .tool_catalog
                                 .iter()
-                                .filter_map(|i| rename(i, &e.prefix, key))
+                                .filter_map(|i| rename(&i.value(), &e.prefix, key))
                                 .filter(|i| allowed(&e.target.name, i)),
                         );
                     }
@@ -192,7 +192,15 @@ impl Gateway<'_> {
 
     /// Keeps the target's catalog current for users who have not connected.
     pub(super) async fn remember_catalog(&self, target: &Target, tools: &[Value]) {
-        if target.tool_catalog.as_slice() == tools {
+        let unchanged = target.tool_catalog.len() == tools.len()
+            && target
+                .tool_catalog
+                .iter()
+                .zip(tools)
+                .all(|(known, listed)| {
+                    serde_json::to_string(listed).ok().as_deref() == Some(known.text())
+                });
+        if unchanged {
             return;
         }
         // Only the catalog, and only while the target is stored as it was

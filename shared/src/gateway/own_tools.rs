@@ -102,7 +102,7 @@ impl Gateway<'_> {
         let tools: Vec<Value> = hits
             .iter()
             .map(|h| {
-                let t = h.entry.tool();
+                let t = &h.entry.tool();
                 let mut hit = json!({
                     "name": h.entry.name,
                     "target": h.entry.target.name,
@@ -146,11 +146,11 @@ impl Gateway<'_> {
                             .iter()
                             .enumerate()
                             .filter_map(|(position, tool)| {
-                                let name = tool.get("name")?.as_str()?;
+                                let name = tool.name()?;
                                 Some(Entry {
                                     target: e.target.clone(),
                                     position,
-                                    name: expose(&e.prefix, name),
+                                    name: expose(&e.prefix, &name),
                                 })
                             })
                     })

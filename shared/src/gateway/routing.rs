@@ -137,7 +137,11 @@ impl Gateway<'_> {
             }
             // A shortened name: find the upstream name that maps to it.
             let known: Vec<Value> = if key == "tools" && !e.target.tool_catalog.is_empty() {
-                e.target.tool_catalog.clone()
+                e.target
+                    .tool_catalog
+                    .iter()
+                    .map(crate::domain::CatalogTool::value)
+                    .collect()
             } else {
                 match self
                     .forward(&e.target, list_method, Some(Params::new()))

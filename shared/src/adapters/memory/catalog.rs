@@ -38,7 +38,10 @@ impl TargetCatalog for MemoryStore {
                         ..target.clone()
                     } =>
             {
-                Arc::make_mut(stored).tool_catalog = catalog.to_vec();
+                Arc::make_mut(stored).tool_catalog = catalog
+                    .iter()
+                    .map(crate::domain::CatalogTool::new)
+                    .collect();
                 Ok(())
             }
             _ => Err(Error::StaleVersion),
