@@ -821,3 +821,76 @@ async fn policies_decide_calls_listings_and_search_per_user() {
     assert_eq!(found, ["github___list_issues", "pay___send"]);
     assert_eq!(search("bob").await, ["pay___send"]);
 }
+
+/// A listing longer than a page (large cached catalogs) comes in pages of
+/// `LIST_PAGE_SIZE` with the gateway's own cursor: every tool once, in
+/// order, the gateway's tools at the end; a forged offset is refused.
+#[tokio::test]
+async fn long_listings_come_in_pages() {
+    let edge = Edge::new(&[]);
+    let per_target = 700;
+    for name in ["a", "b", "c"] {
+        let tools: Vec<(String, String)> = (0..per_target)
+            .map(|i| (format!("tool_{i}"), format!("Tool {i} of {name}.")))
+            .collect();
+        let refs: Vec<(&str, &str, &[&str])> = tools
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_str(), &[][..]))
+            .collect();
+        catalog_target(&edge, name, &refs).await;
+    }
+    let session = initialize(&edge, "alice").await;
+    let list = |cursor: Option<String>| {
+        let (edge, session) = (&edge, &session);
+        async move {
+            let params = match cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            edge.request(
+                "tools/list",
+                params,
+                &[
+                    ("x-gateway-dev-user", "alice"),
+                    ("mcp-protocol-version", "2025-06-18"),
+                    ("mcp-session-id", session),
+                ],
+            )
+            .await
+            .body
+        }
+    };
+    let mut names: Vec<String> = vec![];
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = list(cursor.take()).await;
+        let tools = page["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"));
+        assert!(tools.len() <= crate::gateway::LIST_PAGE_SIZE);
+        names.extend(
+            tools
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned)),
+        );
+        pages += 1;
+        match page["result"]["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let own = names.iter().filter(|n| n.starts_with("gateway___")).count();
+    assert_eq!(names.len(), 3 * per_target + own);
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "no tool twice");
+    assert!(names.last().unwrap().starts_with("gateway___"));
+    assert!(names.contains(&"b___tool_699".to_owned()));
+    // Cursors are checked.
+    let forged = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        br#"{"@offset":"many"}"#,
+    );
+    assert_eq!(list(Some(forged)).await["error"]["code"], -32602);
+}

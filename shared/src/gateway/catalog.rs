@@ -49,10 +49,19 @@ impl Gateway<'_> {
             return Reply::Result(json!({ "tools": gateway_tools() }));
         }
         let cursor = params.and_then(Params::cursor);
-        let wanted: Option<BTreeMap<String, String>> = match cursor {
-            None => None,
+        // A cursor holds the upstreams' own cursors, or the gateway's
+        // offset into a listing too long for one page.
+        let (wanted, offset): (Option<BTreeMap<String, String>>, usize) = match cursor {
+            None => (None, 0),
             Some(c) => match decode_cursor(&c) {
-                Some(m) => Some(m),
+                Some(mut m) => match m.remove(OFFSET_KEY) {
+                    Some(o) if m.is_empty() => match o.parse() {
+                        Ok(o) => (None, o),
+                        Err(_) => return Reply::error(codes::INVALID_PARAMS, "invalid cursor"),
+                    },
+                    Some(_) => return Reply::error(codes::INVALID_PARAMS, "invalid cursor"),
+                    None => (Some(m), 0),
+                },
                 None => return Reply::error(codes::INVALID_PARAMS, "invalid cursor"),
             },
         };
@@ -130,6 +139,22 @@ impl Gateway<'_> {
         }
         if key == "tools" && wanted.is_none() {
             items.extend(gateway_tools());
+        }
+        // Too many for one page (large cached catalogs; no upstream
+        // paginates): a page of them, and the gateway's offset for the next.
+        if offset > 0 || (next.is_empty() && items.len() > LIST_PAGE_SIZE) {
+            // A paged listing stays paged by offset (an upstream that starts
+            // paginating meanwhile is listed by its first page).
+            next.clear();
+            let total = items.len();
+            items = items
+                .into_iter()
+                .skip(offset)
+                .take(LIST_PAGE_SIZE)
+                .collect();
+            if offset.saturating_add(LIST_PAGE_SIZE) < total {
+                next.insert(OFFSET_KEY.to_owned(), (offset + LIST_PAGE_SIZE).to_string());
+            }
         }
         let mut result = json!({ key: items });
         if !next.is_empty() {
@@ -216,6 +241,13 @@ impl Gateway<'_> {
         }
     }
 }
+
+/// The most items one listing page holds when the gateway pages a listing
+/// itself (the upstreams' own pages are passed on as they come).
+pub const LIST_PAGE_SIZE: usize = 1000;
+
+/// The cursor member holding the gateway's offset (no target has this name).
+const OFFSET_KEY: &str = "@offset";
 
 /// The most `tools/list` pages a catalog sync follows.
 pub const MAX_SYNC_PAGES: usize = 100;

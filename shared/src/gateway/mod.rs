@@ -7,6 +7,7 @@
 //! protocol framing; this module sees a [`Caller`] and a method.
 
 mod catalog;
+pub use catalog::LIST_PAGE_SIZE;
 mod consent;
 mod guard;
 pub mod names;
