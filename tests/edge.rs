@@ -1135,3 +1135,108 @@ async fn interceptors_deny_rewrite_filter_and_redact_and_fail_closed() {
         );
     }
 }
+
+/// Progress an upstream reports during a call reaches the client: a client
+/// that accepts `text/event-stream` gets the notifications (with its own
+/// progress token) before the result on one event stream; a client that
+/// accepts only JSON gets the result alone; with a RESPONSE interceptor,
+/// which must see every answer, nothing is relayed.
+#[tokio::test]
+async fn progress_during_a_call_is_relayed_on_an_event_stream() {
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (_standin, standin) = interceptor_standin();
+    let call = |base: String, accept: &'static str| async move {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "test_tool_with_progress", "arguments": {}, "_meta": {
+            "progressToken": "p-1",
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        }}});
+        let res = gateway_tests::http()
+            .post(format!("{base}/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "test_tool_with_progress")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (content_type, res.text().await.unwrap())
+    };
+    let with_target = |extra: Vec<(&'static str, String)>| {
+        let fixtures_url = fixtures_url.clone();
+        async move {
+            let refs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (gw, server) = dev_gateway(&refs).await;
+            gw.state
+                .targets
+                .put(&Target {
+                    name: "fixtures".into(),
+                    display_name: None,
+                    mcp_url: fixtures_url,
+                    auth: TargetAuth::None,
+                    tool_prefix: None,
+                    return_to: Default::default(),
+                    tool_catalog: vec![],
+                })
+                .await
+                .unwrap();
+            (gw, server)
+        }
+    };
+    let (_gw, server) = with_target(vec![]).await;
+    let (content_type, text) =
+        call(server.base.clone(), "application/json, text/event-stream").await;
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}: {text}"
+    );
+    let messages: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 3, "{text}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "p-1"),
+        "{text}"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(last["id"], 7);
+    assert_eq!(tool_text(&last["result"]), "Progress test completed");
+
+    let (content_type, text) = call(server.base.clone(), "application/json").await;
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    assert!(!text.contains("notifications/progress"), "{text}");
+
+    let (_gw2, server2) = with_target(vec![(
+        "RESPONSE_INTERCEPTOR",
+        format!("{standin}/url/shape"),
+    )])
+    .await;
+    let (content_type, text) =
+        call(server2.base.clone(), "application/json, text/event-stream").await;
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}: {text}"
+    );
+    assert!(!text.contains("notifications/progress"), "{text}");
+}

@@ -112,6 +112,9 @@ pub struct Gateway<'a> {
     base: Url,
     caller: Caller,
     owner: String,
+    /// Notifications upstreams sent during the calls of this request
+    /// (progress, log messages), for the client.
+    relayed: std::sync::Mutex<Vec<Value>>,
 }
 
 /// How a target is exposed.
@@ -141,7 +144,17 @@ impl<'a> Gateway<'a> {
             base,
             caller,
             owner: lease_owner(),
+            relayed: Default::default(),
         }
+    }
+
+    /// The notifications upstreams sent during this request's calls, in
+    /// the order they came, for the client's event stream.
+    pub fn take_relayed(&self) -> Vec<Value> {
+        self.relayed
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     /// Handles one request.
@@ -321,6 +334,7 @@ impl<'a> Gateway<'a> {
                 },
                 method,
                 params: params.as_ref(),
+                relay: Some(&self.relayed),
             };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),

@@ -137,6 +137,9 @@ pub struct Call<'a> {
     pub method: &'a str,
     /// JSON-RPC params (members sent as they are, never copied).
     pub params: Option<&'a Params>,
+    /// Where the notifications the upstream sends during the call go, to
+    /// be relayed to the client (none: dropped).
+    pub relay: Option<&'a std::sync::Mutex<Vec<Value>>>,
 }
 
 impl UpstreamClient {
@@ -349,7 +352,20 @@ impl UpstreamClient {
         let res = self
             .post(call, session, Some(version), modern, body)
             .await?;
-        read_response(res, id).await.map(Some)
+        match call.relay {
+            None => read_response(res, id).await.map(Some),
+            Some(relay) => {
+                let mut notes = vec![];
+                let message = sse::read_response_relaying(res, id, Some(&mut notes)).await;
+                if !notes.is_empty() {
+                    if let Ok(mut r) = relay.lock() {
+                        let room = sse::MAX_RELAYED.saturating_sub(r.len());
+                        r.extend(notes.into_iter().take(room));
+                    }
+                }
+                message.map(Some)
+            }
+        }
     }
 
     /// POSTs `body`; for a DPoP token, once more with the nonce the

@@ -5,9 +5,20 @@ use serde_json::Value;
 
 use super::{UpstreamError, MAX_RESPONSE_BYTES};
 
-pub(crate) async fn read_response(
+pub(crate) async fn read_response(res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+    read_response_relaying(res, id, None).await
+}
+
+/// The most notifications kept from one response stream for the client.
+pub(crate) const MAX_RELAYED: usize = 1000;
+
+/// [`read_response`], keeping in `relay` the notifications the upstream
+/// sent on the response's stream before the response (progress, log
+/// messages), at most [`MAX_RELAYED`].
+pub(crate) async fn read_response_relaying(
     mut res: reqwest::Response,
     id: u64,
+    mut relay: Option<&mut Vec<Value>>,
 ) -> Result<Value, UpstreamError> {
     let sse = res
         .headers()
@@ -40,6 +51,11 @@ pub(crate) async fn read_response(
                     if is_response_to(&message, id) {
                         return Ok(message);
                     }
+                    if let Some(r) = relay.as_deref_mut() {
+                        if is_notification(&message) && r.len() < MAX_RELAYED {
+                            r.push(message);
+                        }
+                    }
                 }
             }
             buf.drain(..start);
@@ -65,6 +81,15 @@ pub(crate) async fn read_response(
         return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));
     }
     Ok(message)
+}
+
+/// A JSON-RPC notification (a `notifications/...` method, no id).
+fn is_notification(message: &Value) -> bool {
+    message.get("id").is_none()
+        && message
+            .get("method")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.starts_with("notifications/"))
 }
 
 pub(crate) fn is_response_to(message: &Value, id: u64) -> bool {

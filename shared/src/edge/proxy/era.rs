@@ -190,8 +190,13 @@ pub(super) async fn modern(
         url_elicitation: supports_url_elicitation(capabilities),
         inbound_token: super::auth::presented_token(headers),
     };
-    let reply = Gateway::new(state, base, caller)
-        .handle(method, params)
-        .await;
-    respond(reply, id, true, method)
+    let gateway = Gateway::new(state, base, caller);
+    let reply = gateway.handle(method, params).await;
+    super::with_relayed(
+        state,
+        respond(reply, id, true, method),
+        gateway.take_relayed(),
+        headers,
+    )
+    .await
 }

@@ -257,10 +257,60 @@ async fn dispatch(
             }
         }
     }
-    let reply = Gateway::new(&state, base, caller)
-        .handle(&method, params)
-        .await;
-    respond(reply, id, false, &method)
+    let gateway = Gateway::new(&state, base, caller);
+    let reply = gateway.handle(&method, params).await;
+    with_relayed(
+        &state,
+        respond(reply, id, false, &method),
+        gateway.take_relayed(),
+        &headers,
+    )
+    .await
+}
+
+/// The answer as an event stream carrying, before it, the notifications
+/// upstreams sent during the call (progress, log messages), when there are
+/// any and the client accepts `text/event-stream`; the answer as it is
+/// otherwise. The stream is written whole (a Lambda function behind API
+/// Gateway answers once), so notifications arrive with the result. With a
+/// RESPONSE interceptor, nothing is relayed: it sees (and may change) every
+/// answer, and notifications would pass it by.
+async fn with_relayed(
+    state: &AppState,
+    answer: Response,
+    relayed: Vec<Value>,
+    headers: &HeaderMap,
+) -> Response {
+    if state.config.interceptors.response.is_some() {
+        return answer;
+    }
+    let accepts_sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+    if relayed.is_empty() || !accepts_sse {
+        return answer;
+    }
+    let (mut parts, body) = answer.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
+    };
+    let mut out = String::new();
+    for note in relayed {
+        out.push_str("event: message\ndata: ");
+        out.push_str(&note.to_string());
+        out.push_str("\n\n");
+    }
+    out.push_str("event: message\ndata: ");
+    out.push_str(&String::from_utf8_lossy(&bytes));
+    out.push_str("\n\n");
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {
