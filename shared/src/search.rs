@@ -7,8 +7,9 @@
 //! name 1.5 times, of the description once. Words are split at anything
 //! that is not a letter or digit and at camelCase boundaries, lowercased,
 //! and a plural `s` is dropped, so `listIssues`, `list_issues` and
-//! "list issues" all match. An index is built once per catalog version and
-//! shared by the requests of a warm instance ([`SearchCache`]).
+//! "list issues" all match. An index is built for the list of targets an
+//! instance holds (rebuilt when the instance reloads that list, at most every
+//! `TARGETS_CACHE_SECONDS`) and shared by its requests ([`SearchCache`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
