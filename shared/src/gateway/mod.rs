@@ -41,6 +41,10 @@ pub use routing::template_matches;
 pub const GATEWAY_PREFIX: &str = "gateway___";
 /// How long a `requestState` stays valid.
 pub const REQUEST_STATE_TTL: i64 = 900;
+/// The log level asked of 2026-07-28 upstreams for 2025 clients, whose
+/// logging/setLevel applies to a session the gateway does not keep.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
 /// Upstream retries after a consent-worthy refusal, per call.
 pub const MAX_STEP_UP: usize = 1;
 
@@ -335,6 +339,9 @@ impl<'a> Gateway<'a> {
                 method,
                 params: params.as_ref(),
                 relay: Some(&self.relayed),
+                // A 2025 client's log messages, as a 2025 server would
+                // send them without a logging/setLevel.
+                log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
             };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),

@@ -140,6 +140,9 @@ pub struct Call<'a> {
     /// Where the notifications the upstream sends during the call go, to
     /// be relayed to the client (none: dropped).
     pub relay: Option<&'a std::sync::Mutex<Vec<Value>>>,
+    /// The log level to ask a 2026-07-28 upstream for when the request
+    /// names none (a 2025 client's calls: its era sets levels per session).
+    pub log_level: Option<&'a str>,
 }
 
 impl UpstreamClient {
@@ -342,7 +345,7 @@ impl UpstreamClient {
             id,
             method,
             params: if modern.is_some() {
-                Some(OutParams::Modern(params))
+                Some(OutParams::Modern(params, call.log_level))
             } else {
                 params.map(OutParams::AsGiven)
             },
@@ -661,7 +664,8 @@ struct OutRequest<'a> {
 /// with the per-request protocol fields merged into `_meta`.
 enum OutParams<'a> {
     AsGiven(&'a Params),
-    Modern(Option<&'a Params>),
+    /// The params, and the log level to add when their `_meta` has none.
+    Modern(Option<&'a Params>, Option<&'a str>),
 }
 
 /// The per-request `_meta` fields a 2026-07-28 server expects.
@@ -674,9 +678,9 @@ const MODERN_META_KEYS: [&str; 3] = [
 impl serde::Serialize for OutParams<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let given = match self {
+        let (given, log_level) = match self {
             OutParams::AsGiven(p) => return p.serialize(s),
-            OutParams::Modern(p) => *p,
+            OutParams::Modern(p, l) => (*p, *l),
         };
         let mut map = s.serialize_map(None)?;
         for (k, v) in given.into_iter().flat_map(Params::iter) {
@@ -685,13 +689,14 @@ impl serde::Serialize for OutParams<'_> {
             }
         }
         let meta = given.and_then(Params::meta);
-        map.serialize_entry("_meta", &ModernMeta(meta))?;
+        map.serialize_entry("_meta", &ModernMeta(meta, log_level))?;
         map.end()
     }
 }
 
-/// A request's `_meta` with the 2026 protocol fields set.
-struct ModernMeta<'a>(Option<&'a serde_json::Map<String, Value>>);
+/// A request's `_meta` with the 2026 protocol fields set (and a log level
+/// when it names none and one is given).
+struct ModernMeta<'a>(Option<&'a serde_json::Map<String, Value>>, Option<&'a str>);
 
 impl serde::Serialize for ModernMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -700,6 +705,11 @@ impl serde::Serialize for ModernMeta<'_> {
         for (k, v) in self.0.into_iter().flatten() {
             if !MODERN_META_KEYS.contains(&k.as_str()) {
                 map.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(level) = self.1 {
+            if !self.0.is_some_and(|m| m.contains_key(meta::LOG_LEVEL)) {
+                map.serialize_entry(meta::LOG_LEVEL, level)?;
             }
         }
         map.serialize_entry(MODERN_META_KEYS[0], MODERN)?;
@@ -739,12 +749,38 @@ mod tests {
             id: 7,
             method,
             params: if modern {
-                Some(OutParams::Modern(params))
+                Some(OutParams::Modern(params, None))
             } else {
                 params.map(OutParams::AsGiven)
             },
         };
         serde_json::from_str(&serde_json::to_string(&out).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_default_log_level_is_added_only_where_the_request_names_none() {
+        let out = |params: Option<Value>| -> Value {
+            let params = params.map(p);
+            let o = OutRequest {
+                jsonrpc: "2.0",
+                id: 1,
+                method: "tools/call",
+                params: Some(OutParams::Modern(params.as_ref(), Some("info"))),
+            };
+            serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap()
+        };
+        let plain = out(Some(json!({"name": "t"})));
+        assert_eq!(plain["params"]["_meta"][meta::LOG_LEVEL], "info");
+        let own = out(Some(
+            json!({"name": "t", "_meta": {(meta::LOG_LEVEL): "debug", "progressToken": 3}}),
+        ));
+        assert_eq!(own["params"]["_meta"][meta::LOG_LEVEL], "debug");
+        assert_eq!(own["params"]["_meta"]["progressToken"], 3);
+        assert!(
+            sent("tools/call", Some(&json!({"name": "t"})), true)["params"]["_meta"]
+                .get(meta::LOG_LEVEL)
+                .is_none()
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub mod codes {
 pub mod meta {
     /// Protocol version.
     pub const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+    /// The log level a 2026-07-28 request asks the server's log messages at.
+    pub const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
     /// Client capabilities.
     pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
     /// Client info.
