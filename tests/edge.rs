@@ -978,6 +978,26 @@ async fn aws_iam_targets_sign_each_request_with_sigv4() {
     assert!(!reply.contains("/connect/"), "{reply}");
 }
 
+/// A development gateway with the conformance fixtures server at
+/// `fixtures_url` as its one target (`fixtures`, no authentication).
+async fn fixtures_gateway(fixtures_url: &str, extra: &[(&str, &str)]) -> (Gateway, GatewayServer) {
+    let (gw, server) = dev_gateway(extra).await;
+    gw.state
+        .targets
+        .put(&Target {
+            name: "fixtures".into(),
+            display_name: None,
+            mcp_url: fixtures_url.to_owned(),
+            auth: TargetAuth::None,
+            tool_prefix: None,
+            return_to: Default::default(),
+            tool_catalog: vec![],
+        })
+        .await
+        .unwrap();
+    (gw, server)
+}
+
 /// The interceptors' stand-in: AgentCore-style handlers behind a local
 /// Lambda Invoke API that checks SigV4 (tests/python/interceptors.py).
 fn interceptor_standin() -> (gateway_tests::ChildGuard, String) {
@@ -1006,21 +1026,7 @@ async fn interceptors_deny_rewrite_filter_and_redact_and_fail_closed() {
             vars.push(("AWS_ENDPOINT_URL_LAMBDA", standin));
             vars.push(("INTERCEPTOR_TIMEOUT_MS", "500".into()));
             let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let (gw, server) = dev_gateway(&refs).await;
-            gw.state
-                .targets
-                .put(&Target {
-                    name: "fixtures".into(),
-                    display_name: None,
-                    mcp_url: fixtures_url,
-                    auth: TargetAuth::None,
-                    tool_prefix: None,
-                    return_to: Default::default(),
-                    tool_catalog: vec![],
-                })
-                .await
-                .unwrap();
-            (gw, server)
+            fixtures_gateway(&fixtures_url, &refs).await
         }
     };
     let stats = || async {
@@ -1176,21 +1182,7 @@ async fn progress_during_a_call_is_relayed_on_an_event_stream() {
         let fixtures_url = fixtures_url.clone();
         async move {
             let refs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let (gw, server) = dev_gateway(&refs).await;
-            gw.state
-                .targets
-                .put(&Target {
-                    name: "fixtures".into(),
-                    display_name: None,
-                    mcp_url: fixtures_url,
-                    auth: TargetAuth::None,
-                    tool_prefix: None,
-                    return_to: Default::default(),
-                    tool_catalog: vec![],
-                })
-                .await
-                .unwrap();
-            (gw, server)
+            fixtures_gateway(&fixtures_url, &refs).await
         }
     };
     let (_gw, server) = with_target(vec![]).await;
