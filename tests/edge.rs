@@ -1073,6 +1073,16 @@ async fn interceptors_deny_rewrite_filter_and_redact_and_fail_closed() {
         text,
         "rewritten to the real tool"
     );
+    // A 2026-07-28 request names its tool in a header too: the rewrite
+    // carries over to it.
+    let modern = c
+        .modern(
+            "tools/call",
+            json!({"name": "renamed_simple_text", "arguments": {}}),
+            json!({}),
+        )
+        .await;
+    assert_eq!(tool_text(&modern.body["result"]), text, "{:?}", modern.body);
     let denied = call(&c, "test_image_content").await;
     assert_eq!(denied.status, 403, "{:?}", denied.body);
     assert_eq!(denied.body["error"]["code"], -32003);
@@ -1231,4 +1241,91 @@ async fn progress_during_a_call_is_relayed_on_an_event_stream() {
         "{content_type}: {text}"
     );
     assert!(!text.contains("notifications/progress"), "{text}");
+}
+
+/// A duplicated argument member cannot pass a `forbid` one way and reach
+/// the upstream the other: a message with a member given twice is refused
+/// as a parse error before any policy or upstream sees it, and under a
+/// policy set the upstream is sent the arguments as the policies read them.
+#[tokio::test]
+async fn duplicated_arguments_reach_the_upstream_as_the_policies_read_them() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move |body: String| {
+        let record = record.clone();
+        async move {
+            let msg: Value = serde_json::from_str(&body).unwrap_or_default();
+            let result = match msg["method"].as_str().unwrap_or_default() {
+                "server/discover" => {
+                    json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}})
+                }
+                "tools/call" => {
+                    record.lock().unwrap().push(body.clone());
+                    json!({"content": [{"type": "text", "text": "paid"}]})
+                }
+                _ => json!({}),
+            };
+            axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}))
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (gw, server) = dev_gateway(&[("TARGETS_CACHE_SECONDS", "0")]).await;
+    gw.state
+        .targets
+        .put(&Target {
+            name: "dup".into(),
+            display_name: None,
+            mcp_url: url,
+            auth: TargetAuth::None,
+            tool_prefix: None,
+            return_to: Default::default(),
+            tool_catalog: vec![],
+        })
+        .await
+        .unwrap();
+    gw.state
+        .policies
+        .store(Some(
+            r#"permit(principal, action, resource);
+               forbid(principal, action, resource == Gateway::Tool::"dup___pay")
+                 when { context.arguments.amount > 100 };"#,
+        ))
+        .await
+        .unwrap();
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-11-25", json!({})).await;
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"pay","arguments":{"amount":500,"amount":5}}}"#,
+        r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"pay","arguments":{"amount":5,"amount":500}}}"#,
+    ] {
+        let refused = c.post_raw(raw.to_owned(), &[]).await;
+        assert_eq!(refused.body["error"]["code"], -32700, "{:?}", refused.body);
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+    let ok = c
+        .request(
+            "tools/call",
+            json!({"name": "pay", "arguments": {"amount": 5}}),
+        )
+        .await;
+    assert_eq!(tool_text(&ok.body["result"]), "paid", "{:?}", ok.body);
+    let over = c
+        .request(
+            "tools/call",
+            json!({"name": "pay", "arguments": {"amount": 500}}),
+        )
+        .await;
+    assert_eq!(over.body["result"]["isError"], true, "{:?}", over.body);
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let sent: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(sent["params"]["arguments"], json!({"amount": 5}));
+    task.abort();
 }

@@ -1045,3 +1045,32 @@ async fn a_table_writer_cannot_loosen_the_policy_set() {
         None
     );
 }
+
+/// With `POLICY_REQUIRED`, a policy set removed from the table by someone
+/// without the keys does not open the gateway up: no set refuses calls.
+#[tokio::test]
+async fn with_policies_required_a_deleted_set_refuses_instead_of_allowing() {
+    let gw = Gateway::start(&[("TARGETS_CACHE_SECONDS", "0"), ("POLICY_REQUIRED", "true")]).await;
+    let err = gw.state.policies.current().await.unwrap_err();
+    assert!(err.contains("POLICY_REQUIRED"), "{err}");
+    gw.state
+        .policies
+        .store(Some("permit(principal, action, resource);"))
+        .await
+        .unwrap();
+    assert_eq!(
+        gw.state.policies.current().await.unwrap().map(|p| p.len()),
+        Some(1)
+    );
+    // The attack: the item deleted in the table.
+    gw.dynamo
+        .delete_item()
+        .table_name(&gw.table)
+        .key("pk", AttributeValue::S("POLICIES".into()))
+        .key("sk", AttributeValue::S("POLICY#default".into()))
+        .send()
+        .await
+        .unwrap();
+    let err = gw.state.policies.current().await.unwrap_err();
+    assert!(err.contains("POLICY_REQUIRED"), "{err}");
+}

@@ -168,6 +168,10 @@ pub struct Config {
     /// Which policy decisions are logged for audit (`POLICY_LOG`: `deny`,
     /// the default, `all` or `off`).
     pub policy_log: PolicyLog,
+    /// Whether a policy set must be stored (`POLICY_REQUIRED`): with it, a
+    /// missing set (removed from the table by someone without the keys)
+    /// refuses calls instead of allowing them all.
+    pub policy_required: bool,
     /// The REQUEST and RESPONSE interceptors (`REQUEST_INTERCEPTOR`,
     /// `RESPONSE_INTERCEPTOR`, `INTERCEPTOR_PASS_HEADERS`,
     /// `INTERCEPTOR_TIMEOUT_MS`).
@@ -344,6 +348,7 @@ impl Config {
             lambda_endpoint: get("AWS_ENDPOINT_URL_LAMBDA").or_else(|| get("AWS_ENDPOINT_URL")),
         };
         Ok(Config {
+            policy_required: flag(get("POLICY_REQUIRED"), "POLICY_REQUIRED")?,
             interceptors,
             policy_log,
             tools_listing,

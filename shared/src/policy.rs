@@ -7,12 +7,15 @@
 //!   its groups;
 //! - action `Gateway::Action::"<MCP method>"`: `tools/call`,
 //!   `resources/read`, `prompts/get`;
-//! - resource `Gateway::Tool::"<exposed name>"`, `Gateway::Prompt::"<exposed
-//!   name>"` or `Gateway::Resource::"<uri>"`, with attributes `name` and
-//!   `target`, each in its `Gateway::Target::"<target>"`;
+//! - resource `Gateway::Tool::"<target>___<name>"` and
+//!   `Gateway::Prompt::"<target>___<name>"` (the upstream's own name, see
+//!   [`item_id`], whatever prefix the tool is exposed under) or
+//!   `Gateway::Resource::"<uri>"`, with attributes `name` and `target`,
+//!   each in its `Gateway::Target::"<target>"`;
 //! - context `{time: <unix seconds>, arguments: {...}}` (the call's
 //!   arguments: objects as records, arrays as sets, integers as longs,
-//!   other numbers as strings; nulls and members named `__...` left out).
+//!   other numbers as strings; nulls left out). The upstream is sent the
+//!   arguments as parsed here, so that both read the same values.
 //!
 //! No policy set stored: everything is allowed. A stored set decides as
 //! Cedar does: allowed when a `permit` matches and no `forbid` does.
@@ -33,6 +36,14 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression,
 };
 use serde_json::Value;
+
+/// The id a policy knows a tool or prompt by: its target's name and the
+/// upstream's own name, `<target>___<name>`, whatever prefix (or none) the
+/// gateway exposes it under, so that a policy keeps matching when targets
+/// are added or prefixes change.
+pub fn item_id(target: &str, upstream_name: &str) -> String {
+    format!("{target}___{upstream_name}")
+}
 
 /// Deepest argument nesting passed to policies; deeper values are left out.
 const MAX_ARGUMENT_DEPTH: usize = 16;
@@ -142,10 +153,11 @@ fn cedar_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
         Value::Array(items) => Some(RestrictedExpression::new_set(
             items.iter().filter_map(|v| cedar_value(v, depth + 1)),
         )),
+        // Built as a value, never parsed as Cedar's JSON: a member named
+        // `__entity` or `__extn` is just a member.
         Value::Object(members) => RestrictedExpression::new_record(
             members
                 .iter()
-                .filter(|(k, _)| !k.starts_with("__"))
                 .filter_map(|(k, v)| Some((k.clone(), cedar_value(v, depth + 1)?))),
         )
         .ok(),
@@ -346,8 +358,17 @@ impl Policies {
         let response =
             self.authorizer
                 .is_authorized(&request, self.slice(resource.parts().1), &entities);
+        // Cedar skips a policy whose evaluation fails; for a `forbid` that
+        // would let a call through on odd arguments (a string where a
+        // number was compared), so a forbid that fails denies.
+        let failed_forbid = response.diagnostics().errors().any(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+            self.set
+                .policy(e.policy_id())
+                .is_some_and(|p| p.effect() == cedar_policy::Effect::Forbid)
+        });
         Ok(Verdict {
-            allowed: response.decision() == Decision::Allow,
+            allowed: response.decision() == Decision::Allow && !failed_forbid,
             policies: response
                 .diagnostics()
                 .reason()
@@ -374,15 +395,18 @@ impl Policies {
 pub struct PolicyCache {
     store: Arc<dyn crate::ports::PolicyStore>,
     ttl: Duration,
+    /// A set must be stored (`POLICY_REQUIRED`): none is an error.
+    required: bool,
     cached: tokio::sync::RwLock<Option<(Instant, Option<Arc<Policies>>)>>,
 }
 
 impl PolicyCache {
     /// A cache of `store`'s set, kept for `ttl` (zero: read every time).
-    pub fn new(store: Arc<dyn crate::ports::PolicyStore>, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn crate::ports::PolicyStore>, ttl: Duration, required: bool) -> Self {
         PolicyCache {
             store,
             ttl,
+            required,
             cached: Default::default(),
         }
     }
@@ -397,6 +421,9 @@ impl PolicyCache {
         let text = self.store.get_policies().await.map_err(|e| e.to_string())?;
         let set = match text {
             Some(t) => Some(Arc::new(Policies::parse(&t)?)),
+            None if self.required => {
+                return Err("no policy set is stored, and POLICY_REQUIRED is set".into())
+            }
             None => None,
         };
         *self.cached.write().await = Some((Instant::now(), set.clone()));
@@ -665,6 +692,39 @@ mod tests {
     }
 
     #[test]
+    fn a_forbid_that_fails_on_odd_arguments_still_denies() {
+        let p = Policies::parse(
+            r#"
+            permit(principal, action, resource);
+            forbid(principal, action, resource == Gateway::Tool::"pay___send")
+                when { context.arguments.amount > 1000 };
+            "#,
+        )
+        .unwrap();
+        let bob = who("bob", &[], &[]);
+        let pay = tool("pay", "pay___send");
+        assert!(
+            p.decide(&bob, "tools/call", &pay, Some(&json!({"amount": 10})), 0)
+                .allowed
+        );
+        assert!(
+            !p.decide(&bob, "tools/call", &pay, Some(&json!({"amount": 5000})), 0)
+                .allowed
+        );
+        // A float, a huge integer or a string makes the comparison fail:
+        // denied, not skipped.
+        for odd in [json!(5000.0), json!(1e30), json!("5000"), json!(u64::MAX)] {
+            let v = p.decide(&bob, "tools/call", &pay, Some(&json!({ "amount": odd })), 0);
+            assert!(!v.allowed, "{odd}");
+        }
+        // Missing: the forbid cannot apply either, and denies.
+        assert!(
+            !p.decide(&bob, "tools/call", &pay, Some(&json!({})), 0)
+                .allowed
+        );
+    }
+
+    #[test]
     fn arguments_cannot_smuggle_entities_or_odd_values() {
         let p = Policies::parse(
             r#"permit(principal, action, resource) when { context.arguments has who && context.arguments.who == Gateway::User::"admin" };"#,
@@ -676,7 +736,7 @@ mod tests {
             !p.decide(&bob, "tools/call", &tool("t", "t___x"), Some(&smuggled), 0)
                 .allowed
         );
-        // Nulls, deep nesting and odd keys are left out, not errors.
+        // Nulls and deep nesting are left out, odd keys kept; no errors.
         let mut deep = json!(1);
         for _ in 0..40 {
             deep = json!({"d": deep});

@@ -111,6 +111,7 @@ impl AppState {
         let grant_cache_ttl = config.grant_cache_ttl;
         let policy_store: Arc<dyn crate::ports::PolicyStore> = store.clone();
         let policy_ttl = config.targets_cache_ttl;
+        let policy_required = config.policy_required;
         let targets: Arc<dyn TargetCatalog> =
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
         let upstream = Arc::new(
@@ -142,7 +143,11 @@ impl AppState {
             http,
             tokens,
             search: Default::default(),
-            policies: Arc::new(crate::policy::PolicyCache::new(policy_store, policy_ttl)),
+            policies: Arc::new(crate::policy::PolicyCache::new(
+                policy_store,
+                policy_ttl,
+                policy_required,
+            )),
         })
     }
 }
@@ -160,6 +165,7 @@ impl AppState {
         let store = Arc::new(store);
         let policy_store: Arc<dyn crate::ports::PolicyStore> = store.clone();
         let policy_ttl = config.targets_cache_ttl;
+        let policy_required = config.policy_required;
         let http = http_client();
         let tokens = Arc::new(Refresher::new(
             store.clone(),
@@ -184,7 +190,11 @@ impl AppState {
             http,
             tokens,
             search: Default::default(),
-            policies: Arc::new(crate::policy::PolicyCache::new(policy_store, policy_ttl)),
+            policies: Arc::new(crate::policy::PolicyCache::new(
+                policy_store,
+                policy_ttl,
+                policy_required,
+            )),
         }
     }
 }

@@ -894,3 +894,65 @@ async fn long_listings_come_in_pages() {
     );
     assert_eq!(list(Some(forged)).await["error"]["code"], -32602);
 }
+
+/// Policies name tools by target and upstream name, however the gateway
+/// exposes them: a lone target's tools are listed unprefixed, and a forbid
+/// on `github___delete_repo` still applies to its `delete_repo`, in the
+/// listing and on the call; completions of a refused prompt are refused too.
+#[tokio::test]
+async fn policies_name_tools_the_same_whatever_their_exposed_names() {
+    let edge = Edge::new(&[("TARGETS_CACHE_SECONDS", "0")]);
+    catalog_target(
+        &edge,
+        "github",
+        &[
+            ("list_issues", "List issues.", &["repo"]),
+            ("delete_repo", "Delete a repository.", &["repo"]),
+        ],
+    )
+    .await;
+    crate::ports::PolicyStore::put_policies(
+        &edge.store,
+        Some(
+            r#"permit(principal, action, resource);
+               forbid(principal, action, resource == Gateway::Tool::"github___delete_repo");
+               forbid(principal, action, resource == Gateway::Prompt::"github___secret");"#,
+        ),
+    )
+    .await
+    .unwrap();
+    let session = initialize(&edge, "alice").await;
+    let headers = [
+        ("x-gateway-dev-user", "alice"),
+        ("mcp-protocol-version", "2025-06-18"),
+        ("mcp-session-id", session.as_str()),
+    ];
+    let listed = edge.request("tools/list", json!({}), &headers).await.body;
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .filter(|n| !n.starts_with("gateway___"))
+        .collect();
+    assert_eq!(names, ["list_issues"], "exposed without a prefix: {listed}");
+    let call = edge
+        .request(
+            "tools/call",
+            json!({"name": "delete_repo", "arguments": {"repo": "x"}}),
+            &headers,
+        )
+        .await
+        .body;
+    assert_eq!(call["result"]["isError"], true, "{call}");
+    assert!(call.to_string().contains("policy does not allow"), "{call}");
+    let completion = edge
+        .request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "secret"}, "argument": {"name": "a", "value": ""}}),
+            &headers,
+        )
+        .await
+        .body;
+    assert_eq!(completion["error"]["code"], -32602, "{completion}");
+}

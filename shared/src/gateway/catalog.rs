@@ -27,14 +27,18 @@ impl Gateway<'_> {
             Ok(p) => p,
             Err(r) => return r,
         };
+        // Asked of each item as the upstream named it (policies know tools
+        // and prompts by target and upstream name, not by exposed name).
         let allowed = |target: &str, item: &Value| -> bool {
             let Some(set) = &policies else { return true };
             let text = |k: &str| item.get(k).and_then(Value::as_str);
             match key {
                 "tools" => text("name").is_some_and(|name| {
+                    let name = &crate::policy::item_id(target, name);
                     self.may(set, "tools/call", &Resource::Tool { target, name })
                 }),
                 "prompts" => text("name").is_some_and(|name| {
+                    let name = &crate::policy::item_id(target, name);
                     self.may(set, "prompts/get", &Resource::Prompt { target, name })
                 }),
                 "resources" => text("uri").is_some_and(|uri| {
@@ -99,8 +103,8 @@ impl Gateway<'_> {
                     if let Some(list) = result.get(key).and_then(Value::as_array) {
                         items.extend(
                             list.iter()
-                                .filter_map(|i| rename(i, &e.prefix, key))
-                                .filter(|i| allowed(&e.target.name, i)),
+                                .filter(|i| allowed(&e.target.name, i))
+                                .filter_map(|i| rename(i, &e.prefix, key)),
                         );
                         if key == "tools" && wanted.is_none() {
                             self.remember_catalog(&e.target, list).await;
@@ -121,8 +125,20 @@ impl Gateway<'_> {
                         {
                             // Nothing known about its tools yet: a tool that
                             // starts the consent, so the agent can offer it.
+                            // Known to policies as `<target>___connect`.
                             let connect = connect_tool(&e.target);
-                            if allowed(&e.target.name, &connect) {
+                            let may_connect = match &policies {
+                                None => true,
+                                Some(set) => self.may(
+                                    set,
+                                    "tools/call",
+                                    &Resource::Tool {
+                                        target: &e.target.name,
+                                        name: &connect_tool_name(&e.target),
+                                    },
+                                ),
+                            };
+                            if may_connect {
                                 items.push(connect);
                             }
                         }
@@ -130,8 +146,9 @@ impl Gateway<'_> {
                             e.target
                                 .tool_catalog
                                 .iter()
-                                .filter_map(|i| rename(&i.value(), &e.prefix, key))
-                                .filter(|i| allowed(&e.target.name, i)),
+                                .map(|i| i.value())
+                                .filter(|i| allowed(&e.target.name, i))
+                                .filter_map(|i| rename(&i, &e.prefix, key)),
                         );
                     }
                 }

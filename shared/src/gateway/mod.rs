@@ -338,7 +338,10 @@ impl<'a> Gateway<'a> {
                 },
                 method,
                 params: params.as_ref(),
-                relay: Some(&self.relayed),
+                // Only the call the client made relays (not listings or
+                // the lookups made to route it).
+                relay: matches!(method, "tools/call" | "prompts/get" | "resources/read")
+                    .then_some(&self.relayed),
                 // A 2025 client's log messages, as a 2025 server would
                 // send them without a logging/setLevel.
                 log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),

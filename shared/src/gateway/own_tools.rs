@@ -90,14 +90,20 @@ impl Gateway<'_> {
         // Only tools the caller may call are found.
         let hits = index.search(query, limit, |entry| match &policies {
             None => true,
-            Some(set) => self.may(
-                set,
-                "tools/call",
-                &crate::policy::Resource::Tool {
-                    target: &entry.target.name,
-                    name: &entry.name,
-                },
-            ),
+            Some(set) => entry
+                .tool()
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|name| {
+                    self.may(
+                        set,
+                        "tools/call",
+                        &crate::policy::Resource::Tool {
+                            target: &entry.target.name,
+                            name: &crate::policy::item_id(&entry.target.name, name),
+                        },
+                    )
+                }),
         });
         let tools: Vec<Value> = hits
             .iter()

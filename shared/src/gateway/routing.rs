@@ -59,21 +59,20 @@ impl Gateway<'_> {
                 Reply::error(codes::INVALID_PARAMS, format!("Unknown prompt: {name}"))
             };
         };
+        let id = crate::policy::item_id(&e.target.name, &upstream_name);
         let item = if method == "tools/call" {
             Resource::Tool {
                 target: &e.target.name,
-                name,
+                name: &id,
             }
         } else {
             Resource::Prompt {
                 target: &e.target.name,
-                name,
+                name: &id,
             }
         };
-        if let Err(refused) = self
-            .permit(method, &item, params.get::<Value>("arguments").as_ref())
-            .await
-        {
+        let arguments = params.get::<Value>("arguments");
+        if let Err(refused) = self.permit(method, &item, arguments.as_ref()).await {
             return refused;
         }
         if let Some(r) = self.check_request_state(method, params).await {
@@ -85,6 +84,12 @@ impl Gateway<'_> {
         };
         let mut forwarded = strip_gateway_fields(params);
         forwarded.set("name", &upstream_name);
+        // Under policies, the upstream gets the arguments as they were
+        // judged (a duplicated member read one way here and another there
+        // could otherwise pass a forbid).
+        if let (Some(args), Ok(Some(_))) = (&arguments, self.state.policies.current().await) {
+            forwarded.set("arguments", args);
+        }
         if force && e.target.auth.is_per_user() {
             return self.consent(&e.target, &[], method, params).await;
         }
@@ -297,6 +302,14 @@ impl Gateway<'_> {
                 else {
                     return Reply::error(codes::INVALID_PARAMS, format!("Unknown prompt: {name}"));
                 };
+                let id = crate::policy::item_id(&e.target.name, &upstream);
+                let prompt = Resource::Prompt {
+                    target: &e.target.name,
+                    name: &id,
+                };
+                if let Err(refused) = self.permit("prompts/get", &prompt, None).await {
+                    return refused;
+                }
                 let mut r = reference.clone();
                 r.insert("name".into(), json!(upstream));
                 forwarded.set("ref", &r);
@@ -308,7 +321,7 @@ impl Gateway<'_> {
                 };
                 // Forwarded as read (one meaning for the gateway and the upstream).
                 forwarded.set("ref", &reference);
-                match self.owner_of_uri(&exposed, uri).await {
+                let e = match self.owner_of_uri(&exposed, uri).await {
                     Some(e) => e,
                     None => {
                         return Reply::error(
@@ -316,7 +329,15 @@ impl Gateway<'_> {
                             format!("Unknown resource: {uri}"),
                         )
                     }
+                };
+                let resource = Resource::Resource {
+                    target: &e.target.name,
+                    uri,
+                };
+                if let Err(refused) = self.permit("resources/read", &resource, None).await {
+                    return refused;
                 }
+                e
             }
             _ => {
                 return Reply::error(

@@ -11,6 +11,9 @@ pub(crate) async fn read_response(res: reqwest::Response, id: u64) -> Result<Val
 
 /// The most notifications kept from one response stream for the client.
 pub(crate) const MAX_RELAYED: usize = 1000;
+/// The most bytes of notifications kept for the client (an answer must
+/// stay well within Lambda's 6 MB).
+pub(crate) const MAX_RELAYED_BYTES: usize = 1024 * 1024;
 
 /// [`read_response`], keeping in `relay` the notifications the upstream
 /// sent on the response's stream before the response (progress, log
@@ -27,6 +30,7 @@ pub(crate) async fn read_response_relaying(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut buf: Vec<u8> = Vec::new();
     let mut total = 0usize;
+    let mut relayed_bytes = 0usize;
     // How much of `buf` is known to hold no complete event: each byte is
     // looked at about once however the stream is chunked.
     let mut scanned = 0usize;
@@ -53,7 +57,10 @@ pub(crate) async fn read_response_relaying(
                     }
                     if let Some(r) = relay.as_deref_mut() {
                         if is_notification(&message) && r.len() < MAX_RELAYED {
-                            r.push(message);
+                            relayed_bytes += event.len();
+                            if relayed_bytes <= MAX_RELAYED_BYTES {
+                                r.push(message);
+                            }
                         }
                     }
                 }

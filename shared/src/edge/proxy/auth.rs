@@ -122,13 +122,17 @@ async fn subject(
                     "a valid bearer token is required",
                 ));
             };
-            // API Gateway flattens claims to strings; arrays read "[a b]".
+            // API Gateway flattens claims to strings: an array reads "[a b]"
+            // (its members split at spaces), a scope "a b".
             let list = |key: &str| -> Vec<String> {
                 claims
                     .and_then(|c| c.get(key))
                     .map(|v| {
-                        v.trim_matches(['[', ']'])
-                            .split([' ', ','])
+                        let v = v
+                            .strip_prefix('[')
+                            .and_then(|v| v.strip_suffix(']'))
+                            .unwrap_or(v);
+                        v.split(' ')
                             .filter(|s| !s.is_empty())
                             .map(str::to_owned)
                             .collect()
@@ -142,7 +146,11 @@ async fn subject(
                 groups,
                 scopes: list("scope"),
                 client_id: claims
-                    .and_then(|c| c.get("client_id").or_else(|| c.get("azp")))
+                    .and_then(|c| {
+                        c.get("client_id")
+                            .or_else(|| c.get("azp"))
+                            .or_else(|| c.get("cid"))
+                    })
                     .cloned(),
             })
         }

@@ -69,6 +69,31 @@ async fn call(
     .await
 }
 
+/// Sets `Mcp-Method` and `Mcp-Name` (where the request has them) to what
+/// `message` says.
+fn follow_body(headers: &mut HeaderMap, message: &Value) {
+    if headers.contains_key("mcp-method") {
+        if let Some(v) = message
+            .get("method")
+            .and_then(Value::as_str)
+            .and_then(|m| axum::http::HeaderValue::from_str(m).ok())
+        {
+            headers.insert("mcp-method", v);
+        }
+    }
+    if headers.contains_key("mcp-name") {
+        let params = message.get("params");
+        let name = params
+            .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+            .and_then(Value::as_str)
+            .map(crate::wire::header_value)
+            .and_then(|n| axum::http::HeaderValue::from_str(&n).ok());
+        if let Some(v) = name {
+            headers.insert("mcp-name", v);
+        }
+    }
+}
+
 /// Runs the interceptors around [`dispatch`].
 pub(super) async fn around(
     state: AppState,
@@ -110,6 +135,12 @@ pub(super) async fn around(
             }
         }
     };
+    // A 2026-07-28 request says its method and name in headers too: follow
+    // what the interceptor made of the body.
+    let mut headers = headers;
+    if let Ok(changed) = serde_json::from_slice::<Value>(&body) {
+        follow_body(&mut headers, &changed);
+    }
     let response = dispatch(state.clone(), context, headers, identity, body).await;
     let Some(interceptor) = &config.response else {
         return response;
