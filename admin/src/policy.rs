@@ -130,10 +130,8 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> Result<(), String> {
                             name: &name,
                         },
                     };
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or_default();
+                    let now =
+                        gateway_shared::ports::Clock::now(&gateway_shared::ports::SystemClock);
                     let v = set.decide(&principal, &action, &resource, arguments.as_ref(), now);
                     let mut out = format!(
                         "{} (policies: {})",

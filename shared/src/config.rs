@@ -227,14 +227,7 @@ impl Config {
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
 
         let list = |name: &'static str| -> Vec<String> {
-            get(name)
-                .map(|v| {
-                    v.split([',', ' '])
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
+            get(name).map(|v| split_list(&v)).unwrap_or_default()
         };
         let inbound_auth = match get("INBOUND_AUTH_MODE").as_deref() {
             None | Some("apigw") => InboundAuth::ApiGateway,
@@ -440,6 +433,15 @@ fn parse_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
         });
     }
     Ok(url)
+}
+
+/// The members of a list setting: separated by commas or spaces.
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn flag(value: Option<String>, name: &'static str) -> Result<bool, ConfigError> {

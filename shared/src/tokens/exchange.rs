@@ -70,29 +70,15 @@ impl Refresher {
             }
         }
         let subject_token = subject_token.ok_or(ExchangeFailure::NoSubjectToken)?;
-        let secret = match &settings.client_secret_arn {
-            Some(arn) => Some(
-                self.secrets
-                    .secret(arn)
-                    .await
-                    .map_err(|e| ExchangeFailure::Retry(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let idp_secret = match settings
+        let secret = self
+            .optional_secret(settings.client_secret_arn.as_deref())
+            .await?;
+        let idp_arn = settings
             .exchange
             .as_ref()
             .and_then(|x| x.identity_provider.as_ref())
-            .and_then(|idp| idp.client_secret_arn.as_deref())
-        {
-            Some(arn) => Some(
-                self.secrets
-                    .secret(arn)
-                    .await
-                    .map_err(|e| ExchangeFailure::Retry(e.to_string()))?,
-            ),
-            None => None,
-        };
+            .and_then(|idp| idp.client_secret_arn.as_deref());
+        let idp_secret = self.optional_secret(idp_arn).await?;
         let issued = self
             .issuer
             .exchange(ExchangeCall {
@@ -138,6 +124,22 @@ impl Refresher {
                 tracing::warn!(target = %target.name, error = %e, "could not cache an exchanged token");
                 Ok(grant)
             }
+        }
+    }
+
+    /// The secret stored under `arn`, if there is one.
+    async fn optional_secret(
+        &self,
+        arn: Option<&str>,
+    ) -> Result<Option<SecretString>, ExchangeFailure> {
+        match arn {
+            Some(arn) => self
+                .secrets
+                .secret(arn)
+                .await
+                .map(Some)
+                .map_err(|e| ExchangeFailure::Retry(e.to_string())),
+            None => Ok(None),
         }
     }
 }

@@ -106,6 +106,21 @@ pub enum NoGrant {
 }
 
 impl Refresher {
+    /// Writes renewed tokens and releases `owner`'s lease in one write. If
+    /// the lease ran out under us (a slow token endpoint) and may be someone
+    /// else's now, the tokens, which are the newest, go in as a plain
+    /// versioned write and that lease is left to its holder.
+    pub(super) async fn write_renewed(
+        &self,
+        renewed: &Grant,
+        owner: &str,
+    ) -> crate::error::Result<Grant> {
+        match self.grants.update_and_release(renewed, owner).await {
+            Err(Error::NotLeaseOwner) => self.grants.update(renewed).await,
+            other => other,
+        }
+    }
+
     /// Refreshes a grant under the lease protocol (see the module docs).
     pub async fn refresh_grant(&self, req: RefreshRequest<'_>) -> Outcome {
         let RefreshRequest {
@@ -259,13 +274,7 @@ impl Refresher {
             version = grant.version,
             "token response received"
         );
-        let written = match self.grants.update_and_release(&updated, req.owner).await {
-            // The lease ran out under us (a slow token endpoint) and may be
-            // someone else's now: write the tokens, which are the newest, as
-            // a plain versioned write and leave that lease to its holder.
-            Err(Error::NotLeaseOwner) => self.grants.update(&updated).await,
-            other => other,
-        };
+        let written = self.write_renewed(&updated, req.owner).await;
         match written {
             // The lease went with the write, or was no longer ours.
             Ok(g) => (Outcome::Refreshed(g), true),

@@ -39,7 +39,13 @@ pub(super) async fn send(
     let mut nonce: Option<String> = None;
     loop {
         let proof = key
-            .proof(parts.method.as_str(), &url, None, nonce.as_deref(), now())
+            .proof(
+                parts.method.as_str(),
+                &url,
+                None,
+                nonce.as_deref(),
+                crate::ports::Clock::now(&crate::ports::SystemClock),
+            )
             .map_err(|e| HttpClientError::Other(e.to_string()))?;
         let mut builder = http::Request::builder()
             .method(parts.method.clone())
@@ -78,13 +84,6 @@ pub(crate) fn is_nonce(nonce: &str) -> bool {
         && nonce
             .bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

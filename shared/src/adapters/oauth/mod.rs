@@ -465,10 +465,7 @@ impl TokenEndpoint<'_> {
     ) -> Result<(), OAuthError> {
         let mut form = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
         let mut req = self.http.post(revocation_endpoint);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
+        let now = crate::ports::Clock::now(&crate::ports::SystemClock);
         let assertion = assertion_params(self.settings, revocation_endpoint, self.secret, now)?;
         match (self.settings.token_endpoint_auth_method, self.secret) {
             (TokenEndpointAuthMethod::PrivateKeyJwt, _) => {

@@ -80,12 +80,7 @@ async fn subject(
             let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
             let list = |name: &str| -> Vec<String> {
                 header(name)
-                    .map(|v| {
-                        v.split([',', ' '])
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
+                    .map(crate::config::split_list)
                     .unwrap_or_default()
             };
             Ok(Identity {

@@ -60,10 +60,7 @@ impl Refresher {
             updated_at: now,
             ..grant.clone()
         };
-        let written = match self.grants.update_and_release(&updated, req.owner).await {
-            Err(Error::NotLeaseOwner) => self.grants.update(&updated).await,
-            other => other,
-        };
+        let written = self.write_renewed(&updated, req.owner).await;
         match written {
             Ok(g) => (Outcome::Refreshed(g), true),
             Err(Error::NotFound(_)) => (Outcome::NotFound, true),
