@@ -1,0 +1,290 @@
+//! One POST to an upstream with the target's credentials: the bearer or
+//! DPoP-bound token (with a proof, and the upstream's nonce), an API key in
+//! a header or the query, or a SigV4 signature; and the reading of its
+//! status (challenges, JSON-RPC errors on 4xx).
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::{sign, Call, UpstreamClient, UpstreamError};
+use crate::adapters::discovery::{auth_param, bearer_challenge};
+use crate::domain::ApiKeyPlacement;
+use crate::wire::header_value;
+use reqwest::header::HeaderValue;
+
+impl UpstreamClient {
+    /// SigV4 headers for a POST of `body` to `url` as `service` in
+    /// `region`, with the function's role (for the interceptors' Lambda
+    /// invocations).
+    pub(crate) async fn sign(
+        &self,
+        service: &str,
+        region: &str,
+        url: &url::Url,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, UpstreamError> {
+        let iam = crate::domain::AwsIamSettings {
+            service: service.to_owned(),
+            region: region.to_owned(),
+        };
+        sign::sigv4(self.aws_credentials.as_ref(), &iam, url, headers, body).await
+    }
+
+    /// POSTs `body`; for a DPoP token, once more with the nonce the
+    /// upstream asks for (RFC 9449 §9).
+    pub(super) async fn post(
+        &self,
+        call: &Call<'_>,
+        session: Option<&str>,
+        version: Option<&str>,
+        modern: Option<(&str, Option<String>)>,
+        body: String,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let Some(key) = call.dpop else {
+            return self
+                .post_once(call, session, version, &modern, body.into(), None)
+                .await;
+        };
+        let body = bytes::Bytes::from(body);
+        let nonce = self.dpop_nonce(call.url);
+        let res = self
+            .post_once(
+                call,
+                session,
+                version,
+                &modern,
+                body.clone().into(),
+                Some((key, nonce.as_deref())),
+            )
+            .await;
+        let asked = match &res {
+            Err(UpstreamError::DpopNonce(n)) => Some(n.clone()),
+            _ => None,
+        };
+        let res = match asked {
+            Some(n) if nonce.as_deref() != Some(&n) => {
+                self.set_dpop_nonce(call.url, &n);
+                self.post_once(
+                    call,
+                    session,
+                    version,
+                    &modern,
+                    body.into(),
+                    Some((key, Some(&n))),
+                )
+                .await
+            }
+            _ => res,
+        };
+        match res {
+            // Asked again for a nonce just sent: the token is refused.
+            Err(UpstreamError::DpopNonce(_)) => Err(UpstreamError::Unauthorized {
+                resource_metadata: None,
+                scope: None,
+            }),
+            other => other,
+        }
+    }
+
+    fn dpop_nonce(&self, url: &str) -> Option<String> {
+        self.dpop_nonces.lock().ok()?.get(url).cloned()
+    }
+
+    fn set_dpop_nonce(&self, url: &str, nonce: &str) {
+        if let Ok(mut nonces) = self.dpop_nonces.lock() {
+            // Bounded: one entry per DPoP upstream in practice.
+            if nonces.len() >= 1024 {
+                nonces.clear();
+            }
+            nonces.insert(url.to_owned(), nonce.to_owned());
+        }
+    }
+
+    async fn post_once(
+        &self,
+        call: &Call<'_>,
+        session: Option<&str>,
+        version: Option<&str>,
+        modern: &Option<(&str, Option<String>)>,
+        body: reqwest::Body,
+        dpop: Option<(&crate::crypto::dpop::DpopKey, Option<&str>)>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = match call.api_key {
+            Some((k, key)) if k.placement == ApiKeyPlacement::Query => {
+                let mut url = url::Url::parse(call.url)
+                    .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
+                url.query_pairs_mut()
+                    .append_pair(&k.name, key.expose_secret());
+                url
+            }
+            _ => url::Url::parse(call.url)
+                .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?,
+        };
+        let mut headers: Vec<(&str, String)> = vec![
+            ("accept", "application/json, text/event-stream".into()),
+            ("content-type", "application/json".into()),
+        ];
+        if let Some(v) = version {
+            headers.push(("mcp-protocol-version", v.to_owned()));
+        }
+        if let Some(s) = session {
+            headers.push(("mcp-session-id", s.to_owned()));
+        }
+        if let Some((method, name)) = modern {
+            headers.push(("mcp-method", (*method).to_owned()));
+            if let Some(n) = name {
+                headers.push(("mcp-name", header_value(n)));
+            }
+        }
+        let mut req = self.http.post(url.clone());
+        if let Some(iam) = call.aws_iam {
+            let credentials = self.aws_credentials.as_ref();
+            for (k, v) in sign::sigv4(
+                credentials,
+                iam,
+                &url,
+                &headers,
+                body.as_bytes().unwrap_or_default(),
+            )
+            .await?
+            {
+                let mut value = HeaderValue::from_str(&v).map_err(|_| {
+                    UpstreamError::Protocol("a SigV4 header is not a header value".into())
+                })?;
+                value.set_sensitive(true);
+                req = req.header(k, value);
+            }
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some((k, key)) = call
+            .api_key
+            .filter(|(k, _)| k.placement == ApiKeyPlacement::Header)
+        {
+            let mut value = HeaderValue::from_str(&format!("{}{}", k.prefix, key.expose_secret()))
+                .map_err(|_| {
+                    UpstreamError::Protocol("the API key is not a valid header value".into())
+                })?;
+            value.set_sensitive(true);
+            req = req.header(k.name.as_str(), value);
+        }
+        match (call.token, dpop) {
+            (Some(token), Some((key, nonce))) => {
+                let now = self.clock.now();
+                let proof = key
+                    .proof("POST", call.url, Some(token), nonce, now)
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                let mut value = HeaderValue::from_str(&format!("DPoP {}", token.expose_secret()))
+                    .map_err(|_| {
+                    UpstreamError::Protocol("the access token is not a header value".into())
+                })?;
+                value.set_sensitive(true);
+                req = req
+                    .header(reqwest::header::AUTHORIZATION, value)
+                    .header("dpop", proof);
+            }
+            (Some(token), None) => req = req.bearer_auth(token.expose_secret()),
+            (None, _) => {}
+        }
+        let req = req.body(body);
+        let res = req.send().await.map_err(transport)?;
+        let status = res.status().as_u16();
+        if dpop.is_some() {
+            if let Some(n) = res
+                .headers()
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+                .filter(|n| crate::adapters::oauth::is_dpop_nonce(n))
+            {
+                if status == 401 && dpop_nonce_challenge(res.headers()) {
+                    return Err(UpstreamError::DpopNonce(n.to_owned()));
+                }
+                // A nonce handed out on the way: the next proof carries it.
+                self.set_dpop_nonce(call.url, n);
+            }
+        }
+        match status {
+            200..=299 => Ok(res),
+            401 => {
+                let challenge = bearer_challenge(res.headers());
+                Err(UpstreamError::Unauthorized {
+                    resource_metadata: challenge
+                        .as_deref()
+                        .and_then(|c| auth_param(c, "resource_metadata")),
+                    scope: challenge.as_deref().and_then(|c| auth_param(c, "scope")),
+                })
+            }
+            403 => {
+                let challenge = bearer_challenge(res.headers())
+                    .filter(|v| v.to_ascii_lowercase().contains("insufficient_scope"));
+                match challenge {
+                    Some(c) => Err(UpstreamError::InsufficientScope {
+                        scope: auth_param(&c, "scope"),
+                    }),
+                    None => Err(UpstreamError::Status(403)),
+                }
+            }
+            // A client error that is a JSON-RPC error answers the call; a
+            // server error stays an outage (retryable) whatever its body.
+            other @ 400..=499 => Err(match rpc_error(res).await {
+                Some(error) => UpstreamError::Rpc {
+                    status: other,
+                    error,
+                },
+                None => UpstreamError::Status(other),
+            }),
+            other => Err(UpstreamError::Status(other)),
+        }
+    }
+}
+
+/// Largest error body read for a JSON-RPC error.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The JSON-RPC `error` object of an error response, if its body is a
+/// JSON-RPC error message (an object with an integer `code` and a string
+/// `message`); anything else (HTML pages, other JSON) is not.
+async fn rpc_error(mut res: reqwest::Response) -> Option<Value> {
+    let json = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        if body.len() + chunk.len() > MAX_ERROR_BODY {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut message: Value = serde_json::from_slice(&body).ok()?;
+    let error = message.get_mut("error")?.take();
+    let well_formed = error.get("code").is_some_and(Value::is_i64)
+        && error.get("message").is_some_and(Value::is_string);
+    well_formed.then_some(error)
+}
+
+/// A transport failure, without the request's URL (which may carry an API
+/// key as a query parameter).
+pub(crate) fn transport(e: reqwest::Error) -> UpstreamError {
+    UpstreamError::Transport(crate::error::chain(&e.without_url()))
+}
+
+/// True when a 401's challenge is DPoP's `use_dpop_nonce` (RFC 9449 §9).
+fn dpop_nonce_challenge(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.trim_start()
+                .get(..4)
+                .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
+                && auth_param(v, "error").as_deref() == Some("use_dpop_nonce")
+        })
+}
