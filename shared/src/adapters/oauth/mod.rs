@@ -5,25 +5,30 @@
 //! *transient* failure (5xx, timeout, refused connection: try again later,
 //! keep the grant as it is).
 
-use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::basic::BasicErrorResponseType;
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
-    Scope, TokenResponse as _, TokenUrl,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse as _,
+    TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::dpop::DpopKey;
 use crate::domain::{OAuthSettings, TokenEndpointAuthMethod, TokenSet};
-use crate::ports::{ExchangeCall, MachineTokenCall, RefreshCall, TokenIssuer};
 
 mod assertion;
+mod authorize;
 mod dpop;
 mod exchange;
+mod issuer;
 pub(crate) use dpop::is_nonce as is_dpop_nonce;
 mod response;
 use assertion::assertion_params;
 pub use assertion::client_assertion;
+pub use authorize::{
+    authorization_request, authorization_url, exchange_for_id_token, pkce_challenge,
+};
+pub use issuer::HttpTokenIssuer;
 pub use response::LenientTokenResponse;
 
 /// The client type, no endpoint set yet: token responses read leniently
@@ -331,99 +336,6 @@ impl<'a> TokenEndpoint<'a> {
     }
 }
 
-/// A new DPoP key for a token that is not refreshed with an earlier one
-/// (a machine token, an exchanged token), when the server binds tokens.
-fn new_dpop_key(settings: &OAuthSettings) -> Result<Option<DpopKey>, OAuthError> {
-    settings
-        .uses_dpop()
-        .then(DpopKey::generate)
-        .transpose()
-        .map_err(|e| OAuthError::Misconfigured(e.to_string()))
-}
-
-/// [`TokenIssuer`] over HTTP: the pooled client toward authorization servers.
-pub struct HttpTokenIssuer(pub reqwest::Client);
-
-#[async_trait::async_trait]
-impl TokenIssuer for HttpTokenIssuer {
-    async fn refresh(&self, call: RefreshCall<'_>) -> Result<IssuedTokens, OAuthError> {
-        let key = call
-            .dpop_key
-            .map(DpopKey::from_secret)
-            .transpose()
-            .map_err(|e| OAuthError::Misconfigured(e.to_string()))?;
-        TokenEndpoint {
-            http: &self.0,
-            settings: call.settings,
-            secret: call.secret,
-            dpop: key.as_ref(),
-        }
-        .refresh(
-            call.token_endpoint,
-            call.refresh_token,
-            call.scopes,
-            call.resource,
-            call.now,
-        )
-        .await
-    }
-
-    async fn machine_token(&self, call: MachineTokenCall<'_>) -> Result<IssuedTokens, OAuthError> {
-        // A machine token gets a new key with each token.
-        let key = new_dpop_key(call.settings)?;
-        let endpoint = TokenEndpoint {
-            http: &self.0,
-            settings: call.settings,
-            secret: call.secret,
-            dpop: key.as_ref(),
-        };
-        match call.settings.flow {
-            crate::domain::OAuthFlow::JwtBearer => {
-                let assertion = call.secret.ok_or_else(|| {
-                    OAuthError::Misconfigured("a JWT bearer target needs its assertion".into())
-                })?;
-                endpoint
-                    .jwt_bearer(assertion, call.resource, call.now)
-                    .await
-            }
-            _ => endpoint.client_credentials(call.resource, call.now).await,
-        }
-    }
-
-    async fn exchange(&self, call: ExchangeCall<'_>) -> Result<IssuedTokens, OAuthError> {
-        let exchange = call.settings.exchange.as_ref().ok_or_else(|| {
-            OAuthError::Misconfigured("a token-exchange target needs its exchange settings".into())
-        })?;
-        // Each exchanged token gets a new key.
-        let key = new_dpop_key(call.settings)?;
-        let endpoint = TokenEndpoint {
-            http: &self.0,
-            settings: call.settings,
-            secret: call.secret,
-            dpop: key.as_ref(),
-        };
-        match &exchange.identity_provider {
-            Some(idp) => {
-                endpoint
-                    .enterprise_managed(
-                        exchange,
-                        idp,
-                        call.idp_secret,
-                        call.subject_token,
-                        call.resource,
-                        call.now,
-                    )
-                    .await
-            }
-            None => {
-                endpoint
-                    .token_exchange(exchange, call.subject_token, call.resource, call.now)
-                    .await
-            }
-        }
-    }
-}
-
 impl TokenEndpoint<'_> {
     /// A machine token (Client Credentials, RFC 6749 §4.4) for the target's
     /// scopes and resource indicator.
@@ -523,120 +435,6 @@ pub fn basic_credentials(client_id: &str, secret: &SecretString) -> http::Header
         http::HeaderValue::from_str(&value).expect("\"Basic \" and base64 are visible ASCII");
     value.set_sensitive(true);
     value
-}
-
-/// Builds a target's authorization request URL (RFC 6749 §4.1.1 with PKCE
-/// S256 and, when given, RFC 8707 `resource`); the target's extra parameters
-/// come last.
-pub fn authorization_url(
-    settings: &OAuthSettings,
-    redirect_uri: &str,
-    state: &str,
-    verifier: &SecretString,
-    scopes: &[String],
-    resource: Option<&str>,
-) -> Result<url::Url, OAuthError> {
-    let mut extra: Vec<(&str, &str)> = resource.map(|r| ("resource", r)).into_iter().collect();
-    extra.extend(
-        settings
-            .extra_authorize_params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    authorization_request(
-        &settings.authorization_endpoint,
-        &settings.client_id,
-        redirect_uri,
-        state,
-        verifier,
-        scopes,
-        &extra,
-    )
-}
-
-/// An authorization request URL built with the `oauth2` crate's request
-/// builder: `response_type=code`, the client, redirect URI, `state`, PKCE
-/// S256, the scopes (none sent when empty), then `extra` in order. The
-/// gateway's own OpenID sign-in uses it too (scope `openid`, a `nonce`).
-pub fn authorization_request(
-    endpoint: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    state: &str,
-    verifier: &SecretString,
-    scopes: &[String],
-    extra: &[(&str, &str)],
-) -> Result<url::Url, OAuthError> {
-    let auth_url = AuthUrl::new(endpoint.to_owned())
-        .map_err(|e| OAuthError::Misconfigured(format!("authorization endpoint: {e}")))?;
-    let redirect = RedirectUrl::new(redirect_uri.to_owned())
-        .map_err(|e| OAuthError::Misconfigured(format!("redirect uri: {e}")))?;
-    let client = BasicClient::new(ClientId::new(client_id.to_owned()))
-        .set_auth_uri(auth_url)
-        .set_redirect_uri(redirect);
-    let state = state.to_owned();
-    let mut req = client
-        .authorize_url(move || CsrfToken::new(state))
-        .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(
-            &PkceCodeVerifier::new(verifier.expose_secret().to_owned()),
-        ))
-        .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
-    for (k, v) in extra {
-        req = req.add_extra_param(*k, *v);
-    }
-    Ok(req.url().0)
-}
-
-/// The S256 code challenge of a PKCE verifier.
-pub fn pkce_challenge(verifier: &SecretString) -> String {
-    PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
-        verifier.expose_secret().to_owned(),
-    ))
-    .as_str()
-    .to_owned()
-}
-
-/// Exchanges an OpenID Connect authorization code for the ID token (the
-/// gateway's own browser sign-in; the other tokens are dropped).
-pub async fn exchange_for_id_token(
-    http: &reqwest::Client,
-    token_endpoint: &str,
-    client_id: &str,
-    secret: Option<&SecretString>,
-    code: &str,
-    redirect_uri: &str,
-    verifier: &str,
-) -> Result<String, OAuthError> {
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", redirect_uri),
-        ("code_verifier", verifier),
-    ];
-    let mut req = http
-        .post(token_endpoint)
-        .header("accept", "application/json");
-    match secret {
-        Some(s) => req = req.header(http::header::AUTHORIZATION, basic_credentials(client_id, s)),
-        None => form.push(("client_id", client_id)),
-    }
-    let res = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| OAuthError::Transient(crate::error::chain(&e)))?;
-    let status = res.status();
-    let body: serde_json::Value = res
-        .json()
-        .await
-        .map_err(|_| OAuthError::Transient(format!("unreadable token response (HTTP {status})")))?;
-    if !status.is_success() {
-        return Err(OAuthError::rejected_from(&body));
-    }
-    body.get("id_token")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| OAuthError::Transient("the token response has no id_token".into()))
 }
 
 #[cfg(test)]
