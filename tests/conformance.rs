@@ -7,7 +7,6 @@
 
 use std::process::Stdio;
 
-use gateway_shared::domain::{Target, TargetAuth};
 use gateway_tests::{conformance_fixtures, workspace_root, Gateway, GatewayServer};
 
 async fn run_suite(spec_version: &str) {
@@ -16,15 +15,7 @@ async fn run_suite(spec_version: &str) {
     let gw = Gateway::start(&[("PUBLIC_BASE_URL", &base), ("ALLOWED_ORIGINS", &base)]).await;
     gw.state
         .targets
-        .put(&Target {
-            name: "everything".into(),
-            display_name: None,
-            mcp_url: fixtures_url,
-            auth: TargetAuth::None,
-            tool_prefix: None,
-            return_to: Default::default(),
-            tool_catalog: vec![],
-        })
+        .put(&gateway_tests::open_target("everything", fixtures_url))
         .await
         .unwrap();
     let _server = GatewayServer::serve(listener, base.clone(), gw.state.clone());

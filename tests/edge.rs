@@ -614,15 +614,10 @@ async fn upstream_json_rpc_errors_pass_through_whatever_the_http_status() {
     let (gw, server) = dev_gateway(&[]).await;
     gw.state
         .targets
-        .put(&Target {
-            name: "strict".into(),
-            display_name: None,
-            mcp_url: strict_status_upstream().await,
-            auth: TargetAuth::None,
-            tool_prefix: None,
-            return_to: Default::default(),
-            tool_catalog: vec![],
-        })
+        .put(&gateway_tests::open_target(
+            "strict",
+            strict_status_upstream().await,
+        ))
         .await
         .unwrap();
     let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
@@ -984,15 +979,10 @@ async fn fixtures_gateway(fixtures_url: &str, extra: &[(&str, &str)]) -> (Gatewa
     let (gw, server) = dev_gateway(extra).await;
     gw.state
         .targets
-        .put(&Target {
-            name: "fixtures".into(),
-            display_name: None,
-            mcp_url: fixtures_url.to_owned(),
-            auth: TargetAuth::None,
-            tool_prefix: None,
-            return_to: Default::default(),
-            tool_catalog: vec![],
-        })
+        .put(&gateway_tests::open_target(
+            "fixtures",
+            fixtures_url.to_owned(),
+        ))
         .await
         .unwrap();
     (gw, server)
@@ -1276,15 +1266,7 @@ async fn duplicated_arguments_reach_the_upstream_as_the_policies_read_them() {
     let (gw, server) = dev_gateway(&[("TARGETS_CACHE_SECONDS", "0")]).await;
     gw.state
         .targets
-        .put(&Target {
-            name: "dup".into(),
-            display_name: None,
-            mcp_url: url,
-            auth: TargetAuth::None,
-            tool_prefix: None,
-            return_to: Default::default(),
-            tool_catalog: vec![],
-        })
+        .put(&gateway_tests::open_target("dup", url))
         .await
         .unwrap();
     gw.state

@@ -362,15 +362,7 @@ async fn api_key_targets_are_added_without_ever_printing_the_key() {
 async fn target_sync_stores_the_upstream_catalog_for_search() {
     let gw = Gateway::start(&[]).await;
     let (_fixtures, url) = gateway_tests::conformance_fixtures();
-    let target = gateway_shared::domain::Target {
-        name: "fixtures".into(),
-        display_name: None,
-        mcp_url: url,
-        auth: gateway_shared::domain::TargetAuth::None,
-        tool_prefix: None,
-        return_to: Default::default(),
-        tool_catalog: vec![],
-    };
+    let target = gateway_tests::open_target("fixtures", url);
     gw.state.targets.put(&target).await.unwrap();
     let base = ["--public-base-url", "https://gateway.example.test"];
     let (ok, out) = admin(&gw, &[&["target", "sync", "fixtures"][..], &base].concat());

@@ -11,6 +11,19 @@ use crate::*;
 /// The secret of the confidential test clients.
 pub const CLIENT_SECRET: &str = "gateway-client-secret-for-tests";
 
+/// A target that needs no authentication, with no known catalog.
+pub fn open_target(name: &str, mcp_url: impl Into<String>) -> gateway_shared::domain::Target {
+    gateway_shared::domain::Target {
+        name: name.into(),
+        display_name: None,
+        mcp_url: mcp_url.into(),
+        auth: gateway_shared::domain::TargetAuth::None,
+        tool_prefix: None,
+        return_to: Default::default(),
+        tool_catalog: vec![],
+    }
+}
+
 /// Everything a consent needs, wired together: moto, the gateway on a
 /// listener, oidc-provider, the demo MCP server.
 pub struct Stack {
