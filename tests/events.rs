@@ -259,3 +259,46 @@ async fn scheduled_event() {
         "the lease is released after a failure"
     );
 }
+
+/// API Gateway flattens a token's group list to one string, "[a b]". A
+/// group whose own name holds a comma ("viewers,admins", which Cognito
+/// allows) must not make its members `admins` to the policies: the list is
+/// split at spaces only.
+#[tokio::test]
+async fn a_comma_in_a_group_name_does_not_make_a_member_of_another_group() {
+    let gw = gateway().await;
+    let mut target = gateway_tests::open_target("ops", "http://127.0.0.1:9/mcp");
+    target.tool_catalog =
+        vec![serde_json::json!({"name": "restart", "inputSchema": {"type": "object"}}).into()];
+    gw.state.targets.put(&target).await.unwrap();
+    gw.state
+        .policies
+        .store(Some(
+            r#"permit(principal in Gateway::Group::"admins", action, resource in Gateway::Target::"ops");"#,
+        ))
+        .await
+        .unwrap();
+    let listed = |groups: &str| {
+        let mut event: Value =
+            serde_json::from_str(&event_text("apigw-v2-mcp-tools-list.json")).unwrap();
+        event["requestContext"]["authorizer"]["jwt"]["claims"]["cognito:groups"] =
+            Value::String(groups.to_owned());
+        let router = proxy::router(gw.state.clone());
+        async move {
+            let res = invoke(router, &event.to_string()).await;
+            let body: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+            body["result"]["tools"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(listed("[viewers admins]")
+        .await
+        .contains(&"restart".to_owned()));
+    assert!(!listed("[viewers,admins]")
+        .await
+        .contains(&"restart".to_owned()));
+}
