@@ -1239,6 +1239,7 @@ async fn progress_during_a_call_is_relayed_on_an_event_stream() {
 /// policy set the upstream is sent the arguments as the policies read them.
 #[tokio::test]
 async fn duplicated_arguments_reach_the_upstream_as_the_policies_read_them() {
+    let (logs, _guard) = gateway_tests::capture_logs();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let record = seen.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1309,5 +1310,21 @@ async fn duplicated_arguments_reach_the_upstream_as_the_policies_read_them() {
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     let sent: Value = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(sent["params"]["arguments"], json!({"amount": 5}));
+    // The refusal is on the audit log (POLICY_LOG=deny): who, what, the
+    // decision; never the arguments.
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("policy_decision"))
+        .unwrap_or_else(|| panic!("no audit line: {text}"));
+    for part in [
+        "sub=dev-user",
+        "action=\"tools/call\"",
+        "name=dup___pay",
+        "allowed=false",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+    assert!(!text.contains("amount"), "{text}");
     task.abort();
 }
