@@ -211,7 +211,7 @@ async fn put_target(gw: &Gateway, name: &str, token_endpoint: &str, pkce: &[&str
             })),
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: vec![],
+            tool_catalog: Default::default(),
         })
         .await
         .unwrap();

@@ -258,7 +258,7 @@ async fn misbehaving_upstreams_become_clear_errors() {
                 auth: TargetAuth::None,
                 tool_prefix: None,
                 return_to: Default::default(),
-                tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}}).into()],
+                tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}})].into(),
             })
             .await
             .unwrap();
@@ -529,7 +529,7 @@ async fn a_token_refused_at_call_time_leads_to_a_consent_for_the_challenged_scop
     let refusing = serve(app).await.trim_end_matches("/mcp").to_owned();
     let mut target = gateway_tests::stack_target_for_fake("https://as.example.test/token");
     target.mcp_url = format!("{refusing}/mcp");
-    target.tool_catalog = vec![json!({"name": "t", "inputSchema": {"type": "object"}}).into()];
+    target.tool_catalog = vec![json!({"name": "t", "inputSchema": {"type": "object"}})].into();
     gw.state.targets.put(&target).await.unwrap();
     let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
     let call = || c.request("tools/call", json!({"name": "t", "arguments": {}}));
@@ -825,7 +825,7 @@ async fn api_key_targets_send_their_key_and_never_show_it() {
                 }),
                 tool_prefix: None,
                 return_to: Default::default(),
-                tool_catalog: vec![],
+                tool_catalog: Default::default(),
             })
             .await
             .unwrap();
@@ -930,7 +930,7 @@ async fn aws_iam_targets_sign_each_request_with_sigv4() {
                 }),
                 tool_prefix: None,
                 return_to: Default::default(),
-                tool_catalog: vec![],
+                tool_catalog: Default::default(),
             })
             .await
             .unwrap();
@@ -957,7 +957,7 @@ async fn aws_iam_targets_sign_each_request_with_sigv4() {
     gw.state
         .targets
         .put(&Target {
-            tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}}).into()],
+            tool_catalog: vec![json!({"name": "t", "inputSchema": {"type": "object"}})].into(),
             ..gw.state.targets.get("wrongregion").await.unwrap().unwrap()
         })
         .await

@@ -129,7 +129,7 @@ fn oauth_target(token_endpoint: &str) -> Target {
         })),
         tool_prefix: None,
         return_to: Default::default(),
-        tool_catalog: vec![],
+        tool_catalog: Default::default(),
     }
 }
 
@@ -269,7 +269,7 @@ async fn a_comma_in_a_group_name_does_not_make_a_member_of_another_group() {
     let gw = gateway().await;
     let mut target = gateway_tests::open_target("ops", "http://127.0.0.1:9/mcp");
     target.tool_catalog =
-        vec![serde_json::json!({"name": "restart", "inputSchema": {"type": "object"}}).into()];
+        vec![serde_json::json!({"name": "restart", "inputSchema": {"type": "object"}})].into();
     gw.state.targets.put(&target).await.unwrap();
     gw.state
         .policies

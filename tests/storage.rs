@@ -737,8 +737,9 @@ async fn targets_put_get_list_delete() {
             tool_prefix: None,
             return_to: Default::default(),
             tool_catalog: vec![
-                serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}}).into(),
-            ],
+                serde_json::json!({"name": "echo", "inputSchema": {"type": "object"}}),
+            ]
+            .into(),
         })
         .await
         .unwrap();
@@ -951,7 +952,7 @@ async fn the_proxys_catalog_write_never_resurrects_or_undoes_a_target() {
         auth: TargetAuth::None,
         tool_prefix: None,
         return_to: Default::default(),
-        tool_catalog: vec![],
+        tool_catalog: Default::default(),
     };
     t.put(&original).await.unwrap();
     let read = t.get("svc").await.unwrap().unwrap();

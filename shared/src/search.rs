@@ -30,8 +30,9 @@ const STOP_WORDS: &[&str] = &[
 /// The longest query read (characters); the rest is ignored.
 pub const MAX_QUERY_CHARS: usize = 1024;
 
-/// One searchable tool: where it is in a shared target's catalog (the
-/// index holds no copy of the tools), and the name to call it by.
+/// One searchable tool, as given to [`ToolIndex::new`]: where it is in a
+/// shared target's catalog (the index holds no copy of the tools), and the
+/// name to call it by.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The target it belongs to.
@@ -40,48 +41,127 @@ pub struct Entry {
     pub position: usize,
     /// The name to call it by (the exposed name).
     pub name: String,
-}
-
-impl Entry {
-    /// The tool as the upstream described it (under its upstream name).
-    pub fn tool(&self) -> Value {
-        self.target
-            .tool_catalog
-            .get(self.position)
-            .map(crate::domain::CatalogTool::value)
-            .unwrap_or_default()
-    }
+    /// The tool itself (read from the catalog once, while indexing).
+    pub tool: crate::domain::CatalogTool,
 }
 
 /// A ranked hit.
 #[derive(Debug, Clone)]
 pub struct Hit<'a> {
-    /// The tool.
-    pub entry: &'a Entry,
+    /// The target it belongs to.
+    pub target: &'a Arc<crate::domain::Target>,
+    /// Its position in the target's catalog.
+    pub position: usize,
+    /// The name to call it by (the exposed name).
+    pub name: &'a str,
+    /// Its name at the upstream.
+    pub upstream_name: &'a str,
     /// Its BM25 score (higher is better).
     pub score: f32,
 }
 
-/// A BM25 index over tools.
+impl Hit<'_> {
+    /// The tool as the upstream described it (under its upstream name).
+    pub fn tool(&self) -> Value {
+        self.target
+            .tool_catalog
+            .get(self.position)
+            .map(|t| t.value())
+            .unwrap_or_default()
+    }
+}
+
+/// An indexed tool, packed: its target (an index into the index's
+/// targets), its position, and where its names end in the name arena.
+#[derive(Debug, Clone, Copy)]
+struct Doc {
+    target: u32,
+    position: u32,
+    /// The exposed name is `names[start..exposed_end]`, the upstream name
+    /// `names[exposed_end..end]`, where `start` is the previous doc's `end`.
+    exposed_end: u32,
+    end: u32,
+}
+
+/// The documents holding one term: a count, and (document delta, weight
+/// in halves) pairs as LEB128 varints (weights are sums of the field
+/// weights, all multiples of one half).
+#[derive(Debug, Default)]
+struct Postings {
+    count: u32,
+    /// The last document added (the next delta's base).
+    last: u32,
+    bytes: Vec<u8>,
+}
+
+impl Postings {
+    /// Adds `doc` (higher than any added before) with `weight`.
+    fn push(&mut self, doc: u32, weight: f32) {
+        push_varint(&mut self.bytes, doc - self.last);
+        self.last = doc;
+        push_varint(&mut self.bytes, (weight * 2.0).round() as u32);
+        self.count += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let mut at = 0;
+        let mut doc = 0u32;
+        std::iter::from_fn(move || {
+            let delta = read_varint(&self.bytes, &mut at)?;
+            let halves = read_varint(&self.bytes, &mut at)?;
+            doc = doc.wrapping_add(delta);
+            Some((doc, halves as f32 / 2.0))
+        })
+    }
+}
+
+fn push_varint(out: &mut Vec<u8>, mut n: u32) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
+    let mut n = 0u32;
+    let mut shift = 0;
+    loop {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        n |= u32::from(b & 0x7f).checked_shl(shift)?;
+        if b < 0x80 {
+            return Some(n);
+        }
+        shift += 7;
+    }
+}
+
+/// A BM25 index over tools, packed for large catalogs (about 90 bytes per
+/// tool: its names, its place, and its terms' postings as varints).
 #[derive(Debug, Default)]
 pub struct ToolIndex {
-    entries: Vec<Entry>,
-    /// Weighted term frequencies, per term: (entry, weight).
-    postings: HashMap<Box<str>, Vec<(u32, f32)>>,
-    /// Weighted length of each entry.
+    targets: Vec<Arc<crate::domain::Target>>,
+    docs: Vec<Doc>,
+    names: String,
+    /// Weighted term frequencies, per term.
+    postings: HashMap<Box<str>, Postings>,
+    /// Weighted length of each document.
     lengths: Vec<f32>,
     average_length: f32,
 }
 
 impl ToolIndex {
     /// Indexes `entries`.
-    pub fn new(entries: Vec<Entry>) -> Self {
-        let mut postings: HashMap<Box<str>, Vec<(u32, f32)>> = HashMap::new();
-        let mut lengths = Vec::with_capacity(entries.len());
+    pub fn new(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut index = ToolIndex::default();
         let mut terms: HashMap<String, f32> = HashMap::new();
-        for (i, e) in entries.iter().enumerate() {
+        for e in entries {
+            let tool = e.tool.value();
+            let Ok(doc) = u32::try_from(index.docs.len()) else {
+                break;
+            };
             terms.clear();
-            let tool = &e.tool();
             let text = |key: &str| tool.get(key).and_then(Value::as_str).unwrap_or_default();
             let mut add = |s: &str, weight: f32| {
                 for w in words(s) {
@@ -107,35 +187,79 @@ impl ToolIndex {
                     add(name, PARAMETER_WEIGHT);
                 }
             }
-            lengths.push(terms.values().sum());
+            index.lengths.push(terms.values().sum());
             for (term, weight) in terms.drain() {
-                postings
+                index
+                    .postings
                     .entry(term.into_boxed_str())
                     .or_default()
-                    .push((i as u32, weight));
+                    .push(doc, weight);
             }
+            let target = match index
+                .targets
+                .iter()
+                .rposition(|t| Arc::ptr_eq(t, &e.target))
+            {
+                Some(i) => i,
+                None => {
+                    index.targets.push(e.target.clone());
+                    index.targets.len() - 1
+                }
+            };
+            index.names.push_str(&e.name);
+            let exposed_end = index.names.len() as u32;
+            index.names.push_str(text("name"));
+            index.docs.push(Doc {
+                target: target as u32,
+                position: e.position as u32,
+                exposed_end,
+                end: index.names.len() as u32,
+            });
         }
-        let average_length = if lengths.is_empty() {
+        for p in index.postings.values_mut() {
+            p.bytes.shrink_to_fit();
+        }
+        index.postings.shrink_to_fit();
+        index.docs.shrink_to_fit();
+        index.names.shrink_to_fit();
+        index.lengths.shrink_to_fit();
+        index.average_length = if index.lengths.is_empty() {
             1.0
         } else {
-            (lengths.iter().sum::<f32>() / lengths.len() as f32).max(1.0)
+            (index.lengths.iter().sum::<f32>() / index.lengths.len() as f32).max(1.0)
         };
-        ToolIndex {
-            entries,
-            postings,
-            lengths,
-            average_length,
-        }
+        index
     }
 
     /// How many tools are indexed.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.docs.len()
     }
 
     /// True when no tool is indexed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.docs.is_empty()
+    }
+
+    fn name(&self, doc: u32) -> &str {
+        let d = &self.docs[doc as usize];
+        let start = if doc == 0 {
+            0
+        } else {
+            self.docs[doc as usize - 1].end
+        };
+        &self.names[start as usize..d.exposed_end as usize]
+    }
+
+    fn hit(&self, doc: u32, score: f32) -> Hit<'_> {
+        let d = &self.docs[doc as usize];
+        Hit {
+            target: &self.targets[d.target as usize],
+            position: d.position as usize,
+            name: self.name(doc),
+            upstream_name: &self.names[d.exposed_end as usize..d.end as usize],
+            score,
+        }
     }
 
     /// The `limit` best tools for `query` that `allowed` lets through, best
@@ -144,33 +268,33 @@ impl ToolIndex {
         &'a self,
         query: &str,
         limit: usize,
-        allowed: impl Fn(&Entry) -> bool,
+        allowed: impl Fn(&Hit<'a>) -> bool,
     ) -> Vec<Hit<'a>> {
         let query: String = query.chars().take(MAX_QUERY_CHARS).collect();
         let mut terms = words(&query);
         terms.sort();
         terms.dedup();
-        let n = self.entries.len() as f32;
+        let n = self.docs.len() as f32;
         let mut scores: HashMap<u32, f32> = HashMap::new();
         for term in &terms {
             let Some(list) = self.postings.get(term.as_str()) else {
                 continue;
             };
-            let df = list.len() as f32;
+            let df = list.count as f32;
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-            for &(doc, tf) in list {
-                let length = self.lengths[doc as usize] / self.average_length;
+            for (doc, tf) in list.iter() {
+                let Some(length) = self.lengths.get(doc as usize) else {
+                    break;
+                };
+                let length = length / self.average_length;
                 let score = idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length));
                 *scores.entry(doc).or_default() += score;
             }
         }
         let mut scored: Vec<(u32, f32)> = scores.into_iter().collect();
         let order = |a: &(u32, f32), b: &(u32, f32)| {
-            b.1.total_cmp(&a.1).then_with(|| {
-                self.entries[a.0 as usize]
-                    .name
-                    .cmp(&self.entries[b.0 as usize].name)
-            })
+            b.1.total_cmp(&a.1)
+                .then_with(|| self.name(a.0).cmp(self.name(b.0)))
         };
         // The best first; `allowed` is asked only about candidates, a few
         // times the limit at a time, not about every match.
@@ -188,9 +312,9 @@ impl ToolIndex {
                 if hits.len() == limit {
                     break;
                 }
-                let entry = &self.entries[doc as usize];
-                if allowed(entry) {
-                    hits.push(Hit { entry, score });
+                let hit = self.hit(doc, score);
+                if allowed(&hit) {
+                    hits.push(hit);
                 }
             }
             if hits.len() == limit || window >= scored.len() {
@@ -278,6 +402,7 @@ mod tests {
             .collect();
         let tool = json!({"name": name, "description": description, "inputSchema": {"type": "object", "properties": props}});
         Entry {
+            tool: tool.clone().into(),
             target: Arc::new(crate::domain::Target {
                 name: target.into(),
                 display_name: None,
@@ -285,7 +410,7 @@ mod tests {
                 auth: crate::domain::TargetAuth::None,
                 tool_prefix: None,
                 return_to: Default::default(),
-                tool_catalog: vec![tool.into()],
+                tool_catalog: vec![tool].into(),
             }),
             position: 0,
             name: name.into(),
@@ -328,7 +453,7 @@ mod tests {
     }
 
     fn names(hits: &[Hit]) -> Vec<String> {
-        hits.iter().map(|h| h.entry.name.clone()).collect()
+        hits.iter().map(|h| h.name.to_owned()).collect()
     }
 
     #[test]
@@ -369,7 +494,7 @@ mod tests {
     #[test]
     fn filtered_and_empty_queries_find_nothing_they_should_not() {
         let idx = index();
-        let hits = idx.search("issues", 10, |e| e.target.name != "github");
+        let hits = idx.search("issues", 10, |h| h.target.name != "github");
         assert_eq!(names(&hits), ["jira___search_issues"]);
         assert!(idx.search("", 10, |_| true).is_empty());
         assert!(idx.search("the a of", 10, |_| true).is_empty());
@@ -379,6 +504,36 @@ mod tests {
         let long = "issue ".repeat(10_000);
         assert_eq!(idx.search(&long, 1, |_| true).len(), 1);
         assert!(ToolIndex::new(vec![]).search("x", 5, |_| true).is_empty());
+    }
+
+    #[test]
+    fn postings_keep_large_document_numbers_and_weights() {
+        let mut p = Postings::default();
+        let docs = [
+            (0u32, 1.0f32),
+            (1, 4.5),
+            (200, 3.0),
+            (70_000, 0.5),
+            (u32::MAX, 300.0),
+        ];
+        for (doc, weight) in docs {
+            p.push(doc, weight);
+        }
+        assert_eq!(p.count, 5);
+        assert_eq!(p.iter().collect::<Vec<_>>(), docs);
+        // A cut list ends instead of reading past its end.
+        p.bytes.pop();
+        assert_eq!(p.iter().count(), 4);
+    }
+
+    #[test]
+    fn hits_carry_both_names_and_the_tool() {
+        let idx = index();
+        let hit = &idx.search("jql", 1, |_| true)[0];
+        assert_eq!(hit.name, "jira___search_issues");
+        assert_eq!(hit.upstream_name, "jira___search_issues");
+        assert_eq!(hit.target.name, "jira");
+        assert_eq!(hit.tool()["description"], "Search Jira issues with JQL.");
     }
 
     #[test]

@@ -318,6 +318,14 @@ async fn main() {
         "| the catalogs as JSON text (for scale) | {:.0} |",
         raw_bytes as f64 / 1e6
     );
+    println!(
+        "| the catalogs as held (LZ4 blocks of {} tools) | {:.0} |",
+        gateway_shared::domain::catalog::BLOCK_TOOLS,
+        all.iter()
+            .map(|t| t.tool_catalog.compressed_bytes())
+            .sum::<usize>() as f64
+            / 1e6
+    );
     println!("| process at start | {rss_start:.0} |");
     println!("| with the catalogs cached (warm instance, search-only mode) | {rss_catalog:.0} |");
     println!("| with the search index too | {rss_index:.0} |");

@@ -422,7 +422,7 @@ async fn main() {
         auth: TargetAuth::None,
         tool_prefix: None,
         return_to: Default::default(),
-        tool_catalog: vec![],
+        tool_catalog: Default::default(),
     };
     slow.state.targets.put(&put(0, &ups[0])).await.unwrap();
     let (one_server, _) = gateway_on(&slow, &slow.moto.endpoint, &[]).await;

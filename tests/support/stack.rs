@@ -20,7 +20,7 @@ pub fn open_target(name: &str, mcp_url: impl Into<String>) -> gateway_shared::do
         auth: gateway_shared::domain::TargetAuth::None,
         tool_prefix: None,
         return_to: Default::default(),
-        tool_catalog: vec![],
+        tool_catalog: Default::default(),
     }
 }
 
@@ -162,7 +162,7 @@ impl Stack {
             )),
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: vec![],
+            tool_catalog: Default::default(),
         };
         self.gw.state.targets.put(&target).await.unwrap();
         target
@@ -356,7 +356,7 @@ pub fn stack_target_for_fake(token_endpoint: &str) -> gateway_shared::domain::Ta
         )),
         tool_prefix: None,
         return_to: Default::default(),
-        tool_catalog: vec![],
+        tool_catalog: Default::default(),
     }
 }
 

@@ -297,7 +297,7 @@ mod tests {
             auth: TargetAuth::None,
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: vec![],
+            tool_catalog: Default::default(),
         }
     }
 

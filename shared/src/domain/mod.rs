@@ -7,7 +7,7 @@ pub mod session;
 pub mod target;
 
 pub use authorization::{PendingAuthorization, StateParam};
-pub use catalog::CatalogTool;
+pub use catalog::{Catalog, CatalogTool};
 pub use grant::{Grant, GrantKey, GrantStatus, Lease, SealedGrant, TokenSet};
 pub use session::UpstreamSession;
 pub use target::{

@@ -25,8 +25,8 @@ pub struct Target {
     pub return_to: ReturnTo,
     /// The last known tool catalog (`tools/list` result items), shown to users
     /// who have not connected yet and searched by tool search.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_catalog: Vec<super::CatalogTool>,
+    #[serde(default, skip_serializing_if = "super::Catalog::is_empty")]
+    pub tool_catalog: super::Catalog,
 }
 
 /// Where the consent's success page sends the person back to: the agent's
@@ -565,7 +565,7 @@ mod tests {
             })),
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: vec![],
+            tool_catalog: Default::default(),
         }
     }
 

@@ -329,7 +329,7 @@ async fn a_key_set_outage_is_a_retry_not_a_lost_session() {
             auth: TargetAuth::None,
             tool_prefix: None,
             return_to: Default::default(),
-            tool_catalog: vec![json!({"name": "search", "inputSchema": {"type": "object"}}).into()],
+            tool_catalog: vec![json!({"name": "search", "inputSchema": {"type": "object"}})].into(),
         },
     )
     .await

@@ -88,30 +88,24 @@ impl Gateway<'_> {
         };
         let index = self.search_index(&exposed);
         // Only tools the caller may call are found.
-        let hits = index.search(query, limit, |entry| match &policies {
+        let hits = index.search(query, limit, |hit| match &policies {
             None => true,
-            Some(set) => entry
-                .tool()
-                .get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|name| {
-                    self.may(
-                        set,
-                        "tools/call",
-                        &crate::policy::Resource::Tool {
-                            target: &entry.target.name,
-                            name: &crate::policy::item_id(&entry.target.name, name),
-                        },
-                    )
-                }),
+            Some(set) => self.may(
+                set,
+                "tools/call",
+                &crate::policy::Resource::Tool {
+                    target: &hit.target.name,
+                    name: &crate::policy::item_id(&hit.target.name, hit.upstream_name),
+                },
+            ),
         });
         let tools: Vec<Value> = hits
             .iter()
             .map(|h| {
-                let t = &h.entry.tool();
+                let t = &h.tool();
                 let mut hit = json!({
-                    "name": h.entry.name,
-                    "target": h.entry.target.name,
+                    "name": h.name,
+                    "target": h.target.name,
                     "score": (h.score * 1000.0).round() / 1000.0,
                 });
                 for key in ["title", "description", "inputSchema", "annotations"] {
@@ -143,25 +137,21 @@ impl Gateway<'_> {
             e.target.tool_catalog.len().hash(&mut h);
         }
         self.state.search.get_or_build(h.finish(), || {
-            ToolIndex::new(
-                exposed
+            ToolIndex::new(exposed.iter().flat_map(|e| {
+                e.target
+                    .tool_catalog
                     .iter()
-                    .flat_map(|e| {
-                        e.target
-                            .tool_catalog
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(position, tool)| {
-                                let name = tool.name()?;
-                                Some(Entry {
-                                    target: e.target.clone(),
-                                    position,
-                                    name: expose(&e.prefix, &name),
-                                })
-                            })
+                    .enumerate()
+                    .filter_map(|(position, tool)| {
+                        let name = tool.name()?;
+                        Some(Entry {
+                            target: e.target.clone(),
+                            position,
+                            name: expose(&e.prefix, &name),
+                            tool,
+                        })
                     })
-                    .collect(),
-            )
+            }))
         })
     }
 }

@@ -142,11 +142,7 @@ impl Gateway<'_> {
             }
             // A shortened name: find the upstream name that maps to it.
             let known: Vec<Value> = if key == "tools" && !e.target.tool_catalog.is_empty() {
-                e.target
-                    .tool_catalog
-                    .iter()
-                    .map(crate::domain::CatalogTool::value)
-                    .collect()
+                e.target.tool_catalog.iter().map(|t| t.value()).collect()
             } else {
                 match self
                     .forward(&e.target, list_method, Some(Params::new()))

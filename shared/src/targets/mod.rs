@@ -157,7 +157,7 @@ pub async fn add_target(
             auth: TargetAuth::None,
             tool_prefix: new.tool_prefix.clone(),
             return_to: Default::default(),
-            tool_catalog: vec![],
+            tool_catalog: Default::default(),
         },
         discovered: None,
         client_source: "none",

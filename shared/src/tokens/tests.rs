@@ -281,7 +281,7 @@ fn target() -> Target {
         })),
         tool_prefix: None,
         return_to: Default::default(),
-        tool_catalog: vec![],
+        tool_catalog: Default::default(),
     }
 }
 

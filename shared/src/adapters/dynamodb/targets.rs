@@ -17,7 +17,7 @@ use super::*;
 /// which the proxy updates on its own.
 pub(super) fn target_config(target: &Target) -> Result<String> {
     let mut config = target.clone();
-    config.tool_catalog = vec![];
+    config.tool_catalog = Default::default();
     serde_json::to_string(&config).map_err(|e| Error::Malformed(e.to_string()))
 }
 
