@@ -4,6 +4,7 @@
 //! spec's answer; nothing panics.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_shared::domain::{Target, TargetAuth};
@@ -1327,4 +1328,234 @@ async fn duplicated_arguments_reach_the_upstream_as_the_policies_read_them() {
     }
     assert!(!text.contains("amount"), "{text}");
     task.abort();
+}
+
+/// An upstream's `input_required` round reaches a 2026-07-28 client under
+/// the gateway's own `requestState`, which binds the round to the user, the
+/// call and the target: another user replaying it, the same state on
+/// another call, or a forged state is refused before anything reaches the
+/// upstream, and only the owner's retry brings the upstream's state back
+/// to it. The upstream sees only the capabilities the client declared.
+#[tokio::test]
+async fn a_relayed_input_round_belongs_to_its_user_call_and_target() {
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (_gw, server) = fixtures_gateway(&fixtures_url, &[]).await;
+    let url = format!("{}/mcp", server.base);
+    let alice = RawClient::new(&url, &[("x-gateway-dev-user", "alice")]);
+    let bob = RawClient::new(&url, &[("x-gateway-dev-user", "bob")]);
+    let caps = json!({"elicitation": {}, "sampling": {}});
+    let tool = "test_input_required_result_request_state";
+
+    let first = alice
+        .modern(
+            "tools/call",
+            json!({"name": tool, "arguments": {}}),
+            caps.clone(),
+        )
+        .await;
+    let result = &first.body["result"];
+    assert_eq!(result["resultType"], "input_required", "{:?}", first.body);
+    assert_eq!(
+        result["inputRequests"]["confirm"]["method"],
+        "elicitation/create"
+    );
+    let state = result["requestState"].as_str().expect("a requestState");
+    // The upstream's own state is sealed inside the gateway's, not shown.
+    assert!(!state.contains("awaiting-confirmation"), "{state}");
+    let answers = json!({"confirm": {"action": "accept", "content": {"ok": true}}});
+    let retry = |state: &str| json!({"name": tool, "arguments": {}, "requestState": state, "inputResponses": answers});
+    let refused = |r: &gateway_tests::Exchange, who: &str| {
+        assert_eq!(r.body["error"]["code"], -32602, "{who}: {:?}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("requestState"),
+            "{who}: {:?}",
+            r.body
+        );
+    };
+
+    // Bob replays Alice's round.
+    refused(
+        &bob.modern("tools/call", retry(state), caps.clone()).await,
+        "another user",
+    );
+    // Alice's state on another call (other arguments, another tool).
+    let mut other_args = retry(state);
+    other_args["arguments"] = json!({"x": 1});
+    refused(
+        &alice.modern("tools/call", other_args, caps.clone()).await,
+        "other arguments",
+    );
+    let mut other_tool = retry(state);
+    other_tool["name"] = json!("test_input_required_result_tampered_state");
+    refused(
+        &alice.modern("tools/call", other_tool, caps.clone()).await,
+        "another tool",
+    );
+    // A forged or tampered state.
+    refused(
+        &alice
+            .modern("tools/call", retry("awaiting-confirmation"), caps.clone())
+            .await,
+        "the upstream's own state, unwrapped",
+    );
+    refused(
+        &alice
+            .modern("tools/call", retry(&format!("{state}x")), caps.clone())
+            .await,
+        "tampered",
+    );
+    // The owner's retry completes: the upstream got its state back.
+    let done = alice.modern("tools/call", retry(state), caps.clone()).await;
+    assert_eq!(
+        done.body["result"]["resultType"], "complete",
+        "{:?}",
+        done.body
+    );
+    assert!(
+        tool_text(&done.body["result"]).starts_with("state-ok"),
+        "{:?}",
+        done.body
+    );
+
+    // The upstream asks only with what the client declared.
+    let ask = |caps: serde_json::Value| {
+        let alice = &alice;
+        async move {
+            let r = alice
+                .modern(
+                    "tools/call",
+                    json!({"name": "test_input_required_result_capabilities", "arguments": {}}),
+                    caps,
+                )
+                .await;
+            r.body["result"]["inputRequests"]["ask"]["method"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    assert_eq!(ask(json!({"sampling": {}})).await, "sampling/createMessage");
+    assert_eq!(ask(json!({"roots": {}, "tasks": {}})).await, "roots/list");
+    assert_eq!(ask(json!({"elicitation": {}})).await, "elicitation/create");
+
+    // A 2025 client is told plainly that the upstream wants input.
+    let mut old = RawClient::new(&url, &[("x-gateway-dev-user", "alice")]);
+    old.initialize("2025-11-25", json!({"elicitation": {}}))
+        .await;
+    let r = old
+        .request("tools/call", json!({"name": tool, "arguments": {}}))
+        .await;
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("2026-07-28"), "{:?}", r.body);
+}
+
+/// A 2025 upstream that asks the client something during a call (here
+/// sampling) on the call's event stream gets the gateway's "method not
+/// found" at once, on its session, as a client without the capability
+/// answers; the call then ends with the upstream's own result instead of
+/// waiting for a reply that cannot come.
+#[tokio::test]
+async fn a_2025_upstreams_request_during_a_call_is_answered_not_left_waiting() {
+    use axum::response::IntoResponse;
+    type Answers = Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<Value>>>>;
+    let answers: Answers = Default::default();
+    let upstream = axum::Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(
+                |axum::extract::State(answers): axum::extract::State<Answers>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::Json<Value>| async move {
+                    let message = body.0;
+                    let id = message["id"].clone();
+                    let session = [("mcp-session-id", "s-1"), ("content-type", "application/json")];
+                    match message["method"].as_str() {
+                        Some("initialize") => (
+                            session,
+                            json!({"jsonrpc": "2.0", "id": id, "result": {
+                                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                "serverInfo": {"name": "asker", "version": "1"}}})
+                            .to_string(),
+                        )
+                            .into_response(),
+                        Some("tools/call") => {
+                            assert_eq!(headers["mcp-session-id"], "s-1");
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            *answers.lock().await = Some(tx);
+                            let ask = json!({"jsonrpc": "2.0", "id": "ask-1", "method": "sampling/createMessage",
+                                "params": {"messages": [], "maxTokens": 5}});
+                            // The question first; the result once its answer came.
+                            let first = futures::stream::once(async move {
+                                Ok::<_, std::convert::Infallible>(format!("event: message\ndata: {ask}\n\n"))
+                            });
+                            let last = futures::stream::once(async move {
+                                let answer = tokio::time::timeout(Duration::from_secs(20), rx)
+                                    .await
+                                    .ok()
+                                    .and_then(Result::ok)
+                                    .unwrap_or(json!({"error": {"message": "no answer came"}}));
+                                let text = answer["error"]["message"].as_str().unwrap_or("?").to_owned();
+                                let result = json!({"jsonrpc": "2.0", "id": id, "result": {
+                                    "content": [{"type": "text", "text": format!("the client said: {text}")}]}});
+                                Ok(format!("event: message\ndata: {result}\n\n"))
+                            });
+                            let events = futures::StreamExt::chain(first, last);
+                            (
+                                [("content-type", "text/event-stream"), ("mcp-session-id", "s-1")],
+                                axum::body::Body::from_stream(events),
+                            )
+                                .into_response()
+                        }
+                        Some(_) if message.get("id").is_none() => {
+                            axum::http::StatusCode::ACCEPTED.into_response()
+                        }
+                        Some("tools/list") => (
+                            session,
+                            json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+                                {"name": "ask", "inputSchema": {"type": "object"}}]}})
+                            .to_string(),
+                        )
+                            .into_response(),
+                        Some(_) => (session, json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string())
+                            .into_response(),
+                        // A response: the client's answer to our request.
+                        None => {
+                            assert_eq!(headers["mcp-session-id"], "s-1");
+                            assert_eq!(message["id"], "ask-1");
+                            if let Some(tx) = answers.lock().await.take() {
+                                let _ = tx.send(message);
+                            }
+                            axum::http::StatusCode::ACCEPTED.into_response()
+                        }
+                    }
+                },
+            ),
+        )
+        .with_state(answers);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, upstream).await;
+    });
+    let (_gw, server) = fixtures_gateway(&upstream_url, &[]).await;
+    let mut c = RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[("x-gateway-dev-user", "alice")],
+    );
+    c.initialize("2025-11-25", json!({"sampling": {}})).await;
+    let r = c
+        .request("tools/call", json!({"name": "ask", "arguments": {}}))
+        .await;
+    let text = tool_text(&r.body["result"]);
+    assert!(
+        text.starts_with(
+            "the client said: Method not found: the gateway does not relay sampling/createMessage"
+        ),
+        "{:?}",
+        r.body
+    );
+    serving.abort();
 }

@@ -492,6 +492,7 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
                 sub,
                 version: gateway_shared::wire::LATEST_2025.into(),
                 url_elicitation: false,
+                relayed_capabilities: None,
                 inbound_token: None,
             };
             let count = gateway_shared::gateway::Gateway::new(&state, public_base_url, caller)

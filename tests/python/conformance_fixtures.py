@@ -173,6 +173,159 @@ async def complete(ref, argument, context):
     return types.Completion(values=[], total=0, hasMore=False)
 
 
+# --- 2026-07-28 multi round-trip requests (SEP-2322): the tools the suite's
+# input-required-result scenarios call. Each returns `input_required` until
+# the retry carries the answers; the SDK seals `requestState` against
+# tampering and binds it to the call.
+
+
+def _elicit(message: str, properties: dict, required: list[str] | None = None) -> types.ElicitRequest:
+    schema: dict = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+def _sample(text: str, max_tokens: int) -> types.CreateMessageRequest:
+    return types.CreateMessageRequest(
+        params=types.CreateMessageRequestParams(
+            messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=text))],
+            max_tokens=max_tokens,
+        )
+    )
+
+
+def _roots() -> types.ListRootsRequest:
+    return types.ListRootsRequest(params=types.RequestParams())
+
+
+def _accepted(ctx: Context, key: str) -> dict | None:
+    """The content of an accepted elicitation answer under `key`."""
+    answer = (ctx.input_responses or {}).get(key)
+    content = getattr(answer, "content", None)
+    if getattr(answer, "action", None) == "accept" and isinstance(content, dict):
+        return content
+    return None
+
+
+def _text(text: str) -> list[types.ContentBlock]:
+    return [types.TextContent(type="text", text=text)]
+
+
+@server.tool(description="Asks the user's name, then greets them (input_required)")
+def test_input_required_result_elicitation(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    answer = _accepted(ctx, "user_name")
+    if answer is None or not isinstance(answer.get("name"), str):
+        return types.InputRequiredResult(
+            input_requests={"user_name": _elicit("What is your name?", {"name": {"type": "string"}}, ["name"])}
+        )
+    return _text(f"Hello, {answer['name']}!")
+
+
+@server.tool(description="Asks the client's model a question (input_required)")
+def test_input_required_result_sampling(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    answer = (ctx.input_responses or {}).get("capital_question")
+    if answer is None:
+        return types.InputRequiredResult(
+            input_requests={"capital_question": _sample("What is the capital of France?", 100)}
+        )
+    return _text(f"The model said: {getattr(answer.content, 'text', '')}")
+
+
+@server.tool(description="Asks the client for its roots (input_required)")
+def test_input_required_result_list_roots(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    answer = (ctx.input_responses or {}).get("client_roots")
+    if answer is None:
+        return types.InputRequiredResult(input_requests={"client_roots": _roots()})
+    return _text("Roots: " + ", ".join(str(r.uri) for r in getattr(answer, "roots", [])))
+
+
+@server.tool(description="Asks for a confirmation and keeps state between rounds (input_required)")
+def test_input_required_result_request_state(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    answer = _accepted(ctx, "confirm")
+    if answer is None or ctx.request_state != "awaiting-confirmation":
+        return types.InputRequiredResult(
+            input_requests={"confirm": _elicit("Please confirm", {"ok": {"type": "boolean"}}, ["ok"])},
+            request_state="awaiting-confirmation",
+        )
+    return _text(f"state-ok: confirmed={answer.get('ok')}")
+
+
+@server.tool(description="Asks for three inputs at once (input_required)")
+def test_input_required_result_multiple_inputs(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    answers = ctx.input_responses or {}
+    if not all(k in answers for k in ("user_name", "greeting", "client_roots")):
+        return types.InputRequiredResult(
+            input_requests={
+                "user_name": _elicit("What is your name?", {"name": {"type": "string"}}, ["name"]),
+                "greeting": _sample("Generate a greeting", 50),
+                "client_roots": _roots(),
+            },
+            request_state="multiple-inputs",
+        )
+    name = (_accepted(ctx, "user_name") or {}).get("name", "")
+    return _text(f"Name {name}; greeting {getattr(answers['greeting'].content, 'text', '')}")
+
+
+@server.tool(description="Asks two questions in two rounds (input_required)")
+def test_input_required_result_multi_round(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    step2 = _accepted(ctx, "step2")
+    if ctx.request_state and ctx.request_state.startswith("step2:") and step2 is not None:
+        return _text(f"{ctx.request_state[6:]} likes {step2.get('color')}")
+    step1 = _accepted(ctx, "step1")
+    if ctx.request_state == "step1" and step1 is not None:
+        return types.InputRequiredResult(
+            input_requests={
+                "step2": _elicit("Step 2: What is your favorite color?", {"color": {"type": "string"}}, ["color"])
+            },
+            request_state=f"step2:{step1.get('name', '')}",
+        )
+    return types.InputRequiredResult(
+        input_requests={"step1": _elicit("Step 1: What is your name?", {"name": {"type": "string"}}, ["name"])},
+        request_state="step1",
+    )
+
+
+@server.tool(description="Asks for a confirmation whose state must come back unchanged (input_required)")
+def test_input_required_result_tampered_state(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    if ctx.request_state == "confirm-pending" and _accepted(ctx, "confirm") is not None:
+        return _text("confirmed")
+    return types.InputRequiredResult(
+        input_requests={"confirm": _elicit("Please confirm", {"ok": {"type": "boolean"}}, ["ok"])},
+        request_state="confirm-pending",
+    )
+
+
+@server.tool(description="Asks only for what the client declared it can give (input_required)")
+def test_input_required_result_capabilities(ctx: Context) -> list[types.ContentBlock] | types.InputRequiredResult:
+    if ctx.input_responses:
+        return _text("answered")
+    caps = ctx.client_capabilities
+    if caps is not None and caps.elicitation is not None:
+        request = _elicit("What is your name?", {"name": {"type": "string"}}, ["name"])
+    elif caps is not None and caps.sampling is not None:
+        request = _sample("What is your name?", 20)
+    elif caps is not None and caps.roots is not None:
+        request = _roots()
+    else:
+        return _text("the client declared nothing to ask with")
+    return types.InputRequiredResult(input_requests={"ask": request})
+
+
+@server.prompt(description="A prompt that asks for context first (input_required)")
+def test_input_required_result_prompt(ctx: Context) -> list[UserMessage] | types.InputRequiredResult:
+    answer = _accepted(ctx, "user_context")
+    if answer is None:
+        return types.InputRequiredResult(
+            input_requests={
+                "user_context": _elicit(
+                    "What context should the prompt use?", {"context": {"type": "string"}}, ["context"]
+                )
+            }
+        )
+    return [UserMessage(f"Use this context: {answer.get('context', '')}")]
+
+
 def main() -> None:
     import uvicorn
 

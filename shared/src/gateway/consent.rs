@@ -176,47 +176,141 @@ impl Gateway<'_> {
         params: &Params,
         now: i64,
     ) -> Option<String> {
+        self.seal_round(method, params, now, None).await
+    }
+
+    /// A `requestState` for this user, call and round: the gateway's own
+    /// consent round (`upstream` none) or an upstream's round.
+    async fn seal_round(
+        &self,
+        method: &str,
+        params: &Params,
+        now: i64,
+        upstream: Option<UpstreamRound>,
+    ) -> Option<String> {
         let state = RequestState {
             sub: self.caller.sub.clone(),
             method: method.to_owned(),
             digest: params_digest(params),
             exp: now + REQUEST_STATE_TTL,
+            upstream,
         };
         REQUEST_STATE.seal(&*self.state.keys, &state).await.ok()
     }
 
-    /// A retry that carries a `requestState` must carry ours, for this
-    /// user, method and parameters, unexpired.
-    pub(super) async fn check_request_state(&self, method: &str, params: &Params) -> Option<Reply> {
-        let state = params.raw("requestState")?;
-        let bad = || {
-            Some(Reply::error(
-                codes::INVALID_PARAMS,
-                "invalid or expired requestState",
-            ))
+    /// An upstream's answer to the client's call: an `input_required`
+    /// result goes to a 2026-07-28 client as the gateway's own round (its
+    /// input requests as sent, and a `requestState` of the gateway's that
+    /// binds the round to this user, call and target and carries the
+    /// upstream's state); anything else as [`pass_through`] makes it.
+    pub(super) async fn relay_answer(
+        &self,
+        target: &Target,
+        method: &str,
+        params: &Params,
+        mut message: Value,
+    ) -> Reply {
+        let asks = message
+            .get("result")
+            .and_then(|r| r.get("resultType"))
+            .and_then(Value::as_str)
+            == Some("input_required");
+        if !asks {
+            return super::pass_through(message);
+        }
+        let mut result = message
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or_default();
+        let requests = match result.get_mut("inputRequests").map(Value::take) {
+            Some(Value::Object(r)) if !r.is_empty() => r,
+            _ => {
+                tracing::warn!(target = %target.name, "an upstream's input_required result has no input requests");
+                return Reply::error(
+                    codes::INTERNAL_ERROR,
+                    format!("{} asked for input without saying what", target.title()),
+                );
+            }
         };
-        let Ok(sealed) = serde_json::from_str::<String>(state.get()) else {
-            return bad();
+        if !self.caller.modern() {
+            // A 2025 client answers server requests on another HTTP
+            // request, which a function answering once cannot wait for.
+            return Reply::error(
+                codes::INTERNAL_ERROR,
+                format!(
+                    "{} asked for more input, which the gateway relays only to clients of protocol 2026-07-28",
+                    target.title()
+                ),
+            );
+        }
+        let upstream_state = match result.get("requestState") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() <= MAX_UPSTREAM_STATE_BYTES => Some(s.clone()),
+            Some(_) => {
+                tracing::warn!(target = %target.name, "an upstream's requestState is not a string or too long");
+                return Reply::error(
+                    codes::INTERNAL_ERROR,
+                    format!("{} asked for input with an unusable state", target.title()),
+                );
+            }
         };
-        let sealed = sealed.as_str();
+        let round = UpstreamRound {
+            target: target.name.clone(),
+            state: upstream_state,
+        };
         let now = self.state.clock.now();
-        match REQUEST_STATE.open(&*self.state.keys, sealed, now).await {
+        let Some(state) = self.seal_round(method, params, now, Some(round)).await else {
+            return self.failure(
+                method,
+                "The gateway could not relay the service's question; retry in a moment.",
+                true,
+            );
+        };
+        Reply::Result(json!({
+            "resultType": "input_required",
+            "inputRequests": requests,
+            "requestState": state,
+        }))
+    }
+
+    /// What a retry's `requestState` says (see [`Retry`]); a state that is
+    /// not ours, for this user, method and parameters, unexpired, is an
+    /// error.
+    pub(super) async fn retry_of(&self, method: &str, params: &Params) -> Result<Retry, Reply> {
+        let Some(state) = params.raw("requestState") else {
+            return Ok(Retry::Fresh);
+        };
+        let bad = || Reply::error(codes::INVALID_PARAMS, "invalid or expired requestState");
+        let Ok(sealed) = serde_json::from_str::<String>(state.get()) else {
+            return Err(bad());
+        };
+        let now = self.state.clock.now();
+        match REQUEST_STATE.open(&*self.state.keys, &sealed, now).await {
             Ok(s)
                 if s.sub == self.caller.sub
                     && s.method == method
                     && s.digest == params_digest(params) =>
             {
-                None
+                Ok(match s.upstream {
+                    Some(round) => Retry::Upstream(round),
+                    None => Retry::Consent,
+                })
             }
             Err(OpenError::Keys(e)) => {
                 tracing::error!(error = %e, "key set unavailable");
-                Some(Reply::error(
+                Err(Reply::error(
                     codes::RETRY_LATER,
                     "the gateway is temporarily unavailable; retry",
                 ))
             }
-            Ok(_) | Err(OpenError::Invalid) | Err(OpenError::Expired) => bad(),
+            Ok(_) | Err(OpenError::Invalid) | Err(OpenError::Expired) => Err(bad()),
         }
+    }
+
+    /// A retry that carries a `requestState` must carry ours, for this
+    /// user, method and parameters, unexpired.
+    pub(super) async fn check_request_state(&self, method: &str, params: &Params) -> Option<Reply> {
+        self.retry_of(method, params).await.err()
     }
 
     /// The `<target>___connect` tool: consent if needed, else say so.
@@ -283,7 +377,8 @@ impl Gateway<'_> {
     }
 }
 
-/// What a `requestState` holds: who may retry, which call, until when.
+/// What a `requestState` holds: who may retry, which call, until when,
+/// and whose round it is.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RequestState {
     sub: String,
@@ -291,7 +386,34 @@ struct RequestState {
     /// [`params_digest`] of the call's parameters.
     digest: String,
     exp: i64,
+    /// An upstream's round (none: the gateway's own consent round).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upstream: Option<UpstreamRound>,
 }
+
+/// An upstream's `input_required` round, relayed: the target that asked
+/// and the upstream's own `requestState`, returned to it with the
+/// client's `inputResponses`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct UpstreamRound {
+    pub(super) target: String,
+    pub(super) state: Option<String>,
+}
+
+/// What a call's `requestState` says about it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// None: a first call (its `inputResponses`, if any, go upstream as
+    /// they are; an upstream that sent no state asked for them).
+    Fresh,
+    /// The gateway's consent round: the answers were the gateway's.
+    Consent,
+    /// An upstream's round: its answers and state go back to it.
+    Upstream(UpstreamRound),
+}
+
+/// The longest upstream `requestState` carried inside the gateway's.
+const MAX_UPSTREAM_STATE_BYTES: usize = 16 * 1024;
 
 impl Sealable for RequestState {
     fn expires_at(&self) -> i64 {

@@ -73,6 +73,10 @@ pub struct Caller {
     pub version: String,
     /// The client declared URL-mode elicitation (2025-11-25 and later).
     pub url_elicitation: bool,
+    /// What a 2026-07-28 client declared of the capabilities an upstream's
+    /// `input_required` rounds can use (`elicitation`, `sampling`,
+    /// `roots`), passed on to upstreams with the client's own calls.
+    pub relayed_capabilities: Option<serde_json::Map<String, Value>>,
     /// The bearer token the caller presented, as presented: the subject
     /// token of token-exchange targets, sent nowhere else.
     pub inbound_token: Option<secrecy::SecretString>,
@@ -325,27 +329,31 @@ impl<'a> Gateway<'a> {
                 },
                 None => None,
             };
-            let call = Call {
-                sub: &self.caller.sub,
-                target: &target.name,
-                url: &target.mcp_url,
-                token,
-                dpop: dpop.as_ref(),
-                api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
-                aws_iam: match &target.auth {
-                    TargetAuth::AwsIam(a) => Some(a),
-                    _ => None,
-                },
-                method,
-                params: params.as_ref(),
-                // Only the call the client made relays (not listings or
-                // the lookups made to route it).
-                relay: matches!(method, "tools/call" | "prompts/get" | "resources/read")
-                    .then_some(&self.relayed),
-                // A 2025 client's log messages, as a 2025 server would
-                // send them without a logging/setLevel.
-                log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
-            };
+            let call =
+                Call {
+                    sub: &self.caller.sub,
+                    target: &target.name,
+                    url: &target.mcp_url,
+                    token,
+                    dpop: dpop.as_ref(),
+                    api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
+                    aws_iam: match &target.auth {
+                        TargetAuth::AwsIam(a) => Some(a),
+                        _ => None,
+                    },
+                    method,
+                    params: params.as_ref(),
+                    // Only the call the client made relays (not listings or
+                    // the lookups made to route it).
+                    relay: matches!(method, "tools/call" | "prompts/get" | "resources/read")
+                        .then_some(&self.relayed),
+                    // A 2025 client's log messages, as a 2025 server would
+                    // send them without a logging/setLevel.
+                    log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
+                    client_capabilities: self.caller.relayed_capabilities.as_ref().filter(|_| {
+                        matches!(method, "tools/call" | "prompts/get" | "resources/read")
+                    }),
+                };
             match self.state.upstream.request(&call).await {
                 Ok(message) => return Ok(message),
                 Err(UpstreamError::Unauthorized { .. })
@@ -479,6 +487,16 @@ fn lease_owner() -> String {
     let process = PROCESS.get_or_init(|| random_token(9));
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("proxy-{process}-{n}")
+}
+
+/// The capabilities of a 2026-07-28 client's declaration that an upstream's
+/// `input_required` rounds may use, as declared (the gateway relays those
+/// rounds; anything else stays between the client and the gateway).
+pub fn relayed_capabilities(declared: Option<&Value>) -> serde_json::Map<String, Value> {
+    ["elicitation", "sampling", "roots"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), declared?.get(k)?.clone())))
+        .collect()
 }
 
 /// The upstream's answer as ours: its result (without the fields a

@@ -4,6 +4,7 @@
 use futures::future::join_all;
 use serde_json::{json, Map, Value};
 
+use super::consent::Retry;
 use super::names::expose;
 use super::options::consent_options;
 use crate::policy::Resource;
@@ -75,14 +76,18 @@ impl Gateway<'_> {
         if let Err(refused) = self.permit(method, &item, arguments.as_ref()).await {
             return refused;
         }
-        if let Some(r) = self.check_request_state(method, params).await {
-            return r;
-        }
+        let retry = match self.retry_of(method, params).await {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
         let force = match consent_options(params.meta()) {
             Ok(o) => o.force && !params.has("requestState"),
             Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
         };
         let mut forwarded = strip_gateway_fields(params);
+        if let Err(r) = answers_for(&e.target, &retry, params, &mut forwarded) {
+            return r;
+        }
         forwarded.set("name", &upstream_name);
         // Under policies, the upstream gets the arguments as they were
         // judged (a duplicated member read one way here and another there
@@ -94,7 +99,7 @@ impl Gateway<'_> {
             return self.consent(&e.target, &[], method, params).await;
         }
         match self.forward(&e.target, method, Some(forwarded)).await {
-            Ok(message) => pass_through(message),
+            Ok(message) => self.relay_answer(&e.target, method, params, message).await,
             Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
             Err(Blocked::Interaction(url)) => {
                 self.interaction(&e.target, &url, method, params).await
@@ -178,9 +183,10 @@ impl Gateway<'_> {
             return Reply::error(codes::INVALID_PARAMS, "params.uri is required");
         };
         let uri = uri.as_str();
-        if let Some(r) = self.check_request_state("resources/read", params).await {
-            return r;
-        }
+        let retry = match self.retry_of("resources/read", params).await {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
         let exposed = match self.exposed_targets().await {
             Ok(t) => t,
             Err(r) => return r,
@@ -195,12 +201,18 @@ impl Gateway<'_> {
         if let Err(refused) = self.permit("resources/read", &item, None).await {
             return refused;
         }
-        let forwarded = strip_gateway_fields(params);
+        let mut forwarded = strip_gateway_fields(params);
+        if let Err(r) = answers_for(&e.target, &retry, params, &mut forwarded) {
+            return r;
+        }
         match self
             .forward(&e.target, "resources/read", Some(forwarded))
             .await
         {
-            Ok(message) => pass_through(message),
+            Ok(message) => {
+                self.relay_answer(&e.target, "resources/read", params, message)
+                    .await
+            }
             Err(Blocked::Consent(extra)) => {
                 self.consent(&e.target, &extra, "resources/read", params)
                     .await
@@ -351,6 +363,42 @@ impl Gateway<'_> {
             Err(_) => Reply::Result(json!({"completion": {"values": [], "hasMore": false}})),
         }
     }
+}
+
+/// Puts the client's answers to an upstream's round into the forwarded
+/// params: with the upstream's own state for a relayed round (which must be
+/// this target's), as sent for a first call (an upstream that kept no state
+/// asked for them), and not at all after the gateway's consent round.
+fn answers_for(
+    target: &Target,
+    retry: &Retry,
+    params: &Params,
+    forwarded: &mut Params,
+) -> Result<(), Reply> {
+    let answers = params.raw("inputResponses");
+    match retry {
+        Retry::Consent => {}
+        Retry::Fresh => {
+            if let Some(a) = answers {
+                forwarded.set("inputResponses", &a);
+            }
+        }
+        Retry::Upstream(round) => {
+            if round.target != target.name {
+                return Err(Reply::error(
+                    codes::INVALID_PARAMS,
+                    "invalid or expired requestState",
+                ));
+            }
+            if let Some(a) = answers {
+                forwarded.set("inputResponses", &a);
+            }
+            if let Some(s) = &round.state {
+                forwarded.set("requestState", s);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// True when `uri` could be produced by the RFC 6570 level-1 `template`.

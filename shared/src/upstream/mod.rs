@@ -146,6 +146,10 @@ pub struct Call<'a> {
     /// The log level to ask a 2026-07-28 upstream for when the request
     /// names none (a 2025 client's calls: its era sets levels per session).
     pub log_level: Option<&'a str>,
+    /// The client capabilities to declare to a 2026-07-28 upstream (none:
+    /// an empty set): the calling client's own, for the calls it made,
+    /// so that the upstream asks only for input the client can give.
+    pub client_capabilities: Option<&'a serde_json::Map<String, Value>>,
 }
 
 impl UpstreamClient {
@@ -330,7 +334,11 @@ impl UpstreamClient {
             id,
             method,
             params: if modern.is_some() {
-                Some(OutParams::Modern(params, call.log_level))
+                Some(OutParams::Modern(
+                    params,
+                    call.log_level,
+                    call.client_capabilities,
+                ))
             } else {
                 params.map(OutParams::AsGiven)
             },
@@ -340,11 +348,41 @@ impl UpstreamClient {
         let res = self
             .post(call, session, Some(version), modern, body)
             .await?;
+        // A 2025 server's request on the call's stream (sampling,
+        // elicitation, roots) is answered at once with "method not found":
+        // the gateway declared none of these capabilities, and its client
+        // could only answer on another HTTP request, which a function that
+        // answers once cannot wait for. Without the answer the upstream
+        // would wait for it until its own timeout.
+        let answer = |request: Value| {
+            let body = unsupported_request_answer(&request);
+            async move {
+                let Some(session) = session else { return };
+                let method = request
+                    .get("method")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                match self
+                    .post(call, Some(session), Some(version), None, body)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(target = %call.target, method = %crate::telemetry::clean(&method, 64), "answered an upstream's request during a call: not relayed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(target = %call.target, error = %e, "could not answer an upstream's request")
+                    }
+                }
+            }
+        };
         match call.relay {
-            None => read_response(res, id).await.map(Some),
+            None => sse::read_response_relaying(res, id, None, answer)
+                .await
+                .map(Some),
             Some(relay) => {
                 let mut notes = vec![];
-                let message = sse::read_response_relaying(res, id, Some(&mut notes)).await;
+                let message = sse::read_response_relaying(res, id, Some(&mut notes), answer).await;
                 if !notes.is_empty() {
                     if let Ok(mut r) = relay.lock() {
                         let room = sse::MAX_RELAYED.saturating_sub(r.len());
@@ -355,6 +393,27 @@ impl UpstreamClient {
             }
         }
     }
+}
+
+/// The JSON-RPC error that answers an upstream's request the gateway does
+/// not relay (`-32601`, as a client without the capability answers).
+fn unsupported_request_answer(request: &Value) -> String {
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!({
+        "jsonrpc": "2.0",
+        "id": request.get("id").cloned().unwrap_or(Value::Null),
+        "error": {
+            "code": crate::wire::codes::METHOD_NOT_FOUND,
+            "message": format!(
+                "Method not found: the gateway does not relay {} to its client",
+                crate::telemetry::clean(method, 64)
+            ),
+        },
+    })
+    .to_string()
 }
 
 /// True when a `server/discover` answer lists 2026-07-28.

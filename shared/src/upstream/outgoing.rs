@@ -32,8 +32,13 @@ pub(super) struct OutRequest<'a> {
 /// with the per-request protocol fields merged into `_meta`.
 pub(super) enum OutParams<'a> {
     AsGiven(&'a Params),
-    /// The params, and the log level to add when their `_meta` has none.
-    Modern(Option<&'a Params>, Option<&'a str>),
+    /// The params, the log level to add when their `_meta` has none, and
+    /// the client capabilities to declare (none: an empty set).
+    Modern(
+        Option<&'a Params>,
+        Option<&'a str>,
+        Option<&'a serde_json::Map<String, Value>>,
+    ),
 }
 
 /// The per-request `_meta` fields a 2026-07-28 server expects.
@@ -46,9 +51,9 @@ const MODERN_META_KEYS: [&str; 3] = [
 impl serde::Serialize for OutParams<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let (given, log_level) = match self {
+        let (given, log_level, capabilities) = match self {
             OutParams::AsGiven(p) => return p.serialize(s),
-            OutParams::Modern(p, l) => (*p, *l),
+            OutParams::Modern(p, l, c) => (*p, *l, *c),
         };
         let mut map = s.serialize_map(None)?;
         for (k, v) in given.into_iter().flat_map(Params::iter) {
@@ -57,14 +62,18 @@ impl serde::Serialize for OutParams<'_> {
             }
         }
         let meta = given.and_then(Params::meta);
-        map.serialize_entry("_meta", &ModernMeta(meta, log_level))?;
+        map.serialize_entry("_meta", &ModernMeta(meta, log_level, capabilities))?;
         map.end()
     }
 }
 
 /// A request's `_meta` with the 2026 protocol fields set (and a log level
-/// when it names none and one is given).
-struct ModernMeta<'a>(Option<&'a serde_json::Map<String, Value>>, Option<&'a str>);
+/// when it names none and one is given), declaring these capabilities.
+struct ModernMeta<'a>(
+    Option<&'a serde_json::Map<String, Value>>,
+    Option<&'a str>,
+    Option<&'a serde_json::Map<String, Value>>,
+);
 
 impl serde::Serialize for ModernMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -81,7 +90,10 @@ impl serde::Serialize for ModernMeta<'_> {
             }
         }
         map.serialize_entry(MODERN_META_KEYS[0], MODERN)?;
-        map.serialize_entry(MODERN_META_KEYS[1], &serde_json::Map::new())?;
+        match self.2 {
+            Some(c) => map.serialize_entry(MODERN_META_KEYS[1], c)?,
+            None => map.serialize_entry(MODERN_META_KEYS[1], &serde_json::Map::new())?,
+        }
         map.serialize_entry(
             MODERN_META_KEYS[2],
             &ClientInfo {
@@ -116,7 +128,7 @@ mod tests {
             id: 7,
             method,
             params: if modern {
-                Some(OutParams::Modern(params, None))
+                Some(OutParams::Modern(params, None, None))
             } else {
                 params.map(OutParams::AsGiven)
             },
@@ -132,7 +144,7 @@ mod tests {
                 jsonrpc: "2.0",
                 id: 1,
                 method: "tools/call",
-                params: Some(OutParams::Modern(params.as_ref(), Some("info"))),
+                params: Some(OutParams::Modern(params.as_ref(), Some("info"), None)),
             };
             serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap()
         };

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{UpstreamError, MAX_RESPONSE_BYTES};
 
 pub(crate) async fn read_response(res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
-    read_response_relaying(res, id, None).await
+    read_response_relaying(res, id, None, |_| async {}).await
 }
 
 /// The most notifications kept from one response stream for the client.
@@ -17,12 +17,19 @@ pub(crate) const MAX_RELAYED_BYTES: usize = 1024 * 1024;
 
 /// [`read_response`], keeping in `relay` the notifications the upstream
 /// sent on the response's stream before the response (progress, log
-/// messages), at most [`MAX_RELAYED`].
-pub(crate) async fn read_response_relaying(
+/// messages), at most [`MAX_RELAYED`], and handing each request it sends
+/// there (a 2025 server's sampling, elicitation or roots request) to
+/// `on_request`, which answers it, before reading on.
+pub(crate) async fn read_response_relaying<F, Fut>(
     mut res: reqwest::Response,
     id: u64,
     mut relay: Option<&mut Vec<Value>>,
-) -> Result<Value, UpstreamError> {
+    mut on_request: F,
+) -> Result<Value, UpstreamError>
+where
+    F: FnMut(Value) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let sse = res
         .headers()
         .get("content-type")
@@ -54,6 +61,10 @@ pub(crate) async fn read_response_relaying(
                 if let Some(message) = sse_data(event) {
                     if is_response_to(&message, id) {
                         return Ok(message);
+                    }
+                    if is_request(&message) {
+                        on_request(message).await;
+                        continue;
                     }
                     if let Some(r) = relay.as_deref_mut() {
                         if is_notification(&message) && r.len() < MAX_RELAYED {
@@ -97,6 +108,12 @@ fn is_notification(message: &Value) -> bool {
             .get("method")
             .and_then(Value::as_str)
             .is_some_and(|m| m.starts_with("notifications/"))
+}
+
+/// A JSON-RPC request (a method and an id).
+fn is_request(message: &Value) -> bool {
+    message.get("id").is_some_and(|id| !id.is_null())
+        && message.get("method").and_then(Value::as_str).is_some()
 }
 
 pub(crate) fn is_response_to(message: &Value, id: u64) -> bool {

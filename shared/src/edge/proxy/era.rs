@@ -188,6 +188,7 @@ pub(super) async fn modern(
         identity,
         version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
+        relayed_capabilities: Some(crate::gateway::relayed_capabilities(capabilities)),
         inbound_token: super::auth::presented_token(headers),
     };
     let gateway = Gateway::new(state, base, caller);

@@ -234,6 +234,7 @@ async fn dispatch(
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
         url_elicitation: false,
+        relayed_capabilities: None,
         inbound_token: auth::presented_token(&headers),
         identity,
     };
