@@ -11,6 +11,7 @@ import argparse
 import asyncio
 
 from mcp import types
+from mcp.shared.exceptions import MCPError
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.prompts.base import UserMessage
@@ -324,6 +325,73 @@ def test_input_required_result_prompt(ctx: Context) -> list[UserMessage] | types
             }
         )
     return [UserMessage(f"Use this context: {answer.get('context', '')}")]
+
+
+# --- Tools the suite looks for by name that the SDK's decorators cannot
+# declare as the suite wants them.
+
+JSON_SCHEMA_2020_12 = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "$anchor": "addressDef",
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": False,
+}
+
+
+@server.tool(description="A tool whose input schema uses JSON Schema 2020-12 keywords")
+def json_schema_2020_12_tool(
+    name: str | None = None,
+    address: dict | None = None,
+    contactMethod: str | None = None,  # noqa: N803 (the schema's name)
+    phone: str | None = None,
+    email: str | None = None,
+) -> str:
+    return f"Received {name or 'no name'}"
+
+
+# The schema as written, not as derived from the signature.
+server._tool_manager.get_tool("json_schema_2020_12_tool").parameters = JSON_SCHEMA_2020_12
+
+
+@server.tool(description="Echoes a value that also travels as the Mcp-Param-Region header (2026-07-28)")
+def test_header_param(region: str) -> str:
+    return f"region {region}"
+
+
+server._tool_manager.get_tool("test_header_param").parameters = {
+    "type": "object",
+    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+    "required": ["region"],
+}
+
+
+@server.tool(description="Needs the client's sampling capability (2026-07-28: error -32021 without it)")
+def test_missing_capability(ctx: Context) -> str:
+    caps = ctx.client_capabilities
+    if caps is None or caps.sampling is None:
+        raise MCPError(
+            code=-32021,
+            message="This tool needs the client's sampling capability",
+            data={"requiredCapabilities": {"sampling": {}}},
+        )
+    return "the client can sample"
 
 
 def main() -> None:

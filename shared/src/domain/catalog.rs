@@ -22,6 +22,9 @@ pub const BLOCK_TOOLS: usize = 64;
 #[derive(Clone, Default)]
 pub struct Catalog {
     len: usize,
+    /// Some tool marks an argument as a header (`x-mcp-header`), so
+    /// calls look their tool's schema up (most catalogs have none).
+    has_param_headers: bool,
     /// LZ4 blocks (size-prepended) of up to [`BLOCK_TOOLS`] tools' JSON
     /// texts, each followed by a newline (compact JSON holds none).
     blocks: Arc<[Box<[u8]>]>,
@@ -34,7 +37,9 @@ impl Catalog {
         let mut len = 0;
         let mut text = String::new();
         let mut in_block = 0;
+        let mut has_param_headers = false;
         for tool in tools {
+            has_param_headers |= tool.text().contains(crate::wire::params::ANNOTATION);
             text.push_str(tool.text());
             text.push('\n');
             len += 1;
@@ -50,8 +55,26 @@ impl Catalog {
         }
         Catalog {
             len,
+            has_param_headers,
             blocks: blocks.into(),
         }
+    }
+
+    /// The `Mcp-Param-*` headers the tool named `name` declares (none
+    /// when it declares none or is not in the catalog).
+    pub fn param_headers(&self, name: &str) -> Vec<(String, Vec<String>)> {
+        if !self.has_param_headers {
+            return vec![];
+        }
+        self.iter()
+            .find(|t| t.name().as_deref() == Some(name))
+            .map(|t| {
+                t.value()
+                    .get("inputSchema")
+                    .map(crate::wire::params::declared)
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
     }
 
     /// How many tools it has.

@@ -77,6 +77,9 @@ pub struct Caller {
     /// `input_required` rounds can use (`elicitation`, `sampling`,
     /// `roots`), passed on to upstreams with the client's own calls.
     pub relayed_capabilities: Option<serde_json::Map<String, Value>>,
+    /// The `Mcp-Param-*` headers a 2026-07-28 client sent (lowercase names
+    /// without the prefix, and values as sent).
+    pub param_headers: Vec<(String, String)>,
     /// The bearer token the caller presented, as presented: the subject
     /// token of token-exchange targets, sent nowhere else.
     pub inbound_token: Option<secrecy::SecretString>,
@@ -317,6 +320,7 @@ impl<'a> Gateway<'a> {
             },
             _ => None,
         };
+        let param_headers = self.param_headers_for(target, method, params.as_ref());
         for attempt in 0..=1 {
             let token = grant.as_ref().map(|g| &g.tokens.access_token);
             let dpop = match grant.as_ref().filter(|g| g.tokens.is_dpop()) {
@@ -350,6 +354,7 @@ impl<'a> Gateway<'a> {
                     // A 2025 client's log messages, as a 2025 server would
                     // send them without a logging/setLevel.
                     log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
+                    param_headers: &param_headers,
                     client_capabilities: self.caller.relayed_capabilities.as_ref().filter(|_| {
                         matches!(method, "tools/call" | "prompts/get" | "resources/read")
                     }),
@@ -404,6 +409,35 @@ impl<'a> Gateway<'a> {
             }
         }
         Err(Blocked::Consent(vec![]))
+    }
+
+    /// The `Mcp-Param-*` headers of a `tools/call` for a 2026-07-28
+    /// upstream: written from the arguments for the headers the tool's
+    /// schema (in the target's catalog) declares; the client's own, as
+    /// sent, when the catalog does not know the tool.
+    fn param_headers_for(
+        &self,
+        target: &Target,
+        method: &str,
+        params: Option<&Params>,
+    ) -> Vec<(String, String)> {
+        if method != "tools/call" {
+            return vec![];
+        }
+        let Some(name) = params.and_then(|p| p.str("name")) else {
+            return vec![];
+        };
+        let declared = target.tool_catalog.param_headers(&name);
+        if declared.is_empty() {
+            return self
+                .caller
+                .param_headers
+                .iter()
+                .map(|(k, v)| (format!("{}{k}", crate::wire::params::PREFIX), v.clone()))
+                .collect();
+        }
+        let arguments = params.and_then(|p| p.get::<Value>("arguments"));
+        crate::wire::params::headers(&declared, arguments.as_ref())
     }
 
     /// The upstream refused the user's token for good (no refresh helped):

@@ -73,6 +73,16 @@ impl Gateway<'_> {
             }
         };
         let arguments = params.get::<Value>("arguments");
+        if method == "tools/call" && self.caller.modern() {
+            let declared = e.target.tool_catalog.param_headers(&upstream_name);
+            if let Err(crate::wire::params::Mismatch(why)) = crate::wire::params::check(
+                &declared,
+                arguments.as_ref(),
+                &self.caller.param_headers,
+            ) {
+                return Reply::error(codes::HEADER_MISMATCH, why);
+            }
+        }
         if let Err(refused) = self.permit(method, &item, arguments.as_ref()).await {
             return refused;
         }

@@ -150,6 +150,8 @@ pub struct Call<'a> {
     /// an empty set): the calling client's own, for the calls it made,
     /// so that the upstream asks only for input the client can give.
     pub client_capabilities: Option<&'a serde_json::Map<String, Value>>,
+    /// `Mcp-Param-*` headers (name, value) for a 2026-07-28 upstream.
+    pub param_headers: &'a [(String, String)],
 }
 
 impl UpstreamClient {

@@ -136,6 +136,9 @@ impl UpstreamClient {
             if let Some(n) = name {
                 headers.push(("mcp-name", header_value(n)));
             }
+            for (k, v) in call.param_headers {
+                headers.push((k.as_str(), v.clone()));
+            }
         }
         let mut req = self.http.post(url.clone());
         if let Some(iam) = call.aws_iam {

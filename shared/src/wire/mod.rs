@@ -2,6 +2,7 @@
 //! routing of requests over targets, and the client toward upstreams.
 
 pub mod envelope;
+pub mod params;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -31,6 +32,8 @@ pub mod codes {
     pub const URL_ELICITATION_REQUIRED: i64 = -32042;
     /// 2026-07-28: a header does not match the body.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28: the request needs a client capability it did not declare.
+    pub const MISSING_CAPABILITY: i64 = -32021;
     /// 2026-07-28: unsupported protocol version.
     pub const UNSUPPORTED_VERSION: i64 = -32022;
     /// Gateway: a passing failure; retry later.

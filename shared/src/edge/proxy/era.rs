@@ -189,6 +189,13 @@ pub(super) async fn modern(
         version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
         relayed_capabilities: Some(crate::gateway::relayed_capabilities(capabilities)),
+        param_headers: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let token = k.as_str().strip_prefix(crate::wire::params::PREFIX)?;
+                Some((token.to_owned(), v.to_str().ok()?.to_owned()))
+            })
+            .collect(),
         inbound_token: super::auth::presented_token(headers),
     };
     let gateway = Gateway::new(state, base, caller);

@@ -235,6 +235,7 @@ async fn dispatch(
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
         url_elicitation: false,
         relayed_capabilities: None,
+        param_headers: vec![],
         inbound_token: auth::presented_token(&headers),
         identity,
     };
@@ -323,10 +324,13 @@ fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {
             message,
             data,
         } => {
-            let status = if modern && code == codes::METHOD_NOT_FOUND {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::OK
+            // 2026-07-28 puts some errors in the HTTP status too.
+            let status = match code {
+                codes::METHOD_NOT_FOUND if modern => StatusCode::NOT_FOUND,
+                codes::HEADER_MISMATCH | codes::MISSING_CAPABILITY if modern => {
+                    StatusCode::BAD_REQUEST
+                }
+                _ => StatusCode::OK,
             };
             rpc_error(status, Some(id), code, &message, data)
         }
