@@ -1559,3 +1559,200 @@ async fn a_2025_upstreams_request_during_a_call_is_answered_not_left_waiting() {
     );
     serving.abort();
 }
+
+/// A CloudWatch Logs JSON API call to moto (the test's own, unsigned but
+/// addressed as SigV4 names the service).
+async fn logs_api(moto: &str, action: &str, body: Value) -> Value {
+    let res = reqwest::Client::new()
+        .post(moto)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", format!("Logs_20140328.{action}"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(res.status().is_success(), "{action}: HTTP {}", res.status());
+    res.json().await.unwrap_or(Value::Null)
+}
+
+/// One EMF line per request with the documented metrics and dimensions,
+/// and one audit event per call and listing, written with PutLogEvents to
+/// the audit trail's own log group (moto): exactly these documents, and
+/// never a token, an argument or a result in either.
+#[tokio::test]
+async fn metrics_and_audit_events_are_exactly_what_calls_produce() {
+    use gateway_shared::observe::LineSink;
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (listener, base) = GatewayServer::bind().await;
+    let group = "/mcp-oauth-gateway/test/audit";
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", base.as_str()),
+        ("AUDIT_LOG_GROUP", group),
+        ("GATEWAY_NAME", "gw-test"),
+    ])
+    .await;
+    logs_api(
+        &gw.moto.endpoint,
+        "CreateLogGroup",
+        json!({"logGroupName": group}),
+    )
+    .await;
+    gw.state
+        .targets
+        .put(&gateway_tests::open_target("fixtures", fixtures_url))
+        .await
+        .unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(vec![]));
+    let mut state = gw.state.clone();
+    state.observe.metrics = LineSink::Memory(lines.clone());
+    let server = GatewayServer::serve(listener, base.clone(), state);
+    let client = RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[
+            ("x-gateway-dev-user", "alice"),
+            ("x-gateway-dev-client", "agent-7"),
+            ("authorization", "Bearer secret-inbound-token"),
+        ],
+    );
+    let secret_argument = "an-argument-value-nobody-may-log";
+    let called = client
+        .modern(
+            "tools/call",
+            json!({"name": "json_schema_2020_12_tool", "arguments": {"name": secret_argument, "email": "a@b.c"}}),
+            json!({}),
+        )
+        .await;
+    assert!(called.body["result"].is_object(), "{:?}", called.body);
+    let listed = client.modern("tools/list", json!({}), json!({})).await;
+    assert!(listed.body["result"]["tools"].is_array());
+    let unknown = client
+        .modern("tools/call", json!({"name": "no_such_tool"}), json!({}))
+        .await;
+    assert_eq!(
+        unknown.body["result"]["isError"], true,
+        "{:?}",
+        unknown.body
+    );
+    let nameless = client
+        .modern("tools/call", json!({"arguments": {}}), json!({}))
+        .await;
+    // No name and so no Mcp-Name header: refused at the edge with HTTP 400.
+    assert_eq!(
+        nameless.body["error"]["code"], -32020,
+        "{:?}",
+        nameless.body
+    );
+    client.modern("ping", json!({}), json!({})).await;
+
+    // Metrics: one line per request, with volatile values (time) checked
+    // for shape and then fixed, the rest compared whole.
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let mut docs: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("EMF is JSON"))
+        .collect();
+    for d in &mut docs {
+        assert!(d["_aws"]["Timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+        d["_aws"]["Timestamp"] = json!(0);
+        for k in ["Latency", "Duration", "TargetExecutionTime"] {
+            assert!(d[k].as_f64().unwrap() >= 0.0, "{k}: {d}");
+            d[k] = json!(0);
+        }
+    }
+    let by_method = json!({
+        "Namespace": "McpOAuthGateway",
+        "Dimensions": [["Gateway"], ["Gateway", "Method"]],
+        "Metrics": [
+            {"Name": "Invocations", "Unit": "Count"},
+            {"Name": "SystemErrors", "Unit": "Count"},
+            {"Name": "UserErrors", "Unit": "Count"},
+            {"Name": "Throttles", "Unit": "Count"},
+            {"Name": "Latency", "Unit": "Milliseconds"},
+            {"Name": "Duration", "Unit": "Milliseconds"},
+            {"Name": "TargetExecutionTime", "Unit": "Milliseconds"},
+            {"Name": "ConsentRequired", "Unit": "Count"},
+            {"Name": "UpstreamErrors", "Unit": "Count"},
+        ],
+    });
+    let by_target = json!({
+        "Namespace": "McpOAuthGateway",
+        "Dimensions": [["Gateway", "Target"]],
+        "Metrics": [
+            {"Name": "Invocations", "Unit": "Count"},
+            {"Name": "SystemErrors", "Unit": "Count"},
+            {"Name": "TargetExecutionTime", "Unit": "Milliseconds"},
+            {"Name": "UpstreamErrors", "Unit": "Count"},
+        ],
+    });
+    let counts = |method: &str, user_errors: u32| {
+        json!({"Gateway": "gw-test", "Method": method, "Invocations": 1, "SystemErrors": 0,
+               "UserErrors": user_errors, "Throttles": 0, "Latency": 0, "Duration": 0,
+               "TargetExecutionTime": 0, "ConsentRequired": 0, "UpstreamErrors": 0})
+    };
+    let mut call = counts("tools/call", 0);
+    call["Target"] = json!("fixtures");
+    call["_aws"] = json!({"Timestamp": 0, "CloudWatchMetrics": [by_method, by_target]});
+    assert_eq!(docs[0], call);
+    let mut list = counts("tools/list", 0);
+    list["_aws"] = json!({"Timestamp": 0, "CloudWatchMetrics": [by_method]});
+    assert_eq!(docs[1], list);
+    // A tool's own error is the tool's answer, not a gateway error.
+    assert_eq!(docs[2], call);
+    let mut nameless = counts("tools/call", 1);
+    nameless["_aws"] = json!({"Timestamp": 0, "CloudWatchMetrics": [by_method]});
+    assert_eq!(docs[3], nameless);
+    assert_eq!(docs[4]["Method"], "ping");
+
+    // The audit trail, read back from its log group.
+    let events = logs_api(
+        &gw.moto.endpoint,
+        "FilterLogEvents",
+        json!({"logGroupName": group}),
+    )
+    .await;
+    let messages: Vec<String> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        messages.len(),
+        4,
+        "calls and listings, not ping: {messages:#?}"
+    );
+    let mut audit: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_str(m).expect("audit events are JSON"))
+        .collect();
+    for e in &mut audit {
+        assert!(e["time"].as_str().unwrap().ends_with('Z'));
+        assert!(e["latencyMs"].as_f64().unwrap() >= 0.0);
+        e["time"] = json!("-");
+        e["latencyMs"] = json!(0);
+    }
+    let who = |event: &str, outcome: &str| {
+        json!({"audit": "mcp-oauth-gateway/audit/1", "time": "-", "event": event,
+               "user": "alice", "client": "agent-7", "outcome": outcome, "latencyMs": 0})
+    };
+    let mut call = who("tools/call", "ok");
+    call["target"] = json!("fixtures");
+    call["item"] = json!("json_schema_2020_12_tool");
+    assert_eq!(audit[0], call);
+    assert_eq!(audit[1], who("tools/list", "ok"));
+    let mut unknown = who("tools/call", "tool_error");
+    unknown["target"] = json!("fixtures");
+    unknown["item"] = json!("no_such_tool");
+    assert_eq!(audit[2], unknown);
+    assert_eq!(audit[3], who("tools/call", "http:400"));
+    for text in lines.iter().chain(&messages) {
+        for secret in [secret_argument, "secret-inbound-token", "Bearer"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+}

@@ -176,6 +176,30 @@ pub struct Config {
     /// `RESPONSE_INTERCEPTOR`, `INTERCEPTOR_PASS_HEADERS`,
     /// `INTERCEPTOR_TIMEOUT_MS`).
     pub interceptors: crate::interceptors::InterceptorConfig,
+    /// Metrics and the audit trail (`GATEWAY_NAME`, `METRICS`,
+    /// `AUDIT_LOG_GROUP`, `AUDIT`).
+    pub observe: ObserveConfig,
+}
+
+/// Where metrics and audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObserveConfig {
+    /// The metrics' `Gateway` dimension (`GATEWAY_NAME`; default: the
+    /// function's name, else `mcp-oauth-gateway`).
+    pub gateway_name: String,
+    /// `METRICS=off` writes no EMF lines.
+    pub metrics: bool,
+    /// `AUDIT=off` writes no audit events.
+    pub audit: bool,
+    /// The audit trail's own log group; none: standard output.
+    pub audit_log_group: Option<String>,
+    /// The CloudWatch Logs endpoint (`AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`,
+    /// else `AWS_ENDPOINT_URL`; none: the region's).
+    pub logs_endpoint: Option<String>,
+    /// The region (`AWS_REGION`).
+    pub region: String,
+    /// The function's name, for the audit stream's name.
+    pub function: String,
 }
 
 /// Which policy decisions are logged.
@@ -340,7 +364,33 @@ impl Config {
             )?),
             lambda_endpoint: get("AWS_ENDPOINT_URL_LAMBDA").or_else(|| get("AWS_ENDPOINT_URL")),
         };
+        let on_off = |name: &'static str| -> Result<bool, ConfigError> {
+            match get(name).as_deref() {
+                None | Some("on") => Ok(true),
+                Some("off") => Ok(false),
+                Some(other) => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{other:?} is not on or off"),
+                }),
+            }
+        };
+        let function = get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into());
+        let observe = ObserveConfig {
+            gateway_name: get("GATEWAY_NAME")
+                .or_else(|| get("AWS_LAMBDA_FUNCTION_NAME"))
+                .unwrap_or_else(|| "mcp-oauth-gateway".into()),
+            metrics: on_off("METRICS")?,
+            audit: on_off("AUDIT")?,
+            audit_log_group: get("AUDIT_LOG_GROUP"),
+            logs_endpoint: get("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
+                .or_else(|| get("AWS_ENDPOINT_URL")),
+            region: get("AWS_REGION")
+                .or_else(|| get("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+            function,
+        };
         Ok(Config {
+            observe,
             policy_required: flag(get("POLICY_REQUIRED"), "POLICY_REQUIRED")?,
             interceptors,
             policy_log,

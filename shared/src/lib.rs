@@ -25,6 +25,7 @@ pub mod error;
 mod fuzz;
 pub mod gateway;
 pub mod interceptors;
+pub mod observe;
 
 pub mod policy;
 pub mod ports;

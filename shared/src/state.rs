@@ -53,6 +53,8 @@ pub struct AppState {
     /// The policy set (Cedar), kept by this instance for
     /// `TARGETS_CACHE_SECONDS`.
     pub policies: Arc<crate::policy::PolicyCache>,
+    /// Metrics and the audit trail.
+    pub observe: crate::observe::Observer,
 }
 
 impl AppState {
@@ -108,6 +110,16 @@ impl AppState {
             _ => None,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        // The SDK's endpoint and region where the configuration names none
+        // (AWS_ENDPOINT_URL is read by the SDK too).
+        let mut observe_config = config.observe.clone();
+        if observe_config.logs_endpoint.is_none() {
+            observe_config.logs_endpoint = sdk.endpoint_url().map(str::to_owned);
+        }
+        if let Some(region) = sdk.region() {
+            observe_config.region = region.to_string();
+        }
+        let observe = observer(&observe_config);
         let grant_cache_ttl = config.grant_cache_ttl;
         let policy_store: Arc<dyn crate::ports::PolicyStore> = store.clone();
         let policy_ttl = config.targets_cache_ttl;
@@ -148,6 +160,7 @@ impl AppState {
                 policy_ttl,
                 policy_required,
             )),
+            observe,
         })
     }
 }
@@ -167,6 +180,7 @@ impl AppState {
         let policy_ttl = config.targets_cache_ttl;
         let policy_required = config.policy_required;
         let http = http_client();
+        let observe = observer(&config.observe);
         let tokens = Arc::new(Refresher::new(
             store.clone(),
             store.clone(),
@@ -195,7 +209,29 @@ impl AppState {
                 policy_ttl,
                 policy_required,
             )),
+            observe,
         }
+    }
+}
+
+/// The observer `config` describes.
+pub fn observer(config: &crate::config::ObserveConfig) -> crate::observe::Observer {
+    use crate::observe::{audit::CloudWatchLogs, AuditSink, LineSink, Observer};
+    let audit = match (&config.audit_log_group, config.audit) {
+        (_, false) => AuditSink::Off,
+        (None, true) => AuditSink::Lines(LineSink::Stdout),
+        (Some(group), true) => AuditSink::CloudWatch(Arc::new(CloudWatchLogs::new(
+            group.clone(),
+            config.region.clone(),
+            config.logs_endpoint.clone(),
+            &config.function,
+        ))),
+    };
+    Observer {
+        gateway: config.gateway_name.clone(),
+        metrics: LineSink::Stdout,
+        audit,
+        metrics_on: config.metrics,
     }
 }
 

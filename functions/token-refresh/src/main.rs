@@ -16,11 +16,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             let remaining = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            let summary = state
-                .tokens
-                .handle_scheduled_event(&event.payload, remaining, concurrency)
-                .await?;
-            Ok::<_, lambda_runtime::Error>(serde_json::to_value(summary)?)
+            let (summary, record) = gateway_shared::observe::scope(
+                state
+                    .tokens
+                    .handle_scheduled_event(&event.payload, remaining, concurrency),
+            )
+            .await;
+            // RefreshOutcome by outcome, and an audit event per failure.
+            gateway_shared::observe::scheduled_refreshes(state, &record).await;
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(summary?)?)
         },
     ))
     .await

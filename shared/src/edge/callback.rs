@@ -200,9 +200,40 @@ fn server_page(title: &str, what: &str) -> Page {
     )
 }
 
+/// The request id API Gateway gave the request.
+fn request_id(context: Option<&RequestContext>) -> Option<String> {
+    match context {
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    }
+}
+
+/// `/connect/{id}`: the start of a consent, observed.
 async fn connect(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    context: Option<Extension<RequestContext>>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let request = request_id(context.as_deref());
+    let (res, record) =
+        crate::observe::scope(connect_unobserved(state.clone(), id, headers, context)).await;
+    crate::observe::consent_event(
+        &state,
+        false,
+        &record,
+        res.status().as_u16(),
+        started.elapsed(),
+        request,
+    )
+    .await;
+    res
+}
+
+async fn connect_unobserved(
+    state: AppState,
+    id: String,
     headers: HeaderMap,
     context: Option<Extension<RequestContext>>,
 ) -> Response {
@@ -214,6 +245,10 @@ async fn connect(
         }
         Err(e) => return storage_page(&e).into_response(),
     };
+    crate::observe::note(|r| {
+        r.user = Some(pending.sub.clone());
+        r.target = Some(pending.target.clone());
+    });
     let (target, settings) = match consentable_target(&state, &pending.target).await {
         Ok(t) => t,
         Err(page) => return page.into_response(),
@@ -335,9 +370,23 @@ async fn callback(
     headers: HeaderMap,
     context: Option<Extension<RequestContext>>,
 ) -> Response {
-    match complete(&state, &params, &headers, context.as_deref()).await {
-        Ok(page) | Err(page) => page.into_response(),
-    }
+    let started = std::time::Instant::now();
+    let (res, record) = crate::observe::scope(async {
+        match complete(&state, &params, &headers, context.as_deref()).await {
+            Ok(page) | Err(page) => page.into_response(),
+        }
+    })
+    .await;
+    crate::observe::consent_event(
+        &state,
+        true,
+        &record,
+        res.status().as_u16(),
+        started.elapsed(),
+        request_id(context.as_deref()),
+    )
+    .await;
+    res
 }
 
 async fn complete(
@@ -361,6 +410,10 @@ async fn complete(
         .consume(&state_param.id, &state_param.digest(), now)
         .await
         .map_err(|e| storage_page(&e))?;
+    crate::observe::note(|r| {
+        r.user = Some(pending.sub.clone());
+        r.target = Some(pending.target.clone());
+    });
     let base = base_url(state, context).ok_or_else(no_base_url)?;
     // The state is spent; only the browser the consent was bound to may
     // turn it into a grant. An upstream authorization URL forwarded to
@@ -375,6 +428,7 @@ async fn complete(
             cookie = this_browser.is_some(),
             "consent callback from a browser the consent was not bound to; cancelled, nothing stored"
         );
+        crate::observe::note(|r| r.outcome = Some("other_browser".into()));
         return Err(other_browser_page());
     }
     let (target, settings) = oauth_target(state, &pending.target).await?;
@@ -382,6 +436,8 @@ async fn complete(
 
     if let Some(error) = params.get("error") {
         tracing::info!(authorization = %authorization_ref(state, &pending.id), target = %target.name, error = %crate::telemetry::clean(error, 64), "authorization server returned an error");
+        let code = crate::telemetry::clean(error, 64);
+        crate::observe::note(|r| r.outcome = Some(format!("as_error:{code}")));
         return Err(if error == "access_denied" {
             Page::error(
                 StatusCode::FORBIDDEN,

@@ -309,6 +309,21 @@ pub async fn act(
         "disconnect" => match connections::disconnect(&state, sub, target).await {
             Ok(outcome) => {
                 tracing::info!(audit = "disconnected", target = %target, revoked = matches!(outcome, Disconnected::Revoked), "disconnected from the connections page");
+                let mut event = crate::observe::AuditEvent::new(
+                    "disconnect",
+                    match outcome {
+                        Disconnected::NotConnected => "not_connected",
+                        _ => "ok",
+                    },
+                    crate::observe::now_ms(),
+                );
+                event.user = Some(sub.clone());
+                event.target = Some(crate::telemetry::clean(target, 64));
+                state
+                    .observe
+                    .audit
+                    .write(&state.http, &state.upstream, &[event])
+                    .await;
                 let mut url = Url::parse(&public_url(&base, CONNECTIONS_PATH))
                     .unwrap_or_else(|_| base.clone());
                 url.query_pairs_mut().append_pair("disconnected", target);

@@ -123,6 +123,7 @@ impl Gateway<'_> {
             target.title()
         );
         let prompt = format!("Connect your {} account to continue.", target.title());
+        crate::observe::note(|r| r.consent_required = true);
         // The client's declared capability, not its protocol era, decides:
         // a client that did not declare URL elicitation gets the link as
         // text it can show (a 2026-07-28 client without an elicitation

@@ -359,7 +359,14 @@ impl<'a> Gateway<'a> {
                         matches!(method, "tools/call" | "prompts/get" | "resources/read")
                     }),
                 };
-            match self.state.upstream.request(&call).await {
+            let started = std::time::Instant::now();
+            let answer = self.state.upstream.request(&call).await;
+            let took = started.elapsed();
+            crate::observe::note(|r| {
+                r.upstream_time += took;
+                r.upstream_errors += u32::from(answer.is_err());
+            });
+            match answer {
                 Ok(message) => return Ok(message),
                 Err(UpstreamError::Unauthorized { .. })
                     if attempt == 0 && grant.is_some() && target.auth.is_exchange() =>

@@ -30,6 +30,8 @@ impl Gateway<'_> {
         };
         let name = name.as_str();
         if method == "tools/call" && name.starts_with(GATEWAY_PREFIX) {
+            let own = crate::telemetry::clean(name, 128);
+            crate::observe::note(|r| r.item = Some(own));
             return self
                 .gateway_tool(name, params.get::<Value>("arguments").as_ref())
                 .await;
@@ -60,6 +62,10 @@ impl Gateway<'_> {
                 Reply::error(codes::INVALID_PARAMS, format!("Unknown prompt: {name}"))
             };
         };
+        crate::observe::note(|r| {
+            r.target = Some(e.target.name.clone());
+            r.item = Some(upstream_name.clone());
+        });
         let id = crate::policy::item_id(&e.target.name, &upstream_name);
         let item = if method == "tools/call" {
             Resource::Tool {
@@ -204,6 +210,10 @@ impl Gateway<'_> {
         let Some(e) = self.owner_of_uri(&exposed, uri).await else {
             return Reply::error(codes::INVALID_PARAMS, format!("Unknown resource: {uri}"));
         };
+        crate::observe::note(|r| {
+            r.target = Some(e.target.name.clone());
+            r.item = Some(crate::telemetry::clean(uri, 256));
+        });
         let item = Resource::Resource {
             target: &e.target.name,
             uri,

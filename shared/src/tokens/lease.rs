@@ -61,6 +61,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome's name in metrics and audit events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Refreshed(_) => "refreshed",
+            Outcome::AlreadyFresh(_) => "already_fresh",
+            Outcome::LeaseLost => "lease_lost",
+            Outcome::NeedsConsent => "needs_consent",
+            Outcome::Transient(_) => "transient_failure",
+            Outcome::NotFound => "not_found",
+        }
+    }
+
     /// The usable grant, if the outcome has one.
     pub fn grant(&self) -> Option<&Grant> {
         match self {
@@ -121,8 +133,17 @@ impl Refresher {
         }
     }
 
-    /// Refreshes a grant under the lease protocol (see the module docs).
+    /// Refreshes a grant under the lease protocol (see the module docs),
+    /// noting the outcome for the request's metrics and audit trail.
     pub async fn refresh_grant(&self, req: RefreshRequest<'_>) -> Outcome {
+        let (sub, target) = (req.sub.to_owned(), req.target.to_owned());
+        let outcome = self.refresh_grant_unobserved(req).await;
+        let name = outcome.name();
+        crate::observe::note(|r| r.refreshes.push((sub, target, name)));
+        outcome
+    }
+
+    async fn refresh_grant_unobserved(&self, req: RefreshRequest<'_>) -> Outcome {
         let RefreshRequest {
             sub,
             target,

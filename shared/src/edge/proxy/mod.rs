@@ -143,8 +143,42 @@ fn supports_url_elicitation(capabilities: Option<&Value>) -> bool {
         .is_some()
 }
 
+/// `/mcp`: the request, observed (one EMF line, and an audit event for the
+/// methods operators audit).
 async fn mcp(
     State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let request_id = match context.as_deref() {
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    };
+    let (response, record) =
+        crate::observe::scope(handle_mcp(state.clone(), context, headers, body)).await;
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    let observe = &state.observe;
+    let now = crate::observe::now_ms();
+    observe.metric(&crate::observe::metrics::request(
+        &observe.gateway,
+        &record,
+        status,
+        latency,
+        now,
+    ));
+    let events = crate::observe::audit::of_request(&record, status, latency, request_id, now);
+    observe
+        .audit
+        .write(&state.http, &state.upstream, &events)
+        .await;
+    response
+}
+
+async fn handle_mcp(
+    state: AppState,
     context: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     body: Bytes,
@@ -168,6 +202,10 @@ async fn mcp(
         Ok(identity) => identity,
         Err(res) => return res,
     };
+    crate::observe::note(|r| {
+        r.user = Some(identity.sub.clone());
+        r.client = identity.client_id.clone();
+    });
     if !is_json(&headers) {
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -198,6 +236,7 @@ async fn dispatch(
         }
     };
     let params = params.as_ref();
+    crate::observe::note(|r| r.method = Some(method.to_string()));
     let Some(base) = base_url(&state, context) else {
         tracing::error!("no public base URL: set PUBLIC_BASE_URL");
         return rpc_error(
@@ -316,6 +355,10 @@ async fn with_relayed(
 }
 
 fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {
+    crate::observe::note(|r| match &reply {
+        Reply::Error { code, .. } => r.error_code = Some(*code),
+        Reply::Result(v) => r.tool_error = v.get("isError") == Some(&Value::Bool(true)),
+    });
     match reply {
         Reply::Result(r) if modern => rpc_result(id, modern_result(r, method)),
         Reply::Result(r) => rpc_result(id, r),

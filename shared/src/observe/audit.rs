@@ -1,0 +1,352 @@
+//! The audit trail: one structured event for every tool call, listing,
+//! prompt or resource read, consent start, completion and refusal,
+//! disconnect, refresh failure and admin change. Who (the user's `sub`,
+//! the agent's `client_id`), what (event, target, item), the outcome, the
+//! latency and the request id; never arguments, results or tokens.
+//!
+//! Events go to their own CloudWatch Logs log group (`AUDIT_LOG_GROUP`)
+//! with PutLogEvents, signed with the function's role, one request per
+//! handled request, before the answer is returned; without a group (local
+//! runs), to standard output. An event that cannot be written to the group
+//! is written to standard output instead, so the function's own log keeps
+//! it.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::LineSink;
+
+/// The audit format's name and version (the `audit` member of each event).
+pub const FORMAT: &str = "mcp-oauth-gateway/audit/1";
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Always [`FORMAT`].
+    pub audit: &'static str,
+    /// When (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// The event: an MCP method (`tools/call`, `tools/list`, ...),
+    /// `consent.start`, `consent.completed`, `consent.refused`,
+    /// `disconnect`, `refresh.failed`, or `admin.<change>`.
+    pub event: String,
+    /// The platform's request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The user's subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The agent's OAuth client id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The tool or prompt (upstream name), or the resource URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// `ok`, `tool_error`, `consent_required`, `error:<JSON-RPC code>`,
+    /// `http:<status>`, or the event's own outcome.
+    pub outcome: String,
+    /// Time to answer, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+impl AuditEvent {
+    /// An event at `now_ms` with nothing but its name and outcome.
+    pub fn new(event: impl Into<String>, outcome: impl Into<String>, now_ms: i64) -> Self {
+        AuditEvent {
+            audit: FORMAT,
+            time: rfc3339_ms(now_ms),
+            event: event.into(),
+            request_id: None,
+            user: None,
+            client: None,
+            target: None,
+            item: None,
+            outcome: outcome.into(),
+            latency_ms: None,
+        }
+    }
+}
+
+/// The methods whose requests are audited (calls and listings; not
+/// `ping`, `initialize` and the like).
+const AUDITED: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "prompts/get",
+    "prompts/list",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "completion/complete",
+];
+
+/// The gateway's own tool that disconnects a target.
+const DISCONNECT_TOOL: &str = "gateway___disconnect";
+
+/// The audit events of one request to the MCP endpoint: the call or
+/// listing (a `disconnect` for the gateway's disconnect tool), and a
+/// `refresh.failed` for each refresh it needed that failed.
+pub fn of_request(
+    record: &super::Record,
+    status: u16,
+    latency: std::time::Duration,
+    request_id: Option<String>,
+    now_ms: i64,
+) -> Vec<AuditEvent> {
+    let mut events = vec![];
+    let with_who = |mut e: AuditEvent| {
+        e.request_id = request_id.clone();
+        e.user = record.user.clone();
+        e.client = record.client.clone();
+        e
+    };
+    if let Some(method) = record.method.as_deref().filter(|m| AUDITED.contains(m)) {
+        let outcome = if record.consent_required {
+            "consent_required".to_owned()
+        } else if let Some(code) = record.error_code {
+            format!("error:{code}")
+        } else if status >= 400 {
+            format!("http:{status}")
+        } else if record.tool_error {
+            "tool_error".to_owned()
+        } else {
+            "ok".to_owned()
+        };
+        let disconnect = record.item.as_deref() == Some(DISCONNECT_TOOL);
+        let mut e = with_who(AuditEvent::new(
+            if disconnect { "disconnect" } else { method },
+            outcome,
+            now_ms,
+        ));
+        e.target = record.target.clone();
+        e.item = record.item.clone().filter(|_| !disconnect);
+        e.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
+        events.push(e);
+    }
+    for (user, target, outcome) in &record.refreshes {
+        if matches!(*outcome, "needs_consent" | "transient_failure") {
+            let mut e = with_who(AuditEvent::new("refresh.failed", *outcome, now_ms));
+            e.user = Some(user.clone());
+            e.target = Some(target.clone());
+            events.push(e);
+        }
+    }
+    events
+}
+
+/// `now_ms` as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(now_ms: i64) -> String {
+    let secs = now_ms.div_euclid(1000);
+    let millis = now_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Where audit events go.
+#[derive(Clone)]
+pub enum AuditSink {
+    /// One JSON line per event (standard output, or a buffer).
+    Lines(LineSink),
+    /// A CloudWatch Logs log group of their own.
+    CloudWatch(Arc<CloudWatchLogs>),
+    /// Nowhere (`AUDIT=off`).
+    Off,
+}
+
+/// A log group written with PutLogEvents, in a stream of this instance.
+pub struct CloudWatchLogs {
+    /// The log group (created by the deployment).
+    pub group: String,
+    /// This instance's stream (created on first use).
+    pub stream: String,
+    /// The region.
+    pub region: String,
+    /// The CloudWatch Logs endpoint.
+    pub endpoint: String,
+    created: tokio::sync::OnceCell<()>,
+}
+
+impl CloudWatchLogs {
+    /// Writes to `group` in `region` through `endpoint` (none: the
+    /// region's), in a new stream named after `function`.
+    pub fn new(group: String, region: String, endpoint: Option<String>, function: &str) -> Self {
+        let endpoint = endpoint.unwrap_or_else(|| format!("https://logs.{region}.amazonaws.com"));
+        CloudWatchLogs {
+            stream: format!("{function}/{}", crate::crypto::random_token(12)),
+            group,
+            region,
+            endpoint,
+            created: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        http: &reqwest::Client,
+        signer: &crate::upstream::UpstreamClient,
+        action: &str,
+        body: &Value,
+    ) -> Result<(u16, String), String> {
+        let url = url::Url::parse(&self.endpoint).map_err(|e| format!("the endpoint: {e}"))?;
+        let body = body.to_string();
+        let headers = vec![
+            ("content-type", "application/x-amz-json-1.1".to_owned()),
+            ("x-amz-target", format!("Logs_20140328.{action}")),
+        ];
+        let signed = signer
+            .sign("logs", &self.region, &url, &headers, body.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = http.post(url);
+        for (k, v) in headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .chain(signed)
+        {
+            req = req.header(k, v);
+        }
+        let res = req
+            .body(body)
+            .timeout(std::time::Duration::from_secs(3))
+            .send()
+            .await
+            .map_err(|e| crate::error::chain(&e.without_url()))?;
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        Ok((status, text))
+    }
+
+    async fn put(
+        &self,
+        http: &reqwest::Client,
+        signer: &crate::upstream::UpstreamClient,
+        events: &[AuditEvent],
+    ) -> Result<(), String> {
+        self.created
+            .get_or_try_init(|| async {
+                let (status, text) = self
+                    .call(
+                        http,
+                        signer,
+                        "CreateLogStream",
+                        &serde_json::json!({"logGroupName": self.group, "logStreamName": self.stream}),
+                    )
+                    .await?;
+                if status == 200 || text.contains("ResourceAlreadyExistsException") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "CreateLogStream answered HTTP {status}: {}",
+                        crate::telemetry::clean(&text, 200)
+                    ))
+                }
+            })
+            .await?;
+        let now = super::now_ms();
+        let log_events: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "timestamp": now,
+                    "message": serde_json::to_string(e).unwrap_or_default(),
+                })
+            })
+            .collect();
+        let (status, text) = self
+            .call(
+                http,
+                signer,
+                "PutLogEvents",
+                &serde_json::json!({
+                    "logGroupName": self.group,
+                    "logStreamName": self.stream,
+                    "logEvents": log_events,
+                }),
+            )
+            .await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!(
+                "PutLogEvents answered HTTP {status}: {}",
+                crate::telemetry::clean(&text, 200)
+            ))
+        }
+    }
+}
+
+impl AuditSink {
+    /// Writes `events`; an event the log group does not take goes to
+    /// standard output (never lost silently).
+    pub async fn write(
+        &self,
+        http: &reqwest::Client,
+        signer: &crate::upstream::UpstreamClient,
+        events: &[AuditEvent],
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        match self {
+            AuditSink::Off => {}
+            AuditSink::Lines(sink) => {
+                for e in events {
+                    sink.write(&serde_json::to_string(e).unwrap_or_default());
+                }
+            }
+            AuditSink::CloudWatch(logs) => {
+                if let Err(why) = logs.put(http, signer, events).await {
+                    tracing::error!(group = %logs.group, error = %why, "audit events could not be written to their log group; written here instead");
+                    for e in events {
+                        LineSink::Stdout.write(&serde_json::to_string(e).unwrap_or_default());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_796_135_696_123), "2026-12-01T14:34:56.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn events_leave_out_what_they_do_not_know() {
+        let mut e = AuditEvent::new("tools/call", "ok", 0);
+        e.user = Some("alice".into());
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"audit":"mcp-oauth-gateway/audit/1","time":"1970-01-01T00:00:00.000Z","event":"tools/call","user":"alice","outcome":"ok"}"#
+        );
+    }
+}
