@@ -478,3 +478,80 @@ async fn policies_are_put_tested_and_removed_from_the_command_line() {
     assert!(ok && out.contains("no policy set"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Changes made with `gateway-admin` are audit events in the trail's own
+/// log group (moto): who (the actor), what, and whether it worked; a
+/// command that only reads is not.
+#[tokio::test]
+async fn admin_changes_are_audited_in_the_trails_log_group() {
+    let gw = Gateway::start(&[]).await;
+    let group = "/mcp-oauth-gateway/admin-test/audit";
+    let logs = |action: &'static str, body: serde_json::Value| {
+        let endpoint = gw.moto.endpoint.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(endpoint)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amz-target", format!("Logs_20140328.{action}"))
+                .header(
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
+                )
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("moto answers");
+            assert!(res.status().is_success(), "{action}");
+            res.json::<serde_json::Value>().await.unwrap_or_default()
+        }
+    };
+    logs("CreateLogGroup", json!({"logGroupName": group})).await;
+    let dir = gateway_tests::TempDir::new("admin-audit");
+    let good = dir.path.join("good.cedar");
+    std::fs::write(&good, "permit(principal, action, resource);").unwrap();
+    let bad = dir.path.join("bad.cedar");
+    std::fs::write(&bad, "permit(principal, action").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gateway-admin"))
+            .args(args)
+            .env_clear()
+            .envs(gw.process_env())
+            .env("AUDIT_LOG_GROUP", group)
+            .env("GATEWAY_ADMIN_ACTOR", "ops-alice")
+            .output()
+            .expect("run gateway-admin");
+        out.status.success()
+    };
+    assert!(run(&["policy", "put", good.to_str().unwrap()]));
+    assert!(run(&["policy", "show"]));
+    assert!(!run(&["policy", "put", bad.to_str().unwrap()]));
+    assert!(run(&["policy", "remove"]));
+    let found = logs("FilterLogEvents", json!({"logGroupName": group})).await;
+    let events: Vec<(String, String, String, String)> = found["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_str(e["message"].as_str().unwrap_or_default()).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (s("event"), s("outcome"), s("user"), s("client"))
+        })
+        .collect();
+    let expected = |event: &str, outcome: &str| {
+        (
+            event.to_owned(),
+            outcome.to_owned(),
+            "ops-alice".to_owned(),
+            "gateway-admin".to_owned(),
+        )
+    };
+    assert_eq!(
+        events,
+        vec![
+            expected("admin.policy.put", "ok"),
+            expected("admin.policy.put", "failed"),
+            expected("admin.policy.remove", "ok"),
+        ]
+    );
+}
