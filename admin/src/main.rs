@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 mod policy;
+mod smoke;
 mod target;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,16 @@ enum Command {
         /// Name of the key-set secret to create.
         #[arg(long, default_value = "mcp-oauth-gateway/keyset")]
         keyset_name: String,
+    },
+    /// Check a deployed gateway from outside: its Protected Resource
+    /// Metadata, the 401 challenge, and (with a token) a tools/list.
+    Smoke {
+        /// The MCP URL (the stack's McpUrl output).
+        #[arg(long)]
+        url: String,
+        /// Read a bearer token for the tools/list check from stdin.
+        #[arg(long)]
+        token_stdin: bool,
     },
     /// Serve the proxy and consent Routers on one local listener, the way
     /// API Gateway routes them (configuration from the environment).
@@ -232,6 +243,9 @@ async fn run_command(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Init { table, keyset_name } => init(&table, &keyset_name).await,
         Command::Serve { listen } => serve(&listen).await,
+        Command::Smoke { url, token_stdin } => {
+            smoke::smoke(&url, token_stdin, std::env::var("SMOKE_TOKEN").ok()).await
+        }
         Command::Keys(cmd) => keys(cmd).await,
         Command::Refresh { window } => refresh(window).await,
         Command::Target(cmd) => target::target(cmd).await,

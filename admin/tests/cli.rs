@@ -517,6 +517,7 @@ async fn admin_changes_are_audited_in_the_trails_log_group() {
             .env_clear()
             .envs(gw.process_env())
             .env("AUDIT_LOG_GROUP", group)
+            .env("AUDIT", "on")
             .env("GATEWAY_ADMIN_ACTOR", "ops-alice")
             .output()
             .expect("run gateway-admin");
@@ -554,4 +555,67 @@ async fn admin_changes_are_audited_in_the_trails_log_group() {
             expected("admin.policy.remove", "ok"),
         ]
     );
+}
+
+/// `gateway-admin smoke` against a gateway that validates JWTs: metadata,
+/// challenge and (with a token on stdin) tools/list pass; against one that
+/// asks for no token (a development gateway) the challenge check fails and
+/// so does the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_checks_a_gateway_from_outside() {
+    use gateway_tests::{sign, unix_now, GatewayServer};
+    let idp = gateway_tests::idp(&["test-key-1"]).await;
+    let (listener, base) = GatewayServer::bind().await;
+    let aud = format!("{base}/mcp");
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", base.as_str()),
+        ("INBOUND_AUTH_MODE", "jwt"),
+        ("INBOUND_ISSUER", &idp.issuer),
+        ("INBOUND_AUDIENCES", &aud),
+        ("INBOUND_REQUIRED_SCOPES", "mcp:invoke"),
+        ("CONSENT_BINDING", "link"),
+    ])
+    .await;
+    let _server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
+    let token = sign(
+        "test-key-1",
+        json!({"iss": idp.issuer, "sub": "smoke", "aud": aud, "exp": unix_now() + 300, "scope": "mcp:invoke"}),
+    );
+    let smoke = |url: String, stdin: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway-admin"));
+            cmd.args(["smoke", "--url", &url])
+                .env_clear()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            if stdin.is_some() {
+                cmd.arg("--token-stdin");
+            }
+            let mut child = cmd.spawn().expect("run gateway-admin smoke");
+            let _ = child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(stdin.unwrap_or_default().as_bytes());
+            let out = child.wait_with_output().expect("output");
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+        })
+    };
+    let (ok, out) = smoke(aud.clone(), None).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("ok   protected resource metadata") && out.contains("ok   401 challenge"), "{out}");
+    assert!(out.contains("skip tools/list"), "{out}");
+    let (ok, out) = smoke(aud.clone(), Some(token)).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("ok   tools/list with the token: "), "{out}");
+    let (ok, out) = smoke(aud.clone(), Some("not-a-token".into())).await.unwrap();
+    assert!(!ok && out.contains("FAIL tools/list with the token"), "{out}");
+
+    // A gateway that challenges no one is not ready for agents.
+    let dev = Gateway::start(&[]).await;
+    let (listener, dev_base) = GatewayServer::bind().await;
+    let _dev_server = GatewayServer::serve(listener, dev_base.clone(), dev.state.clone());
+    let (ok, out) = smoke(format!("{dev_base}/mcp"), None).await.unwrap();
+    assert!(!ok && out.contains("FAIL 401 challenge"), "{out}");
 }

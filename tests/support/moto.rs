@@ -143,6 +143,11 @@ impl Gateway {
             ("INBOUND_AUTH_MODE", "dev"),
             ("PUBLIC_BASE_URL", "https://gateway.example.test"),
             ("REFRESH_SHARDS", "4"),
+            // In-process gateways would write every request's metric line
+            // and audit event to the test run's output; tests of them turn
+            // them on.
+            ("METRICS", "off"),
+            ("AUDIT", "off"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
