@@ -599,18 +599,29 @@ async fn smoke_checks_a_gateway_from_outside() {
                 .expect("stdin")
                 .write_all(stdin.unwrap_or_default().as_bytes());
             let out = child.wait_with_output().expect("output");
-            (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+            )
         })
     };
     let (ok, out) = smoke(aud.clone(), None).await.unwrap();
     assert!(ok, "{out}");
-    assert!(out.contains("ok   protected resource metadata") && out.contains("ok   401 challenge"), "{out}");
+    assert!(
+        out.contains("ok   protected resource metadata") && out.contains("ok   401 challenge"),
+        "{out}"
+    );
     assert!(out.contains("skip tools/list"), "{out}");
     let (ok, out) = smoke(aud.clone(), Some(token)).await.unwrap();
     assert!(ok, "{out}");
     assert!(out.contains("ok   tools/list with the token: "), "{out}");
-    let (ok, out) = smoke(aud.clone(), Some("not-a-token".into())).await.unwrap();
-    assert!(!ok && out.contains("FAIL tools/list with the token"), "{out}");
+    let (ok, out) = smoke(aud.clone(), Some("not-a-token".into()))
+        .await
+        .unwrap();
+    assert!(
+        !ok && out.contains("FAIL tools/list with the token"),
+        "{out}"
+    );
 
     // A gateway that challenges no one is not ready for agents.
     let dev = Gateway::start(&[]).await;
