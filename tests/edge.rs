@@ -1758,3 +1758,50 @@ async fn metrics_and_audit_events_are_exactly_what_calls_produce() {
         }
     }
 }
+
+/// Arguments reach the audit trail only for the targets the operator lists
+/// in `AUDIT_ARGUMENTS_TARGETS` (the test above shows they do not
+/// otherwise); tokens never do.
+#[tokio::test]
+async fn arguments_are_audited_only_for_the_targets_an_operator_lists() {
+    use gateway_shared::observe::{AuditSink, LineSink};
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", base.as_str()),
+        ("AUDIT", "on"),
+        ("AUDIT_ARGUMENTS_TARGETS", "fixtures, other"),
+    ])
+    .await;
+    gw.state
+        .targets
+        .put(&gateway_tests::open_target("fixtures", fixtures_url))
+        .await
+        .unwrap();
+    let events = Arc::new(std::sync::Mutex::new(vec![]));
+    let mut state = gw.state.clone();
+    state.observe.audit = AuditSink::Lines(LineSink::Memory(events.clone()));
+    let server = GatewayServer::serve(listener, base.clone(), state);
+    let client = RawClient::new(
+        &format!("{}/mcp", server.base),
+        &[
+            ("x-gateway-dev-user", "alice"),
+            ("authorization", "Bearer secret-inbound-token"),
+        ],
+    );
+    let arguments = json!({"name": "Ada", "email": "ada@example.com"});
+    let r = client
+        .modern(
+            "tools/call",
+            json!({"name": "json_schema_2020_12_tool", "arguments": arguments}),
+            json!({}),
+        )
+        .await;
+    assert!(r.body["result"].is_object(), "{:?}", r.body);
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(event["event"], "tools/call");
+    assert_eq!(event["arguments"], arguments);
+    assert!(!events[0].contains("secret-inbound-token"));
+}

@@ -200,6 +200,9 @@ pub struct ObserveConfig {
     pub region: String,
     /// The function's name, for the audit stream's name.
     pub function: String,
+    /// Targets whose calls' arguments go into their audit events
+    /// (`AUDIT_ARGUMENTS_TARGETS`, comma separated; by default none).
+    pub audit_arguments_targets: Vec<String>,
 }
 
 /// Which policy decisions are logged.
@@ -388,6 +391,7 @@ impl Config {
                 .or_else(|| get("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|| "us-east-1".into()),
             function,
+            audit_arguments_targets: list("AUDIT_ARGUMENTS_TARGETS"),
         };
         Ok(Config {
             observe,

@@ -79,6 +79,16 @@ impl Gateway<'_> {
             }
         };
         let arguments = params.get::<Value>("arguments");
+        if self
+            .state
+            .config
+            .observe
+            .audit_arguments_targets
+            .contains(&e.target.name)
+        {
+            let kept = arguments.clone();
+            crate::observe::note(|r| r.arguments = kept);
+        }
         if method == "tools/call" && self.caller.modern() {
             let declared = e.target.tool_catalog.param_headers(&upstream_name);
             if let Err(crate::wire::params::Mismatch(why)) = crate::wire::params::check(

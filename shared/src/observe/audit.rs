@@ -2,7 +2,8 @@
 //! prompt or resource read, consent start, completion and refusal,
 //! disconnect, refresh failure and admin change. Who (the user's `sub`,
 //! the agent's `client_id`), what (event, target, item), the outcome, the
-//! latency and the request id; never arguments, results or tokens.
+//! latency and the request id; never results or tokens, and arguments only
+//! for the targets an operator lists in `AUDIT_ARGUMENTS_TARGETS`.
 //!
 //! Events go to their own CloudWatch Logs log group (`AUDIT_LOG_GROUP`)
 //! with PutLogEvents, signed with the function's role, one request per
@@ -54,6 +55,10 @@ pub struct AuditEvent {
     /// Time to answer, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The call's arguments, only for the targets an operator opted in
+    /// (`AUDIT_ARGUMENTS_TARGETS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
 }
 
 impl AuditEvent {
@@ -70,6 +75,7 @@ impl AuditEvent {
             item: None,
             outcome: outcome.into(),
             latency_ms: None,
+            arguments: None,
         }
     }
 }
@@ -128,6 +134,7 @@ pub fn of_request(
         e.target = record.target.clone();
         e.item = record.item.clone().filter(|_| !disconnect);
         e.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
+        e.arguments = record.arguments.clone();
         events.push(e);
     }
     for (user, target, outcome) in &record.refreshes {

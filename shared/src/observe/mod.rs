@@ -53,6 +53,9 @@ pub struct Record {
     /// Why a web event did not succeed (`other_browser`, an authorization
     /// server's error code, ...).
     pub outcome: Option<String>,
+    /// The call's arguments, kept only for targets whose operator opted in
+    /// (`AUDIT_ARGUMENTS_TARGETS`).
+    pub arguments: Option<serde_json::Value>,
 }
 
 /// Runs `f` with a fresh [`Record`], and returns its output with the record.
