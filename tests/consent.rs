@@ -1062,3 +1062,125 @@ async fn the_connections_page_needs_the_sign_in() {
         (404, "Connections page unavailable")
     );
 }
+
+/// Consent pages are observed: opening a link is a `consent.start`, the
+/// callback a `consent.completed` or `consent.refused` (with the
+/// authorization server's error), each a metric by target and an audit
+/// event naming the person and the target; codes and tokens appear in
+/// neither.
+#[tokio::test]
+async fn consent_starts_completions_and_refusals_are_metrics_and_audit_events() {
+    use gateway_shared::observe::{AuditSink, LineSink};
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", &base),
+        ("GATEWAY_NAME", "gw-consent"),
+        ("METRICS", "on"),
+        ("AUDIT", "on"),
+    ])
+    .await;
+    let metrics = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let audit = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let mut state = gw.state.clone();
+    state.observe.metrics = LineSink::Memory(metrics.clone());
+    state.observe.audit = AuditSink::Lines(LineSink::Memory(audit.clone()));
+    let server = GatewayServer::serve(listener, base, state);
+    let tokens = gateway_tests::FakeHttp::start(
+        200,
+        json!({"access_token": "at-secret-value", "token_type": "Bearer", "expires_in": 3600,
+               "refresh_token": "rt-secret-value", "scope": "read"}),
+        Default::default(),
+    )
+    .await;
+    put_target(&gw, "demo", &format!("{}/token", tokens.base), &["S256"]).await;
+
+    // Alice connects; then she refuses a second consent at the server.
+    let p = pending(&gw, "demo").await;
+    let (cookie, _) = open_link(&server, &p).await;
+    let (status, html) = get_page_with(
+        &format!(
+            "{}/oauth/callback?code=the-secret-code&state={}&iss={AS}",
+            server.base,
+            p.state.to_param()
+        ),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let p = pending(&gw, "demo").await;
+    let (cookie, _) = open_link(&server, &p).await;
+    let (status, _) = get_page_with(
+        &format!(
+            "{}/oauth/callback?error=access_denied&state={}&iss={AS}",
+            server.base,
+            p.state.to_param()
+        ),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A link nobody issued is attributed to no one.
+    let (status, _) = get_page(&format!("{}/connect/not-a-link", server.base)).await;
+    assert_eq!(status, 410);
+
+    let metrics = metrics.lock().unwrap().clone();
+    let names: Vec<(String, String)> = metrics
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let metric = v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(v[&metric], 1, "{l}");
+            assert_eq!(v["Gateway"], "gw-consent");
+            assert_eq!(
+                v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                json!([["Gateway"], ["Gateway", "Target"]])
+            );
+            (metric, v["Target"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        "ConsentStarted",
+        "ConsentCompleted",
+        "ConsentStarted",
+        "ConsentRefused",
+    ]
+    .iter()
+    .map(|m| (m.to_string(), "demo".to_string()))
+    .collect();
+    assert_eq!(names, expected);
+
+    let audit = audit.lock().unwrap().clone();
+    let events: Vec<(String, String, String, String)> = audit
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (s("event"), s("outcome"), s("user"), s("target"))
+        })
+        .collect();
+    let e = |event: &str, outcome: &str| {
+        (
+            event.to_owned(),
+            outcome.to_owned(),
+            "alice".to_owned(),
+            "demo".to_owned(),
+        )
+    };
+    assert_eq!(
+        events,
+        vec![
+            e("consent.start", "ok"),
+            e("consent.completed", "ok"),
+            e("consent.start", "ok"),
+            e("consent.refused", "as_error:access_denied"),
+        ]
+    );
+    for line in metrics.iter().chain(&audit) {
+        for secret in ["the-secret-code", "at-secret-value", "rt-secret-value"] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+    }
+}
