@@ -1805,3 +1805,169 @@ async fn arguments_are_audited_only_for_the_targets_an_operator_lists() {
     assert_eq!(event["arguments"], arguments);
     assert!(!events[0].contains("secret-inbound-token"));
 }
+
+/// Where the transport streams (here a local server), the client sees an
+/// upstream's progress while the call runs: the first notification comes
+/// well before the result (the fixture pauses 50 ms after each of its
+/// three reports). The request's metrics and audit event are written when
+/// the stream ends, so they cover the whole call.
+#[tokio::test]
+async fn progress_arrives_while_the_call_runs_and_is_recorded_whole() {
+    use gateway_shared::observe::{AuditSink, LineSink};
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (listener, base) = GatewayServer::bind().await;
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", base.as_str()),
+        ("METRICS", "on"),
+        ("AUDIT", "on"),
+    ])
+    .await;
+    gw.state
+        .targets
+        .put(&gateway_tests::open_target("fixtures", fixtures_url))
+        .await
+        .unwrap();
+    let metrics = Arc::new(std::sync::Mutex::new(vec![]));
+    let audit = Arc::new(std::sync::Mutex::new(vec![]));
+    let mut state = gw.state.clone();
+    state.observe.metrics = LineSink::Memory(metrics.clone());
+    state.observe.audit = AuditSink::Lines(LineSink::Memory(audit.clone()));
+    let server = GatewayServer::serve(listener, base.clone(), state);
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+    "name": "test_tool_with_progress", "arguments": {}, "_meta": {
+        "progressToken": "p-9",
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+    }}});
+    let started = std::time::Instant::now();
+    let mut res = gateway_tests::http()
+        .post(format!("{}/mcp", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_tool_with_progress")
+        .header("x-gateway-dev-user", "alice")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let (mut first_progress, mut result) = (None, None);
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if first_progress.is_none() && text.contains("notifications/progress") {
+            first_progress = Some(started.elapsed());
+        }
+        if text.contains("\"id\":9") {
+            result = Some(started.elapsed());
+        }
+    }
+    let (first_progress, result) = (first_progress.unwrap(), result.unwrap());
+    assert!(
+        result >= first_progress + Duration::from_millis(90),
+        "the first progress at {first_progress:?}, the result at {result:?}: {text}"
+    );
+    assert_eq!(text.matches("notifications/progress").count(), 3, "{text}");
+    assert!(text.contains("Progress test completed"), "{text}");
+
+    let metrics = metrics.lock().unwrap().clone();
+    assert_eq!(metrics.len(), 1, "{metrics:#?}");
+    let m: Value = serde_json::from_str(&metrics[0]).unwrap();
+    assert_eq!(m["Method"], "tools/call");
+    assert_eq!(m["Target"], "fixtures");
+    assert!(
+        m["TargetExecutionTime"].as_f64().unwrap() >= 100.0,
+        "the whole upstream call: {m}"
+    );
+    let audit = audit.lock().unwrap().clone();
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    let a: Value = serde_json::from_str(&audit[0]).unwrap();
+    assert_eq!(
+        (
+            a["event"].as_str(),
+            a["item"].as_str(),
+            a["outcome"].as_str()
+        ),
+        (
+            Some("tools/call"),
+            Some("test_tool_with_progress"),
+            Some("ok")
+        )
+    );
+}
+
+/// The Lambda path with response streaming (a function URL with
+/// `RESPONSE_STREAM`): through lambda_http's streaming adapter, as the
+/// runtime drives it, the function's answer starts with the prelude (status
+/// 200, an event stream) and the first progress event goes out while the
+/// call still runs.
+#[tokio::test]
+async fn a_streaming_function_url_sends_progress_while_the_call_runs() {
+    use futures::StreamExt;
+    use lambda_http::tower::Service;
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (gw, _server) = fixtures_gateway(&fixtures_url, &[]).await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+    "name": "test_tool_with_progress", "arguments": {}, "_meta": {
+        "progressToken": "p-5",
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+    }}});
+    // A function URL event (payload format 2.0).
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/mcp", "rawQueryString": "",
+        "headers": {
+            "host": "localhost", "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call",
+            "mcp-name": "test_tool_with_progress", "x-gateway-dev-user": "alice",
+        },
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abcdefghij",
+            "domainName": "localhost", "domainPrefix": "abcdefghij",
+            "http": {"method": "POST", "path": "/mcp", "protocol": "HTTP/1.1",
+                     "sourceIp": "127.0.0.1", "userAgent": "test"},
+            "requestId": "req-stream-1", "routeKey": "$default", "stage": "$default",
+            "time": "01/Dec/2026:15:00:00 +0000", "timeEpoch": 1796137200000u64,
+        },
+        "body": call.to_string(),
+        "isBase64Encoded": false,
+    });
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(event).unwrap();
+    let mut adapter =
+        lambda_http::StreamAdapter::from(gateway_shared::edge::proxy::router(gw.state.clone()));
+    let started = std::time::Instant::now();
+    let response = adapter
+        .call(lambda_http::LambdaEvent::new(request, Default::default()))
+        .await
+        .unwrap();
+    assert_eq!(response.metadata_prelude.status_code, 200);
+    assert_eq!(
+        response.metadata_prelude.headers["content-type"],
+        "text/event-stream"
+    );
+    let mut stream = response.stream;
+    let mut text = String::new();
+    let (mut first_progress, mut result) = (None, None);
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if first_progress.is_none() && text.contains("notifications/progress") {
+            first_progress = Some(started.elapsed());
+        }
+        if text.contains("\"id\":5") {
+            result = Some(started.elapsed());
+        }
+    }
+    let (first_progress, result) = (first_progress.unwrap(), result.unwrap());
+    println!("streamed through Lambda's adapter: first progress after {first_progress:?}, result after {result:?}");
+    assert!(
+        result >= first_progress + Duration::from_millis(90),
+        "the first progress at {first_progress:?}, the result at {result:?}: {text}"
+    );
+    assert!(text.contains("Progress test completed"), "{text}");
+}

@@ -165,6 +165,11 @@ pub struct Config {
     /// `gateway___search_tools` to find the others (catalogs too large to
     /// list).
     pub tools_listing: ToolsListing,
+    /// `RESPONSE_STREAMING=on`: the MCP proxy answers through Lambda's
+    /// response streaming (for a function URL with `RESPONSE_STREAM`), so
+    /// notifications reach clients while a call runs. Off behind API
+    /// Gateway, which cannot take a streamed answer.
+    pub response_streaming: bool,
     /// Which policy decisions are logged for audit (`POLICY_LOG`: `deny`,
     /// the default, `all` or `off`).
     pub policy_log: PolicyLog,
@@ -394,6 +399,8 @@ impl Config {
             audit_arguments_targets: list("AUDIT_ARGUMENTS_TARGETS"),
         };
         Ok(Config {
+            response_streaming: on_off("RESPONSE_STREAMING")
+                .map(|_| get("RESPONSE_STREAMING").as_deref() == Some("on"))?,
             observe,
             policy_required: flag(get("POLICY_REQUIRED"), "POLICY_REQUIRED")?,
             interceptors,

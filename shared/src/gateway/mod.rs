@@ -125,7 +125,7 @@ pub struct Gateway<'a> {
     owner: String,
     /// Notifications upstreams sent during the calls of this request
     /// (progress, log messages), for the client.
-    relayed: std::sync::Mutex<Vec<Value>>,
+    relayed: crate::upstream::Relay,
 }
 
 /// How a target is exposed.
@@ -162,10 +162,14 @@ impl<'a> Gateway<'a> {
     /// The notifications upstreams sent during this request's calls, in
     /// the order they came, for the client's event stream.
     pub fn take_relayed(&self) -> Vec<Value> {
-        self.relayed
-            .lock()
-            .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default()
+        self.relayed.take()
+    }
+
+    /// Relays the notifications of this request's calls through `relay`
+    /// (passed on as they come, for a streamed answer).
+    pub fn with_relay(mut self, relay: crate::upstream::Relay) -> Self {
+        self.relayed = relay;
+        self
     }
 
     /// Handles one request.

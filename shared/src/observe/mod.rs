@@ -12,7 +12,6 @@
 pub mod audit;
 pub mod metrics;
 
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +21,12 @@ pub use audit::{AuditEvent, AuditSink};
 pub const NAMESPACE: &str = "McpOAuthGateway";
 
 tokio::task_local! {
-    static RECORD: RefCell<Record>;
+    static RECORD: Shared;
 }
+
+/// A request's record, shared by the futures that handle it (a streamed
+/// answer keeps handling the request after the handler returned).
+pub type Shared = Arc<Mutex<Record>>;
 
 /// What one request came to, noted as it is handled.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -60,18 +63,32 @@ pub struct Record {
 
 /// Runs `f` with a fresh [`Record`], and returns its output with the record.
 pub async fn scope<F: std::future::Future>(f: F) -> (F::Output, Record) {
-    RECORD
-        .scope(RefCell::new(Record::default()), async {
-            let out = f.await;
-            let record = RECORD.with(|r| r.take());
-            (out, record)
-        })
-        .await
+    let shared = Shared::default();
+    let out = within(shared.clone(), f).await;
+    let record = shared.lock().map(|r| r.clone()).unwrap_or_default();
+    (out, record)
+}
+
+/// Runs `f` noting into `shared`.
+pub fn within<F: std::future::Future>(
+    shared: Shared,
+    f: F,
+) -> tokio::task::futures::TaskLocalFuture<Shared, F> {
+    RECORD.scope(shared, f)
+}
+
+/// The current request's record, if any.
+pub fn current() -> Option<Shared> {
+    RECORD.try_with(Arc::clone).ok()
 }
 
 /// Notes something about the current request (nothing outside a scope).
 pub fn note(f: impl FnOnce(&mut Record)) {
-    let _ = RECORD.try_with(|r| f(&mut r.borrow_mut()));
+    let _ = RECORD.try_with(|r| {
+        if let Ok(mut r) = r.lock() {
+            f(&mut r)
+        }
+    });
 }
 
 /// Where metric lines go: standard output (where Lambda's log pipeline

@@ -18,8 +18,11 @@
 
 mod outgoing;
 mod post;
+mod relay;
 mod sign;
 pub(crate) mod sse;
+
+pub use relay::Relay;
 
 pub use outgoing::mcp_name;
 use outgoing::{OutParams, OutRequest};
@@ -142,7 +145,7 @@ pub struct Call<'a> {
     pub params: Option<&'a Params>,
     /// Where the notifications the upstream sends during the call go, to
     /// be relayed to the client (none: dropped).
-    pub relay: Option<&'a std::sync::Mutex<Vec<Value>>>,
+    pub relay: Option<&'a Relay>,
     /// The log level to ask a 2026-07-28 upstream for when the request
     /// names none (a 2025 client's calls: its era sets levels per session).
     pub log_level: Option<&'a str>,
@@ -378,22 +381,9 @@ impl UpstreamClient {
                 }
             }
         };
-        match call.relay {
-            None => sse::read_response_relaying(res, id, None, answer)
-                .await
-                .map(Some),
-            Some(relay) => {
-                let mut notes = vec![];
-                let message = sse::read_response_relaying(res, id, Some(&mut notes), answer).await;
-                if !notes.is_empty() {
-                    if let Ok(mut r) = relay.lock() {
-                        let room = sse::MAX_RELAYED.saturating_sub(r.len());
-                        r.extend(notes.into_iter().take(room));
-                    }
-                }
-                message.map(Some)
-            }
-        }
+        sse::read_response_relaying(res, id, call.relay, answer)
+            .await
+            .map(Some)
     }
 }
 

@@ -23,7 +23,7 @@ pub(crate) const MAX_RELAYED_BYTES: usize = 1024 * 1024;
 pub(crate) async fn read_response_relaying<F, Fut>(
     mut res: reqwest::Response,
     id: u64,
-    mut relay: Option<&mut Vec<Value>>,
+    relay: Option<&super::Relay>,
     mut on_request: F,
 ) -> Result<Value, UpstreamError>
 where
@@ -37,7 +37,6 @@ where
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut buf: Vec<u8> = Vec::new();
     let mut total = 0usize;
-    let mut relayed_bytes = 0usize;
     // How much of `buf` is known to hold no complete event: each byte is
     // looked at about once however the stream is chunked.
     let mut scanned = 0usize;
@@ -66,12 +65,9 @@ where
                         on_request(message).await;
                         continue;
                     }
-                    if let Some(r) = relay.as_deref_mut() {
-                        if is_notification(&message) && r.len() < MAX_RELAYED {
-                            relayed_bytes += event.len();
-                            if relayed_bytes <= MAX_RELAYED_BYTES {
-                                r.push(message);
-                            }
+                    if let Some(r) = relay {
+                        if is_notification(&message) {
+                            r.push(message, event.len());
                         }
                     }
                 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::crypto::{OpenError, Sealable, Sealed};
-use crate::gateway::{Caller, Gateway, Reply};
+use crate::gateway::{Caller, Reply};
 use crate::wire::envelope::{Id, Method, Params};
 use crate::wire::{codes, decode_header_value, meta, MODERN, VERSIONS_2025};
 use crate::AppState;
@@ -198,13 +198,5 @@ pub(super) async fn modern(
             .collect(),
         inbound_token: super::auth::presented_token(headers),
     };
-    let gateway = Gateway::new(state, base, caller);
-    let reply = gateway.handle(method, params).await;
-    super::with_relayed(
-        state,
-        respond(reply, id, true, method),
-        gateway.take_relayed(),
-        headers,
-    )
-    .await
+    super::run_gateway(state, base, caller, id, true, method, params, headers).await
 }

@@ -27,6 +27,7 @@ use auth::{authenticate, host_allowed, origin_allowed, resource_metadata};
 use era::{initialize, modern, open_session};
 
 mod intercept;
+mod stream;
 
 use super::{base_url, json_error};
 use crate::gateway::{Caller, Gateway, Reply};
@@ -151,30 +152,17 @@ async fn mcp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = std::time::Instant::now();
     let request_id = match context.as_deref() {
         Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
         _ => None,
     };
-    let (response, record) =
-        crate::observe::scope(handle_mcp(state.clone(), context, headers, body)).await;
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
-    let observe = &state.observe;
-    let now = crate::observe::now_ms();
-    observe.metric(&crate::observe::metrics::request(
-        &observe.gateway,
-        &record,
-        status,
-        latency,
-        now,
-    ));
-    let events = crate::observe::audit::of_request(&record, status, latency, request_id, now);
-    observe
-        .audit
-        .write(&state.http, &state.upstream, &events)
-        .await;
-    response
+    let finish = stream::Finish {
+        state: state.clone(),
+        started: std::time::Instant::now(),
+        request_id,
+        record: Default::default(),
+    };
+    stream::observed(finish, handle_mcp(state, context, headers, body)).await
 }
 
 async fn handle_mcp(
@@ -298,60 +286,44 @@ async fn dispatch(
             }
         }
     }
-    let gateway = Gateway::new(&state, base, caller);
-    let reply = gateway.handle(&method, params).await;
-    with_relayed(
-        &state,
-        respond(reply, id, false, &method),
-        gateway.take_relayed(),
-        &headers,
-    )
-    .await
+    run_gateway(&state, base, caller, id, false, &method, params, &headers).await
 }
 
-/// The answer as an event stream carrying, before it, the notifications
-/// upstreams sent during the call (progress, log messages), when there are
-/// any and the client accepts `text/event-stream`; the answer as it is
-/// otherwise. The stream is written whole (a Lambda function behind API
-/// Gateway answers once), so notifications arrive with the result. With a
-/// RESPONSE interceptor, nothing is relayed: it sees (and may change) every
-/// answer, and notifications would pass it by.
-async fn with_relayed(
+/// Handles one request with the gateway for `caller` and answers it. A
+/// call that can hear from its upstream, from a client that accepts an
+/// event stream, passes on what the upstream says during the call (see
+/// [`stream`]); with a RESPONSE interceptor nothing is relayed: it sees
+/// (and may change) every answer, and notifications would pass it by.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_gateway(
     state: &AppState,
-    answer: Response,
-    relayed: Vec<Value>,
+    base: url::Url,
+    caller: Caller,
+    id: Id,
+    modern: bool,
+    method: &Method,
+    params: Option<&crate::wire::envelope::Params>,
     headers: &HeaderMap,
 ) -> Response {
-    if state.config.interceptors.response.is_some() {
-        return answer;
+    let relays = state.config.interceptors.response.is_none()
+        && matches!(
+            method,
+            Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
+        )
+        && stream::accepts_sse(headers);
+    if !relays {
+        let gateway = Gateway::new(state, base, caller);
+        let reply = gateway.handle(method, params).await;
+        return respond(reply, id, modern, method);
     }
-    let accepts_sse = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
-    if relayed.is_empty() || !accepts_sse {
-        return answer;
-    }
-    let (mut parts, body) = answer.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
+    let (relay, notes) = crate::upstream::Relay::live();
+    let (state, method, params) = (state.clone(), method.clone(), params.cloned());
+    let work = async move {
+        let gateway = Gateway::new(&state, base, caller).with_relay(relay);
+        let reply = gateway.handle(&method, params.as_ref()).await;
+        respond(reply, id, modern, &method)
     };
-    let mut out = String::new();
-    for note in relayed {
-        out.push_str("event: message\ndata: ");
-        out.push_str(&note.to_string());
-        out.push_str("\n\n");
-    }
-    out.push_str("event: message\ndata: ");
-    out.push_str(&String::from_utf8_lossy(&bytes));
-    out.push_str("\n\n");
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(out))
+    stream::answer(work, notes).await
 }
 
 fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {

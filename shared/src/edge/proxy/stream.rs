@@ -1,0 +1,197 @@
+//! Answers that carry what upstreams said during the call.
+//!
+//! For a call that can hear from its upstream (`tools/call`,
+//! `prompts/get`, `resources/read`) from a client that accepts
+//! `text/event-stream`, the gateway starts an event stream at the first
+//! notification (progress, log messages) and passes each on as it comes,
+//! the result last. A call that ends before any notification is answered
+//! as usual. Where the platform streams responses (a local server, a Lambda
+//! function URL with `RESPONSE_STREAM`), the client sees progress while the
+//! call runs; behind API Gateway, which answers once, the same events
+//! arrive together with the result.
+//!
+//! The request's metrics and audit event are written when the stream ends
+//! (before its last event), so they cover the whole call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::AppState;
+
+tokio::task_local! {
+    /// How the current request is recorded when it ends; taken by a
+    /// streamed answer, which ends later than its handler.
+    static FINISH: Arc<Mutex<Option<Finish>>>;
+}
+
+/// What it takes to record a request when it ends.
+pub(super) struct Finish {
+    pub(super) state: AppState,
+    pub(super) started: Instant,
+    pub(super) request_id: Option<String>,
+    pub(super) record: crate::observe::Shared,
+}
+
+impl Finish {
+    /// Writes the request's metric line and audit events.
+    pub(super) async fn emit(self, status: u16) {
+        let latency = self.started.elapsed();
+        let record = self.record.lock().map(|r| r.clone()).unwrap_or_default();
+        let observe = &self.state.observe;
+        let now = crate::observe::now_ms();
+        observe.metric(&crate::observe::metrics::request(
+            &observe.gateway,
+            &record,
+            status,
+            latency,
+            now,
+        ));
+        let events =
+            crate::observe::audit::of_request(&record, status, latency, self.request_id, now);
+        observe
+            .audit
+            .write(&self.state.http, &self.state.upstream, &events)
+            .await;
+    }
+}
+
+/// Runs `handle` (one request to `/mcp`) and records it when it ends: at
+/// once, or when its streamed answer ends.
+pub(super) async fn observed<F: Future<Output = Response>>(finish: Finish, handle: F) -> Response {
+    let record = finish.record.clone();
+    let slot = Arc::new(Mutex::new(Some(finish)));
+    let response = FINISH
+        .scope(slot.clone(), crate::observe::within(record, handle))
+        .await;
+    let left = slot.lock().ok().and_then(|mut f| f.take());
+    if let Some(finish) = left {
+        finish.emit(response.status().as_u16()).await;
+    }
+    response
+}
+
+/// True when the client accepts an event stream.
+pub(super) fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+fn event(message: &str) -> String {
+    format!("event: message\ndata: {message}\n\n")
+}
+
+type Work = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+enum Step {
+    Running(
+        tokio::sync::mpsc::UnboundedReceiver<Value>,
+        Work,
+        Option<Box<Finish>>,
+    ),
+    Done,
+}
+
+/// Answers with `work`'s response, or, if a notification comes on `notes`
+/// first, with an event stream of the notifications as they come and the
+/// response last.
+pub(super) async fn answer(
+    work: impl Future<Output = Response> + Send + 'static,
+    mut notes: tokio::sync::mpsc::UnboundedReceiver<Value>,
+) -> Response {
+    let mut work: Work = match crate::observe::current() {
+        Some(record) => Box::pin(crate::observe::within(record, work)),
+        None => Box::pin(work),
+    };
+    let first = tokio::select! {
+        biased;
+        response = &mut work => {
+            // Done before any notification went out; any that came
+            // meanwhile are still in the channel.
+            let mut kept = vec![];
+            while let Ok(n) = notes.try_recv() {
+                kept.push(n);
+            }
+            return written_whole(response, kept).await;
+        }
+        Some(first) = notes.recv() => first,
+    };
+    let finish = FINISH
+        .try_with(|f| f.lock().ok().and_then(|mut f| f.take()))
+        .ok()
+        .flatten();
+    let head = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(event(&first.to_string()))
+    });
+    let finish = finish.map(Box::new);
+    let rest = futures::stream::unfold(Step::Running(notes, work, finish), |step| async move {
+        let Step::Running(mut notes, mut work, finish) = step else {
+            return None;
+        };
+        tokio::select! {
+            biased;
+            Some(note) = notes.recv() => {
+                Some((Ok(event(&note.to_string())), Step::Running(notes, work, finish)))
+            }
+            response = &mut work => {
+                let mut out = String::new();
+                while let Ok(note) = notes.try_recv() {
+                    out.push_str(&event(&note.to_string()));
+                }
+                let status = response.status().as_u16();
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                out.push_str(&event(&String::from_utf8_lossy(&body)));
+                if let Some(finish) = finish {
+                    finish.emit(status).await;
+                }
+                Some((Ok(out), Step::Done))
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(futures::StreamExt::chain(head, rest));
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The answer, with the notifications that came before it written first
+/// as events when there are any.
+pub(super) async fn written_whole(answer: Response, notes: Vec<Value>) -> Response {
+    if notes.is_empty() {
+        return answer;
+    }
+    let (mut parts, body) = answer.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
+    };
+    let mut out = String::new();
+    for note in notes {
+        out.push_str(&event(&note.to_string()));
+    }
+    out.push_str(&event(&String::from_utf8_lossy(&bytes)));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
+}
