@@ -1883,21 +1883,54 @@ async fn progress_arrives_while_the_call_runs_and_is_recorded_whole() {
         m["TargetExecutionTime"].as_f64().unwrap() >= 100.0,
         "the whole upstream call: {m}"
     );
-    let audit = audit.lock().unwrap().clone();
-    assert_eq!(audit.len(), 1, "{audit:#?}");
-    let a: Value = serde_json::from_str(&audit[0]).unwrap();
-    assert_eq!(
-        (
-            a["event"].as_str(),
-            a["item"].as_str(),
-            a["outcome"].as_str()
-        ),
-        (
-            Some("tools/call"),
-            Some("test_tool_with_progress"),
-            Some("ok")
-        )
-    );
+    {
+        let audit = audit.lock().unwrap().clone();
+        assert_eq!(audit.len(), 1, "{audit:#?}");
+        let a: Value = serde_json::from_str(&audit[0]).unwrap();
+        assert_eq!(
+            (
+                a["event"].as_str(),
+                a["item"].as_str(),
+                a["outcome"].as_str()
+            ),
+            (
+                Some("tools/call"),
+                Some("test_tool_with_progress"),
+                Some("ok")
+            )
+        );
+    }
+
+    // A client that goes away after the first event: the call is still
+    // recorded (status 499), once.
+    let mut res = gateway_tests::http()
+        .post(format!("{}/mcp", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_tool_with_progress")
+        .header("x-gateway-dev-user", "bob")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().unwrap_or_default();
+    assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
+    drop(res);
+    let mut outcome = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let audit = audit.lock().unwrap().clone();
+        if audit.len() > 1 {
+            assert_eq!(audit.len(), 2, "{audit:#?}");
+            let a: Value = serde_json::from_str(&audit[1]).unwrap();
+            assert_eq!(a["user"], "bob");
+            outcome = a["outcome"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    assert_eq!(outcome.as_deref(), Some("http:499"));
 }
 
 /// The Lambda path with response streaming (a function URL with

@@ -11,7 +11,9 @@
 //! arrive together with the result.
 //!
 //! The request's metrics and audit event are written when the stream ends
-//! (before its last event), so they cover the whole call.
+//! (after its last event, before the stream closes), so they cover the
+//! whole call; a stream dropped early (the client went away) is recorded
+//! with status 499.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -91,13 +93,37 @@ fn event(message: &str) -> String {
 
 type Work = Pin<Box<dyn Future<Output = Response> + Send>>;
 
+/// A streamed request's recording, made exactly once: when the stream
+/// ends, or, if the stream is dropped first (the client went away, the
+/// invocation ended), from a task of its own with status 499.
+struct Pending(Option<Finish>);
+
+impl Pending {
+    async fn emit(mut self, status: u16) {
+        if let Some(finish) = self.0.take() {
+            finish.emit(status).await;
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(finish) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(finish.emit(499));
+            }
+        }
+    }
+}
+
 enum Step {
     Running(
         tokio::sync::mpsc::UnboundedReceiver<Value>,
         Work,
-        Option<Box<Finish>>,
+        Box<Pending>,
     ),
-    Done,
+    /// The last event went out: record the request, then end.
+    Record(Box<Pending>, u16),
 }
 
 /// Answers with `work`'s response, or, if a notification comes on `notes`
@@ -131,10 +157,16 @@ pub(super) async fn answer(
     let head = futures::stream::once(async move {
         Ok::<_, std::convert::Infallible>(event(&first.to_string()))
     });
-    let finish = finish.map(Box::new);
-    let rest = futures::stream::unfold(Step::Running(notes, work, finish), |step| async move {
-        let Step::Running(mut notes, mut work, finish) = step else {
-            return None;
+    let pending = Box::new(Pending(finish));
+    let rest = futures::stream::unfold(Step::Running(notes, work, pending), |step| async move {
+        let (mut notes, mut work, finish) = match step {
+            Step::Running(notes, work, finish) => (notes, work, finish),
+            Step::Record(pending, status) => {
+                // The stream ends only after this: the recording is part of
+                // the invocation, after the client has its result.
+                pending.emit(status).await;
+                return None;
+            }
         };
         tokio::select! {
             biased;
@@ -151,10 +183,7 @@ pub(super) async fn answer(
                     .await
                     .unwrap_or_default();
                 out.push_str(&event(&String::from_utf8_lossy(&body)));
-                if let Some(finish) = finish {
-                    finish.emit(status).await;
-                }
-                Some((Ok(out), Step::Done))
+                Some((Ok(out), Step::Record(finish, status)))
             }
         }
     });
