@@ -107,6 +107,10 @@ pub struct Config {
     /// Public base URL of the gateway, e.g. a custom domain (`PUBLIC_BASE_URL`).
     /// When unset, the URL API Gateway reports for the request is used.
     pub public_base_url: Option<Url>,
+    /// Where the consent pages and the OAuth redirect are served, when not
+    /// where `/mcp` is (`CONSENT_BASE_URL`): the streaming function URL
+    /// hands out consent links to the API.
+    pub consent_base_url: Option<Url>,
     /// How callers of `/mcp` are identified (`INBOUND_AUTH_MODE`).
     pub inbound_auth: InboundAuth,
     /// Issuer URL of the inbound identity provider (`INBOUND_ISSUER`), named in
@@ -292,6 +296,9 @@ impl Config {
         let public_base_url = get("PUBLIC_BASE_URL")
             .map(|v| parse_url("PUBLIC_BASE_URL", &v))
             .transpose()?;
+        let consent_base_url = get("CONSENT_BASE_URL")
+            .map(|v| parse_url("CONSENT_BASE_URL", &v))
+            .transpose()?;
         let log_format = LogFormat::from_lookup(&lookup)?;
 
         let consent_binding = match get("CONSENT_BINDING").as_deref() {
@@ -412,6 +419,7 @@ impl Config {
             table_name: required("TABLE_NAME")?,
             keyset_secret_arn: required("KEYSET_SECRET_ARN")?,
             public_base_url,
+            consent_base_url,
             inbound_auth,
             inbound_issuer,
             inbound_scopes: get("INBOUND_SCOPES")

@@ -152,7 +152,8 @@ impl<'a> Gateway<'a> {
     pub fn new(state: &'a AppState, base: Url, caller: Caller) -> Self {
         Gateway {
             state,
-            base,
+            // Consent links and client registrations name the consent web.
+            base: state.config.consent_base_url.clone().unwrap_or(base),
             caller,
             owner: lease_owner(),
             relayed: Default::default(),

@@ -43,8 +43,13 @@ impl Gateway<'_> {
                 else {
                     return Reply::error(codes::INVALID_PARAMS, "arguments.target is required");
                 };
-                let known = crate::telemetry::clean(target, 64);
-                crate::observe::note(|r| r.target = Some(known));
+                // A metric dimension: only a registered target's name.
+                if let Ok(targets) = self.state.targets.list().await {
+                    if targets.iter().any(|t| t.name == target) {
+                        let known = target.to_owned();
+                        crate::observe::note(|r| r.target = Some(known));
+                    }
+                }
                 match connections::disconnect(self.state, &self.caller.sub, target).await {
                     Ok(connections::Disconnected::NotConnected) => text(format!("You are not connected to {target}."), false),
                     Ok(_) => text(format!("Disconnected from {target}. The gateway will ask for your permission again the next time it is needed."), false),
