@@ -28,14 +28,14 @@ import sys, pathlib
 out = pathlib.Path(sys.argv[1])
 t = pathlib.Path("template.yaml").read_text()
 cases = {
-    "log_groups_have_retention": ("      LogGroupName: !Sub /aws/lambda/${McpProxyFunction}\n      RetentionInDays: !Ref LogRetentionDays\n",
-                                  "      LogGroupName: !Sub /aws/lambda/${McpProxyFunction}\n"),
+    "log_groups_have_retention": ("      LogGroupName: !Sub /mcp-oauth-gateway/${AWS::StackName}/mcp-proxy\n      RetentionInDays: !Ref LogRetentionDays\n",
+                                  "      LogGroupName: !Sub /mcp-oauth-gateway/${AWS::StackName}/mcp-proxy\n"),
     "functions_least_privilege": ("              Action: secretsmanager:GetSecretValue\n",
                                   "              Action: \"secretsmanager:*\"\n"),
     "table_encrypted_and_recoverable": ("        SSEEnabled: true\n", "        SSEEnabled: false\n"),
     "queues_encrypted": ("      SqsManagedSseEnabled: true\n", ""),
     "api_throttled": ("      DefaultRouteSettings:\n        ThrottlingRateLimit: !Ref ApiThrottlingRateLimit\n        ThrottlingBurstLimit: !Ref ApiThrottlingBurstLimit\n", ""),
-    "every_function_has_a_log_group": ("  TokenRefreshLogGroup:\n    Type: AWS::Logs::LogGroup\n    Properties:\n      LogGroupName: !Sub /aws/lambda/${TokenRefreshFunction}\n      RetentionInDays: !Ref LogRetentionDays\n", ""),
+    "every_function_has_a_log_group": ("      LoggingConfig:\n        LogGroup: !Ref TokenRefreshLogGroup\n", ""),
     "audit_trail_kept": ("  AuditLogGroup:\n    Type: AWS::Logs::LogGroup\n    DeletionPolicy: Retain\n", "  AuditLogGroup:\n    Type: AWS::Logs::LogGroup\n    DeletionPolicy: Delete\n"),
 }
 for rule, (old, new) in cases.items():
