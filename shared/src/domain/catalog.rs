@@ -22,9 +22,10 @@ pub const BLOCK_TOOLS: usize = 64;
 #[derive(Clone, Default)]
 pub struct Catalog {
     len: usize,
-    /// Some tool marks an argument as a header (`x-mcp-header`), so
-    /// calls look their tool's schema up (most catalogs have none).
-    has_param_headers: bool,
+    /// For a catalog where some tool marks an argument as a header
+    /// (`x-mcp-header`; most catalogs have none): every tool's name, and
+    /// the headers each declares.
+    param_index: Option<Arc<ParamIndex>>,
     /// LZ4 blocks (size-prepended) of up to [`BLOCK_TOOLS`] tools' JSON
     /// texts, each followed by a newline (compact JSON holds none).
     blocks: Arc<[Box<[u8]>]>,
@@ -38,8 +39,24 @@ impl Catalog {
         let mut text = String::new();
         let mut in_block = 0;
         let mut has_param_headers = false;
+        let mut names = vec![];
+        let mut declared = vec![];
         for tool in tools {
-            has_param_headers |= tool.text().contains(crate::wire::params::ANNOTATION);
+            if tool.text().contains(crate::wire::params::ANNOTATION) {
+                has_param_headers = true;
+                let value = tool.value();
+                let headers = value
+                    .get("inputSchema")
+                    .map(crate::wire::params::declared)
+                    .unwrap_or_default();
+                if let (Some(name), false) = (
+                    value.get("name").and_then(|n| n.as_str()),
+                    headers.is_empty(),
+                ) {
+                    declared.push((name.to_owned(), headers));
+                }
+            }
+            names.push(tool.name());
             text.push_str(tool.text());
             text.push('\n');
             len += 1;
@@ -53,28 +70,29 @@ impl Catalog {
         if in_block > 0 {
             blocks.push(lz4_flex::compress_prepend_size(text.as_bytes()).into_boxed_slice());
         }
+        let param_index = has_param_headers.then(|| {
+            Arc::new(ParamIndex {
+                names: names.into_iter().flatten().collect(),
+                declared: declared.into_iter().collect(),
+            })
+        });
         Catalog {
             len,
-            has_param_headers,
+            param_index,
             blocks: blocks.into(),
         }
     }
 
-    /// The `Mcp-Param-*` headers the tool named `name` declares (none
-    /// when it declares none or is not in the catalog).
-    pub fn param_headers(&self, name: &str) -> Vec<(String, Vec<String>)> {
-        if !self.has_param_headers {
-            return vec![];
+    /// The `Mcp-Param-*` headers the tool named `name` declares (each
+    /// header's token and the path of its argument), when the catalog can
+    /// tell: none when no tool of the catalog declares any (the client's
+    /// headers then go upstream as sent) or the tool is not in it.
+    pub fn param_headers(&self, name: &str) -> Option<Vec<(String, Vec<String>)>> {
+        let index = self.param_index.as_ref()?;
+        if !index.names.contains(name) {
+            return None;
         }
-        self.iter()
-            .find(|t| t.name().as_deref() == Some(name))
-            .map(|t| {
-                t.value()
-                    .get("inputSchema")
-                    .map(crate::wire::params::declared)
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default()
+        Some(index.declared.get(name).cloned().unwrap_or_default())
     }
 
     /// How many tools it has.
@@ -118,6 +136,13 @@ impl Catalog {
         let bytes = lz4_flex::decompress_size_prepended(self.blocks.get(index)?).ok()?;
         String::from_utf8(bytes).ok()
     }
+}
+
+/// The header declarations of a catalog whose tools declare some.
+#[derive(Debug, Default)]
+struct ParamIndex {
+    names: std::collections::HashSet<String>,
+    declared: std::collections::HashMap<String, Vec<(String, Vec<String>)>>,
 }
 
 impl FromIterator<CatalogTool> for Catalog {
@@ -261,6 +286,24 @@ mod tests {
             "Line one of 7.\nLine two."
         );
         assert!(catalog.compressed_bytes() < serde_json::to_string(&given).unwrap().len());
+    }
+
+    #[test]
+    fn header_declarations_are_known_per_tool() {
+        let with = Catalog::from(vec![
+            json!({"name": "geo", "inputSchema": {"type": "object", "properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"}}}}),
+            json!({"name": "plain", "inputSchema": {"type": "object"}}),
+        ]);
+        assert_eq!(
+            with.param_headers("geo"),
+            Some(vec![("Region".to_owned(), vec!["region".to_owned()])])
+        );
+        assert_eq!(with.param_headers("plain"), Some(vec![]));
+        assert_eq!(with.param_headers("unknown"), None);
+        // A catalog where no tool declares headers cannot tell.
+        let without = Catalog::from(tools(3));
+        assert_eq!(without.param_headers("tool_1"), None);
     }
 
     #[test]

@@ -439,15 +439,14 @@ impl<'a> Gateway<'a> {
         let Some(name) = params.and_then(|p| p.str("name")) else {
             return vec![];
         };
-        let declared = target.tool_catalog.param_headers(&name);
-        if declared.is_empty() {
+        let Some(declared) = target.tool_catalog.param_headers(&name) else {
             return self
                 .caller
                 .param_headers
                 .iter()
                 .map(|(k, v)| (format!("{}{k}", crate::wire::params::PREFIX), v.clone()))
                 .collect();
-        }
+        };
         let arguments = params.and_then(|p| p.get::<Value>("arguments"));
         crate::wire::params::headers(&declared, arguments.as_ref())
     }

@@ -90,13 +90,16 @@ impl Gateway<'_> {
             crate::observe::note(|r| r.arguments = kept);
         }
         if method == "tools/call" && self.caller.modern() {
-            let declared = e.target.tool_catalog.param_headers(&upstream_name);
-            if let Err(crate::wire::params::Mismatch(why)) = crate::wire::params::check(
-                &declared,
-                arguments.as_ref(),
-                &self.caller.param_headers,
-            ) {
-                return Reply::error(codes::HEADER_MISMATCH, why);
+            // Checked where the catalog knows the tool's headers; otherwise
+            // the upstream checks them.
+            if let Some(declared) = e.target.tool_catalog.param_headers(&upstream_name) {
+                if let Err(crate::wire::params::Mismatch(why)) = crate::wire::params::check(
+                    &declared,
+                    arguments.as_ref(),
+                    &self.caller.param_headers,
+                ) {
+                    return Reply::error(codes::HEADER_MISMATCH, why);
+                }
             }
         }
         if let Err(refused) = self.permit(method, &item, arguments.as_ref()).await {

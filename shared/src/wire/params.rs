@@ -69,13 +69,23 @@ fn text_at(arguments: Option<&Value>, path: &[String]) -> Option<Option<String>>
 pub struct Mismatch(pub String);
 
 /// Checks the client's `Mcp-Param-*` headers (`sent`: lowercase names
-/// without the prefix, and values) against the arguments, for the headers
-/// `declared` names.
+/// without the prefix, and values) against the arguments, for a tool that
+/// declares the headers `declared` (possibly none): each declared header
+/// matches its argument, and no other is sent.
 pub fn check(
     declared: &[(String, Vec<String>)],
     arguments: Option<&Value>,
     sent: &[(String, String)],
 ) -> Result<(), Mismatch> {
+    if let Some((extra, _)) = sent
+        .iter()
+        .find(|(k, _)| !declared.iter().any(|(t, _)| t.eq_ignore_ascii_case(k)))
+    {
+        return Err(Mismatch(format!(
+            "the Mcp-Param-{} header names no argument of this tool",
+            crate::telemetry::clean(extra, 64)
+        )));
+    }
     for (token, path) in declared {
         let header = sent
             .iter()
@@ -200,6 +210,12 @@ mod tests {
             &sent("Hello")
         )
         .is_err());
+        // A header the tool does not declare.
+        let mut extra = sent("Hello");
+        extra.push(("other".into(), "x".into()));
+        assert!(check(&d, Some(&args), &extra).is_err());
+        assert!(check(&[], None, &[("region".into(), "x".into())]).is_err());
+        assert_eq!(check(&[], None, &[]), Ok(()));
         // A literal value that looks encoded is compared as sent, decoded.
         let odd = json!({"region": "SGVsbG8="});
         assert_eq!(
