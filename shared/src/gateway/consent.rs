@@ -237,7 +237,7 @@ impl Gateway<'_> {
             // A 2025 client answers server requests on another HTTP
             // request, which a function answering once cannot wait for.
             return Reply::error(
-                codes::INTERNAL_ERROR,
+                codes::INVALID_REQUEST,
                 format!(
                     "{} asked for more input, which the gateway relays only to clients of protocol 2026-07-28",
                     target.title()

@@ -571,6 +571,7 @@ pub(crate) fn pass_through(mut message: Value) -> Reply {
         return Reply::Result(result);
     }
     if let Some(error) = message.get("error") {
+        crate::observe::note(|r| r.error_from_upstream = true);
         return Reply::Error {
             code: error
                 .get("code")

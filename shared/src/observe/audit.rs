@@ -134,7 +134,7 @@ pub fn of_request(
         e.target = record.target.clone();
         e.item = record.item.clone().filter(|_| !disconnect);
         e.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
-        e.arguments = record.arguments.clone();
+        e.arguments = record.arguments.as_ref().map(bounded_arguments);
         events.push(e);
     }
     for (user, target, outcome) in &record.refreshes {
@@ -146,6 +146,48 @@ pub fn of_request(
         }
     }
     events
+}
+
+/// The largest arguments written into an event (JSON bytes); larger ones
+/// are replaced by a note of their size (a log event holds 256 KB).
+pub const MAX_ARGUMENTS_BYTES: usize = 32 * 1024;
+
+fn bounded_arguments(arguments: &Value) -> Value {
+    let size = serde_json::to_string(arguments)
+        .map(|s| s.len())
+        .unwrap_or(0);
+    if size <= MAX_ARGUMENTS_BYTES {
+        arguments.clone()
+    } else {
+        Value::String(format!("(not written: {size} bytes of arguments)"))
+    }
+}
+
+/// PutLogEvents limits: events and bytes per request (each event counts
+/// its message and 26 bytes).
+const MAX_BATCH_EVENTS: usize = 1000;
+const MAX_BATCH_BYTES: usize = 900 * 1024;
+
+/// `events` as batches within PutLogEvents' limits.
+fn batches(events: &[AuditEvent]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = vec![];
+    let mut bytes = 0;
+    for e in events {
+        let message = serde_json::to_string(e).unwrap_or_default();
+        let size = message.len() + 26;
+        let full = out
+            .last()
+            .is_none_or(|b| b.len() >= MAX_BATCH_EVENTS || bytes + size > MAX_BATCH_BYTES);
+        if full {
+            out.push(vec![]);
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(b) = out.last_mut() {
+            b.push(message);
+        }
+    }
+    out
 }
 
 /// `now_ms` as RFC 3339 UTC with milliseconds.
@@ -194,7 +236,13 @@ pub struct CloudWatchLogs {
     /// The CloudWatch Logs endpoint.
     pub endpoint: String,
     created: tokio::sync::OnceCell<()>,
+    /// After a failure, events go to standard output until then (no request
+    /// waits on a log group that is not answering).
+    cooling_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long events skip the log group after it failed.
+const COOLDOWN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CloudWatchLogs {
     /// Writes to `group` in `region` through `endpoint` (none: the
@@ -207,6 +255,7 @@ impl CloudWatchLogs {
             region,
             endpoint,
             created: tokio::sync::OnceCell::new(),
+            cooling_until: Default::default(),
         }
     }
 
@@ -273,34 +322,44 @@ impl CloudWatchLogs {
             })
             .await?;
         let now = super::now_ms();
-        let log_events: Vec<Value> = events
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "timestamp": now,
-                    "message": serde_json::to_string(e).unwrap_or_default(),
-                })
-            })
-            .collect();
-        let (status, text) = self
-            .call(
-                http,
-                signer,
-                "PutLogEvents",
-                &serde_json::json!({
-                    "logGroupName": self.group,
-                    "logStreamName": self.stream,
-                    "logEvents": log_events,
-                }),
-            )
-            .await?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(format!(
-                "PutLogEvents answered HTTP {status}: {}",
-                crate::telemetry::clean(&text, 200)
-            ))
+        for batch in batches(events) {
+            let log_events: Vec<Value> = batch
+                .into_iter()
+                .map(|message| serde_json::json!({"timestamp": now, "message": message}))
+                .collect();
+            let (status, text) = self
+                .call(
+                    http,
+                    signer,
+                    "PutLogEvents",
+                    &serde_json::json!({
+                        "logGroupName": self.group,
+                        "logStreamName": self.stream,
+                        "logEvents": log_events,
+                    }),
+                )
+                .await?;
+            if status != 200 {
+                return Err(format!(
+                    "PutLogEvents answered HTTP {status}: {}",
+                    crate::telemetry::clean(&text, 200)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn cooling(&self) -> bool {
+        self.cooling_until
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn cool_down(&self) {
+        if let Ok(mut c) = self.cooling_until.lock() {
+            *c = Some(std::time::Instant::now() + COOLDOWN);
         }
     }
 }
@@ -325,7 +384,15 @@ impl AuditSink {
                 }
             }
             AuditSink::CloudWatch(logs) => {
-                if let Err(why) = logs.put(http, signer, events).await {
+                let failed = if logs.cooling() {
+                    Err("the log group failed recently".to_owned())
+                } else {
+                    logs.put(http, signer, events).await
+                };
+                if let Err(why) = failed {
+                    if !logs.cooling() {
+                        logs.cool_down();
+                    }
                     tracing::error!(group = %logs.group, error = %why, "audit events could not be written to their log group; written here instead");
                     for e in events {
                         LineSink::Stdout.write(&serde_json::to_string(e).unwrap_or_default());
@@ -345,6 +412,38 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_796_135_696_123), "2026-12-01T14:34:56.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn batches_stay_within_put_log_events_limits() {
+        let small: Vec<AuditEvent> = (0..2500).map(|_| AuditEvent::new("x", "ok", 0)).collect();
+        let b = batches(&small);
+        assert_eq!(
+            b.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1000, 1000, 500]
+        );
+        let mut big = AuditEvent::new("x", "ok", 0);
+        big.item = Some("y".repeat(300 * 1024));
+        let b = batches(&[big.clone(), big.clone(), big.clone(), big]);
+        assert!(b.len() >= 2, "{}", b.len());
+        for batch in &b {
+            assert!(
+                batch.iter().map(|m| m.len() + 26).sum::<usize>() <= MAX_BATCH_BYTES
+                    || batch.len() == 1
+            );
+        }
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn large_arguments_are_replaced_by_their_size() {
+        let small = serde_json::json!({"q": "hello"});
+        assert_eq!(bounded_arguments(&small), small);
+        let large = serde_json::json!({"q": "x".repeat(MAX_ARGUMENTS_BYTES)});
+        assert!(bounded_arguments(&large)
+            .as_str()
+            .unwrap()
+            .starts_with("(not written: "));
     }
 
     #[test]

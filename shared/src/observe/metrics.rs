@@ -69,7 +69,9 @@ pub fn request(
     latency: Duration,
     now_ms: i64,
 ) -> Value {
-    let (system, user, throttled) = error_class(status, record.error_code);
+    // An upstream's own error, passed on, is the upstream's.
+    let code = record.error_code.filter(|_| !record.error_from_upstream);
+    let (system, user, throttled) = error_class(status, code);
     let upstream = record.upstream_time.min(latency);
     let count = |b: bool| u32::from(b);
     let metrics = [
@@ -119,7 +121,10 @@ pub fn request(
         "ConsentRequired".into(),
         json!(count(record.consent_required)),
     );
-    doc.insert("UpstreamErrors".into(), json!(record.upstream_errors));
+    doc.insert(
+        "UpstreamErrors".into(),
+        json!(record.upstream_errors + u32::from(record.error_from_upstream)),
+    );
     doc.insert(
         "_aws".into(),
         json!({"Timestamp": now_ms, "CloudWatchMetrics": directives}),

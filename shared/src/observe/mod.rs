@@ -49,6 +49,9 @@ pub struct Record {
     pub consent_required: bool,
     /// The JSON-RPC error code of the answer, if it was an error.
     pub error_code: Option<i64>,
+    /// That error was the upstream's own answer, passed on (counted as an
+    /// upstream error, not the gateway's).
+    pub error_from_upstream: bool,
     /// The answer was a tool result with `isError`.
     pub tool_error: bool,
     /// Refreshes made while handling the request: (user, target, outcome).
@@ -198,11 +201,9 @@ pub async fn consent_event(
         .await;
 }
 
-/// Records what a scheduled refresh run's record holds: `RefreshOutcome`
-/// per outcome, and a `refresh.failed` audit event per failed refresh.
-pub async fn scheduled_refreshes(state: &crate::AppState, record: &Record) {
-    let now = now_ms();
-    let observe = &state.observe;
+/// Writes `RefreshOutcome` lines for the refreshes `record` holds, one per
+/// outcome.
+pub fn refresh_metrics(observe: &Observer, record: &Record, now: i64) {
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for (_, _, outcome) in &record.refreshes {
         *counts.entry(outcome).or_default() += 1;
@@ -215,6 +216,14 @@ pub async fn scheduled_refreshes(state: &crate::AppState, record: &Record) {
             now,
         ));
     }
+}
+
+/// Records what a scheduled refresh run's record holds: `RefreshOutcome`
+/// per outcome, and a `refresh.failed` audit event per failed refresh.
+pub async fn scheduled_refreshes(state: &crate::AppState, record: &Record) {
+    let now = now_ms();
+    let observe = &state.observe;
+    refresh_metrics(observe, record, now);
     let events = audit::of_request(record, 200, Duration::ZERO, None, now);
     observe
         .audit

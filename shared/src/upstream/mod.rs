@@ -359,10 +359,20 @@ impl UpstreamClient {
         // could only answer on another HTTP request, which a function that
         // answers once cannot wait for. Without the answer the upstream
         // would wait for it until its own timeout.
+        // At most MAX_ANSWERED per call: an upstream sending more gets no
+        // more POSTs from the gateway.
+        let answered = std::sync::atomic::AtomicUsize::new(0);
+        let answered = &answered;
         let answer = |request: Value| {
             let body = unsupported_request_answer(&request);
             async move {
-                let Some(session) = session else { return };
+                let Some(session) = session else {
+                    tracing::warn!(target = %call.target, "an upstream without a session sent a request during a call; it cannot be answered");
+                    return;
+                };
+                if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_ANSWERED {
+                    return;
+                }
                 let method = request
                     .get("method")
                     .and_then(|m| m.as_str())
@@ -387,13 +397,25 @@ impl UpstreamClient {
     }
 }
 
-/// The JSON-RPC error that answers an upstream's request the gateway does
-/// not relay (`-32601`, as a client without the capability answers).
+/// The most requests of an upstream answered during one call.
+const MAX_ANSWERED: usize = 16;
+
+/// The answer to an upstream's request during a call: `ping` gets its
+/// empty result; anything else the JSON-RPC error a client without the
+/// capability gives (`-32601`), since the gateway does not relay it.
 fn unsupported_request_answer(request: &Value) -> String {
     let method = request
         .get("method")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if method == "ping" {
+        return json!({
+            "jsonrpc": "2.0",
+            "id": request.get("id").cloned().unwrap_or(Value::Null),
+            "result": {},
+        })
+        .to_string();
+    }
     json!({
         "jsonrpc": "2.0",
         "id": request.get("id").cloned().unwrap_or(Value::Null),
@@ -418,3 +440,27 @@ fn supports_modern(message: &Value) -> bool {
 }
 
 pub(crate) use sse::read_response;
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn a_ping_is_answered_and_anything_else_refused() {
+        let ping: Value = serde_json::from_str(&unsupported_request_answer(
+            &json!({"id": 4, "method": "ping"}),
+        ))
+        .unwrap();
+        assert_eq!(ping, json!({"jsonrpc": "2.0", "id": 4, "result": {}}));
+        let sampling: Value = serde_json::from_str(&unsupported_request_answer(
+            &json!({"id": "s", "method": "sampling/createMessage"}),
+        ))
+        .unwrap();
+        assert_eq!(sampling["id"], "s");
+        assert_eq!(sampling["error"]["code"], -32601);
+        assert!(sampling["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sampling/createMessage"));
+    }
+}

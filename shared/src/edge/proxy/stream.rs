@@ -54,6 +54,8 @@ impl Finish {
             latency,
             now,
         ));
+        // Refreshes the request needed (made on use, before calling).
+        crate::observe::refresh_metrics(observe, &record, now);
         let events =
             crate::observe::audit::of_request(&record, status, latency, self.request_id, now);
         observe
