@@ -227,7 +227,12 @@ async fn gateway_on(
             aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"),
         ))
         .build();
-    let state = AppState::with_sdk_config(config, &sdk).await.unwrap();
+    let mut state = AppState::with_sdk_config(config, &sdk).await.unwrap();
+    // Metrics and audit events are made for every call, as in a deployment,
+    // and dropped instead of written to this benchmark's output.
+    state.observe.metrics = gateway_shared::observe::LineSink::Discard;
+    state.observe.audit =
+        gateway_shared::observe::AuditSink::Lines(gateway_shared::observe::LineSink::Discard);
     (GatewayServer::serve(listener, base, state.clone()), state)
 }
 

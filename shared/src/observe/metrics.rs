@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{Record, NAMESPACE};
 use crate::wire::codes;
@@ -61,7 +61,91 @@ pub fn error_class(status: u16, error_code: Option<i64>) -> (bool, bool, bool) {
     (system, user, throttled)
 }
 
-/// The EMF document of one request to the MCP endpoint.
+/// The metrics of every request, by `Gateway` and by `Gateway, Method`.
+const BY_METHOD: &str = r#"{"Namespace":"McpOAuthGateway","Dimensions":[["Gateway"],["Gateway","Method"]],"Metrics":[{"Name":"Invocations","Unit":"Count"},{"Name":"SystemErrors","Unit":"Count"},{"Name":"UserErrors","Unit":"Count"},{"Name":"Throttles","Unit":"Count"},{"Name":"Latency","Unit":"Milliseconds"},{"Name":"Duration","Unit":"Milliseconds"},{"Name":"TargetExecutionTime","Unit":"Milliseconds"},{"Name":"ConsentRequired","Unit":"Count"},{"Name":"UpstreamErrors","Unit":"Count"}]}"#;
+/// The metrics also kept by `Gateway, Target`.
+const BY_TARGET: &str = r#"{"Namespace":"McpOAuthGateway","Dimensions":[["Gateway","Target"]],"Metrics":[{"Name":"Invocations","Unit":"Count"},{"Name":"SystemErrors","Unit":"Count"},{"Name":"TargetExecutionTime","Unit":"Milliseconds"},{"Name":"UpstreamErrors","Unit":"Count"}]}"#;
+
+/// The constant part of a request's document (its directives), parsed once.
+fn directives(with_target: bool) -> &'static serde_json::value::RawValue {
+    use std::sync::OnceLock;
+    static WITHOUT: OnceLock<Box<serde_json::value::RawValue>> = OnceLock::new();
+    static WITH: OnceLock<Box<serde_json::value::RawValue>> = OnceLock::new();
+    let (cell, text) = if with_target {
+        (&WITH, format!("[{BY_METHOD},{BY_TARGET}]"))
+    } else {
+        (&WITHOUT, format!("[{BY_METHOD}]"))
+    };
+    cell.get_or_init(|| {
+        serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| {
+            serde_json::value::RawValue::from_string("[]".into()).unwrap_or_default()
+        })
+    })
+}
+
+#[derive(serde::Serialize)]
+struct Aws {
+    #[serde(rename = "Timestamp")]
+    timestamp: i64,
+    #[serde(rename = "CloudWatchMetrics")]
+    directives: &'static serde_json::value::RawValue,
+}
+
+/// One request's EMF document, serialized straight from its parts.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RequestLine<'a> {
+    gateway: &'a str,
+    method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    invocations: u32,
+    system_errors: u32,
+    user_errors: u32,
+    throttles: u32,
+    latency: f64,
+    duration: f64,
+    target_execution_time: f64,
+    consent_required: u32,
+    upstream_errors: u32,
+    #[serde(rename = "_aws")]
+    aws: Aws,
+}
+
+/// The EMF line of one request to the MCP endpoint (JSON text, one line).
+pub fn request_line(
+    gateway: &str,
+    record: &Record,
+    status: u16,
+    latency: Duration,
+    now_ms: i64,
+) -> String {
+    // An upstream's own error, passed on, is the upstream's.
+    let code = record.error_code.filter(|_| !record.error_from_upstream);
+    let (system, user, throttled) = error_class(status, code);
+    let upstream = record.upstream_time.min(latency);
+    let line = RequestLine {
+        gateway,
+        method: method_dimension(record.method.as_deref()),
+        target: record.target.as_deref(),
+        invocations: 1,
+        system_errors: u32::from(system),
+        user_errors: u32::from(user),
+        throttles: u32::from(throttled),
+        latency: ms(latency),
+        duration: ms(latency - upstream),
+        target_execution_time: ms(upstream),
+        consent_required: u32::from(record.consent_required),
+        upstream_errors: record.upstream_errors + u32::from(record.error_from_upstream),
+        aws: Aws {
+            timestamp: now_ms,
+            directives: directives(record.target.is_some()),
+        },
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// [`request_line`] as a JSON value.
 pub fn request(
     gateway: &str,
     record: &Record,
@@ -69,67 +153,8 @@ pub fn request(
     latency: Duration,
     now_ms: i64,
 ) -> Value {
-    // An upstream's own error, passed on, is the upstream's.
-    let code = record.error_code.filter(|_| !record.error_from_upstream);
-    let (system, user, throttled) = error_class(status, code);
-    let upstream = record.upstream_time.min(latency);
-    let count = |b: bool| u32::from(b);
-    let metrics = [
-        ("Invocations", "Count"),
-        ("SystemErrors", "Count"),
-        ("UserErrors", "Count"),
-        ("Throttles", "Count"),
-        ("Latency", "Milliseconds"),
-        ("Duration", "Milliseconds"),
-        ("TargetExecutionTime", "Milliseconds"),
-        ("ConsentRequired", "Count"),
-        ("UpstreamErrors", "Count"),
-    ];
-    let by_method = json!({
-        "Namespace": NAMESPACE,
-        "Dimensions": [["Gateway"], ["Gateway", "Method"]],
-        "Metrics": metrics.iter().map(|(n, u)| json!({"Name": n, "Unit": u})).collect::<Vec<_>>(),
-    });
-    let mut directives = vec![by_method];
-    let mut doc = Map::new();
-    doc.insert("Gateway".into(), json!(gateway));
-    doc.insert(
-        "Method".into(),
-        json!(method_dimension(record.method.as_deref())),
-    );
-    if let Some(target) = &record.target {
-        directives.push(json!({
-            "Namespace": NAMESPACE,
-            "Dimensions": [["Gateway", "Target"]],
-            "Metrics": [
-                {"Name": "Invocations", "Unit": "Count"},
-                {"Name": "SystemErrors", "Unit": "Count"},
-                {"Name": "TargetExecutionTime", "Unit": "Milliseconds"},
-                {"Name": "UpstreamErrors", "Unit": "Count"},
-            ],
-        }));
-        doc.insert("Target".into(), json!(target));
-    }
-    doc.insert("Invocations".into(), json!(1));
-    doc.insert("SystemErrors".into(), json!(count(system)));
-    doc.insert("UserErrors".into(), json!(count(user)));
-    doc.insert("Throttles".into(), json!(count(throttled)));
-    doc.insert("Latency".into(), json!(ms(latency)));
-    doc.insert("Duration".into(), json!(ms(latency - upstream)));
-    doc.insert("TargetExecutionTime".into(), json!(ms(upstream)));
-    doc.insert(
-        "ConsentRequired".into(),
-        json!(count(record.consent_required)),
-    );
-    doc.insert(
-        "UpstreamErrors".into(),
-        json!(record.upstream_errors + u32::from(record.error_from_upstream)),
-    );
-    doc.insert(
-        "_aws".into(),
-        json!({"Timestamp": now_ms, "CloudWatchMetrics": directives}),
-    );
-    Value::Object(doc)
+    serde_json::from_str(&request_line(gateway, record, status, latency, now_ms))
+        .unwrap_or_default()
 }
 
 /// One count by `Gateway` and by `Gateway, Target` (consent outcomes:

@@ -103,9 +103,31 @@ pub enum LineSink {
     Stdout,
     /// Kept (for tests and tools that read them back).
     Memory(Arc<Mutex<Vec<String>>>),
+    /// Made and dropped (benchmarks: the cost of making the lines, not of
+    /// a terminal reading them).
+    Discard,
 }
 
 impl LineSink {
+    /// Writes lines that already end with a newline, at once.
+    pub fn write_block(&self, lines: &str) {
+        if lines.is_empty() {
+            return;
+        }
+        match self {
+            LineSink::Stdout => {
+                use std::io::Write;
+                let _ = std::io::stdout().lock().write_all(lines.as_bytes());
+            }
+            LineSink::Memory(_) => {
+                for line in lines.lines() {
+                    self.write(line);
+                }
+            }
+            LineSink::Discard => {}
+        }
+    }
+
     /// Writes one line.
     pub fn write(&self, line: &str) {
         match self {
@@ -119,6 +141,7 @@ impl LineSink {
                     l.push(line.to_owned());
                 }
             }
+            LineSink::Discard => {}
         }
     }
 }

@@ -311,10 +311,22 @@ pub(super) async fn run_gateway(
             Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
         )
         && stream::accepts_sse(headers);
-    if !relays {
+    // Streamed only when the client asked for progress or log messages:
+    // a streamed answer moves the call onto the heap, which every other
+    // call is spared (notifications an upstream sends anyway are still
+    // relayed, before the result).
+    let live = relays
+        && params.and_then(|p| p.meta()).is_some_and(|m| {
+            m.contains_key("progressToken") || m.contains_key(crate::wire::meta::LOG_LEVEL)
+        });
+    if !live {
         let gateway = Gateway::new(state, base, caller);
         let reply = gateway.handle(method, params).await;
-        return respond(reply, id, modern, method);
+        let answer = respond(reply, id, modern, method);
+        if !relays {
+            return answer;
+        }
+        return stream::written_whole(answer, gateway.take_relayed()).await;
     }
     let (relay, notes) = crate::upstream::Relay::live();
     let (state, method, params) = (state.clone(), method.clone(), params.cloned());

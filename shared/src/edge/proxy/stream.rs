@@ -43,21 +43,54 @@ pub(super) struct Finish {
 impl Finish {
     /// Writes the request's metric line and audit events.
     pub(super) async fn emit(self, status: u16) {
-        let latency = self.started.elapsed();
-        let record = self.record.lock().map(|r| r.clone()).unwrap_or_default();
+        use crate::observe::{AuditSink, LineSink};
         let observe = &self.state.observe;
+        let audit_on = !matches!(observe.audit, AuditSink::Off);
+        if !observe.metrics_on && !audit_on {
+            return;
+        }
+        let latency = self.started.elapsed();
         let now = crate::observe::now_ms();
-        observe.metric(&crate::observe::metrics::request(
-            &observe.gateway,
-            &record,
-            status,
-            latency,
-            now,
-        ));
-        // Refreshes the request needed (made on use, before calling).
-        crate::observe::refresh_metrics(observe, &record, now);
-        let events =
-            crate::observe::audit::of_request(&record, status, latency, self.request_id, now);
+        let (mut lines, events) = {
+            let Ok(record) = self.record.lock() else {
+                return;
+            };
+            let mut lines = String::new();
+            if observe.metrics_on {
+                lines.push_str(&crate::observe::metrics::request_line(
+                    &observe.gateway,
+                    &record,
+                    status,
+                    latency,
+                    now,
+                ));
+                lines.push('\n');
+                if !record.refreshes.is_empty() {
+                    // Refreshes the request needed (made on use, before calling).
+                    crate::observe::refresh_metrics(observe, &record, now);
+                }
+            }
+            let events = if audit_on {
+                crate::observe::audit::of_request(&record, status, latency, self.request_id, now)
+            } else {
+                vec![]
+            };
+            (lines, events)
+        };
+        // Both on standard output (Lambda's log): one write for the request.
+        if let (LineSink::Stdout, AuditSink::Lines(LineSink::Stdout)) =
+            (&observe.metrics, &observe.audit)
+        {
+            for e in &events {
+                lines.push_str(&serde_json::to_string(e).unwrap_or_default());
+                lines.push('\n');
+            }
+            LineSink::Stdout.write_block(&lines);
+            return;
+        }
+        if !lines.is_empty() {
+            observe.metrics.write(lines.trim_end_matches('\n'));
+        }
         observe
             .audit
             .write(&self.state.http, &self.state.upstream, &events)
