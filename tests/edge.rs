@@ -1560,24 +1560,38 @@ async fn a_2025_upstreams_request_during_a_call_is_answered_not_left_waiting() {
     serving.abort();
 }
 
-/// A CloudWatch Logs JSON API call to moto (the test's own, unsigned but
-/// addressed as SigV4 names the service).
-async fn logs_api(moto: &str, action: &str, body: Value) -> Value {
-    let res = reqwest::Client::new()
-        .post(moto)
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("Logs_20140328.{action}"))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .body(body.to_string())
-        .send()
+/// A development gateway in front of `fixtures_url` (target `fixtures`),
+/// with `extra` settings, whose metric lines (and, with `audit_in_memory`,
+/// audit events) are kept for the test to read.
+async fn observed_gateway(
+    fixtures_url: &str,
+    extra: &[(&str, &str)],
+    audit_in_memory: bool,
+) -> (Gateway, GatewayServer, Lines, Lines) {
+    use gateway_shared::observe::{AuditSink, LineSink};
+    let (listener, base) = GatewayServer::bind().await;
+    let mut vars = vec![("PUBLIC_BASE_URL", base.as_str())];
+    vars.extend_from_slice(extra);
+    let gw = Gateway::start(&vars).await;
+    gw.state
+        .targets
+        .put(&gateway_tests::open_target(
+            "fixtures",
+            fixtures_url.to_owned(),
+        ))
         .await
-        .expect("moto answers");
-    assert!(res.status().is_success(), "{action}: HTTP {}", res.status());
-    res.json().await.unwrap_or(Value::Null)
+        .unwrap();
+    let (metrics, audit) = (Lines::default(), Lines::default());
+    let mut state = gw.state.clone();
+    state.observe.metrics = LineSink::Memory(metrics.clone());
+    if audit_in_memory {
+        state.observe.audit = AuditSink::Lines(LineSink::Memory(audit.clone()));
+    }
+    let server = GatewayServer::serve(listener, base, state);
+    (gw, server, metrics, audit)
 }
+
+type Lines = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// One EMF line per request with the documented metrics and dimensions,
 /// and one audit event per call and listing, written with PutLogEvents to
@@ -1585,33 +1599,25 @@ async fn logs_api(moto: &str, action: &str, body: Value) -> Value {
 /// never a token, an argument or a result in either.
 #[tokio::test]
 async fn metrics_and_audit_events_are_exactly_what_calls_produce() {
-    use gateway_shared::observe::LineSink;
     let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
-    let (listener, base) = GatewayServer::bind().await;
     let group = "/mcp-oauth-gateway/test/audit";
-    let gw = Gateway::start(&[
-        ("PUBLIC_BASE_URL", base.as_str()),
-        ("AUDIT_LOG_GROUP", group),
-        ("GATEWAY_NAME", "gw-test"),
-        ("METRICS", "on"),
-        ("AUDIT", "on"),
-    ])
+    let (gw, server, lines, _) = observed_gateway(
+        &fixtures_url,
+        &[
+            ("AUDIT_LOG_GROUP", group),
+            ("GATEWAY_NAME", "gw-test"),
+            ("METRICS", "on"),
+            ("AUDIT", "on"),
+        ],
+        false,
+    )
     .await;
-    logs_api(
+    gateway_tests::logs_api(
         &gw.moto.endpoint,
         "CreateLogGroup",
         json!({"logGroupName": group}),
     )
     .await;
-    gw.state
-        .targets
-        .put(&gateway_tests::open_target("fixtures", fixtures_url))
-        .await
-        .unwrap();
-    let lines = Arc::new(std::sync::Mutex::new(vec![]));
-    let mut state = gw.state.clone();
-    state.observe.metrics = LineSink::Memory(lines.clone());
-    let server = GatewayServer::serve(listener, base.clone(), state);
     let client = RawClient::new(
         &format!("{}/mcp", server.base),
         &[
@@ -1711,7 +1717,7 @@ async fn metrics_and_audit_events_are_exactly_what_calls_produce() {
     assert_eq!(docs[4]["Method"], "ping");
 
     // The audit trail, read back from its log group.
-    let events = logs_api(
+    let events = gateway_tests::logs_api(
         &gw.moto.endpoint,
         "FilterLogEvents",
         json!({"logGroupName": group}),
@@ -1764,24 +1770,16 @@ async fn metrics_and_audit_events_are_exactly_what_calls_produce() {
 /// otherwise); tokens never do.
 #[tokio::test]
 async fn arguments_are_audited_only_for_the_targets_an_operator_lists() {
-    use gateway_shared::observe::{AuditSink, LineSink};
     let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
-    let (listener, base) = GatewayServer::bind().await;
-    let gw = Gateway::start(&[
-        ("PUBLIC_BASE_URL", base.as_str()),
-        ("AUDIT", "on"),
-        ("AUDIT_ARGUMENTS_TARGETS", "fixtures, other"),
-    ])
+    let (_gw, server, _, events) = observed_gateway(
+        &fixtures_url,
+        &[
+            ("AUDIT", "on"),
+            ("AUDIT_ARGUMENTS_TARGETS", "fixtures, other"),
+        ],
+        true,
+    )
     .await;
-    gw.state
-        .targets
-        .put(&gateway_tests::open_target("fixtures", fixtures_url))
-        .await
-        .unwrap();
-    let events = Arc::new(std::sync::Mutex::new(vec![]));
-    let mut state = gw.state.clone();
-    state.observe.audit = AuditSink::Lines(LineSink::Memory(events.clone()));
-    let server = GatewayServer::serve(listener, base.clone(), state);
     let client = RawClient::new(
         &format!("{}/mcp", server.base),
         &[
@@ -1813,26 +1811,9 @@ async fn arguments_are_audited_only_for_the_targets_an_operator_lists() {
 /// the stream ends, so they cover the whole call.
 #[tokio::test]
 async fn progress_arrives_while_the_call_runs_and_is_recorded_whole() {
-    use gateway_shared::observe::{AuditSink, LineSink};
     let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
-    let (listener, base) = GatewayServer::bind().await;
-    let gw = Gateway::start(&[
-        ("PUBLIC_BASE_URL", base.as_str()),
-        ("METRICS", "on"),
-        ("AUDIT", "on"),
-    ])
-    .await;
-    gw.state
-        .targets
-        .put(&gateway_tests::open_target("fixtures", fixtures_url))
-        .await
-        .unwrap();
-    let metrics = Arc::new(std::sync::Mutex::new(vec![]));
-    let audit = Arc::new(std::sync::Mutex::new(vec![]));
-    let mut state = gw.state.clone();
-    state.observe.metrics = LineSink::Memory(metrics.clone());
-    state.observe.audit = AuditSink::Lines(LineSink::Memory(audit.clone()));
-    let server = GatewayServer::serve(listener, base.clone(), state);
+    let (_gw, server, metrics, audit) =
+        observed_gateway(&fixtures_url, &[("METRICS", "on"), ("AUDIT", "on")], true).await;
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
     "name": "test_tool_with_progress", "arguments": {}, "_meta": {
         "progressToken": "p-9",

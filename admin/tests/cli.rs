@@ -487,23 +487,7 @@ async fn admin_changes_are_audited_in_the_trails_log_group() {
     let gw = Gateway::start(&[]).await;
     let group = "/mcp-oauth-gateway/admin-test/audit";
     let logs = |action: &'static str, body: serde_json::Value| {
-        let endpoint = gw.moto.endpoint.clone();
-        async move {
-            let res = reqwest::Client::new()
-                .post(endpoint)
-                .header("content-type", "application/x-amz-json-1.1")
-                .header("x-amz-target", format!("Logs_20140328.{action}"))
-                .header(
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
-                )
-                .body(body.to_string())
-                .send()
-                .await
-                .expect("moto answers");
-            assert!(res.status().is_success(), "{action}");
-            res.json::<serde_json::Value>().await.unwrap_or_default()
-        }
+        gateway_tests::logs_api(&gw.moto.endpoint, action, body)
     };
     logs("CreateLogGroup", json!({"logGroupName": group})).await;
     let dir = gateway_tests::TempDir::new("admin-audit");

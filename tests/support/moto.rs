@@ -235,3 +235,22 @@ pub async fn instance(gw: &Gateway, clock: Arc<dyn Clock>) -> AppState {
         .expect("another instance")
         .with_clock(clock)
 }
+
+/// A CloudWatch Logs JSON API call to moto (unsigned, addressed the way
+/// SigV4 names the service), for tests that read the audit trail.
+pub async fn logs_api(moto: &str, action: &str, body: serde_json::Value) -> serde_json::Value {
+    let res = reqwest::Client::new()
+        .post(moto)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", format!("Logs_20140328.{action}"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(res.status().is_success(), "{action}: HTTP {}", res.status());
+    res.json().await.unwrap_or(serde_json::Value::Null)
+}
