@@ -36,6 +36,7 @@ cases = {
     "queues_encrypted": ("      SqsManagedSseEnabled: true\n", ""),
     "api_throttled": ("      DefaultRouteSettings:\n        ThrottlingRateLimit: !Ref ApiThrottlingRateLimit\n        ThrottlingBurstLimit: !Ref ApiThrottlingBurstLimit\n", ""),
     "every_function_has_a_log_group": ("      LoggingConfig:\n        LogGroup: !Ref TokenRefreshLogGroup\n", ""),
+    "function_urls_check_tokens": ("          INBOUND_AUTH_MODE: jwt\n", "          INBOUND_AUTH_MODE: apigw\n"),
     "audit_trail_kept": ("  AuditLogGroup:\n    Type: AWS::Logs::LogGroup\n    DeletionPolicy: Retain\n", "  AuditLogGroup:\n    Type: AWS::Logs::LogGroup\n    DeletionPolicy: Delete\n"),
 }
 for rule, (old, new) in cases.items():
