@@ -379,9 +379,10 @@ impl Config {
             )?),
             lambda_endpoint: get("AWS_ENDPOINT_URL_LAMBDA").or_else(|| get("AWS_ENDPOINT_URL")),
         };
-        let on_off = |name: &'static str| -> Result<bool, ConfigError> {
+        let on_off = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
             match get(name).as_deref() {
-                None | Some("on") => Ok(true),
+                None => Ok(default),
+                Some("on") => Ok(true),
                 Some("off") => Ok(false),
                 Some(other) => Err(ConfigError::Invalid {
                     name,
@@ -394,8 +395,8 @@ impl Config {
             gateway_name: get("GATEWAY_NAME")
                 .or_else(|| get("AWS_LAMBDA_FUNCTION_NAME"))
                 .unwrap_or_else(|| "mcp-oauth-gateway".into()),
-            metrics: on_off("METRICS")?,
-            audit: on_off("AUDIT")?,
+            metrics: on_off("METRICS", true)?,
+            audit: on_off("AUDIT", true)?,
             audit_log_group: get("AUDIT_LOG_GROUP"),
             logs_endpoint: get("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
                 .or_else(|| get("AWS_ENDPOINT_URL")),
@@ -406,8 +407,7 @@ impl Config {
             audit_arguments_targets: list("AUDIT_ARGUMENTS_TARGETS"),
         };
         Ok(Config {
-            response_streaming: on_off("RESPONSE_STREAMING")
-                .map(|_| get("RESPONSE_STREAMING").as_deref() == Some("on"))?,
+            response_streaming: on_off("RESPONSE_STREAMING", false)?,
             observe,
             policy_required: flag(get("POLICY_REQUIRED"), "POLICY_REQUIRED")?,
             interceptors,

@@ -200,14 +200,6 @@ fn server_page(title: &str, what: &str) -> Page {
     )
 }
 
-/// The request id API Gateway gave the request.
-fn request_id(context: Option<&RequestContext>) -> Option<String> {
-    match context {
-        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
-        _ => None,
-    }
-}
-
 /// `/connect/{id}`: the start of a consent, observed.
 async fn connect(
     State(state): State<AppState>,
@@ -216,7 +208,7 @@ async fn connect(
     context: Option<Extension<RequestContext>>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let request = request_id(context.as_deref());
+    let request = super::api_request_id(context.as_deref());
     let (res, record) =
         crate::observe::scope(connect_unobserved(state.clone(), id, headers, context)).await;
     crate::observe::consent_event(
@@ -383,7 +375,7 @@ async fn callback(
         &record,
         res.status().as_u16(),
         started.elapsed(),
-        request_id(context.as_deref()),
+        super::api_request_id(context.as_deref()),
     )
     .await;
     res

@@ -46,16 +46,22 @@ pub fn base_url(
 
 pub use crate::urls::public_url;
 
+/// The request id API Gateway (or a function URL) assigned, if any.
+pub fn api_request_id(context: Option<&lambda_http::request::RequestContext>) -> Option<String> {
+    #[allow(irrefutable_let_patterns)]
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) = context {
+        return ctx.request_id.clone();
+    }
+    None
+}
+
 /// The request id API Gateway assigned, for log correlation.
 pub fn request_id(
     context: Option<&lambda_http::request::RequestContext>,
     headers: &HeaderMap,
 ) -> String {
-    #[allow(irrefutable_let_patterns)]
-    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) = context {
-        if let Some(id) = &ctx.request_id {
-            return id.clone();
-        }
+    if let Some(id) = api_request_id(context) {
+        return id;
     }
     headers
         .get("x-request-id")

@@ -354,15 +354,16 @@ impl<'a> Gateway<'a> {
                     params: params.as_ref(),
                     // Only the call the client made relays (not listings or
                     // the lookups made to route it).
-                    relay: matches!(method, "tools/call" | "prompts/get" | "resources/read")
-                        .then_some(&self.relayed),
+                    relay: answers_client(method).then_some(&self.relayed),
                     // A 2025 client's log messages, as a 2025 server would
                     // send them without a logging/setLevel.
                     log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
                     param_headers: &param_headers,
-                    client_capabilities: self.caller.relayed_capabilities.as_ref().filter(|_| {
-                        matches!(method, "tools/call" | "prompts/get" | "resources/read")
-                    }),
+                    client_capabilities: self
+                        .caller
+                        .relayed_capabilities
+                        .as_ref()
+                        .filter(|_| answers_client(method)),
                 };
             let started = std::time::Instant::now();
             let answer = self.state.upstream.request(&call).await;
@@ -532,6 +533,13 @@ fn lease_owner() -> String {
     let process = PROCESS.get_or_init(|| random_token(9));
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("proxy-{process}-{n}")
+}
+
+/// The calls an upstream answers for the client itself (not listings or
+/// the lookups made to route them): those whose notifications and input
+/// rounds go to the client.
+fn answers_client(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
 /// The capabilities of a 2026-07-28 client's declaration that an upstream's

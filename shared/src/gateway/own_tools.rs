@@ -44,11 +44,8 @@ impl Gateway<'_> {
                     return Reply::error(codes::INVALID_PARAMS, "arguments.target is required");
                 };
                 // A metric dimension: only a registered target's name.
-                if let Ok(targets) = self.state.targets.list().await {
-                    if targets.iter().any(|t| t.name == target) {
-                        let known = target.to_owned();
-                        crate::observe::note(|r| r.target = Some(known));
-                    }
+                if let Ok(Some(t)) = self.state.targets.get(target).await {
+                    crate::observe::note(|r| r.target = Some(t.name));
                 }
                 match connections::disconnect(self.state, &self.caller.sub, target).await {
                     Ok(connections::Disconnected::NotConnected) => text(format!("You are not connected to {target}."), false),

@@ -176,7 +176,12 @@ impl Gateway<'_> {
             }
             // A shortened name: find the upstream name that maps to it.
             let known: Vec<Value> = if key == "tools" && !e.target.tool_catalog.is_empty() {
-                e.target.tool_catalog.iter().map(|t| t.value()).collect()
+                e.target
+                    .tool_catalog
+                    .iter()
+                    .filter_map(|t| t.name())
+                    .map(|n| json!({"name": n}))
+                    .collect()
             } else {
                 match self
                     .forward(&e.target, list_method, Some(Params::new()))
@@ -225,7 +230,8 @@ impl Gateway<'_> {
         };
         crate::observe::note(|r| {
             r.target = Some(e.target.name.clone());
-            r.item = Some(crate::telemetry::clean(uri, 256));
+            // Without its query or user info (a presigned URI's signature).
+            r.item = Some(crate::telemetry::clean(&audit_uri(uri), 256));
         });
         let item = Resource::Resource {
             target: &e.target.name,
@@ -398,6 +404,20 @@ impl Gateway<'_> {
     }
 }
 
+/// A resource URI as the audit trail names it: without query, fragment or
+/// user info.
+fn audit_uri(uri: &str) -> String {
+    let uri = &uri[..uri.find(['?', '#']).unwrap_or(uri.len())];
+    if let Some(scheme_end) = uri.find("://").map(|i| i + 3) {
+        let rest = &uri[scheme_end..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{}{}", &uri[..scheme_end], &rest[at + 1..]);
+        }
+    }
+    uri.to_owned()
+}
+
 /// Puts the client's answers to an upstream's round into the forwarded
 /// params: with the upstream's own state for a relayed round (which must be
 /// this target's), as sent for a first call (an upstream that kept no state
@@ -463,6 +483,16 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audited_uris_lose_query_fragment_and_user_info() {
+        assert_eq!(
+            audit_uri("https://u:p@files.example/a/b.txt?X-Amz-Signature=s#f"),
+            "https://files.example/a/b.txt"
+        );
+        assert_eq!(audit_uri("file:///x/y"), "file:///x/y");
+        assert_eq!(audit_uri("mem://a/b@c"), "mem://a/b@c");
+    }
 
     #[test]
     fn templates() {

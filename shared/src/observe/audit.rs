@@ -133,7 +133,7 @@ pub fn of_request(
         ));
         e.target = record.target.clone();
         e.item = record.item.clone().filter(|_| !disconnect);
-        e.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
+        e.latency_ms = Some(super::metrics::ms(latency));
         e.arguments = record.arguments.as_ref().map(bounded_arguments);
         events.push(e);
     }
@@ -194,18 +194,8 @@ fn batches(events: &[AuditEvent]) -> Vec<Vec<String>> {
 pub fn rfc3339_ms(now_ms: i64) -> String {
     let secs = now_ms.div_euclid(1000);
     let millis = now_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::telemetry::civil_date(secs.div_euclid(86_400));
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,

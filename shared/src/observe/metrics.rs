@@ -42,7 +42,8 @@ pub fn method_dimension(method: Option<&str>) -> &'static str {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+/// Milliseconds, rounded to the microsecond.
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -71,15 +72,14 @@ fn directives(with_target: bool) -> &'static serde_json::value::RawValue {
     use std::sync::OnceLock;
     static WITHOUT: OnceLock<Box<serde_json::value::RawValue>> = OnceLock::new();
     static WITH: OnceLock<Box<serde_json::value::RawValue>> = OnceLock::new();
-    let (cell, text) = if with_target {
-        (&WITH, format!("[{BY_METHOD},{BY_TARGET}]"))
-    } else {
-        (&WITHOUT, format!("[{BY_METHOD}]"))
-    };
+    let cell = if with_target { &WITH } else { &WITHOUT };
     cell.get_or_init(|| {
-        serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| {
-            serde_json::value::RawValue::from_string("[]".into()).unwrap_or_default()
-        })
+        let text = if with_target {
+            format!("[{BY_METHOD},{BY_TARGET}]")
+        } else {
+            format!("[{BY_METHOD}]")
+        };
+        serde_json::value::RawValue::from_string(text).unwrap_or_default()
     })
 }
 
@@ -143,18 +143,6 @@ pub fn request_line(
         },
     };
     serde_json::to_string(&line).unwrap_or_default()
-}
-
-/// [`request_line`] as a JSON value.
-pub fn request(
-    gateway: &str,
-    record: &Record,
-    status: u16,
-    latency: Duration,
-    now_ms: i64,
-) -> Value {
-    serde_json::from_str(&request_line(gateway, record, status, latency, now_ms))
-        .unwrap_or_default()
 }
 
 /// One count by `Gateway` and by `Gateway, Target` (consent outcomes:

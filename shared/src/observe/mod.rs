@@ -161,16 +161,6 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Metrics and audit lines to standard output.
-    pub fn stdout(gateway: impl Into<String>) -> Self {
-        Observer {
-            gateway: gateway.into(),
-            metrics: LineSink::Stdout,
-            audit: AuditSink::Lines(LineSink::Stdout),
-            metrics_on: true,
-        }
-    }
-
     /// Writes an EMF document.
     pub fn metric(&self, doc: &serde_json::Value) {
         if self.metrics_on {
@@ -217,7 +207,7 @@ pub async fn consent_event(
     e.request_id = request_id;
     e.user = record.user.clone();
     e.target = Some(target.clone());
-    e.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
+    e.latency_ms = Some(metrics::ms(latency));
     observe
         .audit
         .write(&state.http, &state.upstream, &[e])

@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 
 use super::sse::{MAX_RELAYED, MAX_RELAYED_BYTES};
 
-/// The notifications of one request's calls, for its client.
+/// The notifications of one request's calls, for its client (the default
+/// keeps them until the answer, [`Relay::take`]).
 #[derive(Debug, Default)]
 pub struct Relay {
     kept: Mutex<Kept>,
@@ -24,11 +25,6 @@ struct Kept {
 }
 
 impl Relay {
-    /// Notifications kept until the answer ([`Relay::take`]).
-    pub fn kept() -> Self {
-        Relay::default()
-    }
-
     /// Notifications passed on as they come, to the receiver.
     pub fn live() -> (Self, mpsc::UnboundedReceiver<Value>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -73,7 +69,7 @@ mod tests {
 
     #[test]
     fn notes_are_kept_or_passed_on_within_the_limits() {
-        let kept = Relay::kept();
+        let kept = Relay::default();
         for i in 0..MAX_RELAYED + 5 {
             kept.push(json!({"n": i}), 10);
         }

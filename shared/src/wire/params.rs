@@ -109,7 +109,7 @@ pub fn check(
                     "the argument the {name} header carries is not a string, integer or boolean"
                 )))
             }
-            (Some(Some(text)), Some(h)) => match strict_decode(h) {
+            (Some(Some(text)), Some(h)) => match decode_header_value(h) {
                 Some(decoded) if decoded == text => {}
                 Some(_) => {
                     return Err(Mismatch(format!(
@@ -125,12 +125,6 @@ pub fn check(
         }
     }
     Ok(())
-}
-
-/// A header value, its `=?base64?…?=` form decoded (padded standard
-/// base64 only); none when that form is malformed.
-fn strict_decode(value: &str) -> Option<String> {
-    decode_header_value(value)
 }
 
 /// The `Mcp-Param-*` headers for an upstream: each declared argument that is

@@ -152,10 +152,7 @@ async fn mcp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request_id = match context.as_deref() {
-        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
-        _ => None,
-    };
+    let request_id = super::api_request_id(context.as_deref());
     let finish = stream::Finish {
         state: state.clone(),
         started: std::time::Instant::now(),
