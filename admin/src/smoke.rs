@@ -38,7 +38,12 @@ pub(crate) async fn smoke(
         std::io::stdin()
             .read_to_string(&mut t)
             .map_err(|e| format!("reading the token from stdin: {e}"))?;
-        Some(t.trim().to_owned()).filter(|t| !t.is_empty())
+        // Asked for a token and given none: the check would silently skip.
+        let t = t.trim().to_owned();
+        if t.is_empty() {
+            return Err("--token-stdin: no token on standard input".into());
+        }
+        Some(t)
     } else {
         token
     };

@@ -599,6 +599,9 @@ async fn smoke_checks_a_gateway_from_outside() {
     let (ok, out) = smoke(aud.clone(), Some(token)).await.unwrap();
     assert!(ok, "{out}");
     assert!(out.contains("ok   tools/list with the token: "), "{out}");
+    // Asked to read a token and given none: an error, not a skipped check.
+    let (ok, out) = smoke(aud.clone(), Some(String::new())).await.unwrap();
+    assert!(!ok && !out.contains("skip tools/list"), "{out}");
     let (ok, out) = smoke(aud.clone(), Some("not-a-token".into()))
         .await
         .unwrap();

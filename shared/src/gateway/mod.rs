@@ -338,33 +338,32 @@ impl<'a> Gateway<'a> {
                 },
                 None => None,
             };
-            let call =
-                Call {
-                    sub: &self.caller.sub,
-                    target: &target.name,
-                    url: &target.mcp_url,
-                    token,
-                    dpop: dpop.as_ref(),
-                    api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
-                    aws_iam: match &target.auth {
-                        TargetAuth::AwsIam(a) => Some(a),
-                        _ => None,
-                    },
-                    method,
-                    params: params.as_ref(),
-                    // Only the call the client made relays (not listings or
-                    // the lookups made to route it).
-                    relay: answers_client(method).then_some(&self.relayed),
-                    // A 2025 client's log messages, as a 2025 server would
-                    // send them without a logging/setLevel.
-                    log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
-                    param_headers: &param_headers,
-                    client_capabilities: self
-                        .caller
-                        .relayed_capabilities
-                        .as_ref()
-                        .filter(|_| answers_client(method)),
-                };
+            let call = Call {
+                sub: &self.caller.sub,
+                target: &target.name,
+                url: &target.mcp_url,
+                token,
+                dpop: dpop.as_ref(),
+                api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
+                aws_iam: match &target.auth {
+                    TargetAuth::AwsIam(a) => Some(a),
+                    _ => None,
+                },
+                method,
+                params: params.as_ref(),
+                // Only the call the client made relays (not listings or
+                // the lookups made to route it).
+                relay: answers_client(method).then_some(&self.relayed),
+                // A 2025 client's log messages, as a 2025 server would
+                // send them without a logging/setLevel.
+                log_level: (!self.caller.modern()).then_some(DEFAULT_LOG_LEVEL),
+                param_headers: &param_headers,
+                client_capabilities: self
+                    .caller
+                    .relayed_capabilities
+                    .as_ref()
+                    .filter(|_| answers_client(method)),
+            };
             let started = std::time::Instant::now();
             let answer = self.state.upstream.request(&call).await;
             let took = started.elapsed();
