@@ -12,7 +12,14 @@ use gateway_tests::{conformance_fixtures, workspace_root, Gateway, GatewayServer
 async fn run_suite(spec_version: &str) {
     let (_fixtures, fixtures_url) = conformance_fixtures();
     let (listener, base) = GatewayServer::bind().await;
-    let gw = Gateway::start(&[("PUBLIC_BASE_URL", &base), ("ALLOWED_ORIGINS", &base)]).await;
+    // Answers stream, as from the function URL: an upstream's requests
+    // during a call reach the suite's client.
+    let gw = Gateway::start(&[
+        ("PUBLIC_BASE_URL", &base),
+        ("ALLOWED_ORIGINS", &base),
+        ("RESPONSE_STREAMING", "on"),
+    ])
+    .await;
     gw.state
         .targets
         .put(&gateway_tests::open_target("everything", fixtures_url))

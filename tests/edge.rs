@@ -1462,88 +1462,8 @@ async fn a_relayed_input_round_belongs_to_its_user_call_and_target() {
 /// waiting for a reply that cannot come.
 #[tokio::test]
 async fn a_2025_upstreams_request_during_a_call_is_answered_not_left_waiting() {
-    use axum::response::IntoResponse;
-    type Answers = Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<Value>>>>;
-    let answers: Answers = Default::default();
-    let upstream = axum::Router::new()
-        .route(
-            "/mcp",
-            axum::routing::post(
-                |axum::extract::State(answers): axum::extract::State<Answers>,
-                 headers: axum::http::HeaderMap,
-                 body: axum::Json<Value>| async move {
-                    let message = body.0;
-                    let id = message["id"].clone();
-                    let session = [("mcp-session-id", "s-1"), ("content-type", "application/json")];
-                    match message["method"].as_str() {
-                        Some("initialize") => (
-                            session,
-                            json!({"jsonrpc": "2.0", "id": id, "result": {
-                                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                                "serverInfo": {"name": "asker", "version": "1"}}})
-                            .to_string(),
-                        )
-                            .into_response(),
-                        Some("tools/call") => {
-                            assert_eq!(headers["mcp-session-id"], "s-1");
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            *answers.lock().await = Some(tx);
-                            let ask = json!({"jsonrpc": "2.0", "id": "ask-1", "method": "sampling/createMessage",
-                                "params": {"messages": [], "maxTokens": 5}});
-                            // The question first; the result once its answer came.
-                            let first = futures::stream::once(async move {
-                                Ok::<_, std::convert::Infallible>(format!("event: message\ndata: {ask}\n\n"))
-                            });
-                            let last = futures::stream::once(async move {
-                                let answer = tokio::time::timeout(Duration::from_secs(20), rx)
-                                    .await
-                                    .ok()
-                                    .and_then(Result::ok)
-                                    .unwrap_or(json!({"error": {"message": "no answer came"}}));
-                                let text = answer["error"]["message"].as_str().unwrap_or("?").to_owned();
-                                let result = json!({"jsonrpc": "2.0", "id": id, "result": {
-                                    "content": [{"type": "text", "text": format!("the client said: {text}")}]}});
-                                Ok(format!("event: message\ndata: {result}\n\n"))
-                            });
-                            let events = futures::StreamExt::chain(first, last);
-                            (
-                                [("content-type", "text/event-stream"), ("mcp-session-id", "s-1")],
-                                axum::body::Body::from_stream(events),
-                            )
-                                .into_response()
-                        }
-                        Some(_) if message.get("id").is_none() => {
-                            axum::http::StatusCode::ACCEPTED.into_response()
-                        }
-                        Some("tools/list") => (
-                            session,
-                            json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
-                                {"name": "ask", "inputSchema": {"type": "object"}}]}})
-                            .to_string(),
-                        )
-                            .into_response(),
-                        Some(_) => (session, json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string())
-                            .into_response(),
-                        // A response: the client's answer to our request.
-                        None => {
-                            assert_eq!(headers["mcp-session-id"], "s-1");
-                            assert_eq!(message["id"], "ask-1");
-                            if let Some(tx) = answers.lock().await.take() {
-                                let _ = tx.send(message);
-                            }
-                            axum::http::StatusCode::ACCEPTED.into_response()
-                        }
-                    }
-                },
-            ),
-        )
-        .with_state(answers);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, upstream).await;
-    });
-    let (_gw, server) = fixtures_gateway(&upstream_url, &[]).await;
+    let upstream = AskingUpstream::start().await;
+    let (_gw, server) = fixtures_gateway(&upstream.url, &[]).await;
     let mut c = RawClient::new(
         &format!("{}/mcp", server.base),
         &[("x-gateway-dev-user", "alice")],
@@ -1560,7 +1480,288 @@ async fn a_2025_upstreams_request_during_a_call_is_answered_not_left_waiting() {
         "{:?}",
         r.body
     );
-    serving.abort();
+}
+
+/// A 2025 upstream that, asked to call `ask`, first asks the client for a
+/// sampling (its request id `ask-1`, on the call's stream, session `s-1`)
+/// and answers the call with what the answer said. Every response it
+/// receives is kept. Stopped on drop.
+struct AskingUpstream {
+    url: String,
+    received: Arc<std::sync::Mutex<Vec<Value>>>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AskingUpstream {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+impl AskingUpstream {
+    async fn start() -> AskingUpstream {
+        use axum::response::IntoResponse;
+        type Waiting = Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<Value>>>>;
+        let waiting: Waiting = Default::default();
+        let received: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+        let kept = received.clone();
+        let upstream = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+                    let (waiting, kept) = (waiting.clone(), kept.clone());
+                    async move {
+                        let message = body.0;
+                        let id = message["id"].clone();
+                        let session = [
+                            ("mcp-session-id", "s-1"),
+                            ("content-type", "application/json"),
+                        ];
+                        match message["method"].as_str() {
+                            Some("initialize") => (
+                                session,
+                                json!({"jsonrpc": "2.0", "id": id, "result": {
+                                    "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                    "serverInfo": {"name": "asker", "version": "1"}}})
+                                .to_string(),
+                            )
+                                .into_response(),
+                            Some("tools/call") => {
+                                assert_eq!(headers["mcp-session-id"], "s-1");
+                                let (tx, rx) = tokio::sync::oneshot::channel();
+                                *waiting.lock().await = Some(tx);
+                                let ask = json!({"jsonrpc": "2.0", "id": "ask-1",
+                                    "method": "sampling/createMessage",
+                                    "params": {"messages": [], "maxTokens": 5}});
+                                // The question first; the result once its answer came.
+                                let first = futures::stream::once(async move {
+                                    Ok::<_, std::convert::Infallible>(format!(
+                                        "event: message\ndata: {ask}\n\n"
+                                    ))
+                                });
+                                let last = futures::stream::once(async move {
+                                    let answer = tokio::time::timeout(Duration::from_secs(20), rx)
+                                        .await
+                                        .ok()
+                                        .and_then(Result::ok)
+                                        .unwrap_or(json!({"error": {"message": "no answer came"}}));
+                                    let text = answer["result"]["content"]["text"]
+                                        .as_str()
+                                        .or(answer["error"]["message"].as_str())
+                                        .unwrap_or("?")
+                                        .to_owned();
+                                    let result = json!({"jsonrpc": "2.0", "id": id, "result": {
+                                        "content": [{"type": "text",
+                                            "text": format!("the client said: {text}")}]}});
+                                    Ok(format!("event: message\ndata: {result}\n\n"))
+                                });
+                                (
+                                    [
+                                        ("content-type", "text/event-stream"),
+                                        ("mcp-session-id", "s-1"),
+                                    ],
+                                    axum::body::Body::from_stream(futures::StreamExt::chain(
+                                        first, last,
+                                    )),
+                                )
+                                    .into_response()
+                            }
+                            Some(_) if message.get("id").is_none() => {
+                                axum::http::StatusCode::ACCEPTED.into_response()
+                            }
+                            Some("tools/list") => (
+                                session,
+                                json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+                                    {"name": "ask", "inputSchema": {"type": "object"}}]}})
+                                .to_string(),
+                            )
+                                .into_response(),
+                            Some(_) => (
+                                session,
+                                json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string(),
+                            )
+                                .into_response(),
+                            // A response: the client's answer to our request.
+                            None => {
+                                let mut answer = message.clone();
+                                answer["session"] = json!(headers
+                                    .get("mcp-session-id")
+                                    .and_then(|v| v.to_str().ok()));
+                                kept.lock().unwrap().push(answer);
+                                if message["id"] == "ask-1" {
+                                    if let Some(tx) = waiting.lock().await.take() {
+                                        let _ = tx.send(message);
+                                    }
+                                }
+                                axum::http::StatusCode::ACCEPTED.into_response()
+                            }
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let serving = tokio::spawn(async move {
+            let _ = axum::serve(listener, upstream).await;
+        });
+        AskingUpstream {
+            url,
+            received,
+            serving,
+        }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// The next JSON-RPC message of an SSE answer (`buf` holds what was read
+/// past the last event), the message of a JSON answer, or `None` at the
+/// end.
+async fn next_event(res: &mut reqwest::Response, buf: &mut String) -> Option<Value> {
+    if !res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream")
+    {
+        let mut body = String::new();
+        while let Some(chunk) = res.chunk().await.ok()? {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        return serde_json::from_str(&body).ok();
+    }
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if !data.is_empty() {
+                return serde_json::from_str(&data.join("\n")).ok();
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(20), res.chunk())
+            .await
+            .expect("the stream went quiet")
+            .ok()??;
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// Where answers stream, a 2025 upstream's request during a call reaches
+/// the 2025 client that declared the capability, on the call's own stream,
+/// under an id of the gateway's; the client's answer (a POST of its own,
+/// which any instance may serve) goes back to the upstream under the
+/// upstream's id, on its session, and the call finishes on the stream.
+/// Only that user's answer to that request is passed on: another user's,
+/// a forged id, a tampered one or the upstream's own id are refused and
+/// never reach the upstream.
+#[tokio::test]
+async fn an_upstreams_request_reaches_the_client_and_only_its_user_answers_it() {
+    let upstream = AskingUpstream::start().await;
+    let (_gw, server) = fixtures_gateway(&upstream.url, &[("RESPONSE_STREAMING", "on")]).await;
+    let mcp = format!("{}/mcp", server.base);
+    let mut alice = RawClient::new(&mcp, &[("x-gateway-dev-user", "alice")]);
+    alice
+        .initialize("2025-11-25", json!({"sampling": {}}))
+        .await;
+    let mut bob = RawClient::new(&mcp, &[("x-gateway-dev-user", "bob")]);
+    bob.initialize("2025-11-25", json!({"sampling": {}})).await;
+
+    let call_ask = |user: &'static str, session: String| {
+        gateway_tests::http()
+            .post(&mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("x-gateway-dev-user", user)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", session)
+            .body(
+                json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                "params": {"name": "ask", "arguments": {}}})
+                .to_string(),
+            )
+            .send()
+    };
+    let mut res = call_ask("alice", alice.session.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    let asked = next_event(&mut res, &mut buf)
+        .await
+        .expect("the upstream's request");
+    assert_eq!(asked["method"], "sampling/createMessage");
+    assert_eq!(asked["params"], json!({"messages": [], "maxTokens": 5}));
+    let id = asked["id"].as_str().expect("a string id").to_owned();
+    assert_ne!(
+        id, "ask-1",
+        "the upstream's own id stays between it and the gateway"
+    );
+
+    let answer = |id: Value, text: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "result": {"role": "assistant",
+            "content": {"type": "text", "text": text}, "model": "m"}})
+        .to_string()
+    };
+    // Bob answers Alice's request: refused.
+    let r = bob.post_raw(answer(json!(id), "bob was here"), &[]).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // Alice, with a tampered id, a forged one, the upstream's own id.
+    let mut tampered = id.clone().into_bytes();
+    let at = tampered.len() - 5;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    for forged in [
+        json!(String::from_utf8(tampered).unwrap()),
+        json!("k1.not-sealed"),
+        json!("ask-1"),
+        json!(1),
+    ] {
+        let r = alice.post_raw(answer(forged.clone(), "forged"), &[]).await;
+        assert_eq!(r.status, 400, "{forged}: {:?}", r.body);
+    }
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+
+    // Alice's own answer goes through, and the call finishes on the stream.
+    let r = alice.post_raw(answer(json!(id), "forty-two"), &[]).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let last = next_event(&mut res, &mut buf)
+        .await
+        .expect("the call's result");
+    assert_eq!(last["id"], 9);
+    assert_eq!(tool_text(&last["result"]), "the client said: forty-two");
+    assert_eq!(
+        upstream.received(),
+        vec![
+            json!({"jsonrpc": "2.0", "id": "ask-1", "session": "s-1", "result": {
+            "role": "assistant", "content": {"type": "text", "text": "forty-two"}, "model": "m"}})
+        ]
+    );
+    assert!(
+        next_event(&mut res, &mut buf).await.is_none(),
+        "nothing after the result"
+    );
+
+    // A client that did not declare sampling is never asked: the upstream
+    // gets the error at once, and the call finishes.
+    let mut carol = RawClient::new(&mcp, &[("x-gateway-dev-user", "carol")]);
+    carol.initialize("2025-11-25", json!({"roots": {}})).await;
+    let mut res = call_ask("carol", carol.session.clone().unwrap())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let only = next_event(&mut res, &mut buf)
+        .await
+        .expect("the call's result");
+    assert!(
+        tool_text(&only["result"]).starts_with("the client said: Method not found"),
+        "{only:?}"
+    );
 }
 
 /// A development gateway in front of `fixtures_url` (target `fixtures`),

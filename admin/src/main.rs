@@ -499,7 +499,12 @@ async fn keys(cmd: KeysCommand) -> Result<(), String> {
 }
 
 async fn serve(listen: &str) -> Result<(), String> {
-    let state = state().await?;
+    // A local server's answers stream as they are written.
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
+    config.response_streaming = true;
+    let state = AppState::from_config(config)
+        .await
+        .map_err(|e| e.to_string())?;
     let app = gateway_shared::edge::gateway_router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

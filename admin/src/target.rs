@@ -493,6 +493,7 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
                 version: gateway_shared::wire::LATEST_2025.into(),
                 url_elicitation: false,
                 relayed_capabilities: None,
+                answers: None,
                 param_headers: vec![],
                 inbound_token: None,
             };

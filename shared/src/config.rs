@@ -171,8 +171,11 @@ pub struct Config {
     pub tools_listing: ToolsListing,
     /// `RESPONSE_STREAMING=on`: the MCP proxy answers through Lambda's
     /// response streaming (for a function URL with `RESPONSE_STREAM`), so
-    /// notifications reach clients while a call runs. Off behind API
-    /// Gateway, which cannot take a streamed answer.
+    /// notifications reach clients while a call runs, and a 2025
+    /// upstream's requests during a call (sampling, elicitation, roots)
+    /// reach the 2025 clients that declared them. Off behind API Gateway,
+    /// which cannot take a streamed answer. (`gateway-admin serve` always
+    /// streams.)
     pub response_streaming: bool,
     /// Which policy decisions are logged for audit (`POLICY_LOG`: `deny`,
     /// the default, `all` or `off`).

@@ -83,7 +83,7 @@ pub async fn disconnect(
         // Nothing usable to revoke: just delete it.
         Err(e) if e.is_unreadable() => {
             state.grants.delete(sub, target).await?;
-            state.sessions.delete(sub, target).await?;
+            forget_sessions(state, sub, target).await?;
             return Ok(Disconnected::DeletedWithoutRevocation);
         }
         Err(e) => return Err(e),
@@ -129,7 +129,17 @@ pub async fn disconnect(
         }
     };
     state.grants.delete(sub, target).await?;
-    state.sessions.delete(sub, target).await?;
+    forget_sessions(state, sub, target).await?;
     tracing::info!(target = %target, outcome = ?outcome, "disconnected");
     Ok(outcome)
+}
+
+/// Deletes the user's upstream sessions with `target` (the 2025 one kept
+/// for clients answering its requests too).
+async fn forget_sessions(state: &AppState, sub: &str, target: &str) -> Result<(), crate::Error> {
+    state.sessions.delete(sub, target).await?;
+    state
+        .sessions
+        .delete(sub, &crate::upstream::legacy_session_key(target))
+        .await
 }

@@ -104,6 +104,12 @@ proptest! {
                     prop_assert_eq!(id.as_json(), message["id"].to_string());
                 }
             }
+            Parsed::Response(a) => {
+                // The id echoes as sent and the outcome reads as the same JSON.
+                prop_assert_eq!(a.id.as_json(), message["id"].to_string());
+                let value: serde_json::Value = serde_json::from_str(&a.value).unwrap();
+                prop_assert_eq!(&value, &message[a.member]);
+            }
             Parsed::Accepted => {}
         }
     }

@@ -126,10 +126,12 @@ impl AppState {
         let policy_required = config.policy_required;
         let targets: Arc<dyn TargetCatalog> =
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
-        let upstream = Arc::new(
-            UpstreamClient::new(http.clone(), store.clone(), clock.clone())
-                .with_aws_credentials(sdk.credentials_provider()),
-        );
+        let mut upstream = UpstreamClient::new(http.clone(), store.clone(), clock.clone())
+            .with_aws_credentials(sdk.credentials_provider());
+        if config.response_streaming {
+            upstream = upstream.answering_requests();
+        }
+        let upstream = Arc::new(upstream);
         let grants: Arc<dyn GrantStore> =
             Arc::new(CachedGrants::new(store.clone(), grant_cache_ttl));
         let tokens = Arc::new(Refresher::new(

@@ -12,8 +12,12 @@ async fn main() {
     let listen = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
+    // A local server's answers stream as they are written.
     let config = match Config::from_env() {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.response_streaming = true;
+            c
+        }
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);

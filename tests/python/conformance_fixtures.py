@@ -94,6 +94,7 @@ async def test_sampling(prompt: str, ctx: Context) -> str:
     result = await ctx.session.create_message(
         messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))],
         max_tokens=100,
+        related_request_id=ctx.request_id,
     )
     return f"LLM response: {getattr(result.content, 'text', '')}"
 
@@ -110,8 +111,64 @@ async def test_elicitation(message: str, ctx: Context) -> str:
             },
             "required": ["username", "email"],
         },
+        related_request_id=ctx.request_id,
     )
     return f"User response: action={result.action}, content={result.content}"
+
+
+@server.tool(description="Asks the user with defaults in the form (SEP-1034)")
+async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
+    result = await ctx.session.elicit_form(
+        message="Please review and update the form fields with defaults",
+        requested_schema={
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                "age": {"type": "integer", "description": "User age", "default": 30},
+                "score": {"type": "number", "description": "User score", "default": 95.5},
+                "status": {
+                    "type": "string",
+                    "description": "User status",
+                    "enum": ["active", "inactive", "pending"],
+                    "default": "active",
+                },
+                "verified": {"type": "boolean", "description": "Verification status", "default": True},
+            },
+            "required": [],
+        },
+        related_request_id=ctx.request_id,
+    )
+    return f"Elicitation completed: action={result.action}, content={result.content}"
+
+
+@server.tool(description="Asks the user with every kind of enum (SEP-1330)")
+async def test_elicitation_sep1330_enums(ctx: Context) -> str:
+    options = ["option1", "option2", "option3"]
+    titled = [
+        {"const": "value1", "title": "First Option"},
+        {"const": "value2", "title": "Second Option"},
+        {"const": "value3", "title": "Third Option"},
+    ]
+    result = await ctx.session.elicit_form(
+        message="Please select options from the enum fields",
+        requested_schema={
+            "type": "object",
+            "properties": {
+                "untitledSingle": {"type": "string", "enum": options},
+                "titledSingle": {"type": "string", "oneOf": titled},
+                "legacyEnum": {
+                    "type": "string",
+                    "enum": ["opt1", "opt2", "opt3"],
+                    "enumNames": ["Option One", "Option Two", "Option Three"],
+                },
+                "untitledMulti": {"type": "array", "items": {"type": "string", "enum": options}},
+                "titledMulti": {"type": "array", "items": {"anyOf": titled}},
+            },
+            "required": [],
+        },
+        related_request_id=ctx.request_id,
+    )
+    return f"Elicitation completed: action={result.action}, content={result.content}"
 
 
 @server.resource("test://static-text", name="static-text", description="A static text resource", mime_type="text/plain")
@@ -172,6 +229,12 @@ def test_prompt_with_image() -> list:
 @server.completion()
 async def complete(ref, argument, context):
     return types.Completion(values=[], total=0, hasMore=False)
+
+
+# The requests above name the call they belong to (`related_request_id`):
+# a Streamable HTTP server sends them on the call's own stream, where a
+# client (or a gateway) reading the call's answer sees them. Without it the
+# SDK sends them on the session's standalone GET stream instead.
 
 
 # --- 2026-07-28 multi round-trip requests (SEP-2322): the tools the suite's

@@ -216,7 +216,7 @@ async fn malformed_messages_get_the_spec_errors() {
         .request("tools/list", json!({"cursor": "not-a-cursor"}), &[])
         .await;
     assert_eq!(r.body["error"]["code"], -32602, "bad cursor");
-    // Notifications and responses: 202, no body.
+    // Notifications: 202, no body.
     let r = edge
         .post(
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#,
@@ -224,10 +224,18 @@ async fn malformed_messages_get_the_spec_errors() {
         )
         .await;
     assert_eq!((r.status, r.body.clone()), (202, Value::Null));
-    let r = edge
-        .post(r#"{"jsonrpc":"2.0","id":"x","result":{}}"#, &[])
-        .await;
-    assert_eq!(r.status, 202);
+    // A response to no request the gateway made: 400, saying so.
+    for stray in [
+        r#"{"jsonrpc":"2.0","id":"x","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"no"}}"#,
+    ] {
+        let r = edge.post(stray, &[]).await;
+        assert_eq!(r.status, 400, "{stray}");
+        assert!(r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("answers no request"));
+    }
     // Oversized: refused before parsing.
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,

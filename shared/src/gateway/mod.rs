@@ -8,6 +8,8 @@
 
 mod catalog;
 pub use catalog::LIST_PAGE_SIZE;
+pub mod client_requests;
+pub use client_requests::AnswerRefused;
 mod consent;
 mod guard;
 pub mod names;
@@ -77,6 +79,11 @@ pub struct Caller {
     /// `input_required` rounds can use (`elicitation`, `sampling`,
     /// `roots`), passed on to upstreams with the client's own calls.
     pub relayed_capabilities: Option<serde_json::Map<String, Value>>,
+    /// What a 2025 client declared of `sampling`, `elicitation` and
+    /// `roots`, when its answers stream: the requests a 2025 upstream
+    /// sends during a call are put to it on the call's stream (see
+    /// [`client_requests`]); none: they are refused.
+    pub answers: Option<serde_json::Map<String, Value>>,
     /// The `Mcp-Param-*` headers a 2026-07-28 client sent (lowercase names
     /// without the prefix, and values as sent).
     pub param_headers: Vec<(String, String)>,
@@ -126,6 +133,9 @@ pub struct Gateway<'a> {
     /// Notifications upstreams sent during the calls of this request
     /// (progress, log messages), for the client.
     relayed: crate::upstream::Relay,
+    /// Puts a 2025 upstream's requests during the call to the client
+    /// (when it declared them and its answer streams).
+    asks: Option<client_requests::ToClient>,
 }
 
 /// How a target is exposed.
@@ -150,6 +160,15 @@ enum Blocked {
 impl<'a> Gateway<'a> {
     /// The logic for `caller`, with the public base URL of this request.
     pub fn new(state: &'a AppState, base: Url, caller: Caller) -> Self {
+        let asks = caller
+            .answers
+            .clone()
+            .map(|declared| client_requests::ToClient {
+                keys: state.keys.clone(),
+                clock: state.clock.clone(),
+                sub: caller.sub.clone(),
+                declared,
+            });
         Gateway {
             state,
             // Consent links and client registrations name the consent web.
@@ -157,6 +176,7 @@ impl<'a> Gateway<'a> {
             caller,
             owner: lease_owner(),
             relayed: Default::default(),
+            asks,
         }
     }
 
@@ -313,31 +333,11 @@ impl<'a> Gateway<'a> {
         params: Option<Params>,
     ) -> Result<Value, Blocked> {
         let mut grant = self.token(target).await?;
-        let api_key = match &target.auth {
-            TargetAuth::ApiKey(k) => match self.state.secrets.secret(&k.secret_arn).await {
-                Ok(key) => Some((k, key)),
-                Err(e) => {
-                    tracing::warn!(target = %target.name, error = %e, "the target's API key could not be read");
-                    return Err(Blocked::Retry(
-                        "the target's API key could not be read".into(),
-                    ));
-                }
-            },
-            _ => None,
-        };
+        let api_key = self.api_key(target).await?;
         let param_headers = self.param_headers_for(target, method, params.as_ref());
         for attempt in 0..=1 {
             let token = grant.as_ref().map(|g| &g.tokens.access_token);
-            let dpop = match grant.as_ref().filter(|g| g.tokens.is_dpop()) {
-                Some(g) => match g.tokens.dpop_key.as_ref().map(DpopKey::from_secret) {
-                    Some(Ok(key)) => Some(key),
-                    _ => {
-                        tracing::error!(target = %target.name, "a grant's DPoP key is unusable");
-                        return Err(Blocked::Consent(vec![]));
-                    }
-                },
-                None => None,
-            };
+            let dpop = dpop_key(target, grant.as_ref())?;
             let call = Call {
                 sub: &self.caller.sub,
                 target: &target.name,
@@ -363,6 +363,11 @@ impl<'a> Gateway<'a> {
                     .relayed_capabilities
                     .as_ref()
                     .filter(|_| answers_client(method)),
+                client_requests: self
+                    .asks
+                    .as_ref()
+                    .filter(|_| answers_client(method))
+                    .map(|a| a as &dyn crate::upstream::ClientRequests),
             };
             let started = std::time::Instant::now();
             let answer = self.state.upstream.request(&call).await;
@@ -421,6 +426,25 @@ impl<'a> Gateway<'a> {
             }
         }
         Err(Blocked::Consent(vec![]))
+    }
+
+    /// The target's API key (read from Secrets Manager), for API key targets.
+    async fn api_key<'t>(
+        &self,
+        target: &'t Target,
+    ) -> Result<Option<(&'t crate::domain::ApiKeySettings, secrecy::SecretString)>, Blocked> {
+        let TargetAuth::ApiKey(k) = &target.auth else {
+            return Ok(None);
+        };
+        match self.state.secrets.secret(&k.secret_arn).await {
+            Ok(key) => Ok(Some((k, key))),
+            Err(e) => {
+                tracing::warn!(target = %target.name, error = %e, "the target's API key could not be read");
+                Err(Blocked::Retry(
+                    "the target's API key could not be read".into(),
+                ))
+            }
+        }
     }
 
     /// The `Mcp-Param-*` headers of a `tools/call` for a 2026-07-28
@@ -512,6 +536,24 @@ impl<'a> Gateway<'a> {
                 text,
             )
         }
+    }
+}
+
+/// The key a DPoP-bound grant's token goes with (none for a bearer
+/// token); a grant whose key is unusable needs a new consent.
+fn dpop_key(
+    target: &Target,
+    grant: Option<&crate::domain::Grant>,
+) -> Result<Option<DpopKey>, Blocked> {
+    match grant.filter(|g| g.tokens.is_dpop()) {
+        Some(g) => match g.tokens.dpop_key.as_ref().map(DpopKey::from_secret) {
+            Some(Ok(key)) => Ok(Some(key)),
+            _ => {
+                tracing::error!(target = %target.name, "a grant's DPoP key is unusable");
+                Err(Blocked::Consent(vec![]))
+            }
+        },
+        None => Ok(None),
     }
 }
 

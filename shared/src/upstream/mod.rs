@@ -119,6 +119,8 @@ pub struct UpstreamClient {
     aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// The last DPoP nonce each upstream (by MCP URL) handed out.
     dpop_nonces: std::sync::Mutex<HashMap<String, String>>,
+    /// The client capabilities declared when opening a 2025 session.
+    capabilities: Value,
 }
 
 /// What to send.
@@ -155,6 +157,31 @@ pub struct Call<'a> {
     pub client_capabilities: Option<&'a serde_json::Map<String, Value>>,
     /// `Mcp-Param-*` headers (name, value) for a 2026-07-28 upstream.
     pub param_headers: &'a [(String, String)],
+    /// Where a 2025 upstream's requests during the call go when the
+    /// client can answer them on the call's stream (none: refused).
+    pub client_requests: Option<&'a dyn ClientRequests>,
+}
+
+/// The 2025 upstream session a request during a call came on: where the
+/// client's answer to it must go.
+#[derive(Debug, Clone, Copy)]
+pub struct AskedOn<'a> {
+    /// The target's name.
+    pub target: &'a str,
+    /// The upstream's `Mcp-Session-Id`.
+    pub session: &'a str,
+    /// The session's protocol version.
+    pub version: &'a str,
+}
+
+/// Puts a 2025 upstream's requests during a call (sampling, elicitation,
+/// roots) to the client.
+#[async_trait::async_trait]
+pub trait ClientRequests: Send + Sync + std::fmt::Debug {
+    /// `request` as the client is to see it, under an id of the
+    /// gateway's that says where its answer goes; `None` when the client
+    /// cannot take it (the upstream then gets an error).
+    async fn outgoing(&self, on: AskedOn<'_>, request: &Value) -> Option<Value>;
 }
 
 impl UpstreamClient {
@@ -172,7 +199,21 @@ impl UpstreamClient {
             next_id: AtomicU64::new(1),
             aws_credentials: None,
             dpop_nonces: Default::default(),
+            capabilities: json!({}),
         }
+    }
+
+    /// Declares to 2025 upstreams, when opening their sessions, that the
+    /// gateway takes sampling, elicitation (form and URL) and roots
+    /// requests: for a gateway whose answers stream, which puts them to
+    /// clients that declared them (others get an error).
+    pub fn answering_requests(mut self) -> Self {
+        self.capabilities = json!({
+            "sampling": {},
+            "elicitation": {"form": {}, "url": {}},
+            "roots": {},
+        });
+        self
     }
 
     /// Signs requests to AWS IAM targets with these credentials (the
@@ -192,8 +233,19 @@ impl UpstreamClient {
     /// Sends a request and returns the upstream's JSON-RPC response message
     /// (with `result` or `error`).
     pub async fn request(&self, call: &Call<'_>) -> Result<Value, UpstreamError> {
-        let key = (call.sub.to_owned(), call.target.to_owned());
+        let mut key = (call.sub.to_owned(), call.target.to_owned());
         let mut link = self.link(call, &key).await?;
+        let mut legacy_only = false;
+        if link == Link::Modern && call.client_requests.is_some() {
+            // A 2025 client that can answer an upstream's requests: with
+            // an upstream of both eras, a 2025 session of its own, where
+            // the upstream can ask during the call (a 2026-07-28 exchange
+            // cannot). An upstream without one stays 2026-07-28.
+            let alt = (call.sub.to_owned(), legacy_session_key(call.target));
+            if let Ok(l) = self.legacy_link(call, &alt).await {
+                (key, link, legacy_only) = (alt, l, true);
+            }
+        }
         for attempt in 0..2 {
             match self.send(call, &link, call.method, call.params).await {
                 Err(UpstreamError::Status(404) | UpstreamError::Rpc { status: 404, .. })
@@ -208,7 +260,11 @@ impl UpstreamClient {
                 {
                     // The upstream forgot the session: start a new one, once.
                     self.forget(&key).await;
-                    link = self.establish(call, &key).await?;
+                    link = if legacy_only {
+                        self.open_legacy(call, &key).await?
+                    } else {
+                        self.establish(call, &key).await?
+                    };
                 }
                 // The call's own JSON-RPC error, whatever the HTTP status.
                 Err(UpstreamError::Rpc { error, .. }) => {
@@ -218,6 +274,19 @@ impl UpstreamClient {
             }
         }
         Err(UpstreamError::Status(404))
+    }
+
+    /// Sends the client's answer (a JSON-RPC response) to a request the
+    /// upstream made during a call, on the session it came on.
+    pub async fn answer(
+        &self,
+        call: &Call<'_>,
+        on: AskedOn<'_>,
+        body: String,
+    ) -> Result<(), UpstreamError> {
+        self.post(call, Some(on.session), Some(on.version), None, body)
+            .await
+            .map(drop)
     }
 
     async fn forget(&self, key: &(String, String)) {
@@ -263,15 +332,57 @@ impl UpstreamClient {
             ) => return Err(e),
             _ => self.initialize(call).await?,
         };
-        let (version, session) = match &link {
+        self.remember(key, &link).await;
+        Ok(link)
+    }
+
+    /// The 2025 session kept under `key` (see [`legacy_session_key`]), or
+    /// a new one.
+    async fn legacy_link(
+        &self,
+        call: &Call<'_>,
+        key: &(String, String),
+    ) -> Result<Link, UpstreamError> {
+        if let Some(link) = self.links.read().await.get(key) {
+            return Ok(link.clone());
+        }
+        let now = self.clock.now();
+        if let Ok(Some(s)) = self.sessions.get(&key.0, &key.1, now).await {
+            if s.protocol_version != MODERN {
+                let link = Link::Legacy {
+                    version: s.protocol_version,
+                    session: Some(s.session_id).filter(|s| !s.is_empty()),
+                };
+                self.links.write().await.insert(key.clone(), link.clone());
+                return Ok(link);
+            }
+        }
+        self.open_legacy(call, key).await
+    }
+
+    /// Opens a 2025 session (whatever else the upstream speaks) and keeps
+    /// it under `key`.
+    async fn open_legacy(
+        &self,
+        call: &Call<'_>,
+        key: &(String, String),
+    ) -> Result<Link, UpstreamError> {
+        let link = self.initialize(call).await?;
+        self.remember(key, &link).await;
+        Ok(link)
+    }
+
+    /// Keeps `link` for `key` here and in the session store.
+    async fn remember(&self, key: &(String, String), link: &Link) {
+        let (version, session) = match link {
             Link::Modern => (MODERN.to_owned(), String::new()),
             Link::Legacy { version, session } => {
                 (version.clone(), session.clone().unwrap_or_default())
             }
         };
         let record = UpstreamSession {
-            sub: call.sub.to_owned(),
-            target: call.target.to_owned(),
+            sub: key.0.clone(),
+            target: key.1.clone(),
             session_id: session,
             protocol_version: version,
             expires_at: self.clock.now() + SESSION_TTL_SECONDS,
@@ -280,13 +391,12 @@ impl UpstreamClient {
             tracing::warn!(error = %e, "could not store the upstream session; continuing");
         }
         self.links.write().await.insert(key.clone(), link.clone());
-        Ok(link)
     }
 
     async fn initialize(&self, call: &Call<'_>) -> Result<Link, UpstreamError> {
         let params = json!({
             "protocolVersion": LATEST_2025,
-            "capabilities": {},
+            "capabilities": self.capabilities,
             "clientInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")},
         });
         let id = self.id();
@@ -354,40 +464,56 @@ impl UpstreamClient {
             .post(call, session, Some(version), modern, body)
             .await?;
         // A 2025 server's request on the call's stream (sampling,
-        // elicitation, roots) is answered at once with "method not found":
-        // the gateway declared none of these capabilities, and its client
-        // could only answer on another HTTP request, which a function that
-        // answers once cannot wait for. Without the answer the upstream
-        // would wait for it until its own timeout.
+        // elicitation, roots) goes to the client on the call's own stream
+        // when the answer streams and the client declared the capability;
+        // the client answers with a POST of its own, which any instance
+        // passes on (see `gateway::client_requests`). Otherwise it is
+        // answered at once with "method not found": the client could only
+        // answer on another HTTP request, which an answer written once
+        // cannot wait for, and without an answer the upstream would wait
+        // until its own timeout.
         // At most MAX_ANSWERED per call: an upstream sending more gets no
-        // more POSTs from the gateway.
+        // more POSTs from the gateway, nor its client more requests.
         let answered = std::sync::atomic::AtomicUsize::new(0);
         let answered = &answered;
-        let answer = |request: Value| {
-            let body = unsupported_request_answer(&request);
-            async move {
-                let Some(session) = session else {
-                    tracing::warn!(target = %call.target, "an upstream without a session sent a request during a call; it cannot be answered");
-                    return;
+        let answer = |request: Value| async move {
+            let Some(session) = session else {
+                tracing::warn!(target = %call.target, "an upstream without a session sent a request during a call; it cannot be answered");
+                return;
+            };
+            if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_ANSWERED {
+                return;
+            }
+            let method = request
+                .get("method")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            if let (Some(asks), Some(relay), true) =
+                (call.client_requests, call.relay, method != "ping")
+            {
+                let on = AskedOn {
+                    target: call.target,
+                    session,
+                    version,
                 };
-                if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_ANSWERED {
-                    return;
+                if let Some(out) = asks.outgoing(on, &request).await {
+                    if relay.pass_on(out) {
+                        tracing::info!(target = %call.target, method = %crate::telemetry::clean(&method, 64), "put an upstream's request during a call to the client");
+                        return;
+                    }
                 }
-                let method = request
-                    .get("method")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                match self
-                    .post(call, Some(session), Some(version), None, body)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(target = %call.target, method = %crate::telemetry::clean(&method, 64), "answered an upstream's request during a call: not relayed")
-                    }
-                    Err(e) => {
-                        tracing::warn!(target = %call.target, error = %e, "could not answer an upstream's request")
-                    }
+            }
+            let body = unsupported_request_answer(&request);
+            match self
+                .post(call, Some(session), Some(version), None, body)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(target = %call.target, method = %crate::telemetry::clean(&method, 64), "answered an upstream's request during a call: not relayed")
+                }
+                Err(e) => {
+                    tracing::warn!(target = %call.target, error = %e, "could not answer an upstream's request")
                 }
             }
         };
@@ -395,6 +521,13 @@ impl UpstreamClient {
             .await
             .map(Some)
     }
+}
+
+/// The session-store key of a user's 2025 session with an upstream that
+/// also speaks 2026-07-28, kept beside the 2026 one for 2025 clients that
+/// answer the upstream's requests (target names never hold `#`).
+pub fn legacy_session_key(target: &str) -> String {
+    format!("{target}#2025")
 }
 
 /// The most requests of an upstream answered during one call.

@@ -53,6 +53,26 @@ impl Relay {
         }
     }
 
+    /// Passes `message` (a request for the client) on at once, within
+    /// the same limits as notifications; false when this relay keeps
+    /// notes for an answer written whole, or the limits are reached.
+    pub fn pass_on(&self, message: Value) -> bool {
+        let Some(tx) = &self.live else { return false };
+        let size = message.to_string().len();
+        let Ok(mut k) = self.kept.lock() else {
+            return false;
+        };
+        if k.count >= MAX_RELAYED || k.bytes + size > MAX_RELAYED_BYTES {
+            return false;
+        }
+        if tx.send(message).is_err() {
+            return false;
+        }
+        k.count += 1;
+        k.bytes += size;
+        true
+    }
+
     /// The notes kept so far (none of those passed on).
     pub fn take(&self) -> Vec<Value> {
         self.kept
@@ -84,6 +104,13 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), json!({"n": 1}));
         assert!(rx.try_recv().is_err(), "over the byte limit: dropped");
         assert!(live.take().is_empty());
+        // Requests go only to a live relay with room.
+        assert!(!Relay::default().pass_on(json!({"id": 1})));
+        let (live, mut rx) = Relay::live();
+        assert!(live.pass_on(json!({"id": 1})));
+        assert_eq!(rx.try_recv().unwrap(), json!({"id": 1}));
+        drop(rx);
+        assert!(!live.pass_on(json!({"id": 2})), "no client stream any more");
         // A receiver gone: notes are kept instead of lost.
         let (live, rx) = Relay::live();
         drop(rx);

@@ -271,8 +271,10 @@ pub struct Incoming {
 pub enum Parsed {
     /// A request.
     Request(Incoming),
-    /// A notification, or a response to a request of ours: nothing to answer (202).
+    /// A notification: nothing to answer (202).
     Accepted,
+    /// A response: the client's answer to a request the gateway put to it.
+    Response(Answer),
     /// Not a message the gateway takes: answer 400 with this error.
     Invalid {
         /// The request's id when it had a usable one.
@@ -282,6 +284,17 @@ pub enum Parsed {
         /// Error message.
         message: &'static str,
     },
+}
+
+/// A client's JSON-RPC response: its id and its outcome, as JSON text.
+#[derive(Debug, PartialEq)]
+pub struct Answer {
+    /// The id the gateway gave the request (string or number).
+    pub id: Id,
+    /// `"result"` or `"error"`.
+    pub member: &'static str,
+    /// The member's value, as sent (checked to read as JSON).
+    pub value: String,
 }
 
 /// The members of a message, each kept raw until it is checked. A member
@@ -443,10 +456,40 @@ pub fn parse(body: &[u8]) -> Parsed {
             }
         },
     };
-    let is_response = envelope.result.is_some() || envelope.error.is_some();
+    let outcome = match (envelope.result, envelope.error) {
+        (Some(r), None) => Some(("result", r)),
+        (None, Some(e)) => Some(("error", e)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return invalid(
+                id,
+                codes::INVALID_REQUEST,
+                "Invalid Request: a response has a result or an error, not both",
+            )
+        }
+    };
     match (envelope.id, id, method) {
         (None, _, Some(_)) => Parsed::Accepted,
-        (Some(_), _, None) if is_response => Parsed::Accepted,
+        (Some(_), id, None) if outcome.is_some() => {
+            let Some((member, raw)) = outcome else {
+                return invalid(id, codes::INVALID_REQUEST, "Invalid Request");
+            };
+            match id {
+                Some(id) if valid(raw) => Parsed::Response(Answer {
+                    id,
+                    member,
+                    value: raw.get().to_owned(),
+                }),
+                // A response to no request (a null id: the client's own
+                // parse error report): nothing to pass on.
+                None => Parsed::Accepted,
+                Some(id) => invalid(
+                    Some(id),
+                    codes::PARSE_ERROR,
+                    "Parse error: the response holds text that is not JSON or a member given twice",
+                ),
+            }
+        }
         (Some(_), Some(id), Some(method)) => Parsed::Request(Incoming {
             id,
             method: Method::from_name(&method),
@@ -490,13 +533,33 @@ mod tests {
             parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
             Parsed::Accepted
         );
+        let answer = |body: &str| match parse(body.as_bytes()) {
+            Parsed::Response(a) => (a.id.as_json().to_owned(), a.member, a.value),
+            other => panic!("{body}: {other:?}"),
+        };
         assert_eq!(
-            parse(br#"{"jsonrpc":"2.0","id":"x","result":{}}"#),
+            answer(r#"{"jsonrpc":"2.0","id":"x","result":{"a": 1}}"#),
+            ("\"x\"".into(), "result", r#"{"a": 1}"#.into())
+        );
+        assert_eq!(
+            answer(r#"{"jsonrpc":"2.0","id":3,"result":null}"#),
+            ("3".into(), "result", "null".into())
+        );
+        assert_eq!(
+            answer(r#"{"jsonrpc":"2.0","id":"x","error":{"code":-1,"message":"no"}}"#).1,
+            "error"
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"?"}}"#),
             Parsed::Accepted
         );
         assert_eq!(
-            parse(br#"{"jsonrpc":"2.0","id":"x","result":null}"#),
-            Parsed::Accepted
+            code(r#"{"jsonrpc":"2.0","id":"x","result":{},"error":{}}"#),
+            Some(codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":"x","result":{"a":1,"a":2}}"#),
+            Some(codes::PARSE_ERROR)
         );
         assert_eq!(code("{nope"), Some(codes::PARSE_ERROR));
         assert_eq!(code(""), Some(codes::PARSE_ERROR));

@@ -22,6 +22,11 @@ pub(super) struct ClientSession {
     pub(super) v: String,
     /// URL-mode elicitation declared.
     pub(super) u: bool,
+    /// What the client declared of `sampling`, `elicitation` and `roots`:
+    /// the requests an upstream may put to it during a call (absent in
+    /// sessions sealed before the gateway relayed them: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) c: Option<serde_json::Map<String, Value>>,
     /// Expiry (Unix seconds).
     pub(super) x: i64,
 }
@@ -50,12 +55,14 @@ pub(super) async fn initialize(
     } else {
         VERSIONS_2025[0]
     };
-    let url_elicitation = version == "2025-11-25"
-        && supports_url_elicitation(params.and_then(|p| p.get::<Value>("capabilities")).as_ref());
+    let declared = params.and_then(|p| p.get::<Value>("capabilities"));
+    let url_elicitation = version == "2025-11-25" && supports_url_elicitation(declared.as_ref());
+    let answers = crate::gateway::relayed_capabilities(declared.as_ref());
     let session = ClientSession {
         s: sub.to_owned(),
         v: version.to_owned(),
         u: url_elicitation,
+        c: (!answers.is_empty()).then_some(answers),
         x: state.clock.now() + SESSION_TTL_SECONDS,
     };
     let sealed = match CLIENT_SESSION.seal(&*state.keys, &session).await {
@@ -189,6 +196,7 @@ pub(super) async fn modern(
         version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
         relayed_capabilities: Some(crate::gateway::relayed_capabilities(capabilities)),
+        answers: None,
         param_headers: headers
             .iter()
             .filter_map(|(k, v)| {

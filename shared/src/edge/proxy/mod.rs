@@ -216,6 +216,7 @@ async fn dispatch(
     let (id, method, params) = match envelope::parse(&body) {
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
+        Parsed::Response(answer) => return client_answer(&state, context, identity, answer).await,
         Parsed::Invalid { id, code, message } => {
             return rpc_error(StatusCode::BAD_REQUEST, id, code, message, None)
         }
@@ -259,6 +260,7 @@ async fn dispatch(
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
         url_elicitation: false,
         relayed_capabilities: None,
+        answers: None,
         param_headers: vec![],
         inbound_token: auth::presented_token(&headers),
         identity,
@@ -270,6 +272,11 @@ async fn dispatch(
                     caller.version = s.v.clone();
                 }
                 caller.url_elicitation = s.u;
+                // Requests an upstream makes during a call can reach the
+                // client only on an answer that streams.
+                if state.config.response_streaming {
+                    caller.answers = s.c;
+                }
             }
             Err(OpenError::Keys(e)) => return keys_unavailable(&e, id),
             _ => {
@@ -284,6 +291,61 @@ async fn dispatch(
         }
     }
     run_gateway(&state, base, caller, id, false, &method, params, &headers).await
+}
+
+/// A client's answer to an upstream's request put to it during a call:
+/// passed to the upstream (202), or refused with the reason.
+async fn client_answer(
+    state: &AppState,
+    context: Option<&RequestContext>,
+    identity: crate::gateway::Identity,
+    answer: envelope::Answer,
+) -> Response {
+    use crate::gateway::AnswerRefused;
+    crate::observe::note(|r| r.method = Some("(answer)".into()));
+    let Some(base) = base_url(state, context) else {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the gateway has no public URL configured",
+        );
+    };
+    let caller = Caller {
+        sub: identity.sub.clone(),
+        identity,
+        version: DEFAULT_VERSION.to_owned(),
+        url_elicitation: false,
+        relayed_capabilities: None,
+        answers: None,
+        param_headers: vec![],
+        inbound_token: None,
+    };
+    match Gateway::new(state, base, caller).pass_answer(&answer).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(AnswerRefused::NotAsked) => json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "this response answers no request the gateway put to you (or it came too late)",
+        ),
+        Err(AnswerRefused::Keys) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the gateway is temporarily unavailable; retry",
+        ),
+        Err(AnswerRefused::Unavailable(why)) => json_error(
+            StatusCode::CONFLICT,
+            "service_unavailable",
+            &format!("the answer could not be passed on: {why}"),
+        ),
+        Err(AnswerRefused::Upstream(why)) => {
+            tracing::warn!(error = %crate::telemetry::clean(&why, 300), "an upstream did not take a client's answer");
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the service did not take the answer",
+            )
+        }
+    }
 }
 
 /// Handles one request with the gateway for `caller` and answers it. A
@@ -312,10 +374,13 @@ pub(super) async fn run_gateway(
     // a streamed answer moves the call onto the heap, which every other
     // call is spared (notifications an upstream sends anyway are still
     // relayed, before the result).
+    // Also streamed for a client that can answer an upstream's requests
+    // (set only where answers stream): they must reach it mid-call.
     let live = relays
-        && params.and_then(|p| p.meta()).is_some_and(|m| {
-            m.contains_key("progressToken") || m.contains_key(crate::wire::meta::LOG_LEVEL)
-        });
+        && (caller.answers.is_some()
+            || params.and_then(|p| p.meta()).is_some_and(|m| {
+                m.contains_key("progressToken") || m.contains_key(crate::wire::meta::LOG_LEVEL)
+            }));
     if !live {
         let gateway = Gateway::new(state, base, caller);
         let reply = gateway.handle(method, params).await;

@@ -1,0 +1,249 @@
+//! A 2025 upstream's requests during a call (sampling, elicitation, roots),
+//! put to a 2025 client on the call's own stream, and the client's answers
+//! passed back.
+//!
+//! The client answers with a POST of its own, which may reach another
+//! instance than the one holding the call (on Lambda it always does: an
+//! instance serves one request at a time). So the id the client sees is the
+//! way back, sealed: user, target, the upstream's session, its version and
+//! the upstream's own request id. Any instance opens it, checks that the
+//! answering user is the one asked, and posts the answer to the upstream's
+//! session with that user's credentials for the target; the upstream then
+//! finishes the call on the stream the first instance holds.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::{Blocked, Gateway, REQUEST_STATE_TTL};
+use crate::crypto::{OpenError, Sealable, Sealed};
+use crate::domain::TargetAuth;
+use crate::ports::{Clock, KeyProvider};
+use crate::upstream::{AskedOn, Call, ClientRequests};
+use crate::wire::envelope::Answer;
+
+/// What the id of a request put to the client holds: where its answer goes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Asked {
+    /// The user asked.
+    s: String,
+    /// The target that asked.
+    t: String,
+    /// The upstream's session.
+    e: String,
+    /// The session's protocol version.
+    v: String,
+    /// The upstream's own id for the request.
+    i: Value,
+    /// Expiry (Unix seconds).
+    x: i64,
+}
+
+impl Sealable for Asked {
+    fn expires_at(&self) -> i64 {
+        self.x
+    }
+}
+
+const ASKED: Sealed<Asked> = Sealed::new("upstream-request");
+
+/// Puts the upstream requests of one caller's call to its client, for the
+/// kinds of request the client declared.
+pub(super) struct ToClient {
+    pub(super) keys: Arc<dyn KeyProvider>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) sub: String,
+    pub(super) declared: Map<String, Value>,
+}
+
+impl std::fmt::Debug for ToClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToClient")
+            .field("sub", &self.sub)
+            .field("declared", &self.declared)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl ClientRequests for ToClient {
+    async fn outgoing(&self, on: AskedOn<'_>, request: &Value) -> Option<Value> {
+        let method = request.get("method")?.as_str()?;
+        if !can_answer(&self.declared, method, request.get("params")) {
+            return None;
+        }
+        let asked = Asked {
+            s: self.sub.clone(),
+            t: on.target.to_owned(),
+            e: on.session.to_owned(),
+            v: on.version.to_owned(),
+            i: request.get("id")?.clone(),
+            x: self.clock.now() + REQUEST_STATE_TTL,
+        };
+        let id = match ASKED.seal(&*self.keys, &asked).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not seal an upstream's request for the client");
+                return None;
+            }
+        };
+        let mut out = request.clone();
+        out["id"] = Value::String(id);
+        Some(out)
+    }
+}
+
+/// True when a client that declared `declared` takes `method` (with these
+/// params): sampling and roots by their capability; elicitation by its
+/// mode (URL mode needs `elicitation.url`; form mode an empty
+/// `elicitation` or one naming `form`).
+fn can_answer(declared: &Map<String, Value>, method: &str, params: Option<&Value>) -> bool {
+    match method {
+        "sampling/createMessage" => declared.contains_key("sampling"),
+        "roots/list" => declared.contains_key("roots"),
+        "elicitation/create" => {
+            let Some(e) = declared.get("elicitation").and_then(Value::as_object) else {
+                return false;
+            };
+            let url_mode =
+                params.and_then(|p| p.get("mode")).and_then(Value::as_str) == Some("url");
+            if url_mode {
+                e.contains_key("url")
+            } else {
+                e.is_empty() || e.contains_key("form")
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Why a client's answer was not passed on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AnswerRefused {
+    /// Not the answer to a request this gateway put to this user (another
+    /// user's, tampered, expired, or never asked).
+    NotAsked,
+    /// The key set could not be read: retry.
+    Keys,
+    /// The target is gone, or its credentials cannot be used now.
+    Unavailable(String),
+    /// The upstream did not take the answer.
+    Upstream(String),
+}
+
+impl Gateway<'_> {
+    /// Passes the caller's `answer` to the upstream request its id names,
+    /// on the upstream's session, with the caller's credentials for the
+    /// target.
+    pub async fn pass_answer(&self, answer: &Answer) -> Result<(), AnswerRefused> {
+        let Ok(sealed) = serde_json::from_str::<String>(answer.id.as_json()) else {
+            return Err(AnswerRefused::NotAsked);
+        };
+        let asked = match ASKED
+            .open(&*self.state.keys, &sealed, self.state.clock.now())
+            .await
+        {
+            Ok(a) if a.s == self.caller.sub => a,
+            Err(OpenError::Keys(_)) => return Err(AnswerRefused::Keys),
+            _ => return Err(AnswerRefused::NotAsked),
+        };
+        let target = match self.state.targets.get(&asked.t).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(AnswerRefused::Unavailable("the service is gone".into())),
+            Err(_) => {
+                return Err(AnswerRefused::Unavailable(
+                    "the gateway could not read its targets".into(),
+                ))
+            }
+        };
+        let unavailable = |b: Blocked| {
+            AnswerRefused::Unavailable(match b {
+                Blocked::Consent(_) | Blocked::Interaction(_) => {
+                    "the service's connection needs your consent again".into()
+                }
+                Blocked::Retry(why) | Blocked::Upstream(why) => why,
+            })
+        };
+        let grant = self.token(&target).await.map_err(unavailable)?;
+        let api_key = self.api_key(&target).await.map_err(unavailable)?;
+        let dpop = super::dpop_key(&target, grant.as_ref()).map_err(unavailable)?;
+        let call = Call {
+            sub: &self.caller.sub,
+            target: &target.name,
+            url: &target.mcp_url,
+            token: grant.as_ref().map(|g| &g.tokens.access_token),
+            dpop: dpop.as_ref(),
+            api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
+            aws_iam: match &target.auth {
+                TargetAuth::AwsIam(a) => Some(a),
+                _ => None,
+            },
+            method: "",
+            params: None,
+            relay: None,
+            log_level: None,
+            client_capabilities: None,
+            param_headers: &[],
+            client_requests: None,
+        };
+        let id = serde_json::to_string(&asked.i).unwrap_or_else(|_| "null".into());
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"{}":{}}}"#,
+            answer.member, answer.value
+        );
+        let on = AskedOn {
+            target: &asked.t,
+            session: &asked.e,
+            version: &asked.v,
+        };
+        self.state
+            .upstream
+            .answer(&call, on, body)
+            .await
+            .map_err(|e| AnswerRefused::Upstream(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn declared(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn requests_go_only_to_clients_that_declared_them() {
+        let all = declared(json!({"sampling": {}, "roots": {}, "elicitation": {}}));
+        assert!(can_answer(&all, "sampling/createMessage", None));
+        assert!(can_answer(&all, "roots/list", None));
+        assert!(can_answer(
+            &all,
+            "elicitation/create",
+            Some(&json!({"message": "?"}))
+        ));
+        assert!(
+            !can_answer(&all, "elicitation/create", Some(&json!({"mode": "url"}))),
+            "an empty elicitation capability is form mode only"
+        );
+        assert!(
+            !can_answer(&all, "tasks/get", None),
+            "only these three kinds"
+        );
+        let url_only = declared(json!({"elicitation": {"url": {}}}));
+        assert!(can_answer(
+            &url_only,
+            "elicitation/create",
+            Some(&json!({"mode": "url"}))
+        ));
+        assert!(!can_answer(
+            &url_only,
+            "elicitation/create",
+            Some(&json!({"mode": "form"}))
+        ));
+        assert!(!can_answer(&url_only, "sampling/createMessage", None));
+        assert!(!can_answer(&Map::new(), "roots/list", None));
+    }
+}
