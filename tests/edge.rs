@@ -2190,3 +2190,111 @@ async fn a_streaming_function_url_sends_progress_while_the_call_runs() {
     );
     assert!(text.contains("Progress test completed"), "{text}");
 }
+
+/// A 2025 client's resource subscription, where answers stream: the
+/// gateway says it can subscribe, passes `resources/subscribe` to the
+/// resource's upstream in the user's own 2025 session, and the client's
+/// standalone stream (`GET /mcp`) carries the updates that session hears.
+/// Another user cannot open a stream on that client's session. Where
+/// answers do not stream, subscriptions are neither offered nor taken.
+#[tokio::test]
+async fn a_subscription_brings_its_resources_updates_to_its_users_stream() {
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (_gw, server) = fixtures_gateway(&fixtures_url, &[("RESPONSE_STREAMING", "on")]).await;
+    let mcp = format!("{}/mcp", server.base);
+    let mut alice = RawClient::new(&mcp, &[("x-gateway-dev-user", "alice")]);
+    let init = alice.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        init.body["result"]["capabilities"]["resources"]["subscribe"],
+        true
+    );
+    let watched = "test://watched-resource";
+    let r = alice
+        .request("resources/subscribe", json!({"uri": watched}))
+        .await;
+    assert_eq!(r.body["result"], json!({}), "{:?}", r.body);
+
+    let open_stream = |user: &'static str, session: String| {
+        gateway_tests::http()
+            .get(&mcp)
+            .header("accept", "text/event-stream")
+            .header("x-gateway-dev-user", user)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", session)
+            .send()
+    };
+    // Bob cannot listen on Alice's session.
+    let stolen = open_stream("bob", alice.session.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 404);
+
+    let mut stream = open_stream("alice", alice.session.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    // The update is reported until the gateway's stream has joined the
+    // upstream session's (it looks for sessions every LOOK_AGAIN).
+    let mut buf = String::new();
+    let mut update = None;
+    for _ in 0..10 {
+        let r = alice
+            .request(
+                "tools/call",
+                json!({"name": "test_update_watched_resource", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(tool_text(&r.body["result"]), "told 1 subscribed sessions");
+        if let Ok(event) =
+            tokio::time::timeout(Duration::from_secs(1), next_event(&mut stream, &mut buf)).await
+        {
+            update = event;
+            break;
+        }
+    }
+    assert_eq!(
+        update,
+        Some(
+            json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+            "params": {"uri": watched}})
+        )
+    );
+
+    // Unsubscribed: the upstream no longer reports to the session.
+    let r = alice
+        .request("resources/unsubscribe", json!({"uri": watched}))
+        .await;
+    assert_eq!(r.body["result"], json!({}), "{:?}", r.body);
+    let r = alice
+        .request(
+            "tools/call",
+            json!({"name": "test_update_watched_resource", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(tool_text(&r.body["result"]), "told 0 subscribed sessions");
+    drop(stream);
+
+    // Where answers do not stream: not offered, not taken, no stream.
+    let (_gw2, plain) = fixtures_gateway(&fixtures_url, &[]).await;
+    let mcp = format!("{}/mcp", plain.base);
+    let mut carol = RawClient::new(&mcp, &[("x-gateway-dev-user", "carol")]);
+    let init = carol.initialize("2025-11-25", json!({})).await;
+    assert_eq!(
+        init.body["result"]["capabilities"]["resources"]["subscribe"],
+        false
+    );
+    let r = carol
+        .request("resources/subscribe", json!({"uri": watched}))
+        .await;
+    assert_eq!(r.body["error"]["code"], -32601, "{:?}", r.body);
+    let r = gateway_tests::http()
+        .get(&mcp)
+        .header("accept", "text/event-stream")
+        .header("x-gateway-dev-user", "carol")
+        .header("mcp-session-id", carol.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}

@@ -457,6 +457,52 @@ def test_missing_capability(ctx: Context) -> str:
     return "the client can sample"
 
 
+# --- Resource subscriptions. 2025 sessions subscribe with
+# `resources/subscribe` and hear `notifications/resources/updated` on their
+# standalone GET stream; 2026-07-28 clients listen with
+# `subscriptions/listen` (served by MCPServer). `test_update_watched_resource`
+# reports an update of a resource to both.
+
+_subscribed: dict[object, tuple[object, set[str]]] = {}
+
+
+def _session_key(ctx) -> object:
+    # The SDK hands each request its own ServerSession object: the
+    # session's id names the session.
+    headers = getattr(ctx.request, "headers", None)
+    return (headers.get("mcp-session-id") if headers is not None else None) or id(ctx.session)
+
+
+async def _subscribe(ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    _subscribed.setdefault(_session_key(ctx), (ctx.session, set()))[1].add(str(params.uri))
+    return types.EmptyResult()
+
+
+async def _unsubscribe(ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    entry = _subscribed.get(_session_key(ctx))
+    if entry is not None:
+        entry[1].discard(str(params.uri))
+    return types.EmptyResult()
+
+
+server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, _subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, _unsubscribe)
+
+
+@server.tool(description="Reports an update of a resource to its subscribers")
+async def test_update_watched_resource(ctx: Context, uri: str = "test://watched-resource") -> str:
+    told = 0
+    for session, uris in list(_subscribed.values()):
+        if uri in uris:
+            try:
+                await session.send_resource_updated(uri)
+                told += 1
+            except Exception:  # a session gone away
+                pass
+    await ctx.notify_resource_updated(uri)
+    return f"told {told} subscribed sessions"
+
+
 def main() -> None:
     import uvicorn
 

@@ -18,9 +18,8 @@ use serde_json::{Map, Value};
 
 use super::{Blocked, Gateway, REQUEST_STATE_TTL};
 use crate::crypto::{OpenError, Sealable, Sealed};
-use crate::domain::TargetAuth;
 use crate::ports::{Clock, KeyProvider};
-use crate::upstream::{AskedOn, Call, ClientRequests};
+use crate::upstream::{AskedOn, ClientRequests};
 use crate::wire::envelope::Answer;
 
 /// What the id of a request put to the client holds: where its answer goes.
@@ -165,28 +164,8 @@ impl Gateway<'_> {
                 Blocked::Retry(why) | Blocked::Upstream(why) => why,
             })
         };
-        let grant = self.token(&target).await.map_err(unavailable)?;
-        let api_key = self.api_key(&target).await.map_err(unavailable)?;
-        let dpop = super::dpop_key(&target, grant.as_ref()).map_err(unavailable)?;
-        let call = Call {
-            sub: &self.caller.sub,
-            target: &target.name,
-            url: &target.mcp_url,
-            token: grant.as_ref().map(|g| &g.tokens.access_token),
-            dpop: dpop.as_ref(),
-            api_key: api_key.as_ref().map(|(k, key)| (*k, key)),
-            aws_iam: match &target.auth {
-                TargetAuth::AwsIam(a) => Some(a),
-                _ => None,
-            },
-            method: "",
-            params: None,
-            relay: None,
-            log_level: None,
-            client_capabilities: None,
-            param_headers: &[],
-            client_requests: None,
-        };
+        let credentials = self.credentials(&target).await.map_err(unavailable)?;
+        let call = self.bare_call(&target, &credentials);
         let id = serde_json::to_string(&asked.i).unwrap_or_else(|_| "null".into());
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":{id},"{}":{}}}"#,

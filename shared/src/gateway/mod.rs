@@ -10,6 +10,8 @@ mod catalog;
 pub use catalog::LIST_PAGE_SIZE;
 pub mod client_requests;
 pub use client_requests::AnswerRefused;
+mod updates;
+pub use updates::LOOK_AGAIN;
 mod consent;
 mod guard;
 pub mod names;
@@ -213,6 +215,13 @@ impl<'a> Gateway<'a> {
                     .await
             }
             Method::ResourcesRead => self.read_resource(params).await,
+            // Subscriptions need the updates' stream: 2025 clients of a
+            // gateway whose answers stream (see `edge::proxy::standalone`).
+            Method::ResourcesSubscribe | Method::ResourcesUnsubscribe
+                if self.state.config.response_streaming && !self.caller.modern() =>
+            {
+                self.subscription(method.as_str(), params).await
+            }
             Method::CompletionComplete => self.complete(params).await,
             other => Reply::error(
                 codes::METHOD_NOT_FOUND,
@@ -363,6 +372,7 @@ impl<'a> Gateway<'a> {
                     .relayed_capabilities
                     .as_ref()
                     .filter(|_| answers_client(method)),
+                legacy: is_subscription(method),
                 client_requests: self
                     .asks
                     .as_ref()
@@ -537,6 +547,60 @@ impl<'a> Gateway<'a> {
             )
         }
     }
+}
+
+/// A caller's credentials for one target, for the exchanges made outside
+/// a call (a client's answer to an upstream's request, the standalone
+/// stream).
+struct Credentials<'t> {
+    grant: Option<crate::domain::Grant>,
+    api_key: Option<(&'t crate::domain::ApiKeySettings, secrecy::SecretString)>,
+    dpop: Option<DpopKey>,
+}
+
+impl Gateway<'_> {
+    /// The caller's credentials for `target`, or why there are none.
+    async fn credentials<'t>(&self, target: &'t Target) -> Result<Credentials<'t>, Blocked> {
+        let grant = self.token(target).await?;
+        let api_key = self.api_key(target).await?;
+        let dpop = dpop_key(target, grant.as_ref())?;
+        Ok(Credentials {
+            grant,
+            api_key,
+            dpop,
+        })
+    }
+
+    /// A [`Call`] to `target` with `credentials` that is no request of the
+    /// caller's (method and params empty; nothing relayed).
+    fn bare_call<'c>(&'c self, target: &'c Target, credentials: &'c Credentials<'_>) -> Call<'c> {
+        Call {
+            sub: &self.caller.sub,
+            target: &target.name,
+            url: &target.mcp_url,
+            token: credentials.grant.as_ref().map(|g| &g.tokens.access_token),
+            dpop: credentials.dpop.as_ref(),
+            api_key: credentials.api_key.as_ref().map(|(k, key)| (*k, key)),
+            aws_iam: match &target.auth {
+                TargetAuth::AwsIam(a) => Some(a),
+                _ => None,
+            },
+            method: "",
+            params: None,
+            relay: None,
+            log_level: None,
+            client_capabilities: None,
+            param_headers: &[],
+            legacy: true,
+            client_requests: None,
+        }
+    }
+}
+
+/// `resources/subscribe` or `resources/unsubscribe`: sent in a 2025
+/// session, where updates come.
+fn is_subscription(method: &str) -> bool {
+    matches!(method, "resources/subscribe" | "resources/unsubscribe")
 }
 
 /// The key a DPoP-bound grant's token goes with (none for a bearer

@@ -278,6 +278,61 @@ impl Gateway<'_> {
         }
     }
 
+    /// `resources/subscribe` or `resources/unsubscribe` (2025): sent to
+    /// the resource's target in the user's 2025 session with it, whose
+    /// updates the client's standalone stream relays. Subscribing needs the
+    /// permission to read the resource.
+    pub(super) async fn subscription(&self, method: &str, params: Option<&Params>) -> Reply {
+        let Some(params) = params else {
+            return Reply::error(codes::INVALID_PARAMS, "params must be an object");
+        };
+        let Some(uri) = params.uri() else {
+            return Reply::error(codes::INVALID_PARAMS, "params.uri is required");
+        };
+        let exposed = match self.exposed_targets().await {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let Some(e) = self.owner_of_uri(&exposed, &uri).await else {
+            return Reply::error(codes::INVALID_PARAMS, format!("Unknown resource: {uri}"));
+        };
+        crate::observe::note(|r| {
+            r.target = Some(e.target.name.clone());
+            r.item = Some(crate::telemetry::clean(&audit_uri(&uri), 256));
+        });
+        let item = Resource::Resource {
+            target: &e.target.name,
+            uri: &uri,
+        };
+        if let Err(refused) = self.permit("resources/read", &item, None).await {
+            return refused;
+        }
+        match self
+            .forward(&e.target, method, Some(strip_gateway_fields(params)))
+            .await
+        {
+            Ok(message) => super::pass_through(message),
+            Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
+            Err(Blocked::Interaction(url)) => {
+                self.interaction(&e.target, &url, method, params).await
+            }
+            Err(Blocked::Retry(why)) => {
+                tracing::warn!(target = %e.target.name, reason = %why, "subscription failed; retryable");
+                Reply::error(
+                    codes::RETRY_LATER,
+                    format!(
+                        "{} is temporarily unavailable; retry later",
+                        e.target.title()
+                    ),
+                )
+            }
+            Err(Blocked::Upstream(why)) => Reply::error(
+                codes::INTERNAL_ERROR,
+                format!("{} failed: {why}", e.target.title()),
+            ),
+        }
+    }
+
     /// The target that lists `uri` (or a template matching it).
     pub(super) async fn owner_of_uri<'e>(
         &self,

@@ -21,6 +21,7 @@ mod post;
 mod relay;
 mod sign;
 pub(crate) mod sse;
+mod standalone;
 
 pub use relay::Relay;
 
@@ -157,6 +158,10 @@ pub struct Call<'a> {
     pub client_capabilities: Option<&'a serde_json::Map<String, Value>>,
     /// `Mcp-Param-*` headers (name, value) for a 2026-07-28 upstream.
     pub param_headers: &'a [(String, String)],
+    /// Sent in a 2025 session even to an upstream that also speaks
+    /// 2026-07-28 (subscriptions: their updates come on that session's
+    /// stream).
+    pub legacy: bool,
     /// Where a 2025 upstream's requests during the call go when the
     /// client can answer them on the call's stream (none: refused).
     pub client_requests: Option<&'a dyn ClientRequests>,
@@ -236,7 +241,7 @@ impl UpstreamClient {
         let mut key = (call.sub.to_owned(), call.target.to_owned());
         let mut link = self.link(call, &key).await?;
         let mut legacy_only = false;
-        if link == Link::Modern && call.client_requests.is_some() {
+        if link == Link::Modern && (call.client_requests.is_some() || call.legacy) {
             // A 2025 client that can answer an upstream's requests: with
             // an upstream of both eras, a 2025 session of its own, where
             // the upstream can ask during the call (a 2026-07-28 exchange

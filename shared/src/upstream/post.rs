@@ -28,7 +28,15 @@ impl UpstreamClient {
             service: service.to_owned(),
             region: region.to_owned(),
         };
-        sign::sigv4(self.aws_credentials.as_ref(), &iam, url, headers, body).await
+        sign::sigv4(
+            "POST",
+            self.aws_credentials.as_ref(),
+            &iam,
+            url,
+            headers,
+            body,
+        )
+        .await
     }
 
     /// POSTs `body`; for a DPoP token, once more with the nonce the
@@ -43,13 +51,22 @@ impl UpstreamClient {
     ) -> Result<reqwest::Response, UpstreamError> {
         let Some(key) = call.dpop else {
             return self
-                .post_once(call, session, version, &modern, body.into(), None)
+                .post_once(
+                    reqwest::Method::POST,
+                    call,
+                    session,
+                    version,
+                    &modern,
+                    body.into(),
+                    None,
+                )
                 .await;
         };
         let body = bytes::Bytes::from(body);
         let nonce = self.dpop_nonce(call.url);
         let res = self
             .post_once(
+                reqwest::Method::POST,
                 call,
                 session,
                 version,
@@ -66,6 +83,7 @@ impl UpstreamClient {
             Some(n) if nonce.as_deref() != Some(&n) => {
                 self.set_dpop_nonce(call.url, &n);
                 self.post_once(
+                    reqwest::Method::POST,
                     call,
                     session,
                     version,
@@ -101,8 +119,33 @@ impl UpstreamClient {
         }
     }
 
+    /// Opens the standalone event stream (a GET) of the upstream's 2025
+    /// `session`, with the call's credentials (a DPoP token with the
+    /// upstream's last nonce).
+    pub(super) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+        session: &str,
+        version: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let nonce = call.dpop.and_then(|_| self.dpop_nonce(call.url));
+        self.post_once(
+            reqwest::Method::GET,
+            call,
+            Some(session),
+            Some(version),
+            &None,
+            reqwest::Body::from(""),
+            call.dpop.map(|key| (key, nonce.as_deref())),
+        )
+        .await
+    }
+
+    /// One request (a POST of `body`, or the GET of [`Self::open_stream`]).
+    #[allow(clippy::too_many_arguments)]
     async fn post_once(
         &self,
+        verb: reqwest::Method,
         call: &Call<'_>,
         session: Option<&str>,
         version: Option<&str>,
@@ -121,10 +164,14 @@ impl UpstreamClient {
             _ => url::Url::parse(call.url)
                 .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?,
         };
-        let mut headers: Vec<(&str, String)> = vec![
-            ("accept", "application/json, text/event-stream".into()),
-            ("content-type", "application/json".into()),
-        ];
+        let mut headers: Vec<(&str, String)> = if verb == reqwest::Method::GET {
+            vec![("accept", "text/event-stream".into())]
+        } else {
+            vec![
+                ("accept", "application/json, text/event-stream".into()),
+                ("content-type", "application/json".into()),
+            ]
+        };
         if let Some(v) = version {
             headers.push(("mcp-protocol-version", v.to_owned()));
         }
@@ -140,10 +187,11 @@ impl UpstreamClient {
                 headers.push((k.as_str(), v.clone()));
             }
         }
-        let mut req = self.http.post(url.clone());
+        let mut req = self.http.request(verb.clone(), url.clone());
         if let Some(iam) = call.aws_iam {
             let credentials = self.aws_credentials.as_ref();
             for (k, v) in sign::sigv4(
+                verb.as_str(),
                 credentials,
                 iam,
                 &url,
@@ -177,7 +225,7 @@ impl UpstreamClient {
             (Some(token), Some((key, nonce))) => {
                 let now = self.clock.now();
                 let proof = key
-                    .proof("POST", call.url, Some(token), nonce, now)
+                    .proof(verb.as_str(), call.url, Some(token), nonce, now)
                     .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
                 let mut value = HeaderValue::from_str(&format!("DPoP {}", token.expose_secret()))
                     .map_err(|_| {

@@ -6,9 +6,10 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use super::UpstreamError;
 
 /// The SigV4 headers (`authorization`, `x-amz-date`, and
-/// `x-amz-security-token` for temporary credentials) for a POST of
-/// `body` to `url` with `headers`, signed with the function's role.
+/// `x-amz-security-token` for temporary credentials) for a `verb` request
+/// with `body` to `url` with `headers`, signed with the function's role.
 pub(super) async fn sigv4(
+    verb: &str,
     credentials: Option<&SharedCredentialsProvider>,
     iam: &crate::domain::AwsIamSettings,
     url: &url::Url,
@@ -33,7 +34,7 @@ pub(super) async fn sigv4(
         .map_err(|e| UpstreamError::Protocol(format!("SigV4 parameters: {e}")))?
         .into();
     let signable = SignableRequest::new(
-        "POST",
+        verb,
         url.as_str(),
         headers.iter().map(|(k, v)| (*k, v.as_str())),
         SignableBody::Bytes(body),

@@ -115,6 +115,10 @@ methods! {
     ResourcesTemplatesList => "resources/templates/list",
     /// `resources/read`.
     ResourcesRead => "resources/read",
+    /// `resources/subscribe` (2025 revisions).
+    ResourcesSubscribe => "resources/subscribe",
+    /// `resources/unsubscribe` (2025 revisions).
+    ResourcesUnsubscribe => "resources/unsubscribe",
     /// `completion/complete`.
     CompletionComplete => "completion/complete",
 }
@@ -649,6 +653,8 @@ mod tests {
             "resources/list",
             "resources/templates/list",
             "resources/read",
+            "resources/subscribe",
+            "resources/unsubscribe",
             "completion/complete",
             "sampling/createMessage",
         ] {

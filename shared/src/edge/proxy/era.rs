@@ -73,7 +73,7 @@ pub(super) async fn initialize(
         id,
         json!({
             "protocolVersion": version,
-            "capabilities": server_capabilities(),
+            "capabilities": server_capabilities(state.config.response_streaming),
             "serverInfo": server_info(),
             "instructions": "Tools of several services, each prefixed with the service's name. When a service needs your permission, you get a link to open; open it, then retry.",
         }),

@@ -56,7 +56,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             MCP_PATH,
-            get(method_not_allowed).post(mcp).delete(method_not_allowed),
+            get(standalone).post(mcp).delete(method_not_allowed),
         )
         .route(
             "/.well-known/oauth-protected-resource",
@@ -73,11 +73,97 @@ async fn method_not_allowed() -> Response {
     let mut res = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this gateway is stateless: it opens no server stream and keeps no session to delete; use POST",
+        "this gateway keeps no session to delete, and opens a standalone stream only where its answers stream (RESPONSE_STREAMING=on); use POST",
     );
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST"));
     res
+}
+
+/// Longest a standalone stream stays open (a Lambda invocation lasts at
+/// most 15 minutes); the client opens another.
+const STANDALONE_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 60);
+
+/// `GET /mcp`: a 2025 client's standalone event stream, which carries the
+/// updates of its resource subscriptions (see `gateway::updates`), where
+/// answers stream; 405 elsewhere.
+async fn standalone(
+    State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.config.response_streaming {
+        return method_not_allowed().await;
+    }
+    let context = context.as_deref();
+    if !origin_allowed(&state, &headers) || !host_allowed(&state, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this Origin or Host may not call the gateway",
+        );
+    }
+    let identity = match authenticate(&state, context, &headers).await {
+        Ok(identity) => identity,
+        Err(res) => return res,
+    };
+    if !stream::accepts_sse(&headers) {
+        return json_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "the standalone stream is text/event-stream: accept it",
+        );
+    }
+    let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a standalone stream belongs to a session: send the Mcp-Session-Id initialize gave",
+        );
+    };
+    let session = match open_session(&state, sealed).await {
+        Ok(s) if s.s == identity.sub => s,
+        Err(OpenError::Keys(e)) => {
+            tracing::error!(error = %e, "key set unavailable");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the gateway is temporarily unavailable; retry",
+            );
+        }
+        _ => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Session not found: initialize again",
+            )
+        }
+    };
+    let Some(base) = base_url(&state, context) else {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the gateway has no public URL configured",
+        );
+    };
+    let caller = Caller {
+        sub: identity.sub.clone(),
+        identity,
+        version: session.v,
+        url_elicitation: session.u,
+        relayed_capabilities: None,
+        answers: None,
+        param_headers: vec![],
+        inbound_token: auth::presented_token(&headers),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let until = tokio::time::Instant::now() + STANDALONE_FOR;
+    tokio::spawn(async move {
+        Gateway::new(&state, base, caller)
+            .relay_updates(&tx, until)
+            .await;
+    });
+    stream::standalone(rx)
 }
 
 fn rpc_error(
@@ -452,11 +538,13 @@ fn modern_result(mut result: Value, method: &Method) -> Value {
     result
 }
 
-fn server_capabilities() -> Value {
+/// What the gateway serves; `subscribe`: resource subscriptions (2025
+/// clients of a gateway whose answers stream).
+fn server_capabilities(subscribe: bool) -> Value {
     json!({
         "tools": {"listChanged": false},
         "prompts": {"listChanged": false},
-        "resources": {"listChanged": false, "subscribe": false},
+        "resources": {"listChanged": false, "subscribe": subscribe},
         "completions": {},
         "logging": {},
     })
@@ -469,6 +557,6 @@ fn server_info() -> Value {
 fn discover_result() -> Value {
     json!({
         "supportedVersions": SUPPORTED_VERSIONS,
-        "capabilities": server_capabilities(),
+        "capabilities": server_capabilities(false),
     })
 }

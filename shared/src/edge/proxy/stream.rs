@@ -259,3 +259,29 @@ pub(super) async fn written_whole(answer: Response, notes: Vec<Value>) -> Respon
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(out))
 }
+
+/// How often an idle standalone stream says it is alive (a comment), which
+/// also finds clients that went away.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A standalone event stream of the messages on `rx`, until it closes.
+pub(super) fn standalone(rx: tokio::sync::mpsc::Receiver<Value>) -> Response {
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        tokio::select! {
+            m = rx.recv() => m.map(|v| (Ok::<_, std::convert::Infallible>(event(&v.to_string())), rx)),
+            _ = tokio::time::sleep(KEEPALIVE) => Some((Ok(": keepalive\n\n".to_owned()), rx)),
+        }
+    });
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
