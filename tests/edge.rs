@@ -2298,3 +2298,104 @@ async fn a_subscription_brings_its_resources_updates_to_its_users_stream() {
         .unwrap();
     assert_eq!(r.status(), 405);
 }
+
+/// A 2026-07-28 client's `subscriptions/listen`, where answers stream: the
+/// stream acknowledges the resources the gateway listens to for it (those
+/// of its 2026-07-28 targets), then carries their updates, stamped with
+/// the client's own subscription id. Where answers do not stream, the
+/// method is not offered.
+#[tokio::test]
+async fn a_2026_listen_carries_the_updates_of_the_resources_it_names() {
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (_gw, server) = fixtures_gateway(&fixtures_url, &[("RESPONSE_STREAMING", "on")]).await;
+    let mcp = format!("{}/mcp", server.base);
+    let alice = RawClient::new(&mcp, &[("x-gateway-dev-user", "alice")]);
+    let discovered = alice.modern("server/discover", json!({}), json!({})).await;
+    assert_eq!(
+        discovered.body["result"]["capabilities"]["resources"]["subscribe"],
+        true
+    );
+    let watched = "test://watched-resource";
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    });
+    let mut stream = gateway_tests::http()
+        .post(&mcp)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-gateway-dev-user", "alice")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(
+            json!({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
+                "params": {"notifications": {"resourceSubscriptions": [watched, "test://no-such-thing"]},
+                    "_meta": meta}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    let ack = next_event(&mut stream, &mut buf)
+        .await
+        .expect("the acknowledgement");
+    let stamp = json!({"io.modelcontextprotocol/subscriptionId": "listen-1"});
+    assert_eq!(
+        ack,
+        json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": {"resourceSubscriptions": [watched, "test://no-such-thing"]},
+                "_meta": stamp}}),
+        "a lone target is asked about every resource (it honors, and never updates, one it lacks)"
+    );
+    // Updates reported until the gateway's listen upstream is in place.
+    let mut update = None;
+    for _ in 0..10 {
+        let r = alice
+            .modern(
+                "tools/call",
+                json!({"name": "test_update_watched_resource", "arguments": {}}),
+                json!({}),
+            )
+            .await;
+        assert!(r.body["result"].is_object(), "{:?}", r.body);
+        if let Ok(event) =
+            tokio::time::timeout(Duration::from_secs(1), next_event(&mut stream, &mut buf)).await
+        {
+            update = event;
+            break;
+        }
+    }
+    assert_eq!(
+        update,
+        Some(
+            json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+            "params": {"uri": watched, "_meta": stamp}})
+        )
+    );
+    drop(stream);
+
+    let (_gw2, plain) = fixtures_gateway(&fixtures_url, &[]).await;
+    let bob = RawClient::new(
+        &format!("{}/mcp", plain.base),
+        &[("x-gateway-dev-user", "bob")],
+    );
+    let discovered = bob.modern("server/discover", json!({}), json!({})).await;
+    assert_eq!(
+        discovered.body["result"]["capabilities"]["resources"]["subscribe"],
+        false
+    );
+    let r = bob
+        .modern(
+            "subscriptions/listen",
+            json!({"notifications": {"resourceSubscriptions": [watched]}}),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].clone()),
+        (404, json!(-32601))
+    );
+}

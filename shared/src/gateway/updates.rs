@@ -1,5 +1,6 @@
-//! The updates of a 2025 client's resource subscriptions: what its
-//! standalone event stream (`GET /mcp`) carries.
+//! Resource updates for clients: a 2025 client's subscriptions, which its
+//! standalone event stream (`GET /mcp`) carries, and a 2026-07-28 client's
+//! `subscriptions/listen` stream (the upstreams' own listen streams).
 //!
 //! A subscription lives in the user's 2025 session with the resource's
 //! upstream (see [`Gateway::subscription`]), which sends its updates on
@@ -10,6 +11,7 @@
 //! nothing is kept but the sessions the store already holds.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
@@ -18,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Gateway;
+use crate::domain::Target;
 
 /// How often the user's upstream sessions are looked up again.
 pub const LOOK_AGAIN: Duration = Duration::from_secs(2);
@@ -66,6 +69,77 @@ impl Gateway<'_> {
                         open.remove(&ended);
                     }
                 }
+            }
+        }
+    }
+
+    /// A 2026-07-28 client's `subscriptions/listen` for updates of `uris`:
+    /// the URIs honored, by target (each a resource of a target that
+    /// speaks 2026-07-28, which the caller may read; the rest are left out
+    /// of the acknowledgement).
+    pub async fn listen_targets(&self, uris: &[String]) -> Vec<(Arc<Target>, Vec<String>)> {
+        let Ok(exposed) = self.exposed_targets().await else {
+            return vec![];
+        };
+        let mut groups: Vec<(Arc<Target>, Vec<String>)> = vec![];
+        for uri in uris {
+            let Some(e) = self.owner_of_uri(&exposed, uri).await else {
+                continue;
+            };
+            let item = crate::policy::Resource::Resource {
+                target: &e.target.name,
+                uri,
+            };
+            if self.permit("resources/read", &item, None).await.is_err() {
+                continue;
+            }
+            match groups.iter_mut().find(|(t, _)| t.name == e.target.name) {
+                Some((_, u)) => u.push(uri.clone()),
+                None => groups.push((e.target.clone(), vec![uri.clone()])),
+            }
+        }
+        let mut honored = vec![];
+        for (target, uris) in groups {
+            let Ok(credentials) = self.credentials(&target).await else {
+                continue;
+            };
+            let call = self.bare_call(&target, &credentials);
+            if let Ok(true) = self.state.upstream.speaks_modern(&call).await {
+                honored.push((target, uris));
+            }
+        }
+        honored
+    }
+
+    /// Passes the updates of `groups` (from [`Self::listen_targets`]) to
+    /// `out` until `out` closes or `until` passes; true when `until` passed
+    /// (the client is told the stream ended).
+    pub async fn relay_listen(
+        &self,
+        groups: &[(Arc<Target>, Vec<String>)],
+        out: &mpsc::Sender<Value>,
+        until: tokio::time::Instant,
+    ) -> bool {
+        let mut streams: FuturesUnordered<_> = groups
+            .iter()
+            .map(|(target, uris)| async move {
+                let credentials = self.credentials(target).await.ok()?;
+                let call = self.bare_call(target, &credentials);
+                if let Err(e) = self.state.upstream.listen(&call, uris, out).await {
+                    tracing::info!(target = %target.name, error = %e, "an upstream's listen stream ended");
+                }
+                Some(())
+            })
+            .collect();
+        let deadline = tokio::time::sleep_until(until);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = out.closed() => return false,
+                _ = &mut deadline => return true,
+                // An upstream's stream that ends is not reopened: the
+                // client listens again (no replay, as the spec says).
+                next = streams.next(), if !streams.is_empty() => { let _ = next; }
             }
         }
     }

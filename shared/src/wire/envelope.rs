@@ -121,6 +121,8 @@ methods! {
     ResourcesUnsubscribe => "resources/unsubscribe",
     /// `completion/complete`.
     CompletionComplete => "completion/complete",
+    /// `subscriptions/listen` (2026-07-28).
+    SubscriptionsListen => "subscriptions/listen",
 }
 
 impl fmt::Display for Method {
@@ -656,6 +658,7 @@ mod tests {
             "resources/subscribe",
             "resources/unsubscribe",
             "completion/complete",
+            "subscriptions/listen",
             "sampling/createMessage",
         ] {
             assert_eq!(Method::from_name(name).as_str(), name);

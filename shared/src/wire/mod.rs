@@ -50,6 +50,8 @@ pub mod meta {
     pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
     /// Client info.
     pub const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+    /// The `subscriptions/listen` request a notification belongs to.
+    pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
     /// Gateway option: start a new consent for the called target.
     pub const FORCE_CONSENT: &str = "mcp-oauth-gateway/forceConsent";
     /// Gateway option: where the consent's success page sends the person

@@ -105,6 +105,7 @@ pub(super) const MODERN_METHODS: &[Method] = &[
     Method::ResourcesRead,
     Method::ResourcesTemplatesList,
     Method::CompletionComplete,
+    Method::SubscriptionsListen,
 ];
 
 /// A 2026-07-28 request: headers must match the body.
@@ -178,7 +179,9 @@ pub(super) async fn modern(
             Some(json!({"supported": [MODERN], "requested": header_version})),
         );
     }
-    if !MODERN_METHODS.contains(method) {
+    let listen_here = *method == Method::SubscriptionsListen && state.config.response_streaming;
+    if !MODERN_METHODS.contains(method) || (*method == Method::SubscriptionsListen && !listen_here)
+    {
         return rpc_error(
             StatusCode::NOT_FOUND,
             Some(id),
@@ -188,7 +191,12 @@ pub(super) async fn modern(
         );
     }
     if *method == Method::ServerDiscover {
-        return respond(Reply::Result(discover_result()), id, true, method);
+        return respond(
+            Reply::Result(discover_result(state.config.response_streaming)),
+            id,
+            true,
+            method,
+        );
     }
     let caller = Caller {
         sub: identity.sub.clone(),
@@ -206,5 +214,77 @@ pub(super) async fn modern(
             .collect(),
         inbound_token: super::auth::presented_token(headers),
     };
+    if listen_here {
+        return listen(state, base, caller, id, params);
+    }
     super::run_gateway(state, base, caller, id, true, method, params, headers).await
+}
+
+/// The most resources one `subscriptions/listen` may name.
+const MAX_LISTENED: usize = 64;
+
+/// `subscriptions/listen` (2026-07-28), where answers stream: an event
+/// stream that acknowledges the resources whose updates it will carry
+/// (see `Gateway::listen_targets`), then carries them, each stamped with
+/// the request's id as subscription id, and ends with the listen result
+/// after 14 minutes (clients listen again).
+fn listen(
+    state: &AppState,
+    base: url::Url,
+    caller: Caller,
+    id: Id,
+    params: Option<&Params>,
+) -> Response {
+    let uris: Vec<String> = params
+        .and_then(|p| p.get::<Value>("notifications"))
+        .and_then(|n| n.get("resourceSubscriptions").cloned())
+        .and_then(|u| serde_json::from_value::<Vec<String>>(u).ok())
+        .unwrap_or_default();
+    if uris.len() > MAX_LISTENED {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(id),
+            codes::INVALID_PARAMS,
+            &format!("Invalid params: at most {MAX_LISTENED} resources per subscriptions/listen"),
+            None,
+        );
+    }
+    let subscription: Value = serde_json::from_str(id.as_json()).unwrap_or(Value::Null);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(64);
+    let (state, until) = (state.clone(), tokio::time::Instant::now() + STANDALONE_FOR);
+    tokio::spawn(async move {
+        let gateway = Gateway::new(&state, base, caller);
+        let groups = gateway.listen_targets(&uris).await;
+        let honored: Vec<&String> = groups.iter().flat_map(|(_, u)| u).collect();
+        let stamp = json!({ meta::SUBSCRIPTION_ID: subscription });
+        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": {"resourceSubscriptions": honored}, "_meta": stamp}});
+        if tx.send(ack).await.is_err() {
+            return;
+        }
+        // Stamped on their way to the client.
+        let (updates_tx, mut updates) = tokio::sync::mpsc::channel::<Value>(64);
+        let forward = async {
+            while let Some(mut update) = updates.recv().await {
+                if let Some(p) = update.get_mut("params").and_then(Value::as_object_mut) {
+                    p.insert("_meta".into(), stamp.clone());
+                }
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let relay = async {
+            let ended = gateway.relay_listen(&groups, &updates_tx, until).await;
+            drop(updates_tx);
+            ended
+        };
+        let (ended, ()) = tokio::join!(relay, forward);
+        if ended {
+            let done = json!({"jsonrpc": "2.0", "id": subscription,
+                "result": {"resultType": "complete", "_meta": stamp}});
+            let _ = tx.send(done).await;
+        }
+    });
+    super::stream::standalone(rx)
 }

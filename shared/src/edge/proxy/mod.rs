@@ -334,7 +334,9 @@ async fn dispatch(
     }
     match method {
         Method::Initialize => return initialize(&state, &sub, id, params).await,
-        Method::ServerDiscover => return rpc_result(id, discover_result()),
+        Method::ServerDiscover => {
+            return rpc_result(id, discover_result(state.config.response_streaming))
+        }
         _ => {}
     }
 
@@ -554,9 +556,11 @@ fn server_info() -> Value {
     json!({"name": "mcp-oauth-gateway", "title": "MCP OAuth Gateway", "version": env!("CARGO_PKG_VERSION")})
 }
 
-fn discover_result() -> Value {
+/// `server/discover`'s result; `streams`: answers stream, so resource
+/// updates can be listened for.
+fn discover_result(streams: bool) -> Value {
     json!({
         "supportedVersions": SUPPORTED_VERSIONS,
-        "capabilities": server_capabilities(false),
+        "capabilities": server_capabilities(streams),
     })
 }
