@@ -177,6 +177,10 @@ pub struct Config {
     /// which cannot take a streamed answer. (`gateway-admin serve` always
     /// streams.)
     pub response_streaming: bool,
+    /// How long a standalone or `subscriptions/listen` stream stays open
+    /// (`STREAM_SECONDS`, 30-900, default 840), less 3 seconds: set it to
+    /// the streaming function's timeout. Clients open another when it ends.
+    pub stream_for: Duration,
     /// Which policy decisions are logged for audit (`POLICY_LOG`: `deny`,
     /// the default, `all` or `off`).
     pub policy_log: PolicyLog,
@@ -411,6 +415,9 @@ impl Config {
         };
         Ok(Config {
             response_streaming: on_off("RESPONSE_STREAMING", false)?,
+            stream_for: Duration::from_secs(
+                number(get("STREAM_SECONDS"), "STREAM_SECONDS", 840, 30, 900)? - 3,
+            ),
             observe,
             policy_required: flag(get("POLICY_REQUIRED"), "POLICY_REQUIRED")?,
             interceptors,

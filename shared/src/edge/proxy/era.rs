@@ -227,7 +227,7 @@ const MAX_LISTENED: usize = 64;
 /// stream that acknowledges the resources whose updates it will carry
 /// (see `Gateway::listen_targets`), then carries them, each stamped with
 /// the request's id as subscription id, and ends with the listen result
-/// after 14 minutes (clients listen again).
+/// when `STREAM_SECONDS` run out (clients listen again).
 fn listen(
     state: &AppState,
     base: url::Url,
@@ -251,7 +251,8 @@ fn listen(
     }
     let subscription: Value = serde_json::from_str(id.as_json()).unwrap_or(Value::Null);
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(64);
-    let (state, until) = (state.clone(), tokio::time::Instant::now() + STANDALONE_FOR);
+    let until = tokio::time::Instant::now() + state.config.stream_for;
+    let state = state.clone();
     tokio::spawn(async move {
         let gateway = Gateway::new(&state, base, caller);
         let groups = gateway.listen_targets(&uris).await;

@@ -80,10 +80,6 @@ async fn method_not_allowed() -> Response {
     res
 }
 
-/// Longest a standalone stream stays open (a Lambda invocation lasts at
-/// most 15 minutes); the client opens another.
-const STANDALONE_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 60);
-
 /// `GET /mcp`: a 2025 client's standalone event stream, which carries the
 /// updates of its resource subscriptions (see `gateway::updates`), where
 /// answers stream; 405 elsewhere.
@@ -157,7 +153,7 @@ async fn standalone(
         inbound_token: auth::presented_token(&headers),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let until = tokio::time::Instant::now() + STANDALONE_FOR;
+    let until = tokio::time::Instant::now() + state.config.stream_for;
     tokio::spawn(async move {
         Gateway::new(&state, base, caller)
             .relay_updates(&tx, until)
