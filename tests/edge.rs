@@ -2237,22 +2237,10 @@ async fn a_subscription_brings_its_resources_updates_to_its_users_stream() {
     // The update is reported until the gateway's stream has joined the
     // upstream session's (it looks for sessions every LOOK_AGAIN).
     let mut buf = String::new();
-    let mut update = None;
-    for _ in 0..10 {
-        let r = alice
-            .request(
-                "tools/call",
-                json!({"name": "test_update_watched_resource", "arguments": {}}),
-            )
-            .await;
-        assert_eq!(tool_text(&r.body["result"]), "told 1 subscribed sessions");
-        if let Ok(event) =
-            tokio::time::timeout(Duration::from_secs(1), next_event(&mut stream, &mut buf)).await
-        {
-            update = event;
-            break;
-        }
-    }
+    let update = heard_while(&mut stream, &mut buf, || async {
+        assert_eq!(update_watched(&alice).await, "told 1 subscribed sessions");
+    })
+    .await;
     assert_eq!(
         update,
         Some(
@@ -2266,13 +2254,7 @@ async fn a_subscription_brings_its_resources_updates_to_its_users_stream() {
         .request("resources/unsubscribe", json!({"uri": watched}))
         .await;
     assert_eq!(r.body["result"], json!({}), "{:?}", r.body);
-    let r = alice
-        .request(
-            "tools/call",
-            json!({"name": "test_update_watched_resource", "arguments": {}}),
-        )
-        .await;
-    assert_eq!(tool_text(&r.body["result"]), "told 0 subscribed sessions");
+    assert_eq!(update_watched(&alice).await, "told 0 subscribed sessions");
     drop(stream);
 
     // Where answers do not stream: not offered, not taken, no stream.
@@ -2351,8 +2333,7 @@ async fn a_2026_listen_carries_the_updates_of_the_resources_it_names() {
         "a lone target is asked about every resource (it honors, and never updates, one it lacks)"
     );
     // Updates reported until the gateway's listen upstream is in place.
-    let mut update = None;
-    for _ in 0..10 {
+    let update = heard_while(&mut stream, &mut buf, || async {
         let r = alice
             .modern(
                 "tools/call",
@@ -2361,13 +2342,8 @@ async fn a_2026_listen_carries_the_updates_of_the_resources_it_names() {
             )
             .await;
         assert!(r.body["result"].is_object(), "{:?}", r.body);
-        if let Ok(event) =
-            tokio::time::timeout(Duration::from_secs(1), next_event(&mut stream, &mut buf)).await
-        {
-            update = event;
-            break;
-        }
-    }
+    })
+    .await;
     assert_eq!(
         update,
         Some(
@@ -2398,4 +2374,108 @@ async fn a_2026_listen_carries_the_updates_of_the_resources_it_names() {
         (r.status, r.body["error"]["code"].clone()),
         (404, json!(-32601))
     );
+}
+
+/// Subscriptions cannot read around the policies: subscribing to a
+/// resource the caller may not read is refused, and once the policies
+/// stop allowing a subscribed resource, its updates stop reaching the
+/// stream (the upstream still reports them), while unsubscribing stays
+/// possible.
+#[tokio::test]
+async fn subscriptions_carry_only_what_the_policies_let_the_caller_read() {
+    let (_fixtures, fixtures_url) = gateway_tests::conformance_fixtures();
+    let (gw, server) = fixtures_gateway(
+        &fixtures_url,
+        &[("RESPONSE_STREAMING", "on"), ("TARGETS_CACHE_SECONDS", "0")],
+    )
+    .await;
+    let watched = "test://watched-resource";
+    let forbid_watched = r#"permit(principal, action, resource);
+        forbid(principal, action == Gateway::Action::"resources/read",
+               resource == Gateway::Resource::"test://watched-resource");"#;
+    gw.state.policies.store(Some(forbid_watched)).await.unwrap();
+    let mcp = format!("{}/mcp", server.base);
+    let mut alice = RawClient::new(&mcp, &[("x-gateway-dev-user", "alice")]);
+    alice.initialize("2025-11-25", json!({})).await;
+    let r = alice
+        .request("resources/subscribe", json!({"uri": watched}))
+        .await;
+    assert!(r.body["error"].is_object(), "refused: {:?}", r.body);
+    assert_eq!(update_watched(&alice).await, "told 0 subscribed sessions");
+
+    // Allowed, subscribed, heard.
+    gw.state
+        .policies
+        .store(Some("permit(principal, action, resource);"))
+        .await
+        .unwrap();
+    let r = alice
+        .request("resources/subscribe", json!({"uri": watched}))
+        .await;
+    assert_eq!(r.body["result"], json!({}), "{:?}", r.body);
+    let mut stream = gateway_tests::http()
+        .get(&mcp)
+        .header("accept", "text/event-stream")
+        .header("x-gateway-dev-user", "alice")
+        .header("mcp-session-id", alice.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let heard = heard_while(&mut stream, &mut buf, || async {
+        assert_eq!(update_watched(&alice).await, "told 1 subscribed sessions");
+    })
+    .await;
+    assert_eq!(heard.unwrap()["params"]["uri"], watched);
+
+    // Forbidden again: the upstream reports, the stream stays quiet.
+    gw.state.policies.store(Some(forbid_watched)).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(update_watched(&alice).await, "told 1 subscribed sessions");
+    }
+    let quiet =
+        tokio::time::timeout(Duration::from_secs(2), next_event(&mut stream, &mut buf)).await;
+    assert!(quiet.is_err(), "an update got through: {quiet:?}");
+    // Unsubscribing is still allowed.
+    let r = alice
+        .request("resources/unsubscribe", json!({"uri": watched}))
+        .await;
+    assert_eq!(r.body["result"], json!({}), "{:?}", r.body);
+    assert_eq!(update_watched(&alice).await, "told 0 subscribed sessions");
+}
+
+/// Has the fixture report an update of its watched resource (to the 2025
+/// sessions subscribed to it, and to listen streams); what it says.
+async fn update_watched(c: &RawClient) -> String {
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "test_update_watched_resource", "arguments": {}}),
+        )
+        .await;
+    tool_text(&r.body["result"])
+}
+
+/// Runs `report` (up to ten times, a second apart) until an event comes on
+/// `stream`; that event. The gateway joins upstream streams a moment after
+/// a subscription (it looks for them every `LOOK_AGAIN`), so the first
+/// reports may go unheard.
+async fn heard_while<F, Fut>(
+    stream: &mut reqwest::Response,
+    buf: &mut String,
+    mut report: F,
+) -> Option<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..10 {
+        report().await;
+        if let Ok(event) =
+            tokio::time::timeout(Duration::from_secs(1), next_event(stream, buf)).await
+        {
+            return event;
+        }
+    }
+    None
 }

@@ -484,19 +484,13 @@ pub(crate) async fn target(cmd: TargetCommand) -> Result<(), String> {
         } => {
             let state = state().await?;
             let sub = user.unwrap_or_else(|| "gateway:admin".into());
-            let caller = gateway_shared::gateway::Caller {
-                identity: gateway_shared::gateway::Identity {
-                    sub: sub.clone(),
+            let caller = gateway_shared::gateway::Caller::new(
+                gateway_shared::gateway::Identity {
+                    sub,
                     ..Default::default()
                 },
-                sub,
-                version: gateway_shared::wire::LATEST_2025.into(),
-                url_elicitation: false,
-                relayed_capabilities: None,
-                answers: None,
-                param_headers: vec![],
-                inbound_token: None,
-            };
+                gateway_shared::wire::LATEST_2025,
+            );
             let count = gateway_shared::gateway::Gateway::new(&state, public_base_url, caller)
                 .sync_catalog(&name)
                 .await?;

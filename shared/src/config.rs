@@ -244,6 +244,15 @@ pub enum ToolsListing {
 }
 
 impl Config {
+    /// True when what upstreams send outside a call's answer can reach
+    /// clients: answers stream (`RESPONSE_STREAMING`) and no RESPONSE
+    /// interceptor sees answers (it must see everything a client gets).
+    /// Then a 2025 upstream's requests during a call are put to clients,
+    /// and resource subscriptions are offered.
+    pub fn relays_to_clients(&self) -> bool {
+        self.response_streaming && self.interceptors.response.is_none()
+    }
+
     /// How a consent id appears in logs: in `link` mode the id is a bearer
     /// capability until it is used, so only a digest is logged.
     pub fn authorization_log_ref(&self, id: &str) -> String {

@@ -128,7 +128,7 @@ impl AppState {
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
         let mut upstream = UpstreamClient::new(http.clone(), store.clone(), clock.clone())
             .with_aws_credentials(sdk.credentials_provider());
-        if config.response_streaming {
+        if config.relays_to_clients() {
             upstream = upstream.answering_requests();
         }
         let upstream = Arc::new(upstream);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::{Blocked, Gateway, REQUEST_STATE_TTL};
+use super::{Blocked, Gateway};
 use crate::crypto::{OpenError, Sealable, Sealed};
 use crate::ports::{Clock, KeyProvider};
 use crate::upstream::{AskedOn, ClientRequests};
@@ -54,6 +54,8 @@ pub(super) struct ToClient {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) sub: String,
     pub(super) declared: Map<String, Value>,
+    /// How long the client's answer is taken (the longest a call lasts).
+    pub(super) ttl: i64,
 }
 
 impl std::fmt::Debug for ToClient {
@@ -78,7 +80,7 @@ impl ClientRequests for ToClient {
             e: on.session.to_owned(),
             v: on.version.to_owned(),
             i: request.get("id")?.clone(),
-            x: self.clock.now() + REQUEST_STATE_TTL,
+            x: self.clock.now() + self.ttl,
         };
         let id = match ASKED.seal(&*self.keys, &asked).await {
             Ok(id) => id,
@@ -89,8 +91,44 @@ impl ClientRequests for ToClient {
         };
         let mut out = request.clone();
         out["id"] = Value::String(id);
+        // Whose question it is: the gateway asks for consents the same way,
+        // and a service must not pass its questions off as the gateway's.
+        if method == "elicitation/create" {
+            if let Some(params) = out.get_mut("params").and_then(Value::as_object_mut) {
+                let message = params
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let message = format!("{} asks: {message}", on.target);
+                params.insert("message".into(), Value::String(message));
+            }
+        }
         Some(out)
     }
+}
+
+/// What of a 2025 client's declared capabilities the gateway keeps (in its
+/// sealed session): which of sampling, roots and elicitation (form, URL)
+/// requests it takes; none when it takes none.
+pub fn answerable(declared: Option<&Value>) -> Option<Map<String, Value>> {
+    let declared = declared?.as_object()?;
+    let mut kept = Map::new();
+    for kind in ["sampling", "roots"] {
+        if declared.contains_key(kind) {
+            kept.insert(kind.into(), Value::Object(Map::new()));
+        }
+    }
+    if let Some(e) = declared.get("elicitation").and_then(Value::as_object) {
+        let mut modes = Map::new();
+        if e.is_empty() || e.contains_key("form") {
+            modes.insert("form".into(), Value::Object(Map::new()));
+        }
+        if e.contains_key("url") {
+            modes.insert("url".into(), Value::Object(Map::new()));
+        }
+        kept.insert("elicitation".into(), Value::Object(modes));
+    }
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// True when a client that declared `declared` takes `method` (with these
@@ -156,14 +194,7 @@ impl Gateway<'_> {
                 ))
             }
         };
-        let unavailable = |b: Blocked| {
-            AnswerRefused::Unavailable(match b {
-                Blocked::Consent(_) | Blocked::Interaction(_) => {
-                    "the service's connection needs your consent again".into()
-                }
-                Blocked::Retry(why) | Blocked::Upstream(why) => why,
-            })
-        };
+        let unavailable = |b: Blocked| AnswerRefused::Unavailable(b.reason());
         let credentials = self.credentials(&target).await.map_err(unavailable)?;
         let call = self.bare_call(&target, &credentials);
         let id = serde_json::to_string(&asked.i).unwrap_or_else(|_| "null".into());
@@ -191,6 +222,85 @@ mod tests {
 
     fn declared(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn only_the_kinds_of_request_are_kept_of_what_a_client_declares() {
+        let kept = answerable(Some(&json!({
+            "sampling": {"tools": {"huge": "x".repeat(1000)}},
+            "elicitation": {},
+            "experimental": {"a": 1},
+        })))
+        .unwrap();
+        assert_eq!(
+            Value::Object(kept.clone()),
+            json!({"sampling": {}, "elicitation": {"form": {}}})
+        );
+        assert!(can_answer(&kept, "elicitation/create", None));
+        assert_eq!(
+            answerable(Some(
+                &json!({"elicitation": {"url": {}}, "roots": {"listChanged": true}})
+            )),
+            declared(json!({"elicitation": {"url": {}}, "roots": {}})).into()
+        );
+        assert_eq!(answerable(Some(&json!({"experimental": {}}))), None);
+        assert_eq!(answerable(None), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_under_a_sealed_id_and_an_elicitation_names_its_service() {
+        let keys: Arc<dyn KeyProvider> = Arc::new(
+            crate::adapters::memory::MemoryKeys::new(
+                r#"{"current":"k1","k1":"0123456789abcdef0123456789abcdef"}"#,
+            )
+            .unwrap(),
+        );
+        let to = ToClient {
+            keys: keys.clone(),
+            clock: Arc::new(crate::ports::SystemClock),
+            sub: "alice".into(),
+            declared: answerable(Some(&json!({"elicitation": {}, "sampling": {}}))).unwrap(),
+            ttl: 60,
+        };
+        let on = AskedOn {
+            target: "github",
+            session: "s-1",
+            version: "2025-11-25",
+        };
+        let ask = json!({"jsonrpc": "2.0", "id": 7, "method": "elicitation/create",
+            "params": {"message": "Open https://github.com/login", "requestedSchema": {}}});
+        let out = to.outgoing(on, &ask).await.unwrap();
+        assert_eq!(
+            out["params"]["message"],
+            "github asks: Open https://github.com/login"
+        );
+        let id = out["id"].as_str().unwrap();
+        let asked = ASKED
+            .open(&*keys, id, crate::ports::SystemClock.now())
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (
+                asked.s.as_str(),
+                asked.t.as_str(),
+                asked.e.as_str(),
+                &asked.i
+            ),
+            ("alice", "github", "s-1", &json!(7))
+        );
+        let sampling =
+            json!({"id": "q", "method": "sampling/createMessage", "params": {"messages": []}});
+        let out = to.outgoing(on, &sampling).await.unwrap();
+        assert_eq!(
+            out["params"], sampling["params"],
+            "only elicitations are named"
+        );
+        let roots = json!({"id": "r", "method": "roots/list"});
+        assert!(
+            to.outgoing(on, &roots).await.is_none(),
+            "roots not declared"
+        );
     }
 
     #[test]

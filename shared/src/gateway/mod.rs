@@ -95,6 +95,20 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// `identity` speaking `version`, with nothing else declared.
+    pub fn new(identity: Identity, version: &str) -> Caller {
+        Caller {
+            sub: identity.sub.clone(),
+            identity,
+            version: version.to_owned(),
+            url_elicitation: false,
+            relayed_capabilities: None,
+            answers: None,
+            param_headers: vec![],
+            inbound_token: None,
+        }
+    }
+
     fn modern(&self) -> bool {
         self.version == MODERN
     }
@@ -159,6 +173,18 @@ enum Blocked {
     Upstream(String),
 }
 
+impl Blocked {
+    /// Why, in words, outside a call (where no consent can be asked for).
+    fn reason(self) -> String {
+        match self {
+            Blocked::Consent(_) | Blocked::Interaction(_) => {
+                "the service's connection needs the user's consent again".into()
+            }
+            Blocked::Retry(why) | Blocked::Upstream(why) => why,
+        }
+    }
+}
+
 impl<'a> Gateway<'a> {
     /// The logic for `caller`, with the public base URL of this request.
     pub fn new(state: &'a AppState, base: Url, caller: Caller) -> Self {
@@ -170,6 +196,7 @@ impl<'a> Gateway<'a> {
                 clock: state.clock.clone(),
                 sub: caller.sub.clone(),
                 declared,
+                ttl: state.config.stream_for.as_secs() as i64 + 3,
             });
         Gateway {
             state,
@@ -218,7 +245,7 @@ impl<'a> Gateway<'a> {
             // Subscriptions need the updates' stream: 2025 clients of a
             // gateway whose answers stream (see `edge::proxy::standalone`).
             Method::ResourcesSubscribe | Method::ResourcesUnsubscribe
-                if self.state.config.response_streaming && !self.caller.modern() =>
+                if self.state.config.relays_to_clients() && !self.caller.modern() =>
             {
                 self.subscription(method.as_str(), params).await
             }
@@ -591,7 +618,7 @@ impl Gateway<'_> {
             log_level: None,
             client_capabilities: None,
             param_headers: &[],
-            legacy: true,
+            legacy: false,
             client_requests: None,
         }
     }

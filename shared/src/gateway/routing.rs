@@ -252,28 +252,36 @@ impl Gateway<'_> {
                 self.relay_answer(&e.target, "resources/read", params, message)
                     .await
             }
-            Err(Blocked::Consent(extra)) => {
-                self.consent(&e.target, &extra, "resources/read", params)
+            Err(blocked) => {
+                self.blocked_reply(&e.target, "resources/read", params, blocked)
                     .await
             }
-            Err(Blocked::Interaction(url)) => {
-                self.interaction(&e.target, &url, "resources/read", params)
-                    .await
-            }
-            Err(Blocked::Retry(why)) => {
+        }
+    }
+
+    /// The answer to a resource request `blocked` from reaching `target`:
+    /// a consent or an interaction to go through, or an error.
+    async fn blocked_reply(
+        &self,
+        target: &Target,
+        method: &str,
+        params: &Params,
+        blocked: Blocked,
+    ) -> Reply {
+        match blocked {
+            Blocked::Consent(extra) => self.consent(target, &extra, method, params).await,
+            Blocked::Interaction(url) => self.interaction(target, &url, method, params).await,
+            Blocked::Retry(why) => {
                 // The reason may name the upstream's URL: logged, not returned.
-                tracing::warn!(target = %e.target.name, reason = %why, "read failed; retryable");
+                tracing::warn!(target = %target.name, method, reason = %why, "failed; retryable");
                 Reply::error(
                     codes::RETRY_LATER,
-                    format!(
-                        "{} is temporarily unavailable; retry later",
-                        e.target.title()
-                    ),
+                    format!("{} is temporarily unavailable; retry later", target.title()),
                 )
             }
-            Err(Blocked::Upstream(why)) => Reply::error(
+            Blocked::Upstream(why) => Reply::error(
                 codes::INTERNAL_ERROR,
-                format!("{} failed: {why}", e.target.title()),
+                format!("{} failed: {why}", target.title()),
             ),
         }
     }
@@ -281,7 +289,7 @@ impl Gateway<'_> {
     /// `resources/subscribe` or `resources/unsubscribe` (2025): sent to
     /// the resource's target in the user's 2025 session with it, whose
     /// updates the client's standalone stream relays. Subscribing needs the
-    /// permission to read the resource.
+    /// permission to read the resource (and each update is checked again).
     pub(super) async fn subscription(&self, method: &str, params: Option<&Params>) -> Reply {
         let Some(params) = params else {
             return Reply::error(codes::INVALID_PARAMS, "params must be an object");
@@ -304,32 +312,18 @@ impl Gateway<'_> {
             target: &e.target.name,
             uri: &uri,
         };
-        if let Err(refused) = self.permit("resources/read", &item, None).await {
-            return refused;
+        // Unsubscribing stays possible whatever the policies say now.
+        if method == "resources/subscribe" {
+            if let Err(refused) = self.permit("resources/read", &item, None).await {
+                return refused;
+            }
         }
         match self
             .forward(&e.target, method, Some(strip_gateway_fields(params)))
             .await
         {
             Ok(message) => super::pass_through(message),
-            Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
-            Err(Blocked::Interaction(url)) => {
-                self.interaction(&e.target, &url, method, params).await
-            }
-            Err(Blocked::Retry(why)) => {
-                tracing::warn!(target = %e.target.name, reason = %why, "subscription failed; retryable");
-                Reply::error(
-                    codes::RETRY_LATER,
-                    format!(
-                        "{} is temporarily unavailable; retry later",
-                        e.target.title()
-                    ),
-                )
-            }
-            Err(Blocked::Upstream(why)) => Reply::error(
-                codes::INTERNAL_ERROR,
-                format!("{} failed: {why}", e.target.title()),
-            ),
+            Err(blocked) => self.blocked_reply(&e.target, method, params, blocked).await,
         }
     }
 
@@ -339,44 +333,69 @@ impl Gateway<'_> {
         exposed: &'e [Exposed],
         uri: &str,
     ) -> Option<&'e Exposed> {
+        self.owners_of_uris(exposed, &[uri.to_owned()])
+            .await
+            .pop()
+            .flatten()
+    }
+
+    /// The target of each of `uris` (see [`Self::owner_of_uri`]), each
+    /// target's listings asked for once.
+    pub(super) async fn owners_of_uris<'e>(
+        &self,
+        exposed: &'e [Exposed],
+        uris: &[String],
+    ) -> Vec<Option<&'e Exposed>> {
         if exposed.len() == 1 {
-            return exposed.first();
+            return uris.iter().map(|_| exposed.first()).collect();
         }
-        let lookups = exposed.iter().map(|e| async move {
-            let listed = |m: Result<Value, Blocked>, key: &str, field: &str| -> Vec<String> {
-                m.ok()
-                    .and_then(|m| {
-                        m.get("result")
-                            .and_then(|r| r.get(key))
-                            .and_then(Value::as_array)
-                            .cloned()
-                    })
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|i| i.get(field).and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            };
+        let listed = |m: Result<Value, Blocked>, key: &str, field: &str| -> Vec<String> {
+            m.ok()
+                .and_then(|m| {
+                    m.get("result")
+                        .and_then(|r| r.get(key))
+                        .and_then(Value::as_array)
+                        .cloned()
+                })
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| i.get(field).and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        };
+        let listings = join_all(exposed.iter().map(|e| async move {
             let resources = listed(
                 self.forward(&e.target, "resources/list", Some(Params::new()))
                     .await,
                 "resources",
                 "uri",
             );
-            if resources.iter().any(|r| r == uri) {
-                return Some(e);
-            }
-            let templates = listed(
-                self.forward(&e.target, "resources/templates/list", Some(Params::new()))
-                    .await,
-                "resourceTemplates",
-                "uriTemplate",
-            );
-            templates
-                .iter()
-                .any(|t| template_matches(t, uri))
-                .then_some(e)
-        });
-        join_all(lookups).await.into_iter().flatten().next()
+            // Templates only when some URI is not a listed resource.
+            let templates = if uris.iter().all(|u| resources.contains(u)) {
+                vec![]
+            } else {
+                listed(
+                    self.forward(&e.target, "resources/templates/list", Some(Params::new()))
+                        .await,
+                    "resourceTemplates",
+                    "uriTemplate",
+                )
+            };
+            (resources, templates)
+        }))
+        .await;
+        uris.iter()
+            .map(|uri| {
+                // The first target (in order) listing it or a template of it.
+                exposed
+                    .iter()
+                    .zip(&listings)
+                    .find(|(_, (resources, templates))| {
+                        resources.contains(uri)
+                            || templates.iter().any(|t| template_matches(t, uri))
+                    })
+                    .map(|(e, _)| e)
+            })
+            .collect()
     }
 
     // ----- completion -----

@@ -22,6 +22,7 @@ mod relay;
 mod sign;
 pub(crate) mod sse;
 mod standalone;
+pub use standalone::FoundSession;
 
 pub use relay::Relay;
 
@@ -307,14 +308,7 @@ impl UpstreamClient {
         }
         let now = self.clock.now();
         if let Ok(Some(s)) = self.sessions.get(call.sub, call.target, now).await {
-            let link = if s.protocol_version == MODERN {
-                Link::Modern
-            } else {
-                Link::Legacy {
-                    version: s.protocol_version,
-                    session: Some(s.session_id).filter(|s| !s.is_empty()),
-                }
-            };
+            let link = link_of(s);
             self.links.write().await.insert(key.clone(), link.clone());
             return Ok(link);
         }
@@ -348,21 +342,36 @@ impl UpstreamClient {
         call: &Call<'_>,
         key: &(String, String),
     ) -> Result<Link, UpstreamError> {
-        if let Some(link) = self.links.read().await.get(key) {
-            return Ok(link.clone());
+        match self.links.read().await.get(key) {
+            // Kept as "modern" when the upstream would not open one.
+            Some(Link::Modern) => {
+                return Err(UpstreamError::Protocol(
+                    "the upstream opens no 2025 session".into(),
+                ))
+            }
+            Some(link) => return Ok(link.clone()),
+            None => {}
         }
         let now = self.clock.now();
         if let Ok(Some(s)) = self.sessions.get(&key.0, &key.1, now).await {
             if s.protocol_version != MODERN {
-                let link = Link::Legacy {
-                    version: s.protocol_version,
-                    session: Some(s.session_id).filter(|s| !s.is_empty()),
-                };
+                let link = link_of(s);
                 self.links.write().await.insert(key.clone(), link.clone());
                 return Ok(link);
             }
         }
-        self.open_legacy(call, key).await
+        let opened = self.open_legacy(call, key).await;
+        if let Err(e) = &opened {
+            if !matches!(
+                e,
+                UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. }
+            ) && !e.is_retryable()
+            {
+                // Not asked again by this instance.
+                self.links.write().await.insert(key.clone(), Link::Modern);
+            }
+        }
+        opened
     }
 
     /// Opens a 2025 session (whatever else the upstream speaks) and keeps
@@ -525,6 +534,18 @@ impl UpstreamClient {
         sse::read_response_relaying(res, id, call.relay, answer)
             .await
             .map(Some)
+    }
+}
+
+/// The link a stored session describes.
+fn link_of(s: UpstreamSession) -> Link {
+    if s.protocol_version == MODERN {
+        Link::Modern
+    } else {
+        Link::Legacy {
+            version: s.protocol_version,
+            session: Some(s.session_id).filter(|s| !s.is_empty()),
+        }
     }
 }
 

@@ -49,10 +49,43 @@ impl UpstreamClient {
         modern: Option<(&str, Option<String>)>,
         body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.exchange(reqwest::Method::POST, call, session, version, modern, body)
+            .await
+    }
+
+    /// Opens the standalone event stream (a GET) of the upstream's 2025
+    /// `session`, with the call's credentials.
+    pub(super) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+        session: &str,
+        version: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        self.exchange(
+            reqwest::Method::GET,
+            call,
+            Some(session),
+            Some(version),
+            None,
+            String::new(),
+        )
+        .await
+    }
+
+    /// [`Self::post`], or a GET (of no body).
+    async fn exchange(
+        &self,
+        verb: reqwest::Method,
+        call: &Call<'_>,
+        session: Option<&str>,
+        version: Option<&str>,
+        modern: Option<(&str, Option<String>)>,
+        body: String,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let Some(key) = call.dpop else {
             return self
                 .post_once(
-                    reqwest::Method::POST,
+                    verb.clone(),
                     call,
                     session,
                     version,
@@ -66,7 +99,7 @@ impl UpstreamClient {
         let nonce = self.dpop_nonce(call.url);
         let res = self
             .post_once(
-                reqwest::Method::POST,
+                verb.clone(),
                 call,
                 session,
                 version,
@@ -83,7 +116,7 @@ impl UpstreamClient {
             Some(n) if nonce.as_deref() != Some(&n) => {
                 self.set_dpop_nonce(call.url, &n);
                 self.post_once(
-                    reqwest::Method::POST,
+                    verb.clone(),
                     call,
                     session,
                     version,
@@ -117,28 +150,6 @@ impl UpstreamClient {
             }
             nonces.insert(url.to_owned(), nonce.to_owned());
         }
-    }
-
-    /// Opens the standalone event stream (a GET) of the upstream's 2025
-    /// `session`, with the call's credentials (a DPoP token with the
-    /// upstream's last nonce).
-    pub(super) async fn open_stream(
-        &self,
-        call: &Call<'_>,
-        session: &str,
-        version: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let nonce = call.dpop.and_then(|_| self.dpop_nonce(call.url));
-        self.post_once(
-            reqwest::Method::GET,
-            call,
-            Some(session),
-            Some(version),
-            &None,
-            reqwest::Body::from(""),
-            call.dpop.map(|key| (key, nonce.as_deref())),
-        )
-        .await
     }
 
     /// One request (a POST of `body`, or the GET of [`Self::open_stream`]).

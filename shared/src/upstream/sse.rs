@@ -30,16 +30,10 @@ where
     F: FnMut(Value) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let sse = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mut buf: Vec<u8> = Vec::new();
+    let sse = is_event_stream(&res);
+    let mut events = Events::default();
+    let mut body: Vec<u8> = Vec::new();
     let mut total = 0usize;
-    // How much of `buf` is known to hold no complete event: each byte is
-    // looked at about once however the stream is chunked.
-    let mut scanned = 0usize;
     loop {
         let chunk = res.chunk().await.map_err(super::transport)?;
         let Some(chunk) = chunk else { break };
@@ -49,35 +43,29 @@ where
                 "response larger than {MAX_RESPONSE_BYTES} bytes"
             )));
         }
-        buf.extend_from_slice(&chunk);
-        if sse {
-            // Look at complete events only; stop at the response.
-            let mut start = 0;
-            while let Some(len) = find_event_end_from(&buf[start..], scanned.saturating_sub(start))
-            {
-                let event = &buf[start..start + len];
-                start += len;
-                if let Some(message) = sse_data(event) {
-                    if is_response_to(&message, id) {
-                        return Ok(message);
-                    }
-                    if is_request(&message) {
-                        on_request(message).await;
-                        continue;
-                    }
-                    if let Some(r) = relay {
-                        if is_notification(&message) {
-                            r.push(message, event.len());
-                        }
-                    }
+        if !sse {
+            body.extend_from_slice(&chunk);
+            continue;
+        }
+        // Look at complete events only; stop at the response.
+        events.push(&chunk);
+        while let Some((message, size)) = events.next_message() {
+            if is_response_to(&message, id) {
+                return Ok(message);
+            }
+            if is_request(&message) {
+                on_request(message).await;
+                continue;
+            }
+            if let Some(r) = relay {
+                if is_notification(&message) {
+                    r.push(message, size);
                 }
             }
-            buf.drain(..start);
-            scanned = buf.len();
         }
     }
     if sse {
-        if let Some(message) = sse_data(&buf) {
+        if let Some(message) = events.rest() {
             if is_response_to(&message, id) {
                 return Ok(message);
             }
@@ -86,15 +74,75 @@ where
             "the event stream ended without a response".into(),
         ));
     }
-    if buf.is_empty() {
+    if body.is_empty() {
         return Ok(Value::Null);
     }
-    let message: Value = serde_json::from_slice(&buf)
+    let message: Value = serde_json::from_slice(&body)
         .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
     if message.get("result").is_none() && message.get("error").is_none() {
         return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));
     }
     Ok(message)
+}
+
+/// True when a response is an event stream.
+pub(crate) fn is_event_stream(res: &reqwest::Response) -> bool {
+    res.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// The complete events of an SSE byte stream as it arrives, each byte
+/// looked at about once however the stream is chunked.
+#[derive(Default)]
+pub(crate) struct Events {
+    buf: Vec<u8>,
+    /// Where the events not yet taken start.
+    start: usize,
+    /// How much of `buf[start..]` is known to hold no complete event.
+    scanned: usize,
+}
+
+impl Events {
+    /// Adds the next bytes of the stream.
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start.min(self.scanned);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The JSON message of the next complete event, and the event's size
+    /// (events without JSON data are skipped); none until more bytes come.
+    pub(crate) fn next_message(&mut self) -> Option<(Value, usize)> {
+        loop {
+            let rest = &self.buf[self.start..];
+            let Some(len) = find_event_end_from(rest, self.scanned.saturating_sub(self.start))
+            else {
+                self.scanned = self.buf.len();
+                return None;
+            };
+            let event = &rest[..len];
+            self.start += len;
+            self.scanned = self.start;
+            if let Some(message) = sse_data(event) {
+                return Some((message, len));
+            }
+        }
+    }
+
+    /// Bytes held that are not a complete event yet.
+    pub(crate) fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The message of a last event the stream ended without a blank line after.
+    pub(crate) fn rest(&self) -> Option<Value> {
+        sse_data(&self.buf[self.start..])
+    }
 }
 
 /// A JSON-RPC notification (a `notifications/...` method, no id).
@@ -107,7 +155,7 @@ fn is_notification(message: &Value) -> bool {
 }
 
 /// A JSON-RPC request (a method and an id).
-fn is_request(message: &Value) -> bool {
+pub(crate) fn is_request(message: &Value) -> bool {
     message.get("id").is_some_and(|id| !id.is_null())
         && message.get("method").and_then(Value::as_str).is_some()
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::sse::{find_event_end_from, sse_data};
+use super::sse::{is_event_stream, is_request, Events};
 use super::{legacy_session_key, Call, UpstreamClient, UpstreamError};
 use crate::wire::MODERN;
 
@@ -16,23 +16,40 @@ const PASSED_ON: &[&str] = &["notifications/resources/updated"];
 /// the stream.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 
+/// A user's 2025 session with a target, as kept.
+#[derive(Debug, Clone)]
+pub struct FoundSession {
+    /// Where it is kept (user, key).
+    key: (String, String),
+    /// The upstream's `Mcp-Session-Id`.
+    pub session: String,
+    /// Its protocol version.
+    pub version: String,
+}
+
 impl UpstreamClient {
     /// The user's 2025 session with `target` (session id, version): the
     /// one kept beside a 2026-07-28 one for subscriptions, or the only
     /// one of a 2025 upstream.
-    pub async fn legacy_session(&self, sub: &str, target: &str) -> Option<(String, String)> {
+    pub async fn legacy_session(&self, sub: &str, target: &str) -> Option<FoundSession> {
         for key in [target.to_owned(), legacy_session_key(target)] {
-            if let Some(super::Link::Legacy {
+            let found = |session: String, version: String| FoundSession {
+                key: (sub.to_owned(), key.clone()),
+                session,
                 version,
-                session: Some(session),
-            }) = self.links.read().await.get(&(sub.to_owned(), key.clone()))
-            {
-                return Some((session.clone(), version.clone()));
+            };
+            match self.links.read().await.get(&(sub.to_owned(), key.clone())) {
+                Some(super::Link::Legacy {
+                    version,
+                    session: Some(session),
+                }) => return Some(found(session.clone(), version.clone())),
+                Some(_) => continue,
+                None => {}
             }
             let now = self.clock.now();
             if let Ok(Some(s)) = self.sessions.get(sub, &key, now).await {
                 if s.protocol_version != MODERN && !s.session_id.is_empty() {
-                    return Some((s.session_id, s.protocol_version));
+                    return Some(found(s.session_id, s.protocol_version));
                 }
             }
         }
@@ -45,12 +62,35 @@ impl UpstreamClient {
     pub async fn relay_standalone(
         &self,
         call: &Call<'_>,
-        session: &str,
-        version: &str,
+        found: &FoundSession,
         out: &mpsc::Sender<Value>,
     ) -> Result<(), UpstreamError> {
-        let res = self.open_stream(call, session, version).await?;
-        pass_updates(res, out, |_| true).await
+        let (session, version) = (found.session.as_str(), found.version.as_str());
+        let res = match self.open_stream(call, session, version).await {
+            Err(e @ (UpstreamError::Status(404) | UpstreamError::Rpc { status: 404, .. })) => {
+                // The upstream forgot the session (and its subscriptions).
+                self.forget(&found.key).await;
+                return Err(e);
+            }
+            other => other?,
+        };
+        // A request on the standalone stream (not tied to a call) has no
+        // client to go to: answered at once, as during a call.
+        let answered = std::sync::atomic::AtomicUsize::new(0);
+        let answered = &answered;
+        let answer = |request: Value| async move {
+            if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= super::MAX_ANSWERED {
+                return;
+            }
+            let body = super::unsupported_request_answer(&request);
+            if let Err(e) = self
+                .post(call, Some(session), Some(version), None, body)
+                .await
+            {
+                tracing::warn!(target = %call.target, error = %e, "could not answer an upstream's request");
+            }
+        };
+        pass_updates(res, out, |_| true, answer).await
     }
 
     /// True when the user's exchanges with the call's target are
@@ -91,57 +131,67 @@ impl UpstreamClient {
                 body,
             )
             .await?;
-        pass_updates(res, out, |m| {
+        let keep = |m: &Value| {
             m.get("params")
                 .and_then(|p| p.get("uri"))
                 .and_then(Value::as_str)
                 .is_some_and(|u| uris.iter().any(|x| x == u))
-        })
-        .await
+        };
+        // A stateless upstream has no session to answer a request on.
+        pass_updates(res, out, keep, |_| async {}).await
     }
 }
 
 /// Passes the resource updates (those `keep` keeps) of an event stream to
-/// `out`, until the stream ends, fails, or `out` closes.
-async fn pass_updates(
+/// `out`, handing each request the upstream sends on it to `on_request`,
+/// until the stream ends, fails, or `out` closes.
+async fn pass_updates<F, Fut>(
     mut res: reqwest::Response,
     out: &mpsc::Sender<Value>,
     keep: impl Fn(&Value) -> bool,
-) -> Result<(), UpstreamError> {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut scanned = 0usize;
+    mut on_request: F,
+) -> Result<(), UpstreamError>
+where
+    F: FnMut(Value) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if !is_event_stream(&res) {
+        return Err(UpstreamError::Protocol(
+            "the upstream answered with no event stream".into(),
+        ));
+    }
+    let mut events = Events::default();
     loop {
         let chunk = tokio::select! {
             chunk = res.chunk() => chunk.map_err(super::transport)?,
             _ = out.closed() => return Ok(()),
         };
         let Some(chunk) = chunk else { return Ok(()) };
-        buf.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(len) = find_event_end_from(&buf[start..], scanned.saturating_sub(start)) {
-            let event = &buf[start..start + len];
-            start += len;
-            let Some(mut message) = sse_data(event) else {
+        events.push(&chunk);
+        while let Some((mut message, _)) = events.next_message() {
+            if is_request(&message) {
+                on_request(message).await;
                 continue;
-            };
+            }
             let passed = message.get("id").is_none()
                 && message
                     .get("method")
                     .and_then(Value::as_str)
                     .is_some_and(|m| PASSED_ON.contains(&m))
                 && keep(&message);
+            if !passed {
+                continue;
+            }
             if let Some(p) = message.get_mut("params").and_then(Value::as_object_mut) {
                 p.remove("_meta");
             }
-            if passed && out.send(message).await.is_err() {
+            if out.send(message).await.is_err() {
                 return Ok(());
             }
         }
-        buf.drain(..start);
-        scanned = buf.len();
-        if buf.len() > MAX_EVENT_BYTES {
+        if events.pending() > MAX_EVENT_BYTES {
             return Err(UpstreamError::Protocol(format!(
-                "an event longer than {MAX_EVENT_BYTES} bytes on the standalone stream"
+                "an event longer than {MAX_EVENT_BYTES} bytes on an update stream"
             )));
         }
     }

@@ -57,12 +57,11 @@ pub(super) async fn initialize(
     };
     let declared = params.and_then(|p| p.get::<Value>("capabilities"));
     let url_elicitation = version == "2025-11-25" && supports_url_elicitation(declared.as_ref());
-    let answers = crate::gateway::relayed_capabilities(declared.as_ref());
     let session = ClientSession {
         s: sub.to_owned(),
         v: version.to_owned(),
         u: url_elicitation,
-        c: (!answers.is_empty()).then_some(answers),
+        c: crate::gateway::client_requests::answerable(declared.as_ref()),
         x: state.clock.now() + SESSION_TTL_SECONDS,
     };
     let sealed = match CLIENT_SESSION.seal(&*state.keys, &session).await {
@@ -73,7 +72,7 @@ pub(super) async fn initialize(
         id,
         json!({
             "protocolVersion": version,
-            "capabilities": server_capabilities(state.config.response_streaming),
+            "capabilities": server_capabilities(state.config.relays_to_clients()),
             "serverInfo": server_info(),
             "instructions": "Tools of several services, each prefixed with the service's name. When a service needs your permission, you get a link to open; open it, then retry.",
         }),
@@ -179,7 +178,7 @@ pub(super) async fn modern(
             Some(json!({"supported": [MODERN], "requested": header_version})),
         );
     }
-    let listen_here = *method == Method::SubscriptionsListen && state.config.response_streaming;
+    let listen_here = *method == Method::SubscriptionsListen && state.config.relays_to_clients();
     if !MODERN_METHODS.contains(method) || (*method == Method::SubscriptionsListen && !listen_here)
     {
         return rpc_error(
@@ -192,19 +191,15 @@ pub(super) async fn modern(
     }
     if *method == Method::ServerDiscover {
         return respond(
-            Reply::Result(discover_result(state.config.response_streaming)),
+            Reply::Result(discover_result(state.config.relays_to_clients())),
             id,
             true,
             method,
         );
     }
     let caller = Caller {
-        sub: identity.sub.clone(),
-        identity,
-        version: MODERN.to_owned(),
         url_elicitation: supports_url_elicitation(capabilities),
         relayed_capabilities: Some(crate::gateway::relayed_capabilities(capabilities)),
-        answers: None,
         param_headers: headers
             .iter()
             .filter_map(|(k, v)| {
@@ -213,6 +208,7 @@ pub(super) async fn modern(
             })
             .collect(),
         inbound_token: super::auth::presented_token(headers),
+        ..Caller::new(identity, MODERN)
     };
     if listen_here {
         return listen(state, base, caller, id, params);
@@ -255,37 +251,52 @@ fn listen(
     let state = state.clone();
     tokio::spawn(async move {
         let gateway = Gateway::new(&state, base, caller);
-        let groups = gateway.listen_targets(&uris).await;
-        let honored: Vec<&String> = groups.iter().flat_map(|(_, u)| u).collect();
-        let stamp = json!({ meta::SUBSCRIPTION_ID: subscription });
-        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-            "params": {"notifications": {"resourceSubscriptions": honored}, "_meta": stamp}});
-        if tx.send(ack).await.is_err() {
-            return;
-        }
-        // Stamped on their way to the client.
-        let (updates_tx, mut updates) = tokio::sync::mpsc::channel::<Value>(64);
-        let forward = async {
-            while let Some(mut update) = updates.recv().await {
-                if let Some(p) = update.get_mut("params").and_then(Value::as_object_mut) {
-                    p.insert("_meta".into(), stamp.clone());
-                }
-                if tx.send(update).await.is_err() {
-                    return;
-                }
-            }
-        };
-        let relay = async {
-            let ended = gateway.relay_listen(&groups, &updates_tx, until).await;
-            drop(updates_tx);
-            ended
-        };
-        let (ended, ()) = tokio::join!(relay, forward);
-        if ended {
-            let done = json!({"jsonrpc": "2.0", "id": subscription,
-                "result": {"resultType": "complete", "_meta": stamp}});
-            let _ = tx.send(done).await;
+        // Whatever it is doing, the work stops when the client goes.
+        tokio::select! {
+            _ = tx.closed() => {}
+            _ = listening(&gateway, &uris, subscription, &tx, until) => {}
         }
     });
     super::stream::standalone(rx)
+}
+
+/// The events of one `subscriptions/listen` stream, onto `tx`.
+async fn listening(
+    gateway: &Gateway<'_>,
+    uris: &[String],
+    subscription: Value,
+    tx: &tokio::sync::mpsc::Sender<Value>,
+    until: tokio::time::Instant,
+) {
+    let groups = gateway.listen_targets(uris).await;
+    let honored: Vec<&String> = groups.iter().flat_map(|(_, u)| u).collect();
+    let stamp = json!({ meta::SUBSCRIPTION_ID: subscription });
+    let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+        "params": {"notifications": {"resourceSubscriptions": honored}, "_meta": stamp}});
+    if tx.send(ack).await.is_err() {
+        return;
+    }
+    // Stamped on their way to the client.
+    let (updates_tx, mut updates) = tokio::sync::mpsc::channel::<Value>(64);
+    let forward = async {
+        while let Some(mut update) = updates.recv().await {
+            if let Some(p) = update.get_mut("params").and_then(Value::as_object_mut) {
+                p.insert("_meta".into(), stamp.clone());
+            }
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    };
+    let relay = async {
+        let ended = gateway.relay_listen(&groups, &updates_tx, until).await;
+        drop(updates_tx);
+        ended
+    };
+    let (ended, ()) = tokio::join!(relay, forward);
+    if ended {
+        let done = json!({"jsonrpc": "2.0", "id": subscription,
+            "result": {"resultType": "complete", "_meta": stamp}});
+        let _ = tx.send(done).await;
+    }
 }

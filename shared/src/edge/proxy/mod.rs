@@ -88,7 +88,7 @@ async fn standalone(
     context: Option<Extension<RequestContext>>,
     headers: HeaderMap,
 ) -> Response {
-    if !state.config.response_streaming {
+    if !state.config.relays_to_clients() {
         return method_not_allowed().await;
     }
     let context = context.as_deref();
@@ -143,14 +143,9 @@ async fn standalone(
         );
     };
     let caller = Caller {
-        sub: identity.sub.clone(),
-        identity,
-        version: session.v,
         url_elicitation: session.u,
-        relayed_capabilities: None,
-        answers: None,
-        param_headers: vec![],
         inbound_token: auth::presented_token(&headers),
+        ..Caller::new(identity, &session.v)
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let until = tokio::time::Instant::now() + state.config.stream_for;
@@ -298,7 +293,9 @@ async fn dispatch(
     let (id, method, params) = match envelope::parse(&body) {
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
-        Parsed::Response(answer) => return client_answer(&state, context, identity, answer).await,
+        Parsed::Response(answer) => {
+            return client_answer(&state, context, &headers, identity, answer).await
+        }
         Parsed::Invalid { id, code, message } => {
             return rpc_error(StatusCode::BAD_REQUEST, id, code, message, None)
         }
@@ -331,23 +328,18 @@ async fn dispatch(
     match method {
         Method::Initialize => return initialize(&state, &sub, id, params).await,
         Method::ServerDiscover => {
-            return rpc_result(id, discover_result(state.config.response_streaming))
+            return rpc_result(id, discover_result(state.config.relays_to_clients()))
         }
         _ => {}
     }
 
     // A 2025-era request: the session (if any) tells the version and capabilities.
     let mut caller = Caller {
-        sub: sub.clone(),
-        version: header_version
-            .clone()
-            .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
-        url_elicitation: false,
-        relayed_capabilities: None,
-        answers: None,
-        param_headers: vec![],
         inbound_token: auth::presented_token(&headers),
-        identity,
+        ..Caller::new(
+            identity,
+            header_version.as_deref().unwrap_or(DEFAULT_VERSION),
+        )
     };
     if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {
@@ -358,7 +350,7 @@ async fn dispatch(
                 caller.url_elicitation = s.u;
                 // Requests an upstream makes during a call can reach the
                 // client only on an answer that streams.
-                if state.config.response_streaming {
+                if state.config.relays_to_clients() {
                     caller.answers = s.c;
                 }
             }
@@ -382,6 +374,7 @@ async fn dispatch(
 async fn client_answer(
     state: &AppState,
     context: Option<&RequestContext>,
+    headers: &HeaderMap,
     identity: crate::gateway::Identity,
     answer: envelope::Answer,
 ) -> Response {
@@ -395,14 +388,9 @@ async fn client_answer(
         );
     };
     let caller = Caller {
-        sub: identity.sub.clone(),
-        identity,
-        version: DEFAULT_VERSION.to_owned(),
-        url_elicitation: false,
-        relayed_capabilities: None,
-        answers: None,
-        param_headers: vec![],
-        inbound_token: None,
+        // A token-exchange target's credentials come from it.
+        inbound_token: auth::presented_token(headers),
+        ..Caller::new(identity, DEFAULT_VERSION)
     };
     match Gateway::new(state, base, caller).pass_answer(&answer).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
@@ -466,6 +454,12 @@ pub(super) async fn run_gateway(
                 m.contains_key("progressToken") || m.contains_key(crate::wire::meta::LOG_LEVEL)
             }));
     if !live {
+        // Nothing reaches the client before the answer: an upstream's
+        // requests are refused at once, in its usual session.
+        let caller = Caller {
+            answers: None,
+            ..caller
+        };
         let gateway = Gateway::new(state, base, caller);
         let reply = gateway.handle(method, params).await;
         let answer = respond(reply, id, modern, method);
