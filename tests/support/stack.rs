@@ -391,3 +391,29 @@ pub fn refreshable_grant(
         updated_at: now,
     }
 }
+
+/// A development gateway (`x-gateway-dev-user` names the caller) on a
+/// local listener, with `extra` settings.
+pub async fn dev_gateway(extra: &[(&str, &str)]) -> (Gateway, GatewayServer) {
+    let (listener, base) = GatewayServer::bind().await;
+    let mut vars = vec![("PUBLIC_BASE_URL", base.as_str())];
+    vars.extend_from_slice(extra);
+    let gw = Gateway::start(&vars).await;
+    let server = GatewayServer::serve(listener, base.clone(), gw.state.clone());
+    (gw, server)
+}
+
+/// A development gateway with the conformance fixtures server at
+/// `fixtures_url` as its one target (`fixtures`, no authentication).
+pub async fn fixtures_gateway(
+    fixtures_url: &str,
+    extra: &[(&str, &str)],
+) -> (Gateway, GatewayServer) {
+    let (gw, server) = dev_gateway(extra).await;
+    gw.state
+        .targets
+        .put(&open_target("fixtures", fixtures_url.to_owned()))
+        .await
+        .unwrap();
+    (gw, server)
+}
