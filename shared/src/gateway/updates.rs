@@ -6,9 +6,10 @@
 //! resource's upstream (see `Gateway::subscription`), which sends its
 //! updates on that session's own standalone stream. The client's stream
 //! opens the upstream streams of the user's 2025 sessions, and looks again
-//! every [`LOOK_AGAIN`] for sessions opened since (a subscription is
-//! usually made after the client opened its stream, possibly on another
-//! instance), so nothing is kept but the sessions the store already holds.
+//! for sessions opened since (a subscription may be made after the client
+//! opened its stream, possibly on another instance; the pause starts at
+//! [`LOOK_AGAIN`] and doubles while nothing new is found, up to 30
+//! seconds), so nothing is kept but the sessions the store already holds.
 //! An upstream stream that ends is reopened after a pause that doubles
 //! each time (up to [`MOST_PAUSE`]); one the upstream refuses outright
 //! (no such session, no GET) is not reopened on that session. Each update
@@ -29,8 +30,12 @@ use super::Gateway;
 use crate::domain::Target;
 use crate::upstream::UpstreamError;
 
-/// How often the user's upstream sessions are looked up again.
+/// How soon the user's upstream sessions are looked up again at first;
+/// each look that finds no new one doubles the pause, up to
+/// [`MOST_LOOK_PAUSE`] (each look reads the session store per target).
 pub const LOOK_AGAIN: Duration = Duration::from_secs(2);
+/// The longest pause between two looks for the user's upstream sessions.
+const MOST_LOOK_PAUSE: Duration = Duration::from_secs(30);
 /// The longest pause before an ended upstream stream is reopened.
 const MOST_PAUSE: Duration = Duration::from_secs(60);
 
@@ -51,7 +56,9 @@ impl Gateway<'_> {
         let mut streams = FuturesUnordered::new();
         let deadline = tokio::time::sleep_until(until);
         tokio::pin!(deadline);
+        let mut pause = LOOK_AGAIN;
         loop {
+            let mut opened_any = false;
             if let Ok(targets) = self.exposed_targets().await {
                 for e in targets {
                     let name = e.target.name.clone();
@@ -80,13 +87,19 @@ impl Gateway<'_> {
                             again_at: None,
                         },
                     );
+                    opened_any = true;
                     streams.push(async move {
                         let outcome = self.stream_of(&e.target, &found, out).await;
                         (name, found.session, outcome)
                     });
                 }
             }
-            let look_again = tokio::time::sleep(LOOK_AGAIN);
+            pause = if opened_any {
+                LOOK_AGAIN
+            } else {
+                (pause * 2).min(MOST_LOOK_PAUSE)
+            };
+            let look_again = tokio::time::sleep(pause);
             tokio::pin!(look_again);
             loop {
                 tokio::select! {
