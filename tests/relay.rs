@@ -543,6 +543,12 @@ async fn a_subscription_brings_its_resources_updates_to_its_users_stream() {
             .header("mcp-session-id", session)
             .send()
     };
+    // A streaming gateway names GET among its methods.
+    let r = gateway_tests::http().delete(&mcp).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), &r.headers()["allow"]),
+        (405, &"GET, POST".parse().unwrap())
+    );
     // Bob cannot listen on Alice's session.
     let stolen = open_stream("bob", alice.session.clone().unwrap())
         .await

@@ -1075,3 +1075,46 @@ async fn with_policies_required_a_deleted_set_refuses_instead_of_allowing() {
     let err = gw.state.policies.current().await.unwrap_err();
     assert!(err.contains("POLICY_REQUIRED"), "{err}");
 }
+
+/// A disconnect forgets every upstream session the user had with the
+/// target: the usual one and the 2025 one kept beside it for clients that
+/// answer an upstream's requests or subscribe (`<target>#2025`), in the
+/// table; another user's sessions and other targets' stay.
+#[tokio::test]
+async fn a_disconnect_forgets_both_of_the_users_upstream_sessions() {
+    let gw = Gateway::start(&[]).await;
+    let now = gw.state.clock.now();
+    gw.state
+        .grants
+        .create(&grant("alice", "gh", None, now))
+        .await
+        .unwrap();
+    let session = |sub: &str, key: &str| UpstreamSession {
+        sub: sub.into(),
+        target: key.into(),
+        session_id: format!("{sub}-{key}"),
+        protocol_version: "2025-11-25".into(),
+        expires_at: now + 600,
+    };
+    let legacy = gateway_shared::upstream::legacy_session_key("gh");
+    for (sub, key) in [
+        ("alice", "gh"),
+        ("alice", legacy.as_str()),
+        ("alice", "other"),
+        ("bob", legacy.as_str()),
+    ] {
+        gw.state.sessions.put(&session(sub, key)).await.unwrap();
+    }
+    let outcome = gateway_shared::connections::disconnect(&gw.state, "alice", "gh")
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        gateway_shared::connections::Disconnected::DeletedWithoutRevocation
+    );
+    let s = &gw.state.sessions;
+    assert!(s.get("alice", "gh", now).await.unwrap().is_none());
+    assert!(s.get("alice", &legacy, now).await.unwrap().is_none());
+    assert!(s.get("alice", "other", now).await.unwrap().is_some());
+    assert!(s.get("bob", &legacy, now).await.unwrap().is_some());
+}

@@ -54,10 +54,7 @@ pub fn router(state: AppState) -> Router {
 /// The proxy's routes, without fallback or state (see [`super::gateway_router`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            MCP_PATH,
-            get(standalone).post(mcp).delete(method_not_allowed),
-        )
+        .route(MCP_PATH, get(standalone).post(mcp).delete(no_delete))
         .route(
             "/.well-known/oauth-protected-resource",
             get(resource_metadata),
@@ -69,15 +66,23 @@ pub fn routes() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-async fn method_not_allowed() -> Response {
+/// 405, naming the methods `/mcp` takes here (`GET` where standalone
+/// streams are served).
+fn method_not_allowed(streams: bool) -> Response {
     let mut res = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this gateway keeps no session to delete, and opens a standalone stream only where its answers stream (RESPONSE_STREAMING=on); use POST",
     );
+    let allow = if streams { "GET, POST" } else { "POST" };
     res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
+}
+
+/// `DELETE /mcp`: sessions are sealed, not kept, so there is none to end.
+async fn no_delete(State(state): State<AppState>) -> Response {
+    method_not_allowed(state.config.relays_to_clients())
 }
 
 /// `GET /mcp`: a 2025 client's standalone event stream, which carries the
@@ -89,7 +94,7 @@ async fn standalone(
     headers: HeaderMap,
 ) -> Response {
     if !state.config.relays_to_clients() {
-        return method_not_allowed().await;
+        return method_not_allowed(false);
     }
     let context = context.as_deref();
     if !origin_allowed(&state, &headers) || !host_allowed(&state, &headers) {
