@@ -127,7 +127,8 @@ impl AppState {
         let targets: Arc<dyn TargetCatalog> =
             Arc::new(CachedTargets::new(store.clone(), config.targets_cache_ttl));
         let mut upstream = UpstreamClient::new(http.clone(), store.clone(), clock.clone())
-            .with_aws_credentials(sdk.credentials_provider());
+            .with_aws_credentials(sdk.credentials_provider())
+            .with_stream_timeout(config.stream_for);
         if config.relays_to_clients() {
             upstream = upstream.answering_requests();
         }

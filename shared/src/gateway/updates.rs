@@ -42,7 +42,9 @@ const MOST_PAUSE: Duration = Duration::from_secs(60);
 /// An upstream stream of the client's, and when it may be opened again.
 struct Opened {
     session: String,
-    /// Streams of this session that ended, in a row.
+    /// When it was last opened.
+    opened_at: Instant,
+    /// Streams of this session that ended soon after opening, in a row.
     ended: u32,
     /// Not reopened before this (none: not while it is the session).
     again_at: Option<Instant>,
@@ -82,6 +84,7 @@ impl Gateway<'_> {
                         name.clone(),
                         Opened {
                             session: found.session.clone(),
+                            opened_at: Instant::now(),
                             ended,
                             // Not reopened while open.
                             again_at: None,
@@ -99,7 +102,15 @@ impl Gateway<'_> {
             } else {
                 (pause * 2).min(MOST_LOOK_PAUSE)
             };
-            let look_again = tokio::time::sleep(pause);
+            // Look no later than a stream may be reopened.
+            let now = Instant::now();
+            let reopen = known
+                .values()
+                .filter_map(|o| o.again_at)
+                .filter(|at| *at > now)
+                .min();
+            let next = reopen.map_or(now + pause, |at| at.min(now + pause));
+            let look_again = tokio::time::sleep_until(next);
             tokio::pin!(look_again);
             loop {
                 tokio::select! {
@@ -110,6 +121,11 @@ impl Gateway<'_> {
                         let Some(o) = known.get_mut(&name).filter(|o| o.session == session) else {
                             continue;
                         };
+                        // A stream that lasted is not a failure in a row
+                        // (an upstream or a proxy may end long streams).
+                        if o.opened_at.elapsed() >= MOST_PAUSE {
+                            o.ended = 0;
+                        }
                         o.ended += 1;
                         o.again_at = match outcome {
                             Err(e) if gone(&e) => {
@@ -155,11 +171,13 @@ impl Gateway<'_> {
         };
         let pass = async {
             while let Some(update) = rx.recv().await {
-                let uri = update
+                let Some(uri) = update
                     .get("params")
                     .and_then(|p| p.get("uri"))
                     .and_then(Value::as_str)
-                    .unwrap_or_default();
+                else {
+                    continue;
+                };
                 if !self.may_read(target, uri).await {
                     continue;
                 }

@@ -123,6 +123,14 @@ pub struct UpstreamClient {
     dpop_nonces: std::sync::Mutex<HashMap<String, String>>,
     /// The client capabilities declared when opening a 2025 session.
     capabilities: Value,
+    /// How long an update stream (a standalone GET, a
+    /// `subscriptions/listen`) may last, instead of the client's timeout
+    /// for ordinary requests.
+    stream_timeout: std::time::Duration,
+    /// Users and targets whose upstream refused to open a 2025 session
+    /// (kept under the `#2025` key), and until when (Unix seconds) that
+    /// is taken as its answer.
+    no_legacy: std::sync::Mutex<HashMap<(String, String), i64>>,
 }
 
 /// What to send.
@@ -206,7 +214,15 @@ impl UpstreamClient {
             aws_credentials: None,
             dpop_nonces: Default::default(),
             capabilities: json!({}),
+            stream_timeout: std::time::Duration::from_secs(840),
+            no_legacy: Default::default(),
         }
+    }
+
+    /// Lets update streams last up to `limit`.
+    pub fn with_stream_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.stream_timeout = limit;
+        self
     }
 
     /// Declares to 2025 upstreams, when opening their sessions, that the
@@ -302,6 +318,26 @@ impl UpstreamClient {
         }
     }
 
+    /// Forgets the session `session` kept under `key`, if it is still the
+    /// one kept there (another instance may have replaced it already).
+    pub(super) async fn forget_session(&self, key: &(String, String), session: &str) {
+        {
+            let mut links = self.links.write().await;
+            if matches!(links.get(key), Some(Link::Legacy { session: Some(s), .. }) if s == session)
+            {
+                links.remove(key);
+            }
+        }
+        let now = self.clock.now();
+        if let Ok(Some(kept)) = self.sessions.get(&key.0, &key.1, now).await {
+            if kept.session_id == session {
+                if let Err(e) = self.sessions.delete(&key.0, &key.1).await {
+                    tracing::warn!(error = %e, "could not forget an upstream session");
+                }
+            }
+        }
+    }
+
     async fn link(&self, call: &Call<'_>, key: &(String, String)) -> Result<Link, UpstreamError> {
         if let Some(link) = self.links.read().await.get(key) {
             return Ok(link.clone());
@@ -342,17 +378,16 @@ impl UpstreamClient {
         call: &Call<'_>,
         key: &(String, String),
     ) -> Result<Link, UpstreamError> {
-        match self.links.read().await.get(key) {
-            // Kept as "modern" when the upstream would not open one.
-            Some(Link::Modern) => {
-                return Err(UpstreamError::Protocol(
-                    "the upstream opens no 2025 session".into(),
-                ))
-            }
-            Some(link) => return Ok(link.clone()),
-            None => {}
-        }
         let now = self.clock.now();
+        let refused_until = self.no_legacy.lock().ok().and_then(|m| m.get(key).copied());
+        if refused_until.is_some_and(|until| until > now) {
+            return Err(UpstreamError::Protocol(
+                "the upstream opens no 2025 session".into(),
+            ));
+        }
+        if let Some(link @ Link::Legacy { .. }) = self.links.read().await.get(key) {
+            return Ok(link.clone());
+        }
         if let Ok(Some(s)) = self.sessions.get(&key.0, &key.1, now).await {
             if s.protocol_version != MODERN {
                 let link = link_of(s);
@@ -361,15 +396,17 @@ impl UpstreamClient {
             }
         }
         let opened = self.open_legacy(call, key).await;
-        if let Err(e) = &opened {
-            if !matches!(
-                e,
-                UpstreamError::Unauthorized { .. } | UpstreamError::InsufficientScope { .. }
-            ) && !e.is_retryable()
-            {
-                // Not asked again by this instance.
-                self.links.write().await.insert(key.clone(), Link::Modern);
+        match &opened {
+            Err(e) if refuses_2025(e) => {
+                // Not asked again by this instance for a while.
+                if let Ok(mut m) = self.no_legacy.lock() {
+                    if m.len() >= 4096 {
+                        m.clear();
+                    }
+                    m.insert(key.clone(), now + NO_LEGACY_SECONDS);
+                }
             }
+            _ => {}
         }
         opened
     }
@@ -537,6 +574,24 @@ impl UpstreamClient {
     }
 }
 
+/// How long an upstream's refusal to open a 2025 session is taken as its
+/// answer by one instance.
+const NO_LEGACY_SECONDS: i64 = 300;
+
+/// True for an upstream's clear refusal of `initialize` (a 2026-07-28-only
+/// server): a client error other than those that pass (401, 403, 408,
+/// 409, 429), or a JSON-RPC error answering it.
+fn refuses_2025(e: &UpstreamError) -> bool {
+    let clear =
+        |status: u16| (400..500).contains(&status) && ![401, 403, 408, 409, 429].contains(&status);
+    match e {
+        UpstreamError::Status(s) => clear(*s),
+        UpstreamError::Rpc { status, .. } => clear(*status),
+        UpstreamError::Protocol(why) => why.starts_with("initialize failed"),
+        _ => false,
+    }
+}
+
 /// The link a stored session describes.
 fn link_of(s: UpstreamSession) -> Link {
     if s.protocol_version == MODERN {
@@ -603,6 +658,29 @@ pub(crate) use sse::read_response;
 #[cfg(test)]
 mod answer_tests {
     use super::*;
+
+    #[test]
+    fn only_a_clear_refusal_of_initialize_is_remembered() {
+        let rpc = |status| UpstreamError::Rpc {
+            status,
+            error: json!({"code": -32601, "message": "no"}),
+        };
+        assert!(refuses_2025(&UpstreamError::Status(405)));
+        assert!(refuses_2025(&rpc(400)));
+        assert!(refuses_2025(&UpstreamError::Protocol(
+            "initialize failed: {}".into()
+        )));
+        for passing in [
+            UpstreamError::Status(429),
+            UpstreamError::Status(409),
+            UpstreamError::Status(503),
+            rpc(408),
+            UpstreamError::Transport("reset".into()),
+            UpstreamError::Protocol("the event stream ended without a response".into()),
+        ] {
+            assert!(!refuses_2025(&passing), "{passing:?}");
+        }
+    }
 
     #[test]
     fn a_ping_is_answered_and_anything_else_refused() {

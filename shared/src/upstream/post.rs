@@ -199,6 +199,14 @@ impl UpstreamClient {
             }
         }
         let mut req = self.http.request(verb.clone(), url.clone());
+        // Update streams last longer than the client's ordinary timeout.
+        let streams = verb == reqwest::Method::GET
+            || modern
+                .as_ref()
+                .is_some_and(|(m, _)| *m == "subscriptions/listen");
+        if streams {
+            req = req.timeout(self.stream_timeout);
+        }
         if let Some(iam) = call.aws_iam {
             let credentials = self.aws_credentials.as_ref();
             for (k, v) in sign::sigv4(

@@ -100,7 +100,8 @@ pub(crate) struct Events {
     buf: Vec<u8>,
     /// Where the events not yet taken start.
     start: usize,
-    /// How much of `buf[start..]` is known to hold no complete event.
+    /// How much of `buf` (from its beginning) is known to hold no
+    /// complete event past `start`.
     scanned: usize,
 }
 
@@ -172,23 +173,17 @@ pub(crate) fn find_event_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// [`find_event_end`] when `buf[..from]` is known to hold no complete
-/// event: only the bytes from `from - 3` (a separator may straddle) on are
-/// searched.
+/// event: one pass over the bytes from `from - 3` on (a separator may
+/// straddle), ending at the first `\n\n` or `\r\n\r\n`.
 pub(crate) fn find_event_end_from(buf: &[u8], from: usize) -> Option<usize> {
     let skip = from.saturating_sub(3).min(buf.len());
-    let rest = &buf[skip..];
-    let lf = rest
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|p| skip + p + 2);
-    let crlf = rest
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| skip + p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    buf[skip..]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| skip + i)
+        .find(|&p| (p >= 1 && buf[p - 1] == b'\n') || (p >= 3 && &buf[p - 3..=p] == b"\r\n\r\n"))
+        .map(|p| p + 1)
 }
 
 /// The JSON of an SSE event's `data:` lines.
@@ -221,5 +216,29 @@ mod tests {
         assert!(sse_data(b": comment only\n\n").is_none());
         assert!(sse_data(b"data: not json\n\n").is_none());
         assert_eq!(find_event_end(b"data: x\r\n\r\nrest"), Some(11));
+        assert_eq!(find_event_end(b"data: x\r\n\nrest"), Some(10));
+        assert_eq!(find_event_end(b"data: x\r\n"), None);
+    }
+
+    #[test]
+    fn events_are_found_however_the_stream_is_chunked() {
+        let mut text = String::new();
+        for i in 0..50 {
+            let end = if i % 2 == 0 { "\n\n" } else { "\r\n\r\n" };
+            text.push_str(&format!(": note\ndata: {{\"n\": {i}}}{end}"));
+        }
+        text.push_str("data: {\"last\": true}");
+        for chunk_size in [1, 2, 3, 7, 64, text.len()] {
+            let mut events = Events::default();
+            let mut seen = vec![];
+            for chunk in text.as_bytes().chunks(chunk_size) {
+                events.push(chunk);
+                while let Some((message, _)) = events.next_message() {
+                    seen.push(message["n"].as_i64().unwrap());
+                }
+            }
+            assert_eq!(seen, (0..50).collect::<Vec<_>>(), "chunks of {chunk_size}");
+            assert_eq!(events.rest(), Some(serde_json::json!({"last": true})));
+        }
     }
 }

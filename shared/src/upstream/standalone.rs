@@ -43,6 +43,7 @@ impl UpstreamClient {
                     version,
                     session: Some(session),
                 }) => return Some(found(session.clone(), version.clone())),
+                // A 2026-07-28 link: the 2025 session, if any, is the other key.
                 Some(_) => continue,
                 None => {}
             }
@@ -68,18 +69,33 @@ impl UpstreamClient {
         let (session, version) = (found.session.as_str(), found.version.as_str());
         let res = match self.open_stream(call, session, version).await {
             Err(e @ (UpstreamError::Status(404) | UpstreamError::Rpc { status: 404, .. })) => {
-                // The upstream forgot the session (and its subscriptions).
-                self.forget(&found.key).await;
+                // The upstream forgot the session (and its subscriptions);
+                // forgotten here unless another instance replaced it.
+                self.forget_session(&found.key, session).await;
                 return Err(e);
             }
             other => other?,
         };
         // A request on the standalone stream (not tied to a call) has no
         // client to go to: answered at once, as during a call.
+        // At most MAX_ANSWERED requests in all, and a ping per 5 seconds
+        // (a long stream may be kept alive with pings).
         let answered = std::sync::atomic::AtomicUsize::new(0);
         let answered = &answered;
+        let last_ping = std::sync::Mutex::new(None::<std::time::Instant>);
+        let last_ping = &last_ping;
         let answer = |request: Value| async move {
-            if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= super::MAX_ANSWERED {
+            if request.get("method").and_then(Value::as_str) == Some("ping") {
+                let Ok(mut last) = last_ping.lock() else {
+                    return;
+                };
+                if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5)) {
+                    return;
+                }
+                *last = Some(std::time::Instant::now());
+            } else if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                >= super::MAX_ANSWERED
+            {
                 return;
             }
             let body = super::unsupported_request_answer(&request);
