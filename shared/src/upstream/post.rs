@@ -199,11 +199,14 @@ impl UpstreamClient {
             }
         }
         let mut req = self.http.request(verb.clone(), url.clone());
-        // Update streams last longer than the client's ordinary timeout.
+        // Update streams, and calls whose answer streams to the client,
+        // may last longer than the client's ordinary timeout (20 s, within
+        // API Gateway's 29).
         let streams = verb == reqwest::Method::GET
             || modern
                 .as_ref()
-                .is_some_and(|(m, _)| *m == "subscriptions/listen");
+                .is_some_and(|(m, _)| *m == "subscriptions/listen")
+            || call.relay.is_some_and(super::Relay::is_live);
         if streams {
             req = req.timeout(self.stream_timeout);
         }

@@ -53,6 +53,12 @@ impl Relay {
         }
     }
 
+    /// True when what is pushed goes to the client as it comes (the
+    /// answer streams).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
     /// Passes `message` (a request for the client) on at once, within
     /// the same limits as notifications; false when this relay keeps
     /// notes for an answer written whole, or the limits are reached.
