@@ -535,6 +535,40 @@ impl Target {
     }
 }
 
+/// A per-user OAuth target `name` for unit tests: its MCP server at
+/// `https://mcp.test/mcp`, its authorization server at `https://as.test`
+/// (public client `gateway`, PKCE S256, no scopes).
+#[cfg(test)]
+pub(crate) fn oauth_target_for_tests(name: &str) -> Target {
+    Target {
+        name: name.into(),
+        display_name: None,
+        mcp_url: "https://mcp.test/mcp".into(),
+        auth: TargetAuth::OAuth(Box::new(OAuthSettings {
+            issuer: Some("https://as.test".into()),
+            authorization_endpoint: "https://as.test/authorize".into(),
+            token_endpoint: "https://as.test/token".into(),
+            revocation_endpoint: None,
+            client_id: "gateway".into(),
+            client_secret_arn: None,
+            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            scopes: vec![],
+            extra_authorize_params: Default::default(),
+            send_resource: true,
+            resource: None,
+            registered: false,
+            flow: Default::default(),
+            authorization_response_iss_parameter_supported: true,
+            code_challenge_methods_supported: vec!["S256".into()],
+            dpop_signing_alg_values_supported: vec![],
+            exchange: None,
+        })),
+        tool_prefix: None,
+        return_to: Default::default(),
+        tool_catalog: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

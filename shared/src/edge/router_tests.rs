@@ -525,37 +525,10 @@ mod catalog;
 /// the Protected Resource Metadata still names this host's `/mcp`.
 #[tokio::test]
 async fn consent_links_follow_the_consent_base_url() {
-    use crate::domain::{OAuthSettings, Target, TargetAuth};
     use crate::ports::TargetCatalog;
     let edge = Edge::new(&[("CONSENT_BASE_URL", "https://api.example.test")]);
     edge.store
-        .put(&Target {
-            name: "demo".into(),
-            display_name: None,
-            mcp_url: "https://mcp.example.test/mcp".into(),
-            auth: TargetAuth::OAuth(Box::new(OAuthSettings {
-                issuer: None,
-                authorization_endpoint: "https://as.example.test/authorize".into(),
-                token_endpoint: "https://as.example.test/token".into(),
-                revocation_endpoint: None,
-                client_id: "gw".into(),
-                client_secret_arn: None,
-                token_endpoint_auth_method: Default::default(),
-                scopes: vec!["read".into()],
-                extra_authorize_params: Default::default(),
-                send_resource: true,
-                resource: None,
-                registered: false,
-                flow: Default::default(),
-                authorization_response_iss_parameter_supported: true,
-                code_challenge_methods_supported: vec!["S256".into()],
-                dpop_signing_alg_values_supported: vec![],
-                exchange: None,
-            })),
-            tool_prefix: None,
-            return_to: Default::default(),
-            tool_catalog: Default::default(),
-        })
+        .put(&crate::domain::target::oauth_target_for_tests("demo"))
         .await
         .unwrap();
     let answer = edge

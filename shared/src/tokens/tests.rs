@@ -17,9 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::*;
 use crate::adapters::memory::{Fault, GrantOp, MemoryStore};
 use crate::adapters::oauth::{IssuedTokens, OAuthError};
-use crate::domain::{
-    Grant, GrantStatus, OAuthSettings, Target, TargetAuth, TokenEndpointAuthMethod, TokenSet,
-};
+use crate::domain::{Grant, GrantStatus, Target, TargetAuth, TokenSet};
 use crate::ports::{Clock, GrantStore, RefreshCall};
 
 /// Unix seconds that follow tokio's (paused) clock.
@@ -256,33 +254,7 @@ impl World {
 }
 
 fn target() -> Target {
-    Target {
-        name: "demo".into(),
-        display_name: None,
-        mcp_url: "https://mcp.test/mcp".into(),
-        auth: TargetAuth::OAuth(Box::new(OAuthSettings {
-            issuer: Some("https://as.test".into()),
-            authorization_endpoint: "https://as.test/authorize".into(),
-            token_endpoint: TOKEN_ENDPOINT.into(),
-            revocation_endpoint: None,
-            client_id: "gateway".into(),
-            client_secret_arn: None,
-            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
-            scopes: vec![],
-            extra_authorize_params: Default::default(),
-            send_resource: true,
-            resource: None,
-            registered: false,
-            flow: Default::default(),
-            authorization_response_iss_parameter_supported: true,
-            code_challenge_methods_supported: vec!["S256".into()],
-            dpop_signing_alg_values_supported: vec![],
-            exchange: None,
-        })),
-        tool_prefix: None,
-        return_to: Default::default(),
-        tool_catalog: Default::default(),
-    }
+    crate::domain::target::oauth_target_for_tests("demo")
 }
 
 fn grant(expires_in: i64) -> Grant {
