@@ -216,13 +216,7 @@ async fn audit_change(event: &str, target: Option<String>, outcome: &str) {
     e.target = target;
     use gateway_shared::observe::AuditSink;
     match &state.observe.audit {
-        AuditSink::CloudWatch(_) => {
-            state
-                .observe
-                .audit
-                .write(&state.http, &state.upstream, &[e])
-                .await
-        }
+        AuditSink::CloudWatch(_) => state.observe.audit.write(&state.upstream, &[e]).await,
         // Without a log group, beside the command's output (not in it).
         AuditSink::Lines(_) => eprintln!("{}", serde_json::to_string(&e).unwrap_or_default()),
         AuditSink::Off => {}

@@ -252,26 +252,14 @@ pub async fn invoke(
                     base.trim_end_matches('/')
                 ))
                 .map_err(|e| InterceptorError::Failed(format!("the Lambda endpoint: {e}")))?;
-                let headers = vec![
+                let headers = [
                     ("content-type", "application/json".to_owned()),
                     ("x-amz-invocation-type", "RequestResponse".to_owned()),
                 ];
-                let signed = upstream
-                    .sign("lambda", region, &url, &headers, body.as_bytes())
+                let res = upstream
+                    .signed_post("lambda", region, &url, &headers, body, None)
                     .await
                     .map_err(|e: UpstreamError| InterceptorError::Failed(e.to_string()))?;
-                let mut req = http.post(url);
-                for (k, v) in headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .chain(signed)
-                {
-                    req = req.header(k, v);
-                }
-                let res =
-                    req.body(body).send().await.map_err(|e| {
-                        InterceptorError::Failed(crate::error::chain(&e.without_url()))
-                    })?;
                 if res.headers().contains_key("x-amz-function-error") {
                     return Err(InterceptorError::Failed(
                         "the function raised an error".into(),

@@ -319,11 +319,7 @@ pub async fn act(
                 );
                 event.user = Some(sub.clone());
                 event.target = Some(crate::telemetry::clean(target, 64));
-                state
-                    .observe
-                    .audit
-                    .write(&state.http, &state.upstream, &[event])
-                    .await;
+                state.observe.audit.write(&state.upstream, &[event]).await;
                 let mut url = Url::parse(&public_url(&base, CONNECTIONS_PATH))
                     .unwrap_or_else(|_| base.clone());
                 url.query_pairs_mut().append_pair("disconnected", target);

@@ -223,8 +223,9 @@ pub struct CloudWatchLogs {
     pub stream: String,
     /// The region.
     pub region: String,
-    /// The CloudWatch Logs endpoint.
-    pub endpoint: String,
+    /// The CloudWatch Logs endpoint (none: not a URL; events go to
+    /// standard output).
+    pub endpoint: Option<url::Url>,
     created: tokio::sync::OnceCell<()>,
     /// After a failure, events go to standard output until then (no request
     /// waits on a log group that is not answering).
@@ -239,6 +240,13 @@ impl CloudWatchLogs {
     /// region's), in a new stream named after `function`.
     pub fn new(group: String, region: String, endpoint: Option<String>, function: &str) -> Self {
         let endpoint = endpoint.unwrap_or_else(|| format!("https://logs.{region}.amazonaws.com"));
+        let endpoint = match url::Url::parse(&endpoint) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                tracing::error!(error = %e, "the CloudWatch Logs endpoint is not a URL; audit events go to standard output");
+                None
+            }
+        };
         CloudWatchLogs {
             stream: format!("{function}/{}", crate::crypto::random_token(12)),
             group,
@@ -251,35 +259,29 @@ impl CloudWatchLogs {
 
     async fn call(
         &self,
-        http: &reqwest::Client,
         signer: &crate::upstream::UpstreamClient,
         action: &str,
         body: &Value,
     ) -> Result<(u16, String), String> {
-        let url = url::Url::parse(&self.endpoint).map_err(|e| format!("the endpoint: {e}"))?;
-        let body = body.to_string();
-        let headers = vec![
+        let url = self
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| "the endpoint is not a URL".to_owned())?;
+        let headers = [
             ("content-type", "application/x-amz-json-1.1".to_owned()),
             ("x-amz-target", format!("Logs_20140328.{action}")),
         ];
-        let signed = signer
-            .sign("logs", &self.region, &url, &headers, body.as_bytes())
+        let res = signer
+            .signed_post(
+                "logs",
+                &self.region,
+                url,
+                &headers,
+                body.to_string(),
+                Some(std::time::Duration::from_secs(3)),
+            )
             .await
             .map_err(|e| e.to_string())?;
-        let mut req = http.post(url);
-        for (k, v) in headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .chain(signed)
-        {
-            req = req.header(k, v);
-        }
-        let res = req
-            .body(body)
-            .timeout(std::time::Duration::from_secs(3))
-            .send()
-            .await
-            .map_err(|e| crate::error::chain(&e.without_url()))?;
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
         Ok((status, text))
@@ -287,7 +289,6 @@ impl CloudWatchLogs {
 
     async fn put(
         &self,
-        http: &reqwest::Client,
         signer: &crate::upstream::UpstreamClient,
         events: &[AuditEvent],
     ) -> Result<(), String> {
@@ -295,7 +296,6 @@ impl CloudWatchLogs {
             .get_or_try_init(|| async {
                 let (status, text) = self
                     .call(
-                        http,
                         signer,
                         "CreateLogStream",
                         &serde_json::json!({"logGroupName": self.group, "logStreamName": self.stream}),
@@ -319,7 +319,6 @@ impl CloudWatchLogs {
                 .collect();
             let (status, text) = self
                 .call(
-                    http,
                     signer,
                     "PutLogEvents",
                     &serde_json::json!({
@@ -357,12 +356,7 @@ impl CloudWatchLogs {
 impl AuditSink {
     /// Writes `events`; an event the log group does not take goes to
     /// standard output (never lost silently).
-    pub async fn write(
-        &self,
-        http: &reqwest::Client,
-        signer: &crate::upstream::UpstreamClient,
-        events: &[AuditEvent],
-    ) {
+    pub async fn write(&self, signer: &crate::upstream::UpstreamClient, events: &[AuditEvent]) {
         if events.is_empty() {
             return;
         }
@@ -377,7 +371,7 @@ impl AuditSink {
                 let failed = if logs.cooling() {
                     Err("the log group failed recently".to_owned())
                 } else {
-                    logs.put(http, signer, events).await
+                    logs.put(signer, events).await
                 };
                 if let Err(why) = failed {
                     if !logs.cooling() {

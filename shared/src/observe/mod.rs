@@ -208,10 +208,7 @@ pub async fn consent_event(
     e.user = record.user.clone();
     e.target = Some(target.clone());
     e.latency_ms = Some(metrics::ms(latency));
-    observe
-        .audit
-        .write(&state.http, &state.upstream, &[e])
-        .await;
+    observe.audit.write(&state.upstream, &[e]).await;
 }
 
 /// Writes `RefreshOutcome` lines for the refreshes `record` holds, one per
@@ -238,10 +235,7 @@ pub async fn scheduled_refreshes(state: &crate::AppState, record: &Record) {
     let observe = &state.observe;
     refresh_metrics(observe, record, now);
     let events = audit::of_request(record, 200, Duration::ZERO, None, now);
-    observe
-        .audit
-        .write(&state.http, &state.upstream, &events)
-        .await;
+    observe.audit.write(&state.upstream, &events).await;
 }
 
 /// Milliseconds since the Unix epoch.

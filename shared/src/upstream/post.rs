@@ -13,30 +13,47 @@ use crate::wire::header_value;
 use reqwest::header::HeaderValue;
 
 impl UpstreamClient {
-    /// SigV4 headers for a POST of `body` to `url` as `service` in
-    /// `region`, with the function's role (for the interceptors' Lambda
-    /// invocations).
-    pub(crate) async fn sign(
+    /// POSTs `body` to `url` signed with SigV4 as `service` in `region`
+    /// with the function's role (an interceptor's Lambda invocation, the
+    /// audit trail's CloudWatch Logs calls); the signature's headers are
+    /// marked sensitive.
+    pub(crate) async fn signed_post(
         &self,
         service: &str,
         region: &str,
         url: &url::Url,
         headers: &[(&str, String)],
-        body: &[u8],
-    ) -> Result<Vec<(String, String)>, UpstreamError> {
+        body: String,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let iam = crate::domain::AwsIamSettings {
             service: service.to_owned(),
             region: region.to_owned(),
         };
-        sign::sigv4(
+        let signed = sign::sigv4(
             "POST",
             self.aws_credentials.as_ref(),
             &iam,
             url,
             headers,
-            body,
+            body.as_bytes(),
         )
-        .await
+        .await?;
+        let mut req = self.http.post(url.clone());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        for (k, v) in signed {
+            let mut value = HeaderValue::from_str(&v).map_err(|_| {
+                UpstreamError::Protocol("a SigV4 header is not a header value".into())
+            })?;
+            value.set_sensitive(true);
+            req = req.header(k, value);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        req.body(body).send().await.map_err(transport)
     }
 
     /// POSTs `body`; for a DPoP token, once more with the nonce the
@@ -82,32 +99,15 @@ impl UpstreamClient {
         modern: Option<(&str, Option<String>)>,
         body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let send = |body: reqwest::Body, dpop| {
+            self.post_once(verb.clone(), call, session, version, &modern, body, dpop)
+        };
         let Some(key) = call.dpop else {
-            return self
-                .post_once(
-                    verb.clone(),
-                    call,
-                    session,
-                    version,
-                    &modern,
-                    body.into(),
-                    None,
-                )
-                .await;
+            return send(body.into(), None).await;
         };
         let body = bytes::Bytes::from(body);
         let nonce = self.dpop_nonce(call.url);
-        let res = self
-            .post_once(
-                verb.clone(),
-                call,
-                session,
-                version,
-                &modern,
-                body.clone().into(),
-                Some((key, nonce.as_deref())),
-            )
-            .await;
+        let res = send(body.clone().into(), Some((key, nonce.as_deref()))).await;
         let asked = match &res {
             Err(UpstreamError::DpopNonce(n)) => Some(n.clone()),
             _ => None,
@@ -115,16 +115,7 @@ impl UpstreamClient {
         let res = match asked {
             Some(n) if nonce.as_deref() != Some(&n) => {
                 self.set_dpop_nonce(call.url, &n);
-                self.post_once(
-                    verb.clone(),
-                    call,
-                    session,
-                    version,
-                    &modern,
-                    body.into(),
-                    Some((key, Some(&n))),
-                )
-                .await
+                send(body.into(), Some((key, Some(&n)))).await
             }
             _ => res,
         };

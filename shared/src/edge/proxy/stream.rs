@@ -91,10 +91,7 @@ impl Finish {
         if !lines.is_empty() {
             observe.metrics.write(lines.trim_end_matches('\n'));
         }
-        observe
-            .audit
-            .write(&self.state.http, &self.state.upstream, &events)
-            .await;
+        observe.audit.write(&self.state.upstream, &events).await;
     }
 }
 
