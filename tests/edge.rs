@@ -1574,19 +1574,20 @@ async fn progress_arrives_while_the_call_runs_and_is_recorded_whole() {
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
     }}});
+    let call = |user: &'static str| {
+        gateway_tests::http()
+            .post(format!("{}/mcp", server.base))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "test_tool_with_progress")
+            .header("x-gateway-dev-user", user)
+            .json(&body)
+            .send()
+    };
     let started = std::time::Instant::now();
-    let mut res = gateway_tests::http()
-        .post(format!("{}/mcp", server.base))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "test_tool_with_progress")
-        .header("x-gateway-dev-user", "alice")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let mut res = call("alice").await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut text = String::new();
@@ -1637,18 +1638,7 @@ async fn progress_arrives_while_the_call_runs_and_is_recorded_whole() {
 
     // A client that goes away after the first event: the call is still
     // recorded (status 499), once.
-    let mut res = gateway_tests::http()
-        .post(format!("{}/mcp", server.base))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "test_tool_with_progress")
-        .header("x-gateway-dev-user", "bob")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let mut res = call("bob").await.unwrap();
     let first = res.chunk().await.unwrap().unwrap_or_default();
     assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
     drop(res);

@@ -97,12 +97,8 @@ async fn standalone(
         return method_not_allowed(false);
     }
     let context = context.as_deref();
-    if !origin_allowed(&state, &headers) || !host_allowed(&state, &headers) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this Origin or Host may not call the gateway",
-        );
+    if let Some(refused) = refused_by_guards(&state, &headers) {
+        return refused;
     }
     let identity = match authenticate(&state, context, &headers).await {
         Ok(identity) => identity,
@@ -226,6 +222,19 @@ fn supports_url_elicitation(capabilities: Option<&Value>) -> bool {
         .is_some()
 }
 
+/// The Origin and Host guards (browsers and DNS rebinding): a 403 when
+/// either refuses the request.
+fn refused_by_guards(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let why = if !origin_allowed(state, headers) {
+        "this Origin may not call the gateway"
+    } else if !host_allowed(state, headers) {
+        "a development gateway answers only on a loopback host name"
+    } else {
+        return None;
+    };
+    Some(json_error(StatusCode::FORBIDDEN, "forbidden", why))
+}
+
 /// `/mcp`: the request, observed (one EMF line, and an audit event for the
 /// methods operators audit).
 async fn mcp(
@@ -251,19 +260,8 @@ async fn handle_mcp(
     body: Bytes,
 ) -> Response {
     let context = context.as_deref();
-    if !origin_allowed(&state, &headers) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this Origin may not call the gateway",
-        );
-    }
-    if !host_allowed(&state, &headers) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "a development gateway answers only on a loopback host name",
-        );
+    if let Some(refused) = refused_by_guards(&state, &headers) {
+        return refused;
     }
     let identity = match authenticate(&state, context, &headers).await {
         Ok(identity) => identity,
