@@ -18,6 +18,7 @@ mod guard;
 pub mod names;
 pub mod options;
 mod own_tools;
+mod resources;
 mod routing;
 
 use crate::crypto::dpop::DpopKey;
@@ -40,7 +41,7 @@ use crate::AppState;
 pub(crate) use catalog::decode_cursor;
 use consent::strip_gateway_fields;
 use own_tools::{connect_tool, connect_tool_name, gateway_tools};
-pub use routing::template_matches;
+pub use resources::template_matches;
 
 /// Prefix of the gateway's own tools.
 pub const GATEWAY_PREFIX: &str = "gateway___";
