@@ -231,7 +231,7 @@ pub fn observer(config: &crate::config::ObserveConfig) -> crate::observe::Observ
         ))),
     };
     Observer {
-        gateway: config.gateway_name.clone(),
+        gateway: config.gateway_name.as_str().into(),
         metrics: LineSink::Stdout,
         audit,
         metrics_on: config.metrics,

@@ -133,7 +133,54 @@ impl TargetCatalog for CachedTargets {
 pub struct CachedGrants {
     inner: Arc<dyn GrantStore>,
     ttl: Duration,
-    cached: RwLock<HashMap<(String, String), (Grant, Instant)>>,
+    cached: std::sync::RwLock<GrantEntries>,
+}
+
+/// The cached grants by user, then target: looked up by the request's
+/// `&str`s, with no key built per read. The lock is never held across an
+/// await.
+#[derive(Default)]
+struct GrantEntries {
+    by_user: HashMap<String, HashMap<String, (Grant, Instant)>>,
+    len: usize,
+}
+
+impl GrantEntries {
+    fn get(&self, sub: &str, target: &str) -> Option<&(Grant, Instant)> {
+        self.by_user.get(sub)?.get(target)
+    }
+
+    fn insert(&mut self, grant: &Grant) {
+        let targets = self.by_user.entry(grant.sub.clone()).or_default();
+        let entry = (grant.clone(), Instant::now());
+        if targets.insert(grant.target.clone(), entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, sub: &str, target: &str) {
+        let Some(targets) = self.by_user.get_mut(sub) else {
+            return;
+        };
+        if targets.remove(target).is_some() {
+            self.len -= 1;
+        }
+        if targets.is_empty() {
+            self.by_user.remove(sub);
+        }
+    }
+
+    /// Drops the entries older than `ttl`.
+    fn expire(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        let mut len = 0;
+        self.by_user.retain(|_, targets| {
+            targets.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            len += targets.len();
+            !targets.is_empty()
+        });
+        self.len = len;
+    }
 }
 
 impl CachedGrants {
@@ -142,7 +189,7 @@ impl CachedGrants {
         CachedGrants {
             inner,
             ttl,
-            cached: RwLock::new(HashMap::new()),
+            cached: Default::default(),
         }
     }
 
@@ -150,25 +197,21 @@ impl CachedGrants {
         if self.ttl.is_zero() {
             return;
         }
-        let mut map = self.cached.write().await;
-        if map.len() >= MAX_CACHED_GRANTS {
-            let now = Instant::now();
-            map.retain(|_, (_, at)| now.duration_since(*at) < self.ttl);
-            if map.len() >= MAX_CACHED_GRANTS {
-                map.clear();
+        let mut entries = self.cached.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len >= MAX_CACHED_GRANTS {
+            entries.expire(self.ttl);
+            if entries.len >= MAX_CACHED_GRANTS {
+                *entries = GrantEntries::default();
             }
         }
-        map.insert(
-            (grant.sub.clone(), grant.target.clone()),
-            (grant.clone(), Instant::now()),
-        );
+        entries.insert(grant);
     }
 
     async fn forget(&self, sub: &str, target: &str) {
         self.cached
             .write()
-            .await
-            .remove(&(sub.to_owned(), target.to_owned()));
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sub, target);
     }
 }
 
@@ -179,12 +222,8 @@ const MAX_CACHED_GRANTS: usize = 10_000;
 impl GrantStore for CachedGrants {
     async fn get(&self, sub: &str, target: &str, consistent: bool) -> Result<Option<Grant>> {
         if !consistent && !self.ttl.is_zero() {
-            if let Some((g, at)) = self
-                .cached
-                .read()
-                .await
-                .get(&(sub.to_owned(), target.to_owned()))
-            {
+            let entries = self.cached.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((g, at)) = entries.get(sub, target) {
                 if at.elapsed() < self.ttl {
                     return Ok(Some(g.clone()));
                 }
@@ -366,5 +405,63 @@ mod tests {
         let cached = CachedTargets::new(inner.clone(), Duration::ZERO);
         futures::future::join_all((0..4).map(|_| cached.list())).await;
         assert_eq!(inner.0.load(Ordering::SeqCst), 4);
+    }
+}
+
+#[cfg(test)]
+mod grant_entries {
+    use super::*;
+    use crate::domain::{GrantStatus, TokenSet};
+
+    fn grant(sub: &str, target: &str) -> Grant {
+        Grant {
+            sub: sub.into(),
+            target: target.into(),
+            tokens: TokenSet {
+                access_token: secrecy::SecretString::from(format!("at-{sub}-{target}")),
+                refresh_token: None,
+                token_type: "Bearer".into(),
+                dpop_key: None,
+            },
+            expires_at: None,
+            scopes: vec![],
+            issuer: None,
+            token_endpoint: None,
+            resource: None,
+            status: GrantStatus::Active,
+            version: 1,
+            lease: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn grants_are_kept_by_user_and_target_and_counted() {
+        let mut e = GrantEntries::default();
+        e.insert(&grant("alice", "a"));
+        e.insert(&grant("alice", "b"));
+        e.insert(&grant("bob", "a"));
+        e.insert(&grant("alice", "a")); // replaced, not counted twice
+        assert_eq!(e.len, 3);
+        assert_eq!(
+            e.get("alice", "b").map(|(g, _)| g.target.as_str()),
+            Some("b")
+        );
+        assert_eq!(e.get("bob", "b").map(|(g, _)| g.sub.as_str()), None);
+        e.remove("alice", "a");
+        e.remove("alice", "a"); // already gone
+        e.remove("carol", "a"); // never there
+        assert_eq!(e.len, 2);
+        assert!(e.get("alice", "a").is_none());
+        e.remove("alice", "b");
+        assert!(
+            !e.by_user.contains_key("alice"),
+            "no empty map is left behind"
+        );
+        assert_eq!(e.len, 1);
+        e.expire(Duration::ZERO);
+        assert_eq!(e.len, 0);
+        assert!(e.by_user.is_empty());
     }
 }

@@ -228,15 +228,16 @@ impl OidcProvider {
     }
 }
 
-/// What an inbound access token must satisfy.
-#[derive(Debug, Clone, Default)]
-pub struct AccessPolicy {
+/// What an inbound access token must satisfy (borrowed from the
+/// configuration: nothing copied per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessPolicy<'a> {
     /// Accepted `aud` values.
-    pub audiences: Vec<String>,
+    pub audiences: &'a [String],
     /// Accepted `client_id` claims (Cognito access tokens carry no `aud`).
-    pub client_ids: Vec<String>,
+    pub client_ids: &'a [String],
     /// Scopes every token must carry.
-    pub required_scopes: Vec<String>,
+    pub required_scopes: &'a [String],
     /// Require the RFC 9068 header `typ: at+jwt`.
     pub require_at_jwt: bool,
 }
@@ -275,7 +276,7 @@ impl OidcProvider {
     pub async fn validate_access_token(
         &self,
         token: &str,
-        policy: &AccessPolicy,
+        policy: &AccessPolicy<'_>,
     ) -> Result<AccessClaims, AccessError> {
         let digest = crate::crypto::sha256(token.as_bytes());
         let now = SystemClock.now();
@@ -287,7 +288,10 @@ impl OidcProvider {
         let claims = match remembered {
             Some(claims) => claims,
             None => {
-                let (claims, keys_fetched) = self.verify_access_token(token, policy).await?;
+                // Boxed: the signature check is off the path of a token
+                // already seen.
+                let (claims, keys_fetched) =
+                    Box::pin(self.verify_access_token(token, policy)).await?;
                 let claims = Arc::new(claims);
                 let exp = claims.get("exp").and_then(serde_json::Value::as_i64);
                 if let (Some(exp), Ok(mut v)) = (exp, self.verified.lock()) {
@@ -311,7 +315,7 @@ impl OidcProvider {
     async fn verify_access_token(
         &self,
         token: &str,
-        policy: &AccessPolicy,
+        policy: &AccessPolicy<'_>,
     ) -> Result<(serde_json::Value, Instant), AccessError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AccessError::Invalid(format!("malformed: {e}")))?;
@@ -359,7 +363,7 @@ impl OidcProvider {
 /// claims: `aud` or `client_id`, `sub`, required scopes.
 fn apply_policy(
     claims: &serde_json::Value,
-    policy: &AccessPolicy,
+    policy: &AccessPolicy<'_>,
 ) -> Result<AccessClaims, AccessError> {
     let auds: Vec<&str> = match claims.get("aud") {
         Some(serde_json::Value::String(a)) => vec![a.as_str()],
@@ -545,7 +549,7 @@ mod tests {
     #[test]
     fn id_tokens_and_unmarked_tokens_are_refused_where_cognito_marks_them() {
         let cognito = AccessPolicy {
-            client_ids: vec!["app".into()],
+            client_ids: &["app".to_owned()],
             ..AccessPolicy::default()
         };
         let access = serde_json::json!({"sub": "u", "client_id": "app", "token_use": "access"});
@@ -567,7 +571,7 @@ mod tests {
         assert!(apply_policy(&rfc9068, &cognito).is_ok());
         // Audience-checked deployments: an explicit ID token is refused too.
         let aud = AccessPolicy {
-            audiences: vec!["gw".into()],
+            audiences: &["gw".to_owned()],
             ..AccessPolicy::default()
         };
         let id_for_gw = serde_json::json!({"sub": "u", "aud": "gw", "token_use": "id"});
@@ -594,21 +598,21 @@ mod tests {
     #[test]
     fn the_policy_is_applied_to_remembered_claims() {
         let policy = AccessPolicy {
-            audiences: vec!["gw".into()],
-            required_scopes: vec!["a".into()],
+            audiences: &["gw".to_owned()],
+            required_scopes: &["a".to_owned()],
             ..AccessPolicy::default()
         };
         assert_eq!(apply_policy(&claims(), &policy).unwrap().sub, "alice");
         let other = AccessPolicy {
-            audiences: vec!["other".into()],
-            ..policy.clone()
+            audiences: &["other".to_owned()],
+            ..policy
         };
         assert!(matches!(
             apply_policy(&claims(), &other),
             Err(AccessError::Invalid(_))
         ));
         let more = AccessPolicy {
-            required_scopes: vec!["c".into()],
+            required_scopes: &["c".to_owned()],
             ..policy
         };
         assert!(matches!(

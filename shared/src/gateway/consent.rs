@@ -438,8 +438,25 @@ pub(super) fn params_digest(params: &Params) -> String {
 /// Params as the upstream should see them: without the gateway's retry
 /// fields and `_meta` options (every other member as sent).
 pub(super) fn strip_gateway_fields(params: &Params) -> Params {
-    let mut p = params.clone();
-    p.remove("requestState").remove("inputResponses");
+    stripped_for_upstream(params, None)
+}
+
+/// [`strip_gateway_fields`], leaving out `replaced` too (a member the
+/// caller sets again: not copied only to be overwritten).
+pub(super) fn stripped_for_upstream(params: &Params, replaced: Option<&str>) -> Params {
+    // An object `_meta` is added back below, as the upstream may see it.
+    let meta = if params.meta().is_some() {
+        "_meta"
+    } else {
+        "requestState"
+    };
+    let dropped = [
+        "requestState",
+        "inputResponses",
+        meta,
+        replaced.unwrap_or("requestState"),
+    ];
+    let mut p = params.without(&dropped);
     if let Some(mut m) = params.meta().cloned() {
         super::options::strip(&mut m);
         m.remove(meta::PROTOCOL_VERSION);

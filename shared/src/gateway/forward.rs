@@ -25,17 +25,17 @@ impl Gateway<'_> {
         };
         // Token exchange: the caller's own token, exchanged per user.
         if settings.flow.is_exchange() {
-            return match self
-                .state
-                .tokens
-                .exchanged_grant(
-                    &self.caller.sub,
-                    target,
-                    self.caller.inbound_token.as_ref(),
-                    self.state.config.refresh_margin.as_secs() as i64,
-                    renew,
-                )
-                .await
+            // Boxed here and below: the other kinds of credential, and
+            // everything after a refusal, stay out of the future of a call
+            // with a user's grant (see `docs/performance-notes.md`).
+            return match Box::pin(self.state.tokens.exchanged_grant(
+                &self.caller.sub,
+                target,
+                self.caller.inbound_token.as_ref(),
+                self.state.config.refresh_margin.as_secs() as i64,
+                renew,
+            ))
+            .await
             {
                 Ok(g) => Ok(Some(g)),
                 Err(ExchangeFailure::Interaction(url)) => Err(Blocked::Interaction(url)),
@@ -54,16 +54,13 @@ impl Gateway<'_> {
         // Client credentials or a JWT bearer grant: the target's machine
         // token, for every user.
         if settings.flow.is_machine() {
-            return match self
-                .state
-                .tokens
-                .machine_grant(
-                    target,
-                    &self.owner,
-                    self.state.config.refresh_margin.as_secs() as i64,
-                    LeasePolicy::default(),
-                )
-                .await
+            return match Box::pin(self.state.tokens.machine_grant(
+                target,
+                &self.owner,
+                self.state.config.refresh_margin.as_secs() as i64,
+                LeasePolicy::default(),
+            ))
+            .await
             {
                 Ok(g) => Ok(Some(g)),
                 Err(NoGrant::Retry(why)) => Err(Blocked::Retry(why)),
@@ -149,7 +146,7 @@ impl Gateway<'_> {
                 {
                     // A cached exchanged token the upstream no longer takes:
                     // exchange the caller's token again, once.
-                    grant = self.token_for(target, true).await?;
+                    grant = Box::pin(self.token_for(target, true)).await?;
                 }
                 Err(UpstreamError::Unauthorized {
                     resource_metadata,
@@ -164,13 +161,17 @@ impl Gateway<'_> {
                     {
                         Ok(fresh) => grant = Some(fresh),
                         Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
-                        Err(_) => return Err(self.refused(target, resource_metadata, scope).await),
+                        Err(_) => {
+                            return Err(
+                                Box::pin(self.refused(target, resource_metadata, scope)).await
+                            )
+                        }
                     }
                 }
                 Err(UpstreamError::Unauthorized {
                     resource_metadata,
                     scope,
-                }) => return Err(self.refused(target, resource_metadata, scope).await),
+                }) => return Err(Box::pin(self.refused(target, resource_metadata, scope)).await),
                 Err(UpstreamError::InsufficientScope { .. }) if !target.auth.is_per_user() => {
                     return Err(refused_credentials())
                 }

@@ -40,7 +40,7 @@ use crate::AppState;
 #[cfg(test)]
 pub(crate) use catalog::decode_cursor;
 use consent::strip_gateway_fields;
-use own_tools::{connect_tool, connect_tool_name, gateway_tools};
+use own_tools::{connect_tool, connect_tool_name, gateway_tools, is_connect_tool_name};
 pub use resources::template_matches;
 
 /// Prefix of the gateway's own tools.

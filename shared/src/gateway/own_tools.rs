@@ -170,6 +170,14 @@ pub(super) fn connect_tool_name(target: &Target) -> String {
     format!("{}{}connect", target.name, super::names::SEPARATOR)
 }
 
+/// `name == connect_tool_name(target)`, without building it (asked on
+/// every call, for every target).
+pub(super) fn is_connect_tool_name(target: &Target, name: &str) -> bool {
+    name.strip_prefix(target.name.as_str())
+        .and_then(|rest| rest.strip_prefix(super::names::SEPARATOR))
+        == Some("connect")
+}
+
 /// A tool that connects a target whose tools are not known yet.
 pub(super) fn connect_tool(target: &Target) -> Value {
     json!({
@@ -204,4 +212,26 @@ pub(super) fn gateway_tools() -> Vec<Value> {
             "annotations": {"destructiveHint": true},
         }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_tool_is_recognized_without_building_its_name() {
+        let target = crate::domain::target::oauth_target_for_tests("demo");
+        assert!(is_connect_tool_name(&target, &connect_tool_name(&target)));
+        for other in [
+            "demo___connectx",
+            "demo__connect",
+            "demoxconnect",
+            "demo___",
+            "connect",
+            "x___connect",
+            "",
+        ] {
+            assert!(!is_connect_tool_name(&target, other), "{other}");
+        }
+    }
 }

@@ -27,12 +27,11 @@ impl Gateway<'_> {
         let Some(name) = params.name() else {
             return Reply::error(codes::INVALID_PARAMS, "params.name is required");
         };
-        let name = name.as_str();
+        let name = &*name;
         if method == "tools/call" && name.starts_with(GATEWAY_PREFIX) {
             let own = crate::telemetry::clean(name, 128);
             crate::observe::note(|r| r.item = Some(own));
-            return self
-                .gateway_tool(name, params.get::<Value>("arguments").as_ref())
+            return Box::pin(self.gateway_tool(name, params.get::<Value>("arguments").as_ref()))
                 .await;
         }
         let exposed = match self.exposed_targets().await {
@@ -42,7 +41,7 @@ impl Gateway<'_> {
         if method == "tools/call" {
             if let Some(e) = exposed
                 .iter()
-                .find(|e| connect_tool_name(&e.target) == name)
+                .find(|e| is_connect_tool_name(&e.target, name))
             {
                 let tool = Resource::Tool {
                     target: &e.target.name,
@@ -51,7 +50,7 @@ impl Gateway<'_> {
                 if let Err(refused) = self.permit(method, &tool, None).await {
                     return refused;
                 }
-                return self.connect_target(&e.target, params).await;
+                return Box::pin(self.connect_target(&e.target, params)).await;
             }
         }
         let Some((e, upstream_name)) = self.resolve(&exposed, name, list_method, key).await else {
@@ -112,7 +111,7 @@ impl Gateway<'_> {
             Ok(o) => o.force && !params.has("requestState"),
             Err(why) => return Reply::error(codes::INVALID_PARAMS, why),
         };
-        let mut forwarded = strip_gateway_fields(params);
+        let mut forwarded = super::consent::stripped_for_upstream(params, Some("name"));
         if let Err(r) = answers_for(&e.target, &retry, params, &mut forwarded) {
             return r;
         }
@@ -124,13 +123,16 @@ impl Gateway<'_> {
             forwarded.set("arguments", args);
         }
         if force && e.target.auth.is_per_user() {
-            return self.consent(&e.target, &[], method, params).await;
+            return Box::pin(self.consent(&e.target, &[], method, params)).await;
         }
         match self.forward(&e.target, method, Some(forwarded)).await {
             Ok(message) => self.relay_answer(&e.target, method, params, message).await,
-            Err(Blocked::Consent(extra)) => self.consent(&e.target, &extra, method, params).await,
+            // Boxed: what a call rarely needs stays out of its future.
+            Err(Blocked::Consent(extra)) => {
+                Box::pin(self.consent(&e.target, &extra, method, params)).await
+            }
             Err(Blocked::Interaction(url)) => {
-                self.interaction(&e.target, &url, method, params).await
+                Box::pin(self.interaction(&e.target, &url, method, params)).await
             }
             Err(Blocked::Retry(why)) => {
                 tracing::warn!(target = %e.target.name, reason = %why, "call failed; retryable");
@@ -170,7 +172,9 @@ impl Gateway<'_> {
         candidates.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         for e in candidates {
             let rest = &name[e.prefix.len()..];
-            if !rest.is_empty() && expose(&e.prefix, rest) == name {
+            // `name` is `prefix + rest`, which is exposed as is when it
+            // fits (see `names::expose`): no need to build it again.
+            if !rest.is_empty() && name.len() <= super::names::MAX_NAME {
                 return Some((e, rest.to_owned()));
             }
             // A shortened name: find the upstream name that maps to it.
@@ -182,10 +186,7 @@ impl Gateway<'_> {
                     .map(|n| json!({"name": n}))
                     .collect()
             } else {
-                match self
-                    .forward(&e.target, list_method, Some(Params::new()))
-                    .await
-                {
+                match Box::pin(self.forward(&e.target, list_method, Some(Params::new()))).await {
                     Ok(m) => m
                         .get("result")
                         .and_then(|r| r.get(key))

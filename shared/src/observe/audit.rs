@@ -106,7 +106,7 @@ pub fn of_request(
     request_id: Option<String>,
     now_ms: i64,
 ) -> Vec<AuditEvent> {
-    let mut events = vec![];
+    let mut events = Vec::with_capacity(1 + record.refreshes.len());
     let with_who = |mut e: AuditEvent| {
         e.request_id = request_id.clone();
         e.user = record.user.clone();
@@ -353,6 +353,15 @@ impl CloudWatchLogs {
     }
 }
 
+/// An event as one JSON line, written into a buffer sized for it.
+pub fn line_of(event: &AuditEvent) -> String {
+    let mut out = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut out, event) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 impl AuditSink {
     /// Writes `events`; an event the log group does not take goes to
     /// standard output (never lost silently).
@@ -364,7 +373,7 @@ impl AuditSink {
             AuditSink::Off => {}
             AuditSink::Lines(sink) => {
                 for e in events {
-                    sink.write(&serde_json::to_string(e).unwrap_or_default());
+                    sink.write(&line_of(e));
                 }
             }
             AuditSink::CloudWatch(logs) => {

@@ -142,7 +142,12 @@ pub fn request_line(
             directives: directives(record.target.is_some()),
         },
     };
-    serde_json::to_string(&line).unwrap_or_default()
+    // Sized for a line (about 700 bytes), so it is written without growing.
+    let mut out = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut out, &line) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// One count by `Gateway` and by `Gateway, Target` (consent outcomes:

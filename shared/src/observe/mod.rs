@@ -32,7 +32,7 @@ pub type Shared = Arc<Mutex<Record>>;
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Record {
     /// The MCP method (or the web event: `consent.start`, ...).
-    pub method: Option<String>,
+    pub method: Option<std::borrow::Cow<'static, str>>,
     /// The user's subject.
     pub user: Option<String>,
     /// The agent's OAuth client id.
@@ -151,7 +151,7 @@ impl LineSink {
 #[derive(Clone)]
 pub struct Observer {
     /// The gateway's name (`GATEWAY_NAME`, else the function's name).
-    pub gateway: String,
+    pub gateway: Arc<str>,
     /// Metric lines.
     pub metrics: LineSink,
     /// Audit events.

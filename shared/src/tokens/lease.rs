@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use secrecy::SecretString;
 
 use super::Refresher;
@@ -334,7 +335,19 @@ impl Refresher {
     /// key, or sealed with a key that was retired) is dead: retrying cannot
     /// mend it, so it is marked as needing consent and the user connects
     /// again.
-    async fn unreadable(&self, sub: &str, target: &str, e: &Error) -> Outcome {
+    ///
+    /// Boxed, as every path off the warm read is: a request's future holds
+    /// only the path it usually takes (see `docs/performance-notes.md`).
+    fn unreadable<'s>(
+        &'s self,
+        sub: &'s str,
+        target: &'s str,
+        e: &'s Error,
+    ) -> BoxFuture<'s, Outcome> {
+        Box::pin(self.mark_unreadable(sub, target, e))
+    }
+
+    async fn mark_unreadable(&self, sub: &str, target: &str, e: &Error) -> Outcome {
         tracing::error!(
             audit = "grant_unreadable",
             target = %target,
@@ -471,7 +484,16 @@ impl Refresher {
 
     /// `req` behind this instance's other callers for the same grant,
     /// sharing their outcome when it is newer than version `seen`.
-    async fn in_flight(&self, req: RefreshRequest<'_>, seen: u64) -> Result<Grant, NoGrant> {
+    /// Boxed: a refresh is off the warm path.
+    fn in_flight<'s>(
+        &'s self,
+        req: RefreshRequest<'s>,
+        seen: u64,
+    ) -> BoxFuture<'s, Result<Grant, NoGrant>> {
+        Box::pin(self.in_flight_now(req, seen))
+    }
+
+    async fn in_flight_now(&self, req: RefreshRequest<'_>, seen: u64) -> Result<Grant, NoGrant> {
         let outcome = self
             .flights
             .run(

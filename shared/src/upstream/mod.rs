@@ -340,7 +340,17 @@ impl UpstreamClient {
                 params.map(OutParams::AsGiven)
             },
         };
-        let body = serde_json::to_string(&out)
+        // Sized for the params as the client sent them, plus the envelope
+        // and the gateway's `_meta`: written without growing.
+        let size = params.map_or(0, |p| {
+            p.iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+        });
+        let mut body = Vec::with_capacity(size + 256);
+        serde_json::to_writer(&mut body, &out)
+            .map_err(|e| UpstreamError::Protocol(format!("request not serializable: {e}")))?;
+        let body = String::from_utf8(body)
             .map_err(|e| UpstreamError::Protocol(format!("request not serializable: {e}")))?;
         let res = self
             .post(call, session, Some(version), modern, body)

@@ -10,7 +10,12 @@ use super::{sign, Call, UpstreamClient, UpstreamError};
 use crate::adapters::discovery::{auth_param, bearer_challenge};
 use crate::domain::ApiKeyPlacement;
 use crate::wire::header_value;
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 impl UpstreamClient {
     /// POSTs `body` to `url` signed with SigV4 as `service` in `region`
@@ -155,41 +160,63 @@ impl UpstreamClient {
         body: reqwest::Body,
         dpop: Option<(&crate::crypto::dpop::DpopKey, Option<&str>)>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let url = match call.api_key {
-            Some((k, key)) if k.placement == ApiKeyPlacement::Query => {
-                let mut url = url::Url::parse(call.url)
-                    .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
+        // Parsed only where the URL changes (an API key in the query) or is
+        // signed; otherwise reqwest parses it once.
+        let query_key = call
+            .api_key
+            .filter(|(k, _)| k.placement == ApiKeyPlacement::Query);
+        let url = if query_key.is_some() || call.aws_iam.is_some() {
+            let mut url = url::Url::parse(call.url)
+                .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
+            if let Some((k, key)) = query_key {
                 url.query_pairs_mut()
                     .append_pair(&k.name, key.expose_secret());
-                url
             }
-            _ => url::Url::parse(call.url)
-                .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?,
+            Some(url)
+        } else {
+            None
         };
-        let mut headers: Vec<(&str, String)> = if verb == reqwest::Method::GET {
-            vec![("accept", "text/event-stream".into())]
+        // Names and fixed values are static: no copy of either per request.
+        let mut headers: Vec<(HeaderName, HeaderValue)> = if verb == reqwest::Method::GET {
+            vec![(ACCEPT, HeaderValue::from_static("text/event-stream"))]
         } else {
             vec![
-                ("accept", "application/json, text/event-stream".into()),
-                ("content-type", "application/json".into()),
+                (
+                    ACCEPT,
+                    HeaderValue::from_static("application/json, text/event-stream"),
+                ),
+                (CONTENT_TYPE, HeaderValue::from_static("application/json")),
             ]
         };
+        let mut add = |name: HeaderName, value: String| -> Result<(), UpstreamError> {
+            let value = HeaderValue::try_from(value).map_err(|_| {
+                UpstreamError::Protocol(format!("the {name} header is not a header value"))
+            })?;
+            headers.push((name, value));
+            Ok(())
+        };
         if let Some(v) = version {
-            headers.push(("mcp-protocol-version", v.to_owned()));
+            add(MCP_PROTOCOL_VERSION, v.to_owned())?;
         }
         if let Some(s) = session {
-            headers.push(("mcp-session-id", s.to_owned()));
+            add(MCP_SESSION_ID, s.to_owned())?;
         }
         if let Some((method, name)) = modern {
-            headers.push(("mcp-method", (*method).to_owned()));
+            add(MCP_METHOD, (*method).to_owned())?;
             if let Some(n) = name {
-                headers.push(("mcp-name", header_value(n)));
+                add(MCP_NAME, header_value(n))?;
             }
             for (k, v) in call.param_headers {
-                headers.push((k.as_str(), v.clone()));
+                let name = HeaderName::try_from(k.as_str()).map_err(|_| {
+                    UpstreamError::Protocol("a parameter header has an invalid name".into())
+                })?;
+                add(name, v.clone())?;
             }
         }
-        let mut req = self.http.request(verb.clone(), url.clone());
+        let mut req = match &url {
+            Some(url) => self.http.request(verb.clone(), url.clone()),
+            None => self.http.request(verb.clone(), call.url),
+        };
         // Update streams, and calls whose answer streams to the client,
         // may last longer than the client's ordinary timeout (20 s, within
         // API Gateway's 29).
@@ -201,14 +228,18 @@ impl UpstreamClient {
         if streams {
             req = req.timeout(self.stream_timeout);
         }
-        if let Some(iam) = call.aws_iam {
+        if let (Some(iam), Some(url)) = (call.aws_iam, &url) {
             let credentials = self.aws_credentials.as_ref();
+            let signed: Vec<(&str, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or_default().to_owned()))
+                .collect();
             for (k, v) in sign::sigv4(
                 verb.as_str(),
                 credentials,
                 iam,
-                &url,
-                &headers,
+                url,
+                &signed,
                 body.as_bytes().unwrap_or_default(),
             )
             .await?

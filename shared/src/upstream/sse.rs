@@ -32,6 +32,9 @@ where
 {
     let sse = is_event_stream(&res);
     let mut events = Events::default();
+    // A JSON answer usually comes in one chunk, read where it lies; a
+    // second chunk starts a copy.
+    let mut first: Option<bytes::Bytes> = None;
     let mut body: Vec<u8> = Vec::new();
     let mut total = 0usize;
     loop {
@@ -44,7 +47,15 @@ where
             )));
         }
         if !sse {
-            body.extend_from_slice(&chunk);
+            match first.take() {
+                None if body.is_empty() => first = Some(chunk),
+                held => {
+                    if let Some(held) = held {
+                        body.extend_from_slice(&held);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
             continue;
         }
         // Look at complete events only; stop at the response.
@@ -74,10 +85,14 @@ where
             "the event stream ended without a response".into(),
         ));
     }
+    let body: &[u8] = match &first {
+        Some(chunk) => chunk,
+        None => &body,
+    };
     if body.is_empty() {
         return Ok(Value::Null);
     }
-    let message: Value = serde_json::from_slice(&body)
+    let message: Value = serde_json::from_slice(body)
         .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
     if message.get("result").is_none() && message.get("error").is_none() {
         return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));

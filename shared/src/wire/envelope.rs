@@ -88,6 +88,14 @@ macro_rules! methods {
                     Method::Unknown(name) => name,
                 }
             }
+
+            /// The method's name, borrowed for the ones the gateway knows.
+            pub fn name(&self) -> std::borrow::Cow<'static, str> {
+                match self {
+                    $(Method::$variant => std::borrow::Cow::Borrowed($name),)*
+                    Method::Unknown(name) => std::borrow::Cow::Owned(name.clone()),
+                }
+            }
         }
     };
 }
@@ -187,9 +195,33 @@ impl Params {
         self.get::<String>(key)
     }
 
-    /// `name`: the tool or prompt called.
-    pub fn name(&self) -> Option<String> {
-        self.str("name")
+    /// These params without the members named in `dropped` (the others
+    /// copied as they were sent).
+    pub fn without(&self, dropped: &[&str]) -> Params {
+        let members = self
+            .members
+            .iter()
+            .filter(|(k, _)| !dropped.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let meta = if dropped.contains(&"_meta") {
+            None
+        } else {
+            self.meta.clone()
+        };
+        Params { members, meta }
+    }
+
+    /// `name`: the tool or prompt called (borrowed from the request when
+    /// it has no escapes, as names have).
+    pub fn name(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let raw = self.raw("name")?.get();
+        match serde_json::from_str::<&str>(raw) {
+            Ok(name) => Some(std::borrow::Cow::Borrowed(name)),
+            Err(_) => serde_json::from_str::<String>(raw)
+                .ok()
+                .map(std::borrow::Cow::Owned),
+        }
     }
 
     /// `uri`: the resource read.
@@ -624,6 +656,11 @@ mod tests {
         assert_eq!(serde_json::to_string(&r.id).unwrap(), "1.50");
         let mut p = r.params.unwrap();
         assert_eq!(p.name().as_deref(), Some("t"));
+        // A name with escapes is read as the string it stands for.
+        let escaped = request(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\u0062\n"}}"#,
+        );
+        assert_eq!(escaped.params.unwrap().name().as_deref(), Some("ab\n"));
         assert_eq!(p.meta(), json!({"progressToken": 3}).as_object());
         p.set("name", &"upstream_t").remove("_meta");
         assert_eq!(p.meta(), None);

@@ -176,9 +176,9 @@ async fn subject(
                 ));
             };
             let policy = AccessPolicy {
-                audiences: audiences.clone(),
-                client_ids: client_ids.clone(),
-                required_scopes: required_scopes.clone(),
+                audiences,
+                client_ids,
+                required_scopes,
                 require_at_jwt: *require_at_jwt,
             };
             match provider.validate_access_token(token, &policy).await {
@@ -318,9 +318,21 @@ pub(super) fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     }
     match headers.get(header::HOST).map(|v| v.to_str()) {
         None => true,
+        Some(Ok(host)) if is_plain_loopback(host) => true,
         Some(Ok(host)) => Url::parse(&format!("http://{host}/")).is_ok_and(|u| is_loopback(&u)),
         Some(Err(_)) => false,
     }
+}
+
+/// The usual loopback `Host` values (`localhost`, `127.0.0.1`, `[::1]`,
+/// with or without a port), recognized without parsing a URL; anything
+/// else goes to the URL parser.
+fn is_plain_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]"
 }
 
 pub(super) fn is_loopback(url: &Url) -> bool {
@@ -329,5 +341,39 @@ pub(super) fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_loopback_hosts_agree_with_the_url_parser() {
+        let by_url =
+            |host: &str| Url::parse(&format!("http://{host}/")).is_ok_and(|u| is_loopback(&u));
+        for host in [
+            "localhost",
+            "LOCALHOST:3000",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(is_plain_loopback(host), "{host}");
+            assert!(by_url(host), "{host}");
+        }
+        // Left to the parser (which decides as before).
+        for host in [
+            "localhost:99999",
+            "localhost.evil.example",
+            "evil.example:3000",
+            "127.0.0.1.evil.example",
+            "::1",
+            "localhost:",
+            "",
+        ] {
+            assert!(!is_plain_loopback(host), "{host}");
+        }
     }
 }

@@ -237,13 +237,28 @@ fn refused_by_guards(state: &AppState, headers: &HeaderMap) -> Option<Response> 
 
 /// `/mcp`: the request, observed (one EMF line, and an audit event for the
 /// methods operators audit).
-async fn mcp(
-    State(state): State<AppState>,
-    context: Option<Extension<RequestContext>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request_id = super::api_request_id(context.as_deref());
+///
+/// Takes the request whole: the extractors for headers and the platform's
+/// context would copy them, and this runs for every request.
+async fn mcp(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let axum::http::request::Parts {
+        headers,
+        extensions,
+        ..
+    } = parts;
+    let context = extensions.get::<RequestContext>();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "a JSON-RPC message on /mcp is at most 1 MiB",
+            )
+        }
+    };
+    let request_id = super::api_request_id(context);
     let finish = stream::Finish {
         state: state.clone(),
         started: std::time::Instant::now(),
@@ -255,11 +270,10 @@ async fn mcp(
 
 async fn handle_mcp(
     state: AppState,
-    context: Option<Extension<RequestContext>>,
+    context: Option<&RequestContext>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let context = context.as_deref();
     if let Some(refused) = refused_by_guards(&state, &headers) {
         return refused;
     }
@@ -281,7 +295,7 @@ async fn handle_mcp(
     if state.config.interceptors.is_empty() {
         return dispatch(state, context, headers, identity, body).await;
     }
-    intercept::around(state, context, headers, identity, body).await
+    Box::pin(intercept::around(state, context, headers, identity, body)).await
 }
 
 /// Handles one authenticated JSON-RPC message.
@@ -297,14 +311,14 @@ async fn dispatch(
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
         Parsed::Response(answer) => {
-            return client_answer(&state, context, &headers, identity, answer).await
+            return Box::pin(client_answer(&state, context, &headers, identity, answer)).await
         }
         Parsed::Invalid { id, code, message } => {
             return rpc_error(StatusCode::BAD_REQUEST, id, code, message, None)
         }
     };
     let params = params.as_ref();
-    crate::observe::note(|r| r.method = Some(method.to_string()));
+    crate::observe::note(|r| r.method = Some(method.name()));
     let Some(base) = base_url(&state, context) else {
         tracing::error!("no public base URL: set PUBLIC_BASE_URL");
         return rpc_error(
@@ -318,18 +332,14 @@ async fn dispatch(
 
     let header_version = headers
         .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .and_then(|v| v.to_str().ok());
     // A version header that is not a 2025 revision takes the 2026 path, where
     // an unknown version gets its own error.
-    if header_version
-        .as_deref()
-        .is_some_and(|v| !VERSIONS_2025.contains(&v))
-    {
+    if header_version.is_some_and(|v| !VERSIONS_2025.contains(&v)) {
         return modern(&state, base, identity, id, &method, params, &headers).await;
     }
     match method {
-        Method::Initialize => return initialize(&state, &sub, id, params).await,
+        Method::Initialize => return Box::pin(initialize(&state, &sub, id, params)).await,
         Method::ServerDiscover => {
             return rpc_result(id, discover_result(state.config.relays_to_clients()))
         }
@@ -339,10 +349,7 @@ async fn dispatch(
     // A 2025-era request: the session (if any) tells the version and capabilities.
     let mut caller = Caller {
         inbound_token: auth::presented_token(&headers),
-        ..Caller::new(
-            identity,
-            header_version.as_deref().unwrap_or(DEFAULT_VERSION),
-        )
+        ..Caller::new(identity, header_version.unwrap_or(DEFAULT_VERSION))
     };
     if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {
@@ -478,7 +485,9 @@ pub(super) async fn run_gateway(
         let reply = gateway.handle(&method, params.as_ref()).await;
         respond(reply, id, modern, &method)
     };
-    stream::answer(work, notes).await
+    // Boxed before it is passed: the work is moved onto the heap anyway,
+    // and this function's own future stays the size of the usual path.
+    stream::answer(Box::pin(work), notes).await
 }
 
 fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {

@@ -57,13 +57,13 @@ impl Finish {
             };
             let mut lines = String::new();
             if observe.metrics_on {
-                lines.push_str(&crate::observe::metrics::request_line(
+                lines = crate::observe::metrics::request_line(
                     &observe.gateway,
                     &record,
                     status,
                     latency,
                     now,
-                ));
+                );
                 lines.push('\n');
                 if !record.refreshes.is_empty() {
                     // Refreshes the request needed (made on use, before calling).
@@ -82,7 +82,7 @@ impl Finish {
             (&observe.metrics, &observe.audit)
         {
             for e in &events {
-                lines.push_str(&serde_json::to_string(e).unwrap_or_default());
+                lines.push_str(&crate::observe::audit::line_of(e));
                 lines.push('\n');
             }
             LineSink::Stdout.write_block(&lines);
@@ -97,17 +97,26 @@ impl Finish {
 
 /// Runs `handle` (one request to `/mcp`) and records it when it ends: at
 /// once, or when its streamed answer ends.
-pub(super) async fn observed<F: Future<Output = Response>>(finish: Finish, handle: F) -> Response {
+///
+/// A combinator, not an `async fn`: an `async fn` would keep `handle` in
+/// its state beside the future it awaits, twice the size, and every
+/// request's future is allocated and moved whole.
+pub(super) fn observed<F: Future<Output = Response>>(
+    finish: Finish,
+    handle: F,
+) -> impl Future<Output = Response> {
+    use futures::FutureExt;
     let record = finish.record.clone();
     let slot = Arc::new(Mutex::new(Some(finish)));
-    let response = FINISH
+    FINISH
         .scope(slot.clone(), crate::observe::within(record, handle))
-        .await;
-    let left = slot.lock().ok().and_then(|mut f| f.take());
-    if let Some(finish) = left {
-        finish.emit(response.status().as_u16()).await;
-    }
-    response
+        .then(move |response| async move {
+            let left = slot.lock().ok().and_then(|mut f| f.take());
+            if let Some(finish) = left {
+                finish.emit(response.status().as_u16()).await;
+            }
+            response
+        })
 }
 
 /// True when the client accepts an event stream.
@@ -116,14 +125,18 @@ pub(super) fn accepts_sse(headers: &HeaderMap) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+        .any(|v| {
+            v.as_bytes()
+                .windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+        })
 }
 
 fn event(message: &str) -> String {
     format!("event: message\ndata: {message}\n\n")
 }
 
-type Work = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub(super) type Work = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// A streamed request's recording, made exactly once: when the stream
 /// ends, or, if the stream is dropped first (the client went away, the
@@ -162,12 +175,12 @@ enum Step {
 /// first, with an event stream of the notifications as they come and the
 /// response last.
 pub(super) async fn answer(
-    work: impl Future<Output = Response> + Send + 'static,
+    work: Work,
     mut notes: tokio::sync::mpsc::UnboundedReceiver<Value>,
 ) -> Response {
     let mut work: Work = match crate::observe::current() {
         Some(record) => Box::pin(crate::observe::within(record, work)),
-        None => Box::pin(work),
+        None => work,
     };
     let first = tokio::select! {
         biased;
