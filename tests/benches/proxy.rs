@@ -16,6 +16,7 @@
 //! concurrency 32 through the gateway, for a profiler.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,57 @@ use gateway_shared::domain::{Target, TargetAuth};
 use gateway_shared::{AppState, Config};
 use gateway_tests::{refreshable_grant, stack_target_for_fake, Gateway, GatewayServer};
 use serde_json::{json, Value};
+
+/// The system allocator, counting allocations while [`COUNTING`] is set
+/// (one untimed pass; a relaxed load otherwise).
+struct Counting;
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        }
+        std::alloc::System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        std::alloc::System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        std::alloc::System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations and bytes allocated per call of `tool` at `url`
+/// (the whole process: load generator, path and upstream), counted over
+/// `n` calls one at a time.
+async fn allocations(url: &str, headers: &[(&str, String)], n: usize) -> (f64, f64) {
+    measure(url, headers, "fast", 1, 20).await; // warm up
+    let (a, b) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
+    COUNTING.store(true, Ordering::Relaxed);
+    measure(url, headers, "fast", 1, n).await;
+    COUNTING.store(false, Ordering::Relaxed);
+    // `measure` warms up with 20 calls of its own.
+    let calls = (n + 20) as f64;
+    (
+        (ALLOCS.load(Ordering::Relaxed) - a) as f64 / calls,
+        (BYTES.load(Ordering::Relaxed) - b) as f64 / calls,
+    )
+}
 
 /// A fast upstream MCP server (2026-07-28, stateless), optionally slow.
 async fn upstream(delay: Duration) -> String {
@@ -129,6 +181,25 @@ struct Run {
     p50: Duration,
     p99: Duration,
     per_second: f64,
+    /// CPU time this process spent per call (load generator, path and
+    /// upstream together): less sensitive than throughput to a noisy
+    /// machine's stolen time.
+    cpu_per_call: Duration,
+}
+
+/// CPU time (user and system) this process has used so far.
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces), from `state`.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // Clock ticks are 100 per second on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// `n` calls of `tool` at `url`, `concurrency` at a time, each with `headers`.
@@ -167,14 +238,17 @@ async fn measure(
         call(http.clone(), body.clone()).await; // warm up
     }
     let started = Instant::now();
+    let cpu = process_cpu();
     let mut times: Vec<Duration> = futures::stream::iter(0..n)
         .map(|_| call(http.clone(), body.clone()))
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let total = started.elapsed();
+    let cpu_per_call = (process_cpu().saturating_sub(cpu)) / n as u32;
     times.sort();
     Run {
+        cpu_per_call,
         p50: times[times.len() / 2],
         p99: times[(times.len() * 99 / 100).min(times.len() - 1)],
         per_second: n as f64 / total.as_secs_f64(),
@@ -299,10 +373,46 @@ async fn main() {
     if let Ok(n) = std::env::var("PROXY_BENCH_PROFILE_CALLS") {
         // Only warm calls at concurrency 32, for a profiler to watch:
         //     PROXY_BENCH_PROFILE_CALLS=100000 perf record -g <bench binary>
+        // `PROXY_BENCH_PROFILE_PATH` picks the path: `jwt` (default), `dev`
+        // (warm, no JWT) or `bare` (the bare forwarder), so that profiles of
+        // the gateway and of its floor can be compared call for call.
         let n = n.parse().expect("PROXY_BENCH_PROFILE_CALLS is a number");
-        let r = measure(&jwt_url, &bearer, "fast", 32, n).await;
+        let path = std::env::var("PROXY_BENCH_PROFILE_PATH").unwrap_or_else(|_| "jwt".into());
+        if path == "compare" {
+            let rounds: usize = std::env::var("PROXY_BENCH_ROUNDS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(3);
+            let (mut dr, mut jr) = (vec![], vec![]);
+            for _ in 0..rounds {
+                let b = measure(&forwarder, &[], "fast", 32, n).await;
+                let d = measure(&warm_url, &dev, "fast", 32, n).await;
+                let j = measure(&jwt_url, &bearer, "fast", 32, n).await;
+                println!(
+                    "bare {:.0}/s {:.1} us CPU; dev {:.0}/s {:.1} us ({:.2}, CPU {:.2}); jwt {:.0}/s {:.1} us ({:.2}, CPU {:.2})",
+                    b.per_second, b.cpu_per_call.as_secs_f64() * 1e6,
+                    d.per_second, d.cpu_per_call.as_secs_f64() * 1e6, d.per_second / b.per_second, b.cpu_per_call.as_secs_f64() / d.cpu_per_call.as_secs_f64(),
+                    j.per_second, j.cpu_per_call.as_secs_f64() * 1e6, j.per_second / b.per_second, b.cpu_per_call.as_secs_f64() / j.cpu_per_call.as_secs_f64(),
+                );
+                dr.push(d.per_second / b.per_second);
+                jr.push(j.per_second / b.per_second);
+            }
+            dr.sort_by(f64::total_cmp);
+            jr.sort_by(f64::total_cmp);
+            println!(
+                "median: dev {:.2}, jwt {:.2}",
+                dr[dr.len() / 2],
+                jr[jr.len() / 2]
+            );
+            return;
+        }
+        let r = match path.as_str() {
+            "bare" => measure(&forwarder, &[], "fast", 32, n).await,
+            "dev" => measure(&warm_url, &dev, "fast", 32, n).await,
+            _ => measure(&jwt_url, &bearer, "fast", 32, n).await,
+        };
         println!(
-            "{n} warm calls (jwt) at concurrency 32: {:.0} calls/s",
+            "{n} warm calls ({path}) at concurrency 32: {:.0} calls/s",
             r.per_second
         );
         return;
@@ -347,6 +457,30 @@ async fn main() {
         "\nPeak RSS of this whole benchmark process (load generator, gateway and upstream together, an upper bound for the gateway) after the concurrency-32 runs: {}.",
         peak_rss()
     );
+
+    println!("\n## Heap allocations per tools/call\n");
+    println!("Counted in an untimed pass of 1000 calls, one at a time, in the whole process (load generator, path and upstream): unlike throughput on a shared machine, these numbers repeat exactly. The gateway's own share is its row minus the bare forwarder's.\n");
+    println!("| path | allocations per call | bytes allocated per call | allocations beyond the bare forwarder |");
+    println!("|---|---|---|---|");
+    let (bare_allocs, _) = allocations(&forwarder, &[], 1000).await;
+    for (name, url, headers) in [
+        ("direct", up.as_str(), &[][..]),
+        ("bare forwarder", forwarder.as_str(), &[][..]),
+        ("gateway, grant cached (warm)", warm_url.as_str(), &dev[..]),
+        (
+            "gateway, warm, inbound JWT checked",
+            jwt_url.as_str(),
+            &bearer[..],
+        ),
+    ] {
+        let (allocs, bytes) = allocations(url, headers, 1000).await;
+        let beyond = match name {
+            "direct" => String::new(),
+            "bare forwarder" => "0".into(),
+            _ => format!("{:.0}", allocs - bare_allocs),
+        };
+        println!("| {name} | {allocs:.0} | {bytes:.0} | {beyond} |");
+    }
 
     println!("\n## AWS requests per tools/call\n");
     println!(
