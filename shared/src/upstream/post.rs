@@ -284,7 +284,18 @@ impl UpstreamClient {
             (None, _) => {}
         }
         let req = req.body(body);
-        let res = req.send().await.map_err(transport)?;
+        let res = req.send().await.map_err(|e| {
+            if e.is_builder() {
+                // Not a network failure: the target's URL (parsed by
+                // reqwest here) or a header is unusable.
+                UpstreamError::Protocol(format!(
+                    "the request could not be built: {}",
+                    crate::error::chain(&e.without_url())
+                ))
+            } else {
+                transport(e)
+            }
+        })?;
         let status = res.status().as_u16();
         if dpop.is_some() {
             if let Some(n) = res
@@ -382,4 +393,41 @@ fn dpop_nonce_challenge(headers: &reqwest::header::HeaderMap) -> bool {
                 .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
                 && auth_param(v, "error").as_deref() == Some("use_dpop_nonce")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unusable_target_url_is_a_protocol_error_not_an_outage() {
+        let client = UpstreamClient::new(
+            crate::state::http_client(),
+            std::sync::Arc::new(crate::adapters::memory::MemoryStore::new()),
+            std::sync::Arc::new(crate::ports::SystemClock),
+        );
+        let call = Call {
+            sub: "alice",
+            target: "t",
+            url: "http://exa mple.test/mcp",
+            token: None,
+            dpop: None,
+            api_key: None,
+            aws_iam: None,
+            method: "tools/call",
+            params: None,
+            relay: None,
+            log_level: None,
+            param_headers: &[],
+            client_capabilities: None,
+            legacy: false,
+            client_requests: None,
+        };
+        let err = client
+            .post(&call, None, Some("2025-06-18"), None, "{}".into())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UpstreamError::Protocol(_)), "{err:?}");
+        assert!(!err.is_retryable());
+    }
 }
