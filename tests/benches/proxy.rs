@@ -245,7 +245,7 @@ async fn measure(
         .collect()
         .await;
     let total = started.elapsed();
-    let cpu_per_call = (process_cpu().saturating_sub(cpu)) / n as u32;
+    let cpu_per_call = (process_cpu().saturating_sub(cpu)) / n.max(1) as u32;
     times.sort();
     Run {
         cpu_per_call,

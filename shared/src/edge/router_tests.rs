@@ -241,7 +241,12 @@ async fn malformed_messages_get_the_spec_errors() {
         r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
         "a".repeat(2 * 1024 * 1024)
     );
-    assert_eq!(edge.post(big, &[]).await.status, 413);
+    let r = edge.post(big, &[]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.body["error"], "payload_too_large",
+        "a readable JSON error"
+    );
     // Origin not allowed, then allowed.
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     let r = edge.post(ping, &[("origin", "https://evil.example")]).await;

@@ -230,10 +230,15 @@ impl UpstreamClient {
         }
         if let (Some(iam), Some(url)) = (call.aws_iam, &url) {
             let credentials = self.aws_credentials.as_ref();
-            let signed: Vec<(&str, String)> = headers
+            // Signed exactly as sent: a value that is not text cannot be.
+            let signed = headers
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or_default().to_owned()))
-                .collect();
+                .map(|(k, v)| {
+                    v.to_str().map(|v| (k.as_str(), v.to_owned())).map_err(|_| {
+                        UpstreamError::Protocol(format!("the {k} header cannot be signed"))
+                    })
+                })
+                .collect::<Result<Vec<(&str, String)>, _>>()?;
             for (k, v) in sign::sigv4(
                 verb.as_str(),
                 credentials,

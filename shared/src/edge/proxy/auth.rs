@@ -329,7 +329,13 @@ pub(super) fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 /// else goes to the URL parser.
 fn is_plain_loopback(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => name,
+        Some((name, port))
+            if !name.ends_with(':')
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok() =>
+        {
+            name
+        }
         _ => host,
     };
     name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]"
@@ -366,6 +372,8 @@ mod tests {
         // Left to the parser (which decides as before).
         for host in [
             "localhost:99999",
+            "localhost:+80",
+            "127.0.0.1:+1",
             "localhost.evil.example",
             "evil.example:3000",
             "127.0.0.1.evil.example",

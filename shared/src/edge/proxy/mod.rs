@@ -250,11 +250,18 @@ async fn mcp(State(state): State<AppState>, request: axum::extract::Request) -> 
     let context = extensions.get::<RequestContext>();
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(e) if is_too_large(&e) => {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "a JSON-RPC message on /mcp is at most 1 MiB",
+            )
+        }
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body could not be read",
             )
         }
     };
@@ -266,6 +273,18 @@ async fn mcp(State(state): State<AppState>, request: axum::extract::Request) -> 
         record: Default::default(),
     };
     stream::observed(finish, handle_mcp(state, context, headers, body)).await
+}
+
+/// The body went over the limit (rather than failing to arrive).
+fn is_too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 async fn handle_mcp(
@@ -485,9 +504,14 @@ pub(super) async fn run_gateway(
         let reply = gateway.handle(&method, params.as_ref()).await;
         respond(reply, id, modern, &method)
     };
-    // Boxed before it is passed: the work is moved onto the heap anyway,
-    // and this function's own future stays the size of the usual path.
-    stream::answer(Box::pin(work), notes).await
+    // Boxed before it is passed (with the request's record, which the
+    // stream keeps noting into): it is moved onto the heap anyway, and
+    // this function's own future stays the size of the usual path.
+    let work: stream::Work = match crate::observe::current() {
+        Some(record) => Box::pin(crate::observe::within(record, work)),
+        None => Box::pin(work),
+    };
+    stream::answer(work, notes).await
 }
 
 fn respond(reply: Reply, id: Id, modern: bool, method: &Method) -> Response {

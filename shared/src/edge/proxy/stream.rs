@@ -173,15 +173,12 @@ enum Step {
 
 /// Answers with `work`'s response, or, if a notification comes on `notes`
 /// first, with an event stream of the notifications as they come and the
-/// response last.
+/// response last. `work` notes into the request's record itself (it runs
+/// on after the handler returns).
 pub(super) async fn answer(
-    work: Work,
+    mut work: Work,
     mut notes: tokio::sync::mpsc::UnboundedReceiver<Value>,
 ) -> Response {
-    let mut work: Work = match crate::observe::current() {
-        Some(record) => Box::pin(crate::observe::within(record, work)),
-        None => work,
-    };
     let first = tokio::select! {
         biased;
         response = &mut work => {
