@@ -411,30 +411,7 @@ mod tests {
 #[cfg(test)]
 mod grant_entries {
     use super::*;
-    use crate::domain::{GrantStatus, TokenSet};
-
-    fn grant(sub: &str, target: &str) -> Grant {
-        Grant {
-            sub: sub.into(),
-            target: target.into(),
-            tokens: TokenSet {
-                access_token: secrecy::SecretString::from(format!("at-{sub}-{target}")),
-                refresh_token: None,
-                token_type: "Bearer".into(),
-                dpop_key: None,
-            },
-            expires_at: None,
-            scopes: vec![],
-            issuer: None,
-            token_endpoint: None,
-            resource: None,
-            status: GrantStatus::Active,
-            version: 1,
-            lease: None,
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
+    use crate::domain::grant::grant_for_tests as grant;
 
     #[test]
     fn grants_are_kept_by_user_and_target_and_counted() {

@@ -244,31 +244,38 @@ impl Grant {
     }
 }
 
+/// A grant for unit tests: `sub`'s active grant for `target` (version 1),
+/// access token `at-secret`, refresh token `rt-secret`, expiring at 1000.
+#[cfg(test)]
+pub(crate) fn grant_for_tests(sub: &str, target: &str) -> Grant {
+    Grant {
+        sub: sub.into(),
+        target: target.into(),
+        tokens: TokenSet {
+            access_token: "at-secret".to_string().into(),
+            refresh_token: Some("rt-secret".to_string().into()),
+            token_type: "Bearer".into(),
+            dpop_key: None,
+        },
+        expires_at: Some(1_000),
+        scopes: vec![],
+        issuer: None,
+        token_endpoint: None,
+        resource: None,
+        status: GrantStatus::Active,
+        version: 1,
+        lease: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn grant() -> Grant {
-        Grant {
-            sub: "u".into(),
-            target: "t".into(),
-            tokens: TokenSet {
-                access_token: "at-secret".to_string().into(),
-                refresh_token: Some("rt-secret".to_string().into()),
-                token_type: "Bearer".into(),
-                dpop_key: None,
-            },
-            expires_at: Some(1_000),
-            scopes: vec![],
-            issuer: None,
-            token_endpoint: None,
-            resource: None,
-            status: GrantStatus::Active,
-            version: 1,
-            lease: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        grant_for_tests("u", "t")
     }
 
     #[test]
