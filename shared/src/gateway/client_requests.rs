@@ -67,6 +67,9 @@ impl std::fmt::Debug for ToClient {
     }
 }
 
+/// The longest upstream request id (as JSON) carried in the gateway's id.
+const MAX_UPSTREAM_ID_BYTES: usize = 256;
+
 #[async_trait]
 impl ClientRequests for ToClient {
     async fn outgoing(&self, on: AskedOn<'_>, request: &Value) -> Option<Value> {
@@ -74,12 +77,18 @@ impl ClientRequests for ToClient {
         if !can_answer(&self.declared, method, request.get("params")) {
             return None;
         }
+        // The upstream's id travels inside the gateway's: a long one is not
+        // carried (the upstream gets "method not found" instead).
+        let upstream_id = request.get("id")?;
+        if upstream_id.to_string().len() > MAX_UPSTREAM_ID_BYTES {
+            return None;
+        }
         let asked = Asked {
             s: self.sub.clone(),
             t: on.target.to_owned(),
             e: on.session.to_owned(),
             v: on.version.to_owned(),
-            i: request.get("id")?.clone(),
+            i: upstream_id.clone(),
             x: self.clock.now() + self.ttl,
         };
         let id = match ASKED.seal(&*self.keys, &asked).await {
@@ -288,6 +297,12 @@ mod tests {
                 &asked.i
             ),
             ("alice", "github", "s-1", &json!(7))
+        );
+        let long = json!({"id": "x".repeat(300), "method": "sampling/createMessage",
+            "params": {"messages": []}});
+        assert!(
+            to.outgoing(on, &long).await.is_none(),
+            "an id too long to carry is not put to the client"
         );
         let sampling =
             json!({"id": "q", "method": "sampling/createMessage", "params": {"messages": []}});
