@@ -464,6 +464,122 @@ async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<St
     (url, seen)
 }
 
+/// An upstream whose tool and prompt names are too long to expose as
+/// they are, plus one short tool whose name looks like a shortened one.
+/// Each tool answers with the name it was called by, each prompt with
+/// the name it was got by.
+async fn long_names_upstream(long_tool: String, long_prompt: String) -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: String| {
+            let (long_tool, long_prompt) = (long_tool.clone(), long_prompt.clone());
+            async move {
+                let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                let name = msg["params"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let result = match msg.get("method").and_then(Value::as_str) {
+                    Some("tools/list") => json!({"tools": [
+                        {"name": long_tool, "inputSchema": {"type": "object"}},
+                        {"name": "fetch_0123456789ab", "inputSchema": {"type": "object"}},
+                    ]}),
+                    Some("prompts/list") => json!({"prompts": [{"name": long_prompt}]}),
+                    Some("tools/call") => json!({"content": [{"type": "text", "text": name}]}),
+                    Some("prompts/get") => json!({"messages": [
+                        {"role": "user", "content": {"type": "text", "text": name}}
+                    ]}),
+                    _ => return minimal_mcp_reply(&msg),
+                };
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+            }
+        }),
+    );
+    serve(app).await
+}
+
+/// Names over 64 characters are listed shortened (`names::expose`); a
+/// client calling the shortened name reaches the tool or prompt by its
+/// full upstream name, and a short name that merely looks shortened
+/// still reaches its own tool.
+#[tokio::test]
+async fn shortened_tool_and_prompt_names_reach_their_upstream_names() {
+    let (gw, server) = dev_gateway(&[]).await;
+    let long_tool = format!("create_{}_record", "very_".repeat(14));
+    let long_prompt = format!("summarize_{}", "all_the_things_".repeat(5));
+    let upstream = long_names_upstream(long_tool.clone(), long_prompt.clone()).await;
+    gw.state
+        .targets
+        .put(&gateway_tests::open_target("longnames", upstream))
+        .await
+        .unwrap();
+    // A second target, so that each target's tools carry its prefix.
+    let (other, _) = recording_upstream().await;
+    gw.state
+        .targets
+        .put(&gateway_tests::open_target("other", other))
+        .await
+        .unwrap();
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+
+    let listed = c.request("tools/list", json!({})).await;
+    let names: Vec<String> = listed.body["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a tool list: {:?}", listed.body))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .filter(|n| n.starts_with("longnames___"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let shortened = names
+        .iter()
+        .find(|n| n.as_str() != "longnames___fetch_0123456789ab")
+        .unwrap();
+    assert!(shortened.len() <= 64, "{shortened}");
+    assert!(!shortened.contains(&long_tool));
+    // Twice: once from the listing just made, once more (the catalog kept).
+    for _ in 0..2 {
+        let r = c
+            .request("tools/call", json!({"name": shortened, "arguments": {}}))
+            .await;
+        assert_eq!(tool_text(&r.body["result"]), long_tool, "{:?}", r.body);
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "longnames___fetch_0123456789ab", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(
+            tool_text(&r.body["result"]),
+            "fetch_0123456789ab",
+            "{:?}",
+            r.body
+        );
+    }
+
+    // Prompts are resolved by listing the upstream's prompts.
+    let listed = c.request("prompts/list", json!({})).await;
+    let prompt = listed.body["result"]["prompts"][0]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a prompt list: {:?}", listed.body))
+        .to_owned();
+    assert!(
+        prompt.len() <= 64 && prompt.starts_with("longnames___"),
+        "{prompt}"
+    );
+    let r = c
+        .request("prompts/get", json!({"name": prompt, "arguments": {}}))
+        .await;
+    assert_eq!(
+        r.body["result"]["messages"][0]["content"]["text"], long_prompt,
+        "{:?}",
+        r.body
+    );
+}
+
 #[tokio::test]
 async fn the_inbound_token_is_never_passed_upstream() {
     let idp = idp(&["test-key-1"]).await;

@@ -20,13 +20,30 @@ pub fn expose(prefix: &str, name: &str) -> String {
     if full.len() <= MAX_NAME {
         return full;
     }
-    let digest = &sha256_hex(full.as_bytes())[..12];
+    let digest = &sha256_hex(full.as_bytes())[..DIGEST_HEX];
     let mut keep = MAX_NAME - digest.len() - 1;
     while !full.is_char_boundary(keep) {
         keep -= 1;
     }
     format!("{}_{digest}", &full[..keep])
 }
+
+/// Whether `exposed` has the form of a shortened name (`..._` and 12
+/// lowercase hex digits, at most [`MAX_NAME`] long): only such a name
+/// needs looking up among the upstream's names; any other that fits is
+/// `prefix + name` as it stands.
+pub fn may_be_shortened(exposed: &str) -> bool {
+    let b = exposed.as_bytes();
+    b.len() <= MAX_NAME
+        && b.len() > DIGEST_HEX + 1
+        && b[b.len() - DIGEST_HEX - 1] == b'_'
+        && b[b.len() - DIGEST_HEX..]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Hex digits of the digest that ends a shortened name.
+const DIGEST_HEX: usize = 12;
 
 /// The default prefix of a target: `<target>___`.
 pub fn default_prefix(target: &str) -> String {
@@ -61,5 +78,24 @@ mod tests {
         // Multi-byte characters are not split.
         let wide = "é".repeat(40);
         assert!(expose("t___", &wide).len() <= MAX_NAME);
+        assert!(may_be_shortened(&expose("t___", &wide)));
+    }
+
+    #[test]
+    fn shortened_names_are_recognised_by_form() {
+        for long in ["a".repeat(70), "é".repeat(40), "x".repeat(300)] {
+            assert!(may_be_shortened(&expose("t___", &long)), "{long}");
+        }
+        assert!(may_be_shortened("t___fetch_0123456789ab"));
+        for plain in [
+            "t___create_issue",
+            "t___fetch_0123456789AB",
+            "t___fetch-0123456789ab",
+            "t___fetch_0123456789a",
+            "_0123456789ab",
+            "",
+        ] {
+            assert!(!may_be_shortened(plain), "{plain}");
+        }
     }
 }

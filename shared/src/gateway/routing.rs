@@ -173,8 +173,10 @@ impl Gateway<'_> {
         for e in candidates {
             let rest = &name[e.prefix.len()..];
             // `name` is `prefix + rest`, which is exposed as is when it
-            // fits (see `names::expose`): no need to build it again.
-            if !rest.is_empty() && name.len() <= super::names::MAX_NAME {
+            // fits (see `names::expose`): no need to build it again,
+            // unless it may be the shortened form of a longer name.
+            let fits = !rest.is_empty() && name.len() <= super::names::MAX_NAME;
+            if fits && !super::names::may_be_shortened(name) {
                 return Some((e, rest.to_owned()));
             }
             // A shortened name: find the upstream name that maps to it.
@@ -202,6 +204,11 @@ impl Gateway<'_> {
                         return Some((e, n.to_owned()));
                     }
                 }
+            }
+            // No longer name maps to it: a name of its own that only
+            // looks shortened, passed on as any other name that fits.
+            if fits {
+                return Some((e, rest.to_owned()));
             }
         }
         None
