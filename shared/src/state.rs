@@ -17,8 +17,38 @@ use crate::tokens::Refresher;
 use crate::upstream::UpstreamClient;
 
 /// Shared state of a warm instance: configuration, stores and clients.
+///
+/// One reference count to clone: every request clones it (the router's
+/// state, the request's record), and a copy of [`Services`] would count
+/// each of its shared parts, from both cores at once, twice per request.
+/// Fields read through it as through `Services`; a field set on a state
+/// that is shared changes a copy of its own (as when it was cloned whole).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Services {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<Services> for AppState {
+    fn from(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+/// What an [`AppState`] holds.
+#[derive(Clone)]
+pub struct Services {
     /// The configuration read at cold start.
     pub config: Arc<Config>,
     /// Grants.
@@ -143,7 +173,7 @@ impl AppState {
             clock.clone(),
             config.refresh_window,
         ));
-        Ok(AppState {
+        Ok(AppState::from(Services {
             inbound,
             upstream,
             login,
@@ -164,7 +194,7 @@ impl AppState {
                 policy_required,
             )),
             observe,
-        })
+        }))
     }
 }
 
@@ -192,7 +222,7 @@ impl AppState {
             clock.clone(),
             config.refresh_window,
         ));
-        AppState {
+        AppState::from(Services {
             config: Arc::new(config),
             grants: store.clone(),
             authorizations: store.clone(),
@@ -213,7 +243,7 @@ impl AppState {
                 policy_required,
             )),
             observe,
-        }
+        })
     }
 }
 
