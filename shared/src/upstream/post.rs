@@ -10,12 +10,34 @@ use super::{sign, Call, UpstreamClient, UpstreamError};
 use crate::adapters::discovery::{auth_param, bearer_challenge};
 use crate::domain::ApiKeyPlacement;
 use crate::wire::header_value;
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// Room in an upstream request's header map beyond its parameter headers:
+/// the fixed and MCP headers, a credential, and the client's User-Agent
+/// and Host added on the way out (a SigV4 signature may grow it once).
+const HEADER_ROOM: usize = 12;
+
+/// Appends a header whose value was made per request.
+fn add(headers: &mut HeaderMap, name: HeaderName, value: String) -> Result<(), UpstreamError> {
+    let value = HeaderValue::try_from(value)
+        .map_err(|_| UpstreamError::Protocol(format!("the {name} header is not a header value")))?;
+    headers.append(name, value);
+    Ok(())
+}
+
+/// A header value that carries a secret (a token, a key, a signature):
+/// never shown in debug output. `what` names it in the error.
+fn sensitive(value: &str, what: &str) -> Result<HeaderValue, UpstreamError> {
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| UpstreamError::Protocol(format!("{what} is not a header value")))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
 
 impl UpstreamClient {
     /// POSTs `body` to `url` signed with SigV4 as `service` in `region`
@@ -160,63 +182,49 @@ impl UpstreamClient {
         body: reqwest::Body,
         dpop: Option<(&crate::crypto::dpop::DpopKey, Option<&str>)>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        // Parsed only where the URL changes (an API key in the query) or is
-        // signed; otherwise reqwest parses it once.
-        let query_key = call
+        // The request is built here whole rather than through reqwest's
+        // builder: its header map is sized once for every header the
+        // request may carry (the client's defaults and Host are added on
+        // the way out), where a map grown header by header is copied on
+        // growing, twice per request, each copy over a kilobyte.
+        let mut url = url::Url::parse(call.url)
+            .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
+        if let Some((k, key)) = call
             .api_key
-            .filter(|(k, _)| k.placement == ApiKeyPlacement::Query);
-        let url = if query_key.is_some() || call.aws_iam.is_some() {
-            let mut url = url::Url::parse(call.url)
-                .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
-            if let Some((k, key)) = query_key {
-                url.query_pairs_mut()
-                    .append_pair(&k.name, key.expose_secret());
-            }
-            Some(url)
-        } else {
-            None
-        };
+            .filter(|(k, _)| k.placement == ApiKeyPlacement::Query)
+        {
+            url.query_pairs_mut()
+                .append_pair(&k.name, key.expose_secret());
+        }
+        let mut headers = HeaderMap::with_capacity(HEADER_ROOM + call.param_headers.len());
         // Names and fixed values are static: no copy of either per request.
-        let mut headers: Vec<(HeaderName, HeaderValue)> = if verb == reqwest::Method::GET {
-            vec![(ACCEPT, HeaderValue::from_static("text/event-stream"))]
+        if verb == reqwest::Method::GET {
+            headers.append(ACCEPT, HeaderValue::from_static("text/event-stream"));
         } else {
-            vec![
-                (
-                    ACCEPT,
-                    HeaderValue::from_static("application/json, text/event-stream"),
-                ),
-                (CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            ]
-        };
-        let mut add = |name: HeaderName, value: String| -> Result<(), UpstreamError> {
-            let value = HeaderValue::try_from(value).map_err(|_| {
-                UpstreamError::Protocol(format!("the {name} header is not a header value"))
-            })?;
-            headers.push((name, value));
-            Ok(())
-        };
+            headers.append(
+                ACCEPT,
+                HeaderValue::from_static("application/json, text/event-stream"),
+            );
+            headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         if let Some(v) = version {
-            add(MCP_PROTOCOL_VERSION, v.to_owned())?;
+            add(&mut headers, MCP_PROTOCOL_VERSION, v.to_owned())?;
         }
         if let Some(s) = session {
-            add(MCP_SESSION_ID, s.to_owned())?;
+            add(&mut headers, MCP_SESSION_ID, s.to_owned())?;
         }
         if let Some((method, name)) = modern {
-            add(MCP_METHOD, (*method).to_owned())?;
+            add(&mut headers, MCP_METHOD, (*method).to_owned())?;
             if let Some(n) = name {
-                add(MCP_NAME, header_value(n))?;
+                add(&mut headers, MCP_NAME, header_value(n))?;
             }
             for (k, v) in call.param_headers {
                 let name = HeaderName::try_from(k.as_str()).map_err(|_| {
                     UpstreamError::Protocol("a parameter header has an invalid name".into())
                 })?;
-                add(name, v.clone())?;
+                add(&mut headers, name, v.clone())?;
             }
         }
-        let mut req = match &url {
-            Some(url) => self.http.request(verb.clone(), url.clone()),
-            None => self.http.request(verb.clone(), call.url),
-        };
         // Update streams, and calls whose answer streams to the client,
         // may last longer than the client's ordinary timeout (20 s, within
         // API Gateway's 29).
@@ -225,10 +233,7 @@ impl UpstreamClient {
                 .as_ref()
                 .is_some_and(|(m, _)| *m == "subscriptions/listen")
             || call.relay.is_some_and(super::Relay::is_live);
-        if streams {
-            req = req.timeout(self.stream_timeout);
-        }
-        if let (Some(iam), Some(url)) = (call.aws_iam, &url) {
+        if let Some(iam) = call.aws_iam {
             let credentials = self.aws_credentials.as_ref();
             // Signed exactly as sent: a value that is not text cannot be.
             let signed = headers
@@ -239,36 +244,34 @@ impl UpstreamClient {
                     })
                 })
                 .collect::<Result<Vec<(&str, String)>, _>>()?;
-            for (k, v) in sign::sigv4(
+            let signature = sign::sigv4(
                 verb.as_str(),
                 credentials,
                 iam,
-                url,
+                &url,
                 &signed,
                 body.as_bytes().unwrap_or_default(),
             )
-            .await?
-            {
-                let mut value = HeaderValue::from_str(&v).map_err(|_| {
-                    UpstreamError::Protocol("a SigV4 header is not a header value".into())
+            .await?;
+            for (k, v) in signature {
+                let name = HeaderName::try_from(k).map_err(|_| {
+                    UpstreamError::Protocol("a SigV4 header has an invalid name".into())
                 })?;
-                value.set_sensitive(true);
-                req = req.header(k, value);
+                headers.append(name, sensitive(&v, "a SigV4 header")?);
             }
-        }
-        for (k, v) in headers {
-            req = req.header(k, v);
         }
         if let Some((k, key)) = call
             .api_key
             .filter(|(k, _)| k.placement == ApiKeyPlacement::Header)
         {
-            let mut value = HeaderValue::from_str(&format!("{}{}", k.prefix, key.expose_secret()))
-                .map_err(|_| {
-                    UpstreamError::Protocol("the API key is not a valid header value".into())
-                })?;
-            value.set_sensitive(true);
-            req = req.header(k.name.as_str(), value);
+            let name = HeaderName::try_from(k.name.as_str()).map_err(|_| {
+                UpstreamError::Protocol("the API key's header name is not a header name".into())
+            })?;
+            let value = sensitive(
+                &format!("{}{}", k.prefix, key.expose_secret()),
+                "the API key",
+            )?;
+            headers.append(name, value);
         }
         match (call.token, dpop) {
             (Some(token), Some((key, nonce))) => {
@@ -276,23 +279,32 @@ impl UpstreamClient {
                 let proof = key
                     .proof(verb.as_str(), call.url, Some(token), nonce, now)
                     .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-                let mut value = HeaderValue::from_str(&format!("DPoP {}", token.expose_secret()))
-                    .map_err(|_| {
-                    UpstreamError::Protocol("the access token is not a header value".into())
-                })?;
-                value.set_sensitive(true);
-                req = req
-                    .header(reqwest::header::AUTHORIZATION, value)
-                    .header("dpop", proof);
+                let value = sensitive(
+                    &format!("DPoP {}", token.expose_secret()),
+                    "the access token",
+                )?;
+                headers.append(AUTHORIZATION, value);
+                add(&mut headers, DPOP, proof)?;
             }
-            (Some(token), None) => req = req.bearer_auth(token.expose_secret()),
+            (Some(token), None) => {
+                let value = sensitive(
+                    &format!("Bearer {}", token.expose_secret()),
+                    "the access token",
+                )?;
+                headers.append(AUTHORIZATION, value);
+            }
             (None, _) => {}
         }
-        let req = req.body(body);
-        let res = req.send().await.map_err(|e| {
+        let mut request = reqwest::Request::new(verb, url);
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body);
+        if streams {
+            *request.timeout_mut() = Some(self.stream_timeout);
+        }
+        let res = self.http.execute(request).await.map_err(|e| {
             if e.is_builder() {
-                // Not a network failure: the target's URL (parsed by
-                // reqwest here) or a header is unusable.
+                // Not a network failure: the target's URL (a scheme other
+                // than HTTP's, say) is unusable.
                 UpstreamError::Protocol(format!(
                     "the request could not be built: {}",
                     crate::error::chain(&e.without_url())
