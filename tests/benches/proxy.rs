@@ -255,6 +255,91 @@ async fn measure(
     }
 }
 
+/// One path under test: where calls go, with what headers, on a client
+/// of its own (its connections stay warm between blocks).
+struct Path<'a> {
+    url: &'a str,
+    headers: &'a [(&'a str, String)],
+    http: reqwest::Client,
+}
+
+impl<'a> Path<'a> {
+    fn new(url: &'a str, headers: &'a [(&'a str, String)]) -> Path<'a> {
+        Path {
+            url,
+            headers,
+            http: gateway_tests::http(),
+        }
+    }
+
+    /// One `tools/call` of `fast`; its latency.
+    async fn call(&self) -> Duration {
+        let t = Instant::now();
+        let mut req = self
+            .http
+            .post(self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        for (k, v) in self.headers {
+            req = req.header(*k, v);
+        }
+        let res = req.body(CALL_BODY).send().await.unwrap();
+        let text = res.text().await.unwrap();
+        assert!(text.contains("\"ok\""), "{text}");
+        t.elapsed()
+    }
+}
+
+const CALL_BODY: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast","arguments":{}}}"#;
+
+/// The paths measured in turns: `rounds` rounds, in each of which every
+/// path makes `block` calls, `concurrency` at a time (the order rotating
+/// from round to round). A machine whose speed drifts within seconds
+/// slows every path alike, so the ratios between them hold where one long
+/// run per path would compare different minutes. Each path's throughput
+/// is its calls over the time its own blocks took.
+async fn in_turns(paths: &[Path<'_>], concurrency: usize, block: usize, rounds: usize) -> Vec<Run> {
+    for p in paths {
+        for _ in 0..20 {
+            p.call().await; // warm up
+        }
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(block * rounds); paths.len()];
+    let mut busy = vec![Duration::ZERO; paths.len()];
+    let mut cpu = vec![Duration::ZERO; paths.len()];
+    for round in 0..rounds {
+        for k in 0..paths.len() {
+            let i = (k + round) % paths.len();
+            let p = &paths[i];
+            let (started, c) = (Instant::now(), process_cpu());
+            let t: Vec<Duration> = futures::stream::iter(0..block)
+                .map(|_| p.call())
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            busy[i] += started.elapsed();
+            cpu[i] += process_cpu().saturating_sub(c);
+            times[i].extend(t);
+        }
+    }
+    let n = (block * rounds) as f64;
+    times
+        .into_iter()
+        .zip(busy.into_iter().zip(cpu))
+        .map(|(mut t, (busy, cpu))| {
+            t.sort();
+            Run {
+                p50: t[t.len() / 2],
+                p99: t[(t.len() * 99 / 100).min(t.len() - 1)],
+                per_second: n / busy.as_secs_f64(),
+                cpu_per_call: cpu.div_f64(n),
+            }
+        })
+        .collect()
+}
+
 /// This process's peak resident set (VmHWM), as text.
 fn peak_rss() -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -376,43 +461,47 @@ async fn main() {
         // `PROXY_BENCH_PROFILE_PATH` picks the path: `jwt` (default), `dev`
         // (warm, no JWT) or `bare` (the bare forwarder), so that profiles of
         // the gateway and of its floor can be compared call for call.
-        let n = n.parse().expect("PROXY_BENCH_PROFILE_CALLS is a number");
+        let n: usize = n.parse().expect("PROXY_BENCH_PROFILE_CALLS is a number");
         let path = std::env::var("PROXY_BENCH_PROFILE_PATH").unwrap_or_else(|_| "jwt".into());
         if path == "compare" {
             let rounds: usize = std::env::var("PROXY_BENCH_ROUNDS")
                 .ok()
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(3);
-            let (mut dr, mut jr) = (vec![], vec![]);
+            // Each set measures the paths in turns (see `in_turns`).
+            let paths = [
+                Path::new(&forwarder, &[]),
+                Path::new(&warm_url, &dev),
+                Path::new(&jwt_url, &bearer),
+            ];
             for _ in 0..rounds {
-                let b = measure(&forwarder, &[], "fast", 32, n).await;
-                let d = measure(&warm_url, &dev, "fast", 32, n).await;
-                let j = measure(&jwt_url, &bearer, "fast", 32, n).await;
+                let r = in_turns(&paths, 32, 200, (n / 200).max(1)).await;
+                let one = in_turns(&paths, 1, 20, (n / 200).max(1)).await;
+                let us = |d: Duration| d.as_secs_f64() * 1e6;
                 println!(
-                    "bare {:.0}/s {:.1} us CPU; dev {:.0}/s {:.1} us ({:.2}, CPU {:.2}); jwt {:.0}/s {:.1} us ({:.2}, CPU {:.2})",
-                    b.per_second, b.cpu_per_call.as_secs_f64() * 1e6,
-                    d.per_second, d.cpu_per_call.as_secs_f64() * 1e6, d.per_second / b.per_second, b.cpu_per_call.as_secs_f64() / d.cpu_per_call.as_secs_f64(),
-                    j.per_second, j.cpu_per_call.as_secs_f64() * 1e6, j.per_second / b.per_second, b.cpu_per_call.as_secs_f64() / j.cpu_per_call.as_secs_f64(),
+                    "concurrency 32: bare {:.0}/s ({:.1} us CPU), dev {:.2} of it ({:.1} us), jwt {:.2} ({:.1} us); concurrency 1: bare p50 {:.1} us ({:.1} us CPU), dev {:+.1} us ({:.1} us CPU), jwt {:+.1} us ({:.1} us CPU)",
+                    r[0].per_second, us(r[0].cpu_per_call),
+                    r[1].per_second / r[0].per_second, us(r[1].cpu_per_call),
+                    r[2].per_second / r[0].per_second, us(r[2].cpu_per_call),
+                    us(one[0].p50), us(one[0].cpu_per_call),
+                    us(one[1].p50) - us(one[0].p50), us(one[1].cpu_per_call),
+                    us(one[2].p50) - us(one[0].p50), us(one[2].cpu_per_call),
                 );
-                dr.push(d.per_second / b.per_second);
-                jr.push(j.per_second / b.per_second);
             }
-            dr.sort_by(f64::total_cmp);
-            jr.sort_by(f64::total_cmp);
-            println!(
-                "median: dev {:.2}, jwt {:.2}",
-                dr[dr.len() / 2],
-                jr[jr.len() / 2]
-            );
             return;
         }
+        // `PROXY_BENCH_CONCURRENCY` sets the concurrency (32 by default).
+        let concurrency: usize = std::env::var("PROXY_BENCH_CONCURRENCY")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(32);
         let r = match path.as_str() {
-            "bare" => measure(&forwarder, &[], "fast", 32, n).await,
-            "dev" => measure(&warm_url, &dev, "fast", 32, n).await,
-            _ => measure(&jwt_url, &bearer, "fast", 32, n).await,
+            "bare" => measure(&forwarder, &[], "fast", concurrency, n).await,
+            "dev" => measure(&warm_url, &dev, "fast", concurrency, n).await,
+            _ => measure(&jwt_url, &bearer, "fast", concurrency, n).await,
         };
         println!(
-            "{n} warm calls ({path}) at concurrency 32: {:.0} calls/s",
+            "{n} warm calls ({path}) at concurrency {concurrency}: {:.0} calls/s",
             r.per_second
         );
         return;
@@ -422,12 +511,20 @@ async fn main() {
     println!("Load generator, gateway and upstream share this machine's cores, so each row also pays for the others' work. The bare forwarder (axum in, reqwest out, nothing else) is the floor for any HTTP proxy in this setting; the last column compares the gateway with it.\n");
     println!("| concurrency | path | p50 | p99 | added p50 | added p99 | calls/s | throughput vs direct | throughput vs bare forwarder |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (concurrency, n) in [(1usize, 2000usize), (32, 8000)] {
-        let direct = measure(&up, &[], "fast", concurrency, n).await;
-        let bare = measure(&forwarder, &[], "fast", concurrency, n).await;
-        let w = measure(&warm_url, &dev, "fast", concurrency, n).await;
-        let j = measure(&jwt_url, &bearer, "fast", concurrency, n).await;
-        let c = measure(&cold_url, &dev, "fast", concurrency, n / 8).await;
+    // The fast paths in turns (200 rounds of a few milliseconds each);
+    // the path through moto, two orders of magnitude slower, on its own.
+    for (concurrency, block, n) in [(1usize, 20usize, 4000usize), (32, 200, 40_000)] {
+        let paths = [
+            Path::new(&up, &[]),
+            Path::new(&forwarder, &[]),
+            Path::new(&warm_url, &dev),
+            Path::new(&jwt_url, &bearer),
+        ];
+        let runs = in_turns(&paths, concurrency, block, n / block).await;
+        let [direct, bare, w, j] = &runs[..] else {
+            unreachable!("four paths")
+        };
+        let c = measure(&cold_url, &dev, "fast", concurrency, n / 40).await;
         println!(
             "| {concurrency} | direct | {} | {} | | | {:.0} | 1.00 | |",
             ms(direct.p50),
@@ -435,9 +532,9 @@ async fn main() {
             direct.per_second
         );
         for (name, r) in [
-            ("bare forwarder (no gateway logic)", &bare),
-            ("gateway, grant cached (warm)", &w),
-            ("gateway, warm, inbound JWT checked (RS256)", &j),
+            ("bare forwarder (no gateway logic)", bare),
+            ("gateway, grant cached (warm)", w),
+            ("gateway, warm, inbound JWT checked (RS256)", j),
             ("gateway, grant read from DynamoDB (moto) per call", &c),
         ] {
             println!(
