@@ -397,7 +397,8 @@ pub struct PolicyCache {
     ttl: Duration,
     /// A set must be stored (`POLICY_REQUIRED`): none is an error.
     required: bool,
-    cached: tokio::sync::RwLock<Option<(Instant, Option<Arc<Policies>>)>>,
+    /// A plain lock: read by every call, never held across an await.
+    cached: std::sync::RwLock<Option<(Instant, Option<Arc<Policies>>)>>,
 }
 
 impl PolicyCache {
@@ -413,9 +414,14 @@ impl PolicyCache {
 
     /// The current set (`None`: no set stored, everything allowed).
     pub async fn current(&self) -> Result<Option<Arc<Policies>>, String> {
-        if let Some((at, set)) = &*self.cached.read().await {
+        let cached = self
+            .cached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((at, set)) = cached {
             if at.elapsed() < self.ttl {
-                return Ok(set.clone());
+                return Ok(set);
             }
         }
         let text = self.store.get_policies().await.map_err(|e| e.to_string())?;
@@ -426,7 +432,8 @@ impl PolicyCache {
             }
             None => None,
         };
-        *self.cached.write().await = Some((Instant::now(), set.clone()));
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), set.clone()));
         Ok(set)
     }
 
@@ -446,7 +453,7 @@ impl PolicyCache {
             .put_policies(text)
             .await
             .map_err(|e| e.to_string())?;
-        *self.cached.write().await = None;
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
     }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::RwLock;
 
 use crate::domain::{Grant, GrantKey, Target};
 use crate::error::Result;
@@ -23,7 +22,10 @@ type TargetList = Arc<Vec<Arc<Target>>>;
 pub struct CachedTargets {
     inner: Arc<dyn TargetCatalog>,
     ttl: Duration,
-    cached: RwLock<Option<(TargetList, Instant)>>,
+    /// A plain lock: read by every call, held for a clone of an `Arc`
+    /// and never across an await (an async lock's release takes a mutex
+    /// of its own).
+    cached: std::sync::RwLock<Option<(TargetList, Instant)>>,
     /// Held while loading, so that callers who miss together (a listing's
     /// fan-out, the scheduler's concurrent refreshes) share one read.
     loading: tokio::sync::Mutex<()>,
@@ -38,14 +40,14 @@ impl CachedTargets {
         CachedTargets {
             inner,
             ttl,
-            cached: RwLock::new(None),
+            cached: std::sync::RwLock::new(None),
             loading: tokio::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    async fn fresh(&self) -> Option<TargetList> {
-        match &*self.cached.read().await {
+    fn fresh(&self) -> Option<TargetList> {
+        match &*self.cached.read().unwrap_or_else(|e| e.into_inner()) {
             Some((list, at)) if at.elapsed() < self.ttl => Some(list.clone()),
             _ => None,
         }
@@ -55,16 +57,16 @@ impl CachedTargets {
         if self.ttl.is_zero() {
             return Ok(Arc::new(self.inner.list().await?));
         }
-        if let Some(list) = self.fresh().await {
+        if let Some(list) = self.fresh() {
             return Ok(list);
         }
         let _loading = self.loading.lock().await;
-        if let Some(list) = self.fresh().await {
+        if let Some(list) = self.fresh() {
             return Ok(list);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let list = Arc::new(self.inner.list().await?);
-        let mut cached = self.cached.write().await;
+        let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
             *cached = Some((list.clone(), Instant::now()));
         }
@@ -72,7 +74,7 @@ impl CachedTargets {
     }
 
     async fn invalidate(&self) {
-        let mut cached = self.cached.write().await;
+        let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *cached = None;

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use tokio::sync::RwLock;
+use std::sync::RwLock;
 
 use crate::domain::UpstreamSession;
 use crate::ports::{Clock, SessionStore};
@@ -201,6 +201,18 @@ pub trait ClientRequests: Send + Sync + std::fmt::Debug {
 }
 
 impl UpstreamClient {
+    /// The links kept in memory, to read. A plain lock, held for a map
+    /// lookup and never across an await: every call reads it, and an
+    /// async lock's release takes a mutex of its own.
+    fn links(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), Link>> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The links kept in memory, to change (see [`Self::links`]).
+    fn links_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Link>> {
+        self.links.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A client over the gateway's pooled HTTP client.
     pub fn new(
         http: reqwest::Client,

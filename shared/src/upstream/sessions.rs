@@ -9,7 +9,7 @@ use super::*;
 
 impl UpstreamClient {
     pub(super) async fn forget(&self, key: &(String, String)) {
-        self.links.write().await.remove(key);
+        self.links_mut().remove(key);
         if let Err(e) = self.sessions.delete(&key.0, &key.1).await {
             tracing::warn!(error = %e, "could not forget an upstream session");
         }
@@ -19,7 +19,7 @@ impl UpstreamClient {
     /// one kept there (another instance may have replaced it already).
     pub(super) async fn forget_session(&self, key: &(String, String), session: &str) {
         {
-            let mut links = self.links.write().await;
+            let mut links = self.links_mut();
             if matches!(links.get(key), Some(Link::Legacy { session: Some(s), .. }) if s == session)
             {
                 links.remove(key);
@@ -40,13 +40,13 @@ impl UpstreamClient {
         call: &Call<'_>,
         key: &(String, String),
     ) -> Result<Link, UpstreamError> {
-        if let Some(link) = self.links.read().await.get(key) {
+        if let Some(link) = self.links().get(key) {
             return Ok(link.clone());
         }
         let now = self.clock.now();
         if let Ok(Some(s)) = self.sessions.get(call.sub, call.target, now).await {
             let link = link_of(s);
-            self.links.write().await.insert(key.clone(), link.clone());
+            self.links_mut().insert(key.clone(), link.clone());
             return Ok(link);
         }
         self.establish(call, key).await
@@ -86,13 +86,13 @@ impl UpstreamClient {
                 "the upstream opens no 2025 session".into(),
             ));
         }
-        if let Some(link @ Link::Legacy { .. }) = self.links.read().await.get(key) {
+        if let Some(link @ Link::Legacy { .. }) = self.links().get(key) {
             return Ok(link.clone());
         }
         if let Ok(Some(s)) = self.sessions.get(&key.0, &key.1, now).await {
             if s.protocol_version != MODERN {
                 let link = link_of(s);
-                self.links.write().await.insert(key.clone(), link.clone());
+                self.links_mut().insert(key.clone(), link.clone());
                 return Ok(link);
             }
         }
@@ -142,7 +142,7 @@ impl UpstreamClient {
         if let Err(e) = self.sessions.put(&record).await {
             tracing::warn!(error = %e, "could not store the upstream session; continuing");
         }
-        self.links.write().await.insert(key.clone(), link.clone());
+        self.links_mut().insert(key.clone(), link.clone());
     }
 
     pub(super) async fn initialize(&self, call: &Call<'_>) -> Result<Link, UpstreamError> {

@@ -38,7 +38,7 @@ impl UpstreamClient {
                 session,
                 version,
             };
-            match self.links.read().await.get(&(sub.to_owned(), key.clone())) {
+            match self.links().get(&(sub.to_owned(), key.clone())) {
                 Some(super::Link::Legacy {
                     version,
                     session: Some(session),
