@@ -29,13 +29,14 @@ pub fn expose(prefix: &str, name: &str) -> String {
 }
 
 /// Whether `exposed` has the form of a shortened name (`..._` and 12
-/// lowercase hex digits, at most [`MAX_NAME`] long): only such a name
-/// needs looking up among the upstream's names; any other that fits is
+/// lowercase hex digits, 61 to 64 bytes: [`expose`] keeps 51 bytes, fewer
+/// by at most 3 to end on a character boundary): only such a name needs
+/// looking up among the upstream's names; any other that fits is
 /// `prefix + name` as it stands.
 pub fn may_be_shortened(exposed: &str) -> bool {
     let b = exposed.as_bytes();
     b.len() <= MAX_NAME
-        && b.len() > DIGEST_HEX + 1
+        && b.len() >= MAX_NAME - 3
         && b[b.len() - DIGEST_HEX - 1] == b'_'
         && b[b.len() - DIGEST_HEX..]
             .iter()
@@ -86,16 +87,21 @@ mod tests {
         for long in ["a".repeat(70), "é".repeat(40), "x".repeat(300)] {
             assert!(may_be_shortened(&expose("t___", &long)), "{long}");
         }
-        assert!(may_be_shortened("t___fetch_0123456789ab"));
+        // The form alone: 61 to 64 bytes, ending in `_` and lowercase hex.
+        let looks = |head: usize, tail: &str| format!("{}{tail}", "f".repeat(head));
+        assert!(may_be_shortened(&looks(48, "_0123456789ab")));
+        assert!(may_be_shortened(&looks(51, "_0123456789ab")));
         for plain in [
-            "t___create_issue",
-            "t___fetch_0123456789AB",
-            "t___fetch-0123456789ab",
-            "t___fetch_0123456789a",
-            "_0123456789ab",
-            "",
+            looks(47, "_0123456789ab"),
+            looks(52, "_0123456789ab"),
+            looks(51, "_0123456789AB"),
+            looks(51, "-0123456789ab"),
+            looks(52, "_0123456789a"),
+            "t___fetch_0123456789ab".into(),
+            "t___create_issue".into(),
+            String::new(),
         ] {
-            assert!(!may_be_shortened(plain), "{plain}");
+            assert!(!may_be_shortened(&plain), "{plain}");
         }
     }
 }

@@ -170,48 +170,56 @@ impl Gateway<'_> {
             .filter(|e| name.starts_with(&e.prefix))
             .collect();
         candidates.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
-        for e in candidates {
-            let rest = &name[e.prefix.len()..];
-            // `name` is `prefix + rest`, which is exposed as is when it
-            // fits (see `names::expose`): no need to build it again,
-            // unless it may be the shortened form of a longer name.
-            let fits = !rest.is_empty() && name.len() <= super::names::MAX_NAME;
-            if fits && !super::names::may_be_shortened(name) {
-                return Some((e, rest.to_owned()));
-            }
-            // A shortened name: find the upstream name that maps to it.
-            let known: Vec<Value> = if key == "tools" && !e.target.tool_catalog.is_empty() {
-                e.target
-                    .tool_catalog
-                    .iter()
-                    .filter_map(|t| t.name())
-                    .map(|n| json!({"name": n}))
-                    .collect()
-            } else {
-                match Box::pin(self.forward(&e.target, list_method, Some(Params::new()))).await {
-                    Ok(m) => m
-                        .get("result")
-                        .and_then(|r| r.get(key))
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                    Err(_) => vec![],
+        // `name` is `prefix + rest`, which is exposed as is when it fits
+        // (see `names::expose`): no need to build it again, unless it has
+        // the form of a shortened name. A longer name is never exposed.
+        let fits =
+            |e: &Exposed| name.len() > e.prefix.len() && name.len() <= super::names::MAX_NAME;
+        if super::names::may_be_shortened(name) {
+            // Every candidate's names first: under prefixes `gh_` and
+            // `gh_issues_`, `gh_issues_..._<hex>` may be `gh_`'s.
+            for e in &candidates {
+                if let Some(n) = self.shortened_from(e, name, list_method, key).await {
+                    return Some((e, n));
                 }
-            };
-            for item in known {
-                if let Some(n) = item.get("name").and_then(Value::as_str) {
-                    if expose(&e.prefix, n) == name {
-                        return Some((e, n.to_owned()));
-                    }
-                }
-            }
-            // No longer name maps to it: a name of its own that only
-            // looks shortened, passed on as any other name that fits.
-            if fits {
-                return Some((e, rest.to_owned()));
             }
         }
-        None
+        // A name of its own (also one that only looks shortened).
+        candidates
+            .into_iter()
+            .find(|e| fits(e))
+            .map(|e| (e, name[e.prefix.len()..].to_owned()))
+    }
+
+    /// The upstream name under `e` that is exposed as `name`, shortened:
+    /// from the target's catalog for tools, else from a listing.
+    async fn shortened_from(
+        &self,
+        e: &Exposed,
+        name: &str,
+        list_method: &str,
+        key: &str,
+    ) -> Option<String> {
+        let maps = |n: &str| expose(&e.prefix, n) == name;
+        if key == "tools" && !e.target.tool_catalog.is_empty() {
+            return e
+                .target
+                .tool_catalog
+                .iter()
+                .filter_map(|t| t.name())
+                .find(|n| maps(n));
+        }
+        let listed = Box::pin(self.forward(&e.target, list_method, Some(Params::new())))
+            .await
+            .ok()?;
+        listed
+            .get("result")?
+            .get(key)?
+            .as_array()?
+            .iter()
+            .filter_map(|item| item.get("name").and_then(Value::as_str))
+            .find(|n| maps(n))
+            .map(str::to_owned)
     }
 
     // ----- completion -----
