@@ -788,6 +788,35 @@ async fn sessions_expire_in_code() {
     assert!(gw.raw_item("USER#alice", "SESSION#gh").await.is_none());
 }
 
+/// An instance forgetting the upstream session it saw fail does not take
+/// away the one another instance kept since: the delete is conditional on
+/// the session id, in DynamoDB itself.
+#[tokio::test]
+async fn a_session_is_forgotten_only_while_it_is_the_one_seen() {
+    let gw = Gateway::start(&[]).await;
+    let s = &gw.state.sessions;
+    let now = gw.state.clock.now();
+    let session = |id: &str| UpstreamSession {
+        sub: "alice".into(),
+        target: "gh".into(),
+        session_id: id.into(),
+        protocol_version: "2025-06-18".into(),
+        expires_at: now + 60,
+    };
+    // Nothing kept: nothing forgotten, and no error.
+    assert!(!s.delete_if("alice", "gh", "old").await.unwrap());
+    // Another instance replaced the failed session: it stays.
+    s.put(&session("newer")).await.unwrap();
+    assert!(!s.delete_if("alice", "gh", "old").await.unwrap());
+    assert_eq!(
+        s.get("alice", "gh", now).await.unwrap(),
+        Some(session("newer"))
+    );
+    // The session seen is still the one kept: forgotten.
+    assert!(s.delete_if("alice", "gh", "newer").await.unwrap());
+    assert!(gw.raw_item("USER#alice", "SESSION#gh").await.is_none());
+}
+
 #[tokio::test]
 async fn table_has_ttl_and_refresh_index() {
     let gw = Gateway::start(&[]).await;

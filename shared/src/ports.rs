@@ -173,6 +173,10 @@ pub trait SessionStore: Send + Sync {
     async fn get(&self, sub: &str, target: &str, now: i64) -> Result<Option<UpstreamSession>>;
     /// Forgets the session.
     async fn delete(&self, sub: &str, target: &str) -> Result<()>;
+    /// Forgets the session if it is still `session_id`, in one conditional
+    /// write: false when none is kept or another replaced it (another
+    /// instance's newer session stays).
+    async fn delete_if(&self, sub: &str, target: &str, session_id: &str) -> Result<bool>;
 }
 
 /// Secret values by ARN, cached in the warm instance.

@@ -25,13 +25,10 @@ impl UpstreamClient {
                 links.remove(key);
             }
         }
-        let now = self.clock.now();
-        if let Ok(Some(kept)) = self.sessions.get(&key.0, &key.1, now).await {
-            if kept.session_id == session {
-                if let Err(e) = self.sessions.delete(&key.0, &key.1).await {
-                    tracing::warn!(error = %e, "could not forget an upstream session");
-                }
-            }
+        // One conditional write: a session another instance kept since
+        // (between a read and a delete) is not lost.
+        if let Err(e) = self.sessions.delete_if(&key.0, &key.1, session).await {
+            tracing::warn!(error = %e, "could not forget an upstream session");
         }
     }
 

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::ports::SessionStore;
 
 use super::codec::*;
+use super::expr::condition;
 use super::*;
 
 #[async_trait]
@@ -66,5 +67,26 @@ impl SessionStore for DynamoStore {
             .await
             .map_err(Error::dynamo)?;
         Ok(())
+    }
+
+    async fn delete_if(&self, sub: &str, target: &str, session_id: &str) -> Result<bool> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", sv(grant_pk(sub)))
+            .key("sk", sv(session_sk(target)))
+            .condition_expression("#session = :session")
+            .expression_attribute_names("#session", "session_id")
+            .expression_attribute_values(":session", sv(session_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                condition(e)?;
+                Ok(false)
+            }
+        }
     }
 }

@@ -103,4 +103,18 @@ impl SessionStore for MemoryStore {
         self.lock().sessions.remove(&key(sub, target));
         Ok(())
     }
+
+    async fn delete_if(&self, sub: &str, target: &str, session_id: &str) -> Result<bool> {
+        let mut store = self.lock();
+        let k = key(sub, target);
+        if store
+            .sessions
+            .get(&k)
+            .is_some_and(|s| s.session_id == session_id)
+        {
+            store.sessions.remove(&k);
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }
