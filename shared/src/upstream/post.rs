@@ -423,28 +423,32 @@ mod tests {
             std::sync::Arc::new(crate::adapters::memory::MemoryStore::new()),
             std::sync::Arc::new(crate::ports::SystemClock),
         );
-        let call = Call {
-            sub: "alice",
-            target: "t",
-            url: "http://exa mple.test/mcp",
-            token: None,
-            dpop: None,
-            api_key: None,
-            aws_iam: None,
-            method: "tools/call",
-            params: None,
-            relay: None,
-            log_level: None,
-            param_headers: &[],
-            client_capabilities: None,
-            legacy: false,
-            client_requests: None,
-        };
-        let err = client
-            .post(&call, None, Some("2025-06-18"), None, "{}".into())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, UpstreamError::Protocol(_)), "{err:?}");
-        assert!(!err.is_retryable());
+        // One the URL parser refuses, and one it takes but HTTP cannot
+        // reach (reqwest refuses the scheme when it sends).
+        for url in ["http://exa mple.test/mcp", "ftp://example.test/mcp"] {
+            let call = Call {
+                sub: "alice",
+                target: "t",
+                url,
+                token: None,
+                dpop: None,
+                api_key: None,
+                aws_iam: None,
+                method: "tools/call",
+                params: None,
+                relay: None,
+                log_level: None,
+                param_headers: &[],
+                client_capabilities: None,
+                legacy: false,
+                client_requests: None,
+            };
+            let err = client
+                .post(&call, None, Some("2025-06-18"), None, "{}".into())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, UpstreamError::Protocol(_)), "{url}: {err:?}");
+            assert!(!err.is_retryable(), "{url}");
+        }
     }
 }
