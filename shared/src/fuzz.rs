@@ -12,9 +12,12 @@ use serde_json::Value;
 use crate::adapters::discovery::auth_param;
 use crate::crypto::{Aad, KeySet};
 use crate::domain::StateParam;
+use crate::edge::proxy::respond;
+use crate::gateway::Reply;
 use crate::gateway::{decode_cursor, pass_through, template_matches};
 use crate::upstream::sse::{find_event_end, find_event_end_from, sse_data};
-use crate::wire::envelope::{self, Parsed};
+use crate::upstream::Answer;
+use crate::wire::envelope::{self, Method, Parsed};
 use crate::wire::{decode_header_value, header_value};
 
 fn config() -> ProptestConfig {
@@ -68,6 +71,20 @@ fn json() -> impl Strategy<Value = Value> {
             .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// `v` with each fraction to 12 digits: serde_json reads a fraction to
+/// the nearest double or next to it, so that text written from a parsed
+/// tree may read a last digit away from the text it was parsed from.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            Value::String(format!("{:.12e}", n.as_f64().unwrap_or_default()))
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, canonical(v))).collect()),
+        other => other,
+    }
 }
 
 fn keys() -> KeySet {
@@ -172,6 +189,53 @@ proptest! {
     #[test]
     fn upstream_results_of_any_shape(message in json()) {
         let _ = pass_through(message);
+    }
+
+    #[test]
+    fn results_passed_as_written_read_as_their_trees(
+        result in json(),
+        shape in 0u8..3,
+        pretty in any::<bool>(),
+    ) {
+        // What a client reads of an answer passed on as the upstream wrote
+        // it is what it reads of the same answer parsed and written again.
+        let message = match shape {
+            0 => serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": result}),
+            1 => serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [result]}}),
+            _ => result,
+        };
+        let text = if pretty {
+            serde_json::to_string_pretty(&message)
+        } else {
+            serde_json::to_string(&message)
+        }
+        .expect("JSON");
+        // What is not kept as text is read as a tree, as the reader does.
+        let answer = Answer::from_body(text.as_bytes())
+            .unwrap_or_else(|| Answer::Tree(message.clone()));
+        let kept = match answer.as_is() {
+            Some(result) => Reply::AsIs(result),
+            None => pass_through(answer.into_value().expect("parses")),
+        };
+        if shape == 1 {
+            prop_assert!(matches!(kept, Reply::AsIs(_)), "passed as written: {}", text);
+        }
+        // The tree as the reader makes it: from the text.
+        let tree = pass_through(serde_json::from_str(&text).expect("JSON"));
+        let Parsed::Request(request) = envelope::parse(br#"{"jsonrpc":"2.0","id":"r-1","method":"ping"}"#) else {
+            unreachable!("a request")
+        };
+        for modern in [false, true] {
+            for method in [Method::ToolsCall, Method::ToolsList] {
+                let read = |reply: Reply| {
+                    let res = respond(reply, request.id.clone(), modern, &method);
+                    let bytes = futures::executor::block_on(axum::body::to_bytes(res.into_body(), usize::MAX))
+                        .expect("a body");
+                    canonical(serde_json::from_slice::<Value>(&bytes).expect("JSON"))
+                };
+                prop_assert_eq!(read(kept.clone()), read(tree.clone()), "{} modern={} {:?}", text, modern, method);
+            }
+        }
     }
 
     #[test]

@@ -203,14 +203,26 @@ impl Gateway<'_> {
     /// result goes to a 2026-07-28 client as the gateway's own round (its
     /// input requests as sent, and a `requestState` of the gateway's that
     /// binds the round to this user, call and target and carries the
-    /// upstream's state); anything else as [`pass_through`] makes it.
+    /// upstream's state); anything else as [`pass_through`] makes it (a
+    /// result that needs no change as the upstream wrote it).
     pub(super) async fn relay_answer(
         &self,
         target: &Target,
         method: &str,
         params: &Params,
-        mut message: Value,
+        answer: Answer,
     ) -> Reply {
+        // Without a `resultType`, it does not ask for input.
+        if let Some(result) = answer.as_is() {
+            return Reply::AsIs(result);
+        }
+        let mut message = match answer.into_value() {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(target = %target.name, reason = %why, "upstream failure");
+                return self.failure(method, &format!("{} failed: {why}", target.title()), false);
+            }
+        };
         let asks = message
             .get("result")
             .and_then(|r| r.get("resultType"))

@@ -86,14 +86,29 @@ impl Gateway<'_> {
         }
     }
 
-    /// Sends `method` to `target` for the caller: refresh once on 401, ask for
-    /// consent when the grant is missing, dead, or lacks scopes.
+    /// [`Gateway::forward_answer`], with the answer read as a tree (for
+    /// the gateway's own use of it: listings, lookups).
     pub(super) async fn forward(
         &self,
         target: &Target,
         method: &str,
         params: Option<Params>,
     ) -> Result<Value, Blocked> {
+        self.forward_answer(target, method, params)
+            .await?
+            .into_value()
+            .map_err(|e| Blocked::Upstream(e.to_string()))
+    }
+
+    /// Sends `method` to `target` for the caller: refresh once on 401, ask for
+    /// consent when the grant is missing, dead, or lacks scopes. The answer
+    /// is as it came (see [`crate::upstream::Answer`]).
+    pub(super) async fn forward_answer(
+        &self,
+        target: &Target,
+        method: &str,
+        params: Option<Params>,
+    ) -> Result<Answer, Blocked> {
         let mut grant = self.token(target).await?;
         let api_key = self.api_key(target).await?;
         let param_headers = self.param_headers_for(target, method, params.as_ref());

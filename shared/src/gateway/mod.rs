@@ -32,7 +32,7 @@ use self::names::default_prefix;
 use crate::crypto::random_token;
 use crate::domain::{Target, TargetAuth};
 use crate::tokens::{LeasePolicy, NoGrant};
-use crate::upstream::{Call, UpstreamError};
+use crate::upstream::{Answer, Call, UpstreamError};
 use crate::wire::envelope::{Method, Params};
 use crate::wire::{codes, meta, MODERN};
 use crate::AppState;
@@ -121,6 +121,9 @@ impl Caller {
 pub enum Reply {
     /// A JSON-RPC result.
     Result(Value),
+    /// An upstream's result passed on as it was written (see
+    /// [`crate::upstream::Answer`]).
+    AsIs(crate::upstream::AsIs),
     /// A JSON-RPC error.
     Error {
         /// Code.

@@ -47,11 +47,11 @@ impl Gateway<'_> {
             return r;
         }
         match self
-            .forward(&e.target, "resources/read", Some(forwarded))
+            .forward_answer(&e.target, "resources/read", Some(forwarded))
             .await
         {
-            Ok(message) => {
-                self.relay_answer(&e.target, "resources/read", params, message)
+            Ok(answer) => {
+                self.relay_answer(&e.target, "resources/read", params, answer)
                     .await
             }
             Err(blocked) => {

@@ -125,8 +125,11 @@ impl Gateway<'_> {
         if force && e.target.auth.is_per_user() {
             return Box::pin(self.consent(&e.target, &[], method, params)).await;
         }
-        match self.forward(&e.target, method, Some(forwarded)).await {
-            Ok(message) => self.relay_answer(&e.target, method, params, message).await,
+        match self
+            .forward_answer(&e.target, method, Some(forwarded))
+            .await
+        {
+            Ok(answer) => self.relay_answer(&e.target, method, params, answer).await,
             // Boxed: what a call rarely needs stays out of its future.
             Err(Blocked::Consent(extra)) => {
                 Box::pin(self.consent(&e.target, &extra, method, params)).await

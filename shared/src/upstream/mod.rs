@@ -16,6 +16,7 @@
 //! parameter, or a SigV4 signature (`sign.rs`) with the function's role;
 //! never the caller's inbound token.
 
+mod answer;
 mod outgoing;
 mod post;
 mod relay;
@@ -26,6 +27,7 @@ mod standalone;
 pub use sessions::legacy_session_key;
 pub use standalone::FoundSession;
 
+pub use answer::{Answer, AsIs};
 pub use relay::Relay;
 
 pub use outgoing::mcp_name;
@@ -268,7 +270,7 @@ impl UpstreamClient {
 
     /// Sends a request and returns the upstream's JSON-RPC response message
     /// (with `result` or `error`).
-    pub async fn request(&self, call: &Call<'_>) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, call: &Call<'_>) -> Result<Answer, UpstreamError> {
         let mut key = (call.sub.to_owned(), call.target.to_owned());
         let mut link = self.link(call, &key).await?;
         let mut legacy_only = false;
@@ -304,9 +306,9 @@ impl UpstreamClient {
                 }
                 // The call's own JSON-RPC error, whatever the HTTP status.
                 Err(UpstreamError::Rpc { error, .. }) => {
-                    return Ok(json!({"jsonrpc": "2.0", "error": error}))
+                    return Ok(json!({"jsonrpc": "2.0", "error": error}).into())
                 }
-                other => return other.map(|m| m.unwrap_or(Value::Null)),
+                other => return other.map(|m| m.unwrap_or(Answer::Tree(Value::Null))),
             }
         }
         Err(UpstreamError::Status(404))
@@ -332,7 +334,7 @@ impl UpstreamClient {
         link: &Link,
         method: &str,
         params: Option<&Params>,
-    ) -> Result<Option<Value>, UpstreamError> {
+    ) -> Result<Option<Answer>, UpstreamError> {
         let id = self.id();
         let (session, version, modern) = match link {
             Link::Modern => (None, MODERN, Some((method, mcp_name(method, params)))),

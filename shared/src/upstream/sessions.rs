@@ -57,7 +57,8 @@ impl UpstreamClient {
     ) -> Result<Link, UpstreamError> {
         let discovered = self
             .send(call, &Link::Modern, "server/discover", Some(&Params::new()))
-            .await;
+            .await
+            .and_then(|m| m.map(Answer::into_value).transpose());
         let link = match discovered {
             Ok(Some(m)) if supports_modern(&m) => Link::Modern,
             Err(

@@ -3,10 +3,12 @@
 
 use serde_json::Value;
 
-use super::{UpstreamError, MAX_RESPONSE_BYTES};
+use super::{Answer, UpstreamError, MAX_RESPONSE_BYTES};
 
 pub(crate) async fn read_response(res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
-    read_response_relaying(res, id, None, |_| async {}).await
+    read_response_relaying(res, id, None, |_| async {})
+        .await?
+        .into_value()
 }
 
 /// The most notifications kept from one response stream for the client.
@@ -25,7 +27,7 @@ pub(crate) async fn read_response_relaying<F, Fut>(
     id: u64,
     relay: Option<&super::Relay>,
     mut on_request: F,
-) -> Result<Value, UpstreamError>
+) -> Result<Answer, UpstreamError>
 where
     F: FnMut(Value) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -62,7 +64,7 @@ where
         events.push(&chunk);
         while let Some((message, size)) = events.next_message() {
             if is_response_to(&message, id) {
-                return Ok(message);
+                return Ok(Answer::Tree(message));
             }
             if is_request(&message) {
                 on_request(message).await;
@@ -78,7 +80,7 @@ where
     if sse {
         if let Some(message) = events.rest() {
             if is_response_to(&message, id) {
-                return Ok(message);
+                return Ok(Answer::Tree(message));
             }
         }
         return Err(UpstreamError::Protocol(
@@ -90,14 +92,19 @@ where
         None => &body,
     };
     if body.is_empty() {
-        return Ok(Value::Null);
+        return Ok(Answer::Tree(Value::Null));
+    }
+    // Kept as text when it is an answer (see `Answer`); anything else is
+    // parsed to say what is wrong with it.
+    if let Some(answer) = Answer::from_body(body) {
+        return Ok(answer);
     }
     let message: Value = serde_json::from_slice(body)
         .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
     if message.get("result").is_none() && message.get("error").is_none() {
         return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));
     }
-    Ok(message)
+    Ok(Answer::Tree(message))
 }
 
 /// True when a response is an event stream.

@@ -1,0 +1,220 @@
+//! An upstream's answer to a call, kept as the text it came in until
+//! something needs to look inside it.
+//!
+//! Most results go to the client as the upstream wrote them: building a
+//! JSON tree of a result only to write it out again costs an allocation
+//! per key, string and array, for nothing. An answer read from a JSON body
+//! stays text; [`Answer::as_is`] says whether its result can be passed on
+//! untouched (an object without the fields the gateway removes or adds),
+//! and everything else is parsed into a tree ([`Answer::into_value`]) and
+//! handled as before.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::UpstreamError;
+
+/// An upstream's JSON-RPC response message (with `result` or `error`).
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// As read from a JSON body: JSON text whose top level has a `result`
+    /// or an `error`.
+    Text(Box<RawValue>),
+    /// A tree: read from an event stream, or made by the gateway.
+    Tree(Value),
+}
+
+/// The top-level members the gateway reads of a response message.
+#[derive(Deserialize)]
+struct Parts<'a> {
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// The members of a result that decide whether it passes as it is:
+/// present, the gateway changes the result (see `gateway::pass_through`).
+/// Each is true when the member is there, `null` included.
+#[derive(Deserialize)]
+struct ResultFields<'a> {
+    #[serde(rename = "resultType", default, deserialize_with = "present")]
+    result_type: bool,
+    #[serde(rename = "ttlMs", default, deserialize_with = "present")]
+    ttl_ms: bool,
+    #[serde(rename = "cacheScope", default, deserialize_with = "present")]
+    cache_scope: bool,
+    #[serde(rename = "_meta", default, deserialize_with = "present")]
+    meta: bool,
+    #[serde(rename = "isError", borrow, default)]
+    is_error: Option<&'a RawValue>,
+}
+
+/// True for any value: called only for a member that is there.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// A result passed on as the upstream wrote it: a JSON object that has
+/// none of `resultType`, `ttlMs`, `cacheScope` and `_meta`.
+#[derive(Debug, Clone)]
+pub struct AsIs {
+    raw: Box<RawValue>,
+    /// Whether the result says `"isError": true` (a tool's failure).
+    pub is_error: bool,
+}
+
+impl PartialEq for AsIs {
+    fn eq(&self, other: &AsIs) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl AsIs {
+    /// The result's JSON text (an object).
+    pub fn get(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// The result as JSON text, to be written into a message.
+    pub fn raw(&self) -> &RawValue {
+        &self.raw
+    }
+}
+
+impl Answer {
+    /// The answer in a JSON body, when it is one: JSON whose top level is
+    /// an object with a `result` or an `error`, each appearing once. `None`
+    /// for anything else, which the caller parses as a tree to judge (and
+    /// to name what is wrong).
+    pub(crate) fn from_body(body: &[u8]) -> Option<Answer> {
+        let text = std::str::from_utf8(body)
+            .ok()?
+            .trim_matches([' ', '\t', '\r', '\n']);
+        if !text.starts_with('{') {
+            return None;
+        }
+        let parts: Parts<'_> = serde_json::from_str(text).ok()?;
+        if parts.result.is_none() && parts.error.is_none() {
+            return None;
+        }
+        // `Parts` read all of it: it is JSON, and one value.
+        RawValue::from_string(text.to_owned())
+            .ok()
+            .map(Answer::Text)
+    }
+
+    /// The result to pass on as it is, when the answer has one that needs
+    /// no change; `None` for an error, a result the gateway changes (see
+    /// `gateway::pass_through`), or an answer already parsed.
+    pub fn as_is(&self) -> Option<AsIs> {
+        let Answer::Text(text) = self else {
+            return None;
+        };
+        let parts: Parts<'_> = serde_json::from_str(text.get()).ok()?;
+        let result = parts.result.filter(|_| parts.error.is_none())?;
+        if !result.get().starts_with('{') {
+            return None;
+        }
+        let fields: ResultFields<'_> = serde_json::from_str(result.get()).ok()?;
+        if fields.result_type || fields.ttl_ms || fields.cache_scope || fields.meta {
+            return None;
+        }
+        Some(AsIs {
+            raw: result.to_owned(),
+            is_error: fields.is_error.is_some_and(|v| v.get() == "true"),
+        })
+    }
+
+    /// The answer as a tree.
+    pub fn into_value(self) -> Result<Value, UpstreamError> {
+        match self {
+            Answer::Tree(v) => Ok(v),
+            Answer::Text(text) => serde_json::from_str(text.get())
+                .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}"))),
+        }
+    }
+}
+
+impl From<Value> for Answer {
+    fn from(v: Value) -> Answer {
+        Answer::Tree(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(s: &str) -> Answer {
+        Answer::from_body(s.as_bytes()).expect("an answer")
+    }
+
+    #[test]
+    fn a_plain_result_passes_as_written() {
+        let a = text(
+            r#" {"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}],"b":1.50}} "#,
+        );
+        let as_is = a.as_is().expect("passes as is");
+        // As written: the number keeps its form, the order its keys.
+        assert_eq!(
+            as_is.get(),
+            r#"{"content":[{"type":"text","text":"ok"}],"b":1.50}"#
+        );
+        assert!(!as_is.is_error);
+        assert!(
+            text(r#"{"id":1,"result":{"isError":true,"content":[]}}"#)
+                .as_is()
+                .unwrap()
+                .is_error
+        );
+        assert!(
+            !text(r#"{"id":1,"result":{"isError":"true","content":[]}}"#)
+                .as_is()
+                .unwrap()
+                .is_error
+        );
+    }
+
+    #[test]
+    fn results_the_gateway_changes_are_parsed() {
+        for body in [
+            r#"{"id":1,"result":{"resultType":"complete","content":[]}}"#,
+            r#"{"id":1,"result":{"content":[],"ttlMs":5}}"#,
+            r#"{"id":1,"result":{"cacheScope":"public"}}"#,
+            r#"{"id":1,"result":{"_meta":{}}}"#,
+            r#"{"id":1,"result":{"_meta":null}}"#,
+            r#"{"id":1,"result":[1,2]}"#,
+            r#"{"id":1,"result":"text"}"#,
+            r#"{"id":1,"result":{},"error":{"code":1}}"#,
+            r#"{"id":1,"error":{"code":-32601,"message":"no"}}"#,
+            r#"{"id":1,"result":{"resultType":null}}"#,
+        ] {
+            let a = text(body);
+            assert!(a.as_is().is_none(), "{body}");
+            let v = a.into_value().unwrap();
+            assert_eq!(v, serde_json::from_str::<Value>(body).unwrap(), "{body}");
+        }
+        assert!(Answer::from(json!({"result": {}})).as_is().is_none());
+    }
+
+    #[test]
+    fn bodies_that_are_not_answers_are_left_to_the_tree() {
+        for body in [
+            "",
+            "not json",
+            "[]",
+            r#"{"id":1}"#,
+            r#"{"id":1,"result":{}} trailing"#,
+            r#"{"id":1,"result":{},"result":{}}"#,
+            "{\"result\":\"\u{0}\"",
+            // Only JSON's own white space around it.
+            "\u{a0}{\"result\":{}}",
+        ] {
+            assert!(Answer::from_body(body.as_bytes()).is_none(), "{body:?}");
+        }
+        assert!(Answer::from_body(b"{\"result\":{}}\xff").is_none());
+    }
+}
