@@ -300,7 +300,7 @@ async fn outages_leave_the_grant_unchanged_and_refresh_recovers() {
         http_timeout: Duration::from_millis(800),
         ..fast_policy()
     };
-    let check_unchanged = |why: &str, r: Result<gateway_shared::domain::Grant, NoGrant>| {
+    let check_unchanged = |why: &str, r: Result<Arc<gateway_shared::domain::Grant>, NoGrant>| {
         assert!(matches!(r, Err(NoGrant::Retry(_))), "{why}: {r:?}");
     };
 
@@ -535,7 +535,7 @@ async fn a_refresh_token_the_server_did_not_replace_is_kept() {
         .unwrap();
     assert_eq!(fresh.tokens.access_token.expose_secret(), "new-access");
     assert_eq!(
-        fresh.tokens.refresh_token.unwrap().expose_secret(),
+        fresh.tokens.refresh_token.as_ref().unwrap().expose_secret(),
         "long-lived-refresh"
     );
     assert_eq!(fresh.expires_at, Some(now + 600));

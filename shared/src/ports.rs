@@ -42,6 +42,17 @@ pub trait GrantStore: Send + Sync {
     /// Reads a grant; `consistent` asks for a strongly consistent read.
     async fn get(&self, sub: &str, target: &str, consistent: bool) -> Result<Option<Grant>>;
 
+    /// [`GrantStore::get`], shared: a store that keeps grants in memory
+    /// hands out its copy instead of a new one per read.
+    async fn get_shared(
+        &self,
+        sub: &str,
+        target: &str,
+        consistent: bool,
+    ) -> Result<Option<Arc<Grant>>> {
+        Ok(self.get(sub, target, consistent).await?.map(Arc::new))
+    }
+
     /// Stores a new grant (version 1). Fails with `AlreadyExists` if one exists.
     async fn create(&self, grant: &Grant) -> Result<Grant>;
 

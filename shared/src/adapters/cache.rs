@@ -143,19 +143,20 @@ pub struct CachedGrants {
 /// await.
 #[derive(Default)]
 struct GrantEntries {
-    by_user: HashMap<String, HashMap<String, (Grant, Instant)>>,
+    by_user: HashMap<String, HashMap<String, (Arc<Grant>, Instant)>>,
     len: usize,
 }
 
 impl GrantEntries {
-    fn get(&self, sub: &str, target: &str) -> Option<&(Grant, Instant)> {
+    fn get(&self, sub: &str, target: &str) -> Option<&(Arc<Grant>, Instant)> {
         self.by_user.get(sub)?.get(target)
     }
 
-    fn insert(&mut self, grant: &Grant) {
+    fn insert(&mut self, grant: Arc<Grant>) {
         let targets = self.by_user.entry(grant.sub.clone()).or_default();
-        let entry = (grant.clone(), Instant::now());
-        if targets.insert(grant.target.clone(), entry).is_none() {
+        let target = grant.target.clone();
+        let entry = (grant, Instant::now());
+        if targets.insert(target, entry).is_none() {
             self.len += 1;
         }
     }
@@ -196,9 +197,12 @@ impl CachedGrants {
     }
 
     async fn remember(&self, grant: &Grant) {
-        if self.ttl.is_zero() {
-            return;
+        if !self.ttl.is_zero() {
+            self.keep(Arc::new(grant.clone()));
         }
+    }
+
+    fn keep(&self, grant: Arc<Grant>) {
         let mut entries = self.cached.write().unwrap_or_else(|e| e.into_inner());
         if entries.len >= MAX_CACHED_GRANTS {
             entries.expire(self.ttl);
@@ -207,6 +211,16 @@ impl CachedGrants {
             }
         }
         entries.insert(grant);
+    }
+
+    /// The cached grant, while it is fresh.
+    fn cached(&self, sub: &str, target: &str) -> Option<Arc<Grant>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.cached.read().unwrap_or_else(|e| e.into_inner());
+        let (g, at) = entries.get(sub, target)?;
+        (at.elapsed() < self.ttl).then(|| g.clone())
     }
 
     async fn forget(&self, sub: &str, target: &str) {
@@ -223,17 +237,34 @@ const MAX_CACHED_GRANTS: usize = 10_000;
 #[async_trait]
 impl GrantStore for CachedGrants {
     async fn get(&self, sub: &str, target: &str, consistent: bool) -> Result<Option<Grant>> {
-        if !consistent && !self.ttl.is_zero() {
-            let entries = self.cached.read().unwrap_or_else(|e| e.into_inner());
-            if let Some((g, at)) = entries.get(sub, target) {
-                if at.elapsed() < self.ttl {
-                    return Ok(Some(g.clone()));
-                }
+        if !consistent {
+            if let Some(g) = self.cached(sub, target) {
+                return Ok(Some(Grant::clone(&g)));
             }
         }
         let found = self.inner.get(sub, target, consistent).await?;
         match &found {
             Some(g) => self.remember(g).await,
+            None => self.forget(sub, target).await,
+        }
+        Ok(found)
+    }
+
+    async fn get_shared(
+        &self,
+        sub: &str,
+        target: &str,
+        consistent: bool,
+    ) -> Result<Option<Arc<Grant>>> {
+        if !consistent {
+            if let Some(g) = self.cached(sub, target) {
+                return Ok(Some(g));
+            }
+        }
+        let found = self.inner.get(sub, target, consistent).await?.map(Arc::new);
+        match &found {
+            Some(g) if !self.ttl.is_zero() => self.keep(g.clone()),
+            Some(_) => {}
             None => self.forget(sub, target).await,
         }
         Ok(found)
@@ -418,10 +449,10 @@ mod grant_entries {
     #[test]
     fn grants_are_kept_by_user_and_target_and_counted() {
         let mut e = GrantEntries::default();
-        e.insert(&grant("alice", "a"));
-        e.insert(&grant("alice", "b"));
-        e.insert(&grant("bob", "a"));
-        e.insert(&grant("alice", "a")); // replaced, not counted twice
+        e.insert(Arc::new(grant("alice", "a")));
+        e.insert(Arc::new(grant("alice", "b")));
+        e.insert(Arc::new(grant("bob", "a")));
+        e.insert(Arc::new(grant("alice", "a"))); // replaced, not counted twice
         assert_eq!(e.len, 3);
         assert_eq!(
             e.get("alice", "b").map(|(g, _)| g.target.as_str()),
@@ -442,5 +473,77 @@ mod grant_entries {
         e.expire(Duration::ZERO);
         assert_eq!(e.len, 0);
         assert!(e.by_user.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod shared_grants {
+    use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::grant::grant_for_tests as grant;
+
+    #[tokio::test]
+    async fn a_cached_grant_is_handed_out_shared_until_it_changes() {
+        let store = Arc::new(MemoryStore::new());
+        store.create(&grant("alice", "a")).await.unwrap();
+        let cached = CachedGrants::new(store.clone(), Duration::from_secs(30));
+        let first = cached
+            .get_shared("alice", "a", false)
+            .await
+            .unwrap()
+            .unwrap();
+        let again = cached
+            .get_shared("alice", "a", false)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the cached copy, not a new one"
+        );
+        // A consistent read goes to the store.
+        let read = cached
+            .get_shared("alice", "a", true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &read));
+        // A write through the cache replaces what it hands out.
+        let mut changed = Grant::clone(&read);
+        changed.scopes = vec!["more".into()];
+        cached.update(&changed).await.unwrap();
+        let after = cached
+            .get_shared("alice", "a", false)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.scopes, vec!["more".to_owned()]);
+        assert_eq!(after.version, read.version + 1);
+        // Gone from the store: forgotten here too.
+        GrantStore::delete(&*store, "alice", "a").await.unwrap();
+        assert!(cached
+            .get_shared("alice", "a", true)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(cached
+            .get_shared("alice", "a", false)
+            .await
+            .unwrap()
+            .is_none());
+        // Without caching, every read is the store's.
+        let uncached = CachedGrants::new(store.clone(), Duration::ZERO);
+        store.create(&grant("bob", "a")).await.unwrap();
+        let one = uncached
+            .get_shared("bob", "a", false)
+            .await
+            .unwrap()
+            .unwrap();
+        let two = uncached
+            .get_shared("bob", "a", false)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!Arc::ptr_eq(&one, &two));
     }
 }

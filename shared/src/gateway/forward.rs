@@ -9,7 +9,7 @@ impl Gateway<'_> {
     pub(super) async fn token(
         &self,
         target: &Target,
-    ) -> Result<Option<crate::domain::Grant>, Blocked> {
+    ) -> Result<Option<Arc<crate::domain::Grant>>, Blocked> {
         self.token_for(target, false).await
     }
 
@@ -19,7 +19,7 @@ impl Gateway<'_> {
         &self,
         target: &Target,
         renew: bool,
-    ) -> Result<Option<crate::domain::Grant>, Blocked> {
+    ) -> Result<Option<Arc<crate::domain::Grant>>, Blocked> {
         let TargetAuth::OAuth(settings) = &target.auth else {
             return Ok(None);
         };
@@ -37,7 +37,7 @@ impl Gateway<'_> {
             ))
             .await
             {
-                Ok(g) => Ok(Some(g)),
+                Ok(g) => Ok(Some(Arc::new(g))),
                 Err(ExchangeFailure::Interaction(url)) => Err(Blocked::Interaction(url)),
                 Err(ExchangeFailure::Retry(why)) => Err(Blocked::Retry(why)),
                 Err(ExchangeFailure::NoSubjectToken) => Err(Blocked::Upstream(
@@ -114,7 +114,7 @@ impl Gateway<'_> {
         let param_headers = self.param_headers_for(target, method, params.as_ref());
         for attempt in 0..=1 {
             let token = grant.as_ref().map(|g| &g.tokens.access_token);
-            let dpop = dpop_key(target, grant.as_ref())?;
+            let dpop = dpop_key(target, grant.as_deref())?;
             let call = Call {
                 sub: &self.caller.sub,
                 target: &target.name,
@@ -174,7 +174,7 @@ impl Gateway<'_> {
                         .after_unauthorized(g, &self.owner, LeasePolicy::default())
                         .await
                     {
-                        Ok(fresh) => grant = Some(fresh),
+                        Ok(fresh) => grant = Some(Arc::new(fresh)),
                         Err(NoGrant::Retry(why)) => return Err(Blocked::Retry(why)),
                         Err(_) => {
                             return Err(
@@ -308,7 +308,7 @@ impl Gateway<'_> {
 /// a call (a client's answer to an upstream's request, the standalone
 /// stream).
 pub(super) struct Credentials<'t> {
-    grant: Option<crate::domain::Grant>,
+    grant: Option<Arc<crate::domain::Grant>>,
     api_key: Option<(&'t crate::domain::ApiKeySettings, secrecy::SecretString)>,
     dpop: Option<DpopKey>,
 }
@@ -321,7 +321,7 @@ impl Gateway<'_> {
     ) -> Result<Credentials<'t>, Blocked> {
         let grant = self.token(target).await?;
         let api_key = self.api_key(target).await?;
-        let dpop = dpop_key(target, grant.as_ref())?;
+        let dpop = dpop_key(target, grant.as_deref())?;
         Ok(Credentials {
             grant,
             api_key,

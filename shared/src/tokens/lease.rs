@@ -1,5 +1,6 @@
 //! The lease protocol itself (see the module docs of [`crate::tokens`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -433,12 +434,12 @@ impl Refresher {
         owner: &str,
         margin: i64,
         policy: LeasePolicy,
-    ) -> Result<Grant, NoGrant> {
-        let grant = match self.grants.get(sub, target, false).await {
+    ) -> Result<Arc<Grant>, NoGrant> {
+        let grant = match self.grants.get_shared(sub, target, false).await {
             Ok(Some(g)) => g,
             Ok(None) => return Err(NoGrant::Missing),
             Err(e) if e.is_unreadable() => {
-                return into_usable(self.unreadable(sub, target, &e).await)
+                return into_usable(self.unreadable(sub, target, &e).await).map(Arc::new)
             }
             Err(e) => return Err(NoGrant::Retry(e.to_string())),
         };
@@ -458,7 +459,7 @@ impl Refresher {
             wait_for_winner: true,
             policy,
         };
-        self.in_flight(req, grant.version).await
+        self.in_flight(req, grant.version).await.map(Arc::new)
     }
 
     /// After the upstream refused `grant`'s access token (401): one forced

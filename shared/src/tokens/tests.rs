@@ -291,6 +291,7 @@ fn refresh_token(g: &Grant) -> &str {
 async fn usable(r: &Refresher, owner: &str) -> Result<Grant, NoGrant> {
     r.usable_grant("alice", "demo", owner, 60, LeasePolicy::default())
         .await
+        .map(std::sync::Arc::unwrap_or_clone)
 }
 
 #[tokio::test(start_paused = true)]

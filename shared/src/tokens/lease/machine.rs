@@ -1,6 +1,7 @@
 //! Machine tokens: a client-credentials or JWT-bearer target's one token
 //! for every user, kept under the same lease protocol as users' grants.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -111,7 +112,7 @@ impl Refresher {
         owner: &str,
         margin: i64,
         policy: LeasePolicy,
-    ) -> Result<Grant, NoGrant> {
+    ) -> Result<Arc<Grant>, NoGrant> {
         let TargetAuth::OAuth(settings) = &target.auth else {
             return Err(NoGrant::Missing);
         };
@@ -127,7 +128,12 @@ impl Refresher {
                 return Ok(g)
             }
             // Made for other settings: renewed now, for the current ones.
-            Ok(g) => return self.after_unauthorized(&g, owner, policy).await,
+            Ok(g) => {
+                return self
+                    .after_unauthorized(&g, owner, policy)
+                    .await
+                    .map(Arc::new)
+            }
             Err(NoGrant::Missing) => {}
             Err(NoGrant::NeedsConsent) => {
                 // No person can consent for a machine: start again.
@@ -179,7 +185,7 @@ impl Refresher {
             Err(NoGrant::Missing) => Err(NoGrant::Retry(
                 "the machine token is being created; retry".into(),
             )),
-            other => other,
+            other => other.map(Arc::new),
         }
     }
 }
