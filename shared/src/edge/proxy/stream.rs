@@ -132,8 +132,19 @@ pub(super) fn accepts_sse(headers: &HeaderMap) -> bool {
         })
 }
 
+/// One SSE event carrying `message`: a `data:` field per line of it (a
+/// result passed on as the upstream wrote it may span lines, and a line
+/// break would otherwise end the field, or with a blank line the event).
 fn event(message: &str) -> String {
-    format!("event: message\ndata: {message}\n\n")
+    let mut out = String::with_capacity(message.len() + 24);
+    out.push_str("event: message\n");
+    for line in message.split(['\n', '\r']) {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
 }
 
 pub(super) type Work = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -291,4 +302,27 @@ pub(super) fn standalone(rx: tokio::sync::mpsc::Receiver<Value>) -> Response {
         axum::body::Body::from_stream(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::sse::{find_event_end, sse_data};
+
+    #[test]
+    fn a_message_written_over_lines_is_one_event() {
+        // An upstream's result passed on as written may span lines (JSON
+        // allows white space between tokens); each line needs its own
+        // `data:` field, or the event ends at the first line.
+        let message = "{\n  \"content\": [\r\n\r\n  ],\r  \"isError\": false\n}";
+        let text = event(message);
+        assert_eq!(
+            find_event_end(text.as_bytes()),
+            Some(text.len()),
+            "{text:?}"
+        );
+        let read = sse_data(text.as_bytes()).expect("JSON in the event");
+        assert_eq!(read, serde_json::json!({"content": [], "isError": false}));
+        assert_eq!(event("{}"), "event: message\ndata: {}\n\n");
+    }
 }
