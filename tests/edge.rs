@@ -748,6 +748,100 @@ async fn upstream_json_rpc_errors_pass_through_whatever_the_http_status() {
     );
 }
 
+/// A hostile 2025 upstream whose tool results are written to slip past a
+/// reader: the text of `results[tool]` is sent as the call's result.
+async fn hostile_results_upstream(results: &'static [(&'static str, &'static str)]) -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::Json<Value>| async move {
+            use axum::response::IntoResponse;
+            let id = body.get("id").cloned().unwrap_or(Value::Null);
+            let json = |v: Value| {
+                ([("content-type", "application/json")], v.to_string()).into_response()
+            };
+            match body.get("method").and_then(Value::as_str) {
+                Some("initialize") => json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "hostile", "version": "1"}}})),
+                Some("tools/list") => json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "tools": results.iter().map(|(name, _)| json!({"name": name, "inputSchema": {"type": "object"}})).collect::<Vec<_>>()}})),
+                Some("tools/call") => {
+                    let name = body["params"]["name"].as_str().unwrap_or_default();
+                    let result = results.iter().find(|(n, _)| *n == name).map_or("{}", |(_, r)| r);
+                    (
+                        [("content-type", "application/json")],
+                        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+                    )
+                        .into_response()
+                }
+                Some(_) if id.is_null() => axum::http::StatusCode::ACCEPTED.into_response(),
+                _ => json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}})),
+            }
+        }),
+    );
+    serve(app).await
+}
+
+/// Attack: an upstream writes a tool result that a lenient scanner takes as
+/// JSON but a JSON reader does not (a number out of range, a lone
+/// surrogate), or that readers read differently (a member given twice), so
+/// that a RESPONSE interceptor that redacts results cannot read it and it
+/// reaches the client as sent, unredacted. None does: what the gateway
+/// passes on as written is read as strictly as a reader reads it, and
+/// anything else goes through its tree (refused, or one reading of it).
+#[tokio::test]
+async fn a_result_no_reader_can_read_never_passes_the_response_interceptor() {
+    const RESULTS: &[(&str, &str)] = &[
+        (
+            "huge",
+            r#"{"content":[{"type":"text","text":"simple secret"}],"n":1e400}"#,
+        ),
+        (
+            "surrogate",
+            r#"{"content":[{"type":"text","text":"simple secret \ud800"}]}"#,
+        ),
+        (
+            "twice",
+            r#"{"content":[{"type":"text","text":"simple secret"}],"content":[{"type":"text","text":"simple secret"}]}"#,
+        ),
+        (
+            "plain",
+            r#"{"content":[{"type":"text","text":"simple secret"}]}"#,
+        ),
+    ];
+    let (_standin, standin) = interceptor_standin();
+    let upstream = hostile_results_upstream(RESULTS).await;
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:shape".to_owned();
+    let vars = [
+        ("AWS_ENDPOINT_URL_LAMBDA", standin.as_str()),
+        ("RESPONSE_INTERCEPTOR", arn.as_str()),
+    ];
+    let (_gw, server) = fixtures_gateway(&upstream, &vars).await;
+    let mut c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.initialize("2025-06-18", json!({})).await;
+    for (tool, _) in RESULTS {
+        let r = c
+            .request("tools/call", json!({"name": tool, "arguments": {}}))
+            .await;
+        assert!(
+            !r.text.contains("simple"),
+            "{tool}: reached the client unredacted: {}",
+            r.text
+        );
+        if matches!(*tool, "plain" | "twice") {
+            assert_eq!(
+                tool_text(&r.body["result"]),
+                "[redacted] secret",
+                "{}",
+                r.text
+            );
+        } else {
+            // Refused as an answer the upstream got wrong.
+            assert_eq!(r.body["result"]["isError"], true, "{tool}: {}", r.text);
+        }
+    }
+}
+
 /// An upstream whose listing needs a scope the user's grant lacks: the
 /// connect tool leads to a consent for it, not to "already connected".
 #[tokio::test]

@@ -134,6 +134,8 @@ pub struct Exchange {
     pub headers: reqwest::header::HeaderMap,
     /// The JSON body (Null when empty or not JSON).
     pub body: serde_json::Value,
+    /// The body as it came.
+    pub text: String,
 }
 
 impl RawClient {
@@ -181,6 +183,7 @@ impl RawClient {
             status,
             headers,
             body,
+            text,
         }
     }
 

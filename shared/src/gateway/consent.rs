@@ -219,6 +219,7 @@ impl Gateway<'_> {
         let mut message = match answer.into_value() {
             Ok(m) => m,
             Err(why) => {
+                crate::observe::note(|r| r.upstream_errors += 1);
                 tracing::warn!(target = %target.name, reason = %why, "upstream failure");
                 return self.failure(method, &format!("{} failed: {why}", target.title()), false);
             }

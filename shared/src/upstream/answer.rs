@@ -57,7 +57,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// A result passed on as the upstream wrote it: a JSON object that has
-/// none of `resultType`, `ttlMs`, `cacheScope` and `_meta`.
+/// none of `resultType`, `ttlMs`, `cacheScope` and `_meta`, and that every
+/// reader reads alike (see `wire::envelope::valid`).
 #[derive(Debug, Clone)]
 pub struct AsIs {
     raw: Box<RawValue>,
@@ -107,7 +108,12 @@ impl Answer {
 
     /// The result to pass on as it is, when the answer has one that needs
     /// no change; `None` for an error, a result the gateway changes (see
-    /// `gateway::pass_through`), or an answer already parsed.
+    /// `gateway::pass_through`), an answer already parsed, or a result
+    /// that would not read as one thing to every reader (a number out of
+    /// range, a lone surrogate, a member given twice, nesting deeper than
+    /// a reader takes): that is read as a tree, which refuses or
+    /// normalizes it, so that what a RESPONSE interceptor checks and what
+    /// the client reads are the same.
     pub fn as_is(&self) -> Option<AsIs> {
         let Answer::Text(text) = self else {
             return None;
@@ -119,6 +125,9 @@ impl Answer {
         }
         let fields: ResultFields<'_> = serde_json::from_str(result.get()).ok()?;
         if fields.result_type || fields.ttl_ms || fields.cache_scope || fields.meta {
+            return None;
+        }
+        if !crate::wire::envelope::valid(result) {
             return None;
         }
         Some(AsIs {
@@ -191,6 +200,9 @@ mod tests {
             r#"{"id":1,"result":{},"error":{"code":1}}"#,
             r#"{"id":1,"error":{"code":-32601,"message":"no"}}"#,
             r#"{"id":1,"result":{"resultType":null}}"#,
+            // Read alike by every reader, or not passed as written.
+            r#"{"id":1,"result":{"a":1,"a":2}}"#,
+            r#"{"id":1,"result":{"content":[{"type":"text","text":"x","text":"y"}]}}"#,
         ] {
             let a = text(body);
             assert!(a.as_is().is_none(), "{body}");
@@ -198,6 +210,20 @@ mod tests {
             assert_eq!(v, serde_json::from_str::<Value>(body).unwrap(), "{body}");
         }
         assert!(Answer::from(json!({"result": {}})).as_is().is_none());
+    }
+
+    #[test]
+    fn results_not_every_reader_reads_alike_are_not_passed_as_written() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for result in [
+            r#"{"n":1e400}"#.to_owned(),
+            r#"{"s":"\ud800"}"#.to_owned(),
+            format!(r#"{{"deep":{deep}}}"#),
+        ] {
+            let a = text(&format!(r#"{{"id":1,"result":{result}}}"#));
+            assert!(a.as_is().is_none(), "{result}");
+            assert!(a.into_value().is_err(), "no tree either: {result}");
+        }
     }
 
     #[test]

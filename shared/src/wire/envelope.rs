@@ -362,7 +362,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 /// serde_json's limit) and no object in it names a member twice. Members
 /// are forwarded as their raw text: this makes sure the text the gateway
 /// digests, reads and forwards means one thing to every reader.
-fn valid(raw: &RawValue) -> bool {
+pub(crate) fn valid(raw: &RawValue) -> bool {
     serde_json::from_str::<Checked>(raw.get()).is_ok()
 }
 

@@ -166,8 +166,20 @@ pub(super) async fn around(
             )
         }
     };
-    let Ok(json_body) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    let json_body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => v,
+        Err(_) if bytes.is_empty() => {
+            return Response::from_parts(parts, axum::body::Body::empty())
+        }
+        // Every answer the gateway writes reads as JSON; one that does not
+        // is not passed on unchecked (fail closed).
+        Err(_) => {
+            return refused(
+                "response",
+                &id,
+                &InterceptorError::Failed("the answer could not be read".into()),
+            )
+        }
     };
     let payload = interceptors::response_payload(&raw, &request, status, &json_body);
     match call(&state, interceptor, &payload)
