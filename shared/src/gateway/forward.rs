@@ -242,7 +242,7 @@ impl Gateway<'_> {
         if method != "tools/call" {
             return vec![];
         }
-        let Some(name) = params.and_then(|p| p.str("name")) else {
+        let Some(name) = params.and_then(|p| p.name()) else {
             return vec![];
         };
         let Some(declared) = target.tool_catalog.param_headers(&name) else {

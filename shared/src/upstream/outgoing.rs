@@ -8,13 +8,12 @@ use crate::wire::envelope::Params;
 use crate::wire::{meta, MODERN};
 
 /// The `Mcp-Name` of a 2026-07-28 request: the tool, resource or prompt it names.
-pub fn mcp_name(method: &str, params: Option<&Params>) -> Option<String> {
-    let field = match method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" => "uri",
-        _ => return None,
-    };
-    params?.str(field)
+pub fn mcp_name<'p>(method: &str, params: Option<&'p Params>) -> Option<std::borrow::Cow<'p, str>> {
+    match method {
+        "tools/call" | "prompts/get" => params?.name(),
+        "resources/read" => params?.uri().map(std::borrow::Cow::Owned),
+        _ => None,
+    }
 }
 
 /// A JSON-RPC request as sent upstream, serialized straight from borrowed

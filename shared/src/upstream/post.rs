@@ -3,6 +3,8 @@
 //! a header or the query, or a SigV4 signature; and the reading of its
 //! status (challenges, JSON-RPC errors on 4xx).
 
+use std::borrow::Cow;
+
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -31,12 +33,28 @@ fn add(headers: &mut HeaderMap, name: HeaderName, value: String) -> Result<(), U
 }
 
 /// A header value that carries a secret (a token, a key, a signature):
-/// never shown in debug output. `what` names it in the error.
-fn sensitive(value: &str, what: &str) -> Result<HeaderValue, UpstreamError> {
-    let mut value = HeaderValue::from_str(value)
+/// never shown in debug output. `what` names it in the error. The value's
+/// bytes become the header's (no copy).
+fn sensitive(value: String, what: &str) -> Result<HeaderValue, UpstreamError> {
+    let mut value = HeaderValue::try_from(value)
         .map_err(|_| UpstreamError::Protocol(format!("{what} is not a header value")))?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// The `name` header's value: one of `known` (static: no copy per
+/// request), else `value` copied.
+fn known_or_copied(
+    name: &HeaderName,
+    value: &str,
+    known: &[&'static str],
+) -> Result<HeaderValue, UpstreamError> {
+    match known.iter().find(|k| **k == value) {
+        Some(k) => Ok(HeaderValue::from_static(k)),
+        None => HeaderValue::from_str(value).map_err(|_| {
+            UpstreamError::Protocol(format!("the {name} header is not a header value"))
+        }),
+    }
 }
 
 impl UpstreamClient {
@@ -90,7 +108,7 @@ impl UpstreamClient {
         call: &Call<'_>,
         session: Option<&str>,
         version: Option<&str>,
-        modern: Option<(&str, Option<String>)>,
+        modern: Option<(&str, Option<Cow<'_, str>>)>,
         body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
         self.exchange(reqwest::Method::POST, call, session, version, modern, body)
@@ -123,7 +141,7 @@ impl UpstreamClient {
         call: &Call<'_>,
         session: Option<&str>,
         version: Option<&str>,
-        modern: Option<(&str, Option<String>)>,
+        modern: Option<(&str, Option<Cow<'_, str>>)>,
         body: String,
     ) -> Result<reqwest::Response, UpstreamError> {
         let send = |body: reqwest::Body, dpop| {
@@ -178,7 +196,7 @@ impl UpstreamClient {
         call: &Call<'_>,
         session: Option<&str>,
         version: Option<&str>,
-        modern: &Option<(&str, Option<String>)>,
+        modern: &Option<(&str, Option<Cow<'_, str>>)>,
         body: reqwest::Body,
         dpop: Option<(&crate::crypto::dpop::DpopKey, Option<&str>)>,
     ) -> Result<reqwest::Response, UpstreamError> {
@@ -208,13 +226,22 @@ impl UpstreamClient {
             headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(v) = version {
-            add(&mut headers, MCP_PROTOCOL_VERSION, v.to_owned())?;
+            headers.append(
+                MCP_PROTOCOL_VERSION,
+                known_or_copied(&MCP_PROTOCOL_VERSION, v, crate::wire::SUPPORTED_VERSIONS)?,
+            );
         }
         if let Some(s) = session {
             add(&mut headers, MCP_SESSION_ID, s.to_owned())?;
         }
         if let Some((method, name)) = modern {
-            add(&mut headers, MCP_METHOD, (*method).to_owned())?;
+            let value = match crate::wire::envelope::Method::from_name(method).name() {
+                std::borrow::Cow::Borrowed(known) => HeaderValue::from_static(known),
+                std::borrow::Cow::Owned(other) => HeaderValue::try_from(other).map_err(|_| {
+                    UpstreamError::Protocol("the method is not a header value".into())
+                })?,
+            };
+            headers.append(MCP_METHOD, value);
             if let Some(n) = name {
                 add(&mut headers, MCP_NAME, header_value(n))?;
             }
@@ -257,7 +284,7 @@ impl UpstreamClient {
                 let name = HeaderName::try_from(k).map_err(|_| {
                     UpstreamError::Protocol("a SigV4 header has an invalid name".into())
                 })?;
-                headers.append(name, sensitive(&v, "a SigV4 header")?);
+                headers.append(name, sensitive(v, "a SigV4 header")?);
             }
         }
         if let Some((k, key)) = call
@@ -268,7 +295,7 @@ impl UpstreamClient {
                 UpstreamError::Protocol("the API key's header name is not a header name".into())
             })?;
             let value = sensitive(
-                &format!("{}{}", k.prefix, key.expose_secret()),
+                format!("{}{}", k.prefix, key.expose_secret()),
                 "the API key",
             )?;
             headers.append(name, value);
@@ -280,7 +307,7 @@ impl UpstreamClient {
                     .proof(verb.as_str(), call.url, Some(token), nonce, now)
                     .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
                 let value = sensitive(
-                    &format!("DPoP {}", token.expose_secret()),
+                    format!("DPoP {}", token.expose_secret()),
                     "the access token",
                 )?;
                 headers.append(AUTHORIZATION, value);
@@ -288,7 +315,7 @@ impl UpstreamClient {
             }
             (Some(token), None) => {
                 let value = sensitive(
-                    &format!("Bearer {}", token.expose_secret()),
+                    format!("Bearer {}", token.expose_secret()),
                     "the access token",
                 )?;
                 headers.append(AUTHORIZATION, value);
