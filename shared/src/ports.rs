@@ -158,6 +158,11 @@ pub trait TargetCatalog: Send + Sync {
     /// Lists all targets, by name. Shared, because the proxy reads the list
     /// on every call and a target carries its whole tool catalog.
     async fn list(&self) -> Result<Vec<Arc<Target>>>;
+    /// [`TargetCatalog::list`], shared: a catalog that keeps the list in
+    /// memory hands out the list itself, the same until it changes.
+    async fn list_shared(&self) -> Result<Arc<Vec<Arc<Target>>>> {
+        Ok(Arc::new(self.list().await?))
+    }
     /// Replaces only the tool catalog of `target`, if the target is still
     /// stored exactly as `target` says (not removed, not changed by an
     /// operator since it was read); `StaleVersion` otherwise.

@@ -80,6 +80,9 @@ pub struct Services {
     pub tokens: Arc<Refresher>,
     /// The tool search index of this instance.
     pub search: Arc<crate::search::SearchCache>,
+    /// How the targets are exposed (their name prefixes), kept for the
+    /// list they were worked out from.
+    pub exposed: Arc<crate::gateway::ExposedCache>,
     /// The policy set (Cedar), kept by this instance for
     /// `TARGETS_CACHE_SECONDS`.
     pub policies: Arc<crate::policy::PolicyCache>,
@@ -188,6 +191,7 @@ impl AppState {
             http,
             tokens,
             search: Default::default(),
+            exposed: Default::default(),
             policies: Arc::new(crate::policy::PolicyCache::new(
                 policy_store,
                 policy_ttl,
@@ -237,6 +241,7 @@ impl AppState {
             http,
             tokens,
             search: Default::default(),
+            exposed: Default::default(),
             policies: Arc::new(crate::policy::PolicyCache::new(
                 policy_store,
                 policy_ttl,

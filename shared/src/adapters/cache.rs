@@ -109,6 +109,10 @@ impl TargetCatalog for CachedTargets {
         Ok(self.all().await?.as_ref().clone())
     }
 
+    async fn list_shared(&self) -> Result<TargetList> {
+        self.all().await
+    }
+
     async fn put_catalog(&self, target: &Target, catalog: &[serde_json::Value]) -> Result<()> {
         let r = self.inner.put_catalog(target, catalog).await;
         self.invalidate().await;
@@ -430,6 +434,25 @@ mod tests {
         cached.put(&lists[0].as_ref().unwrap()[0]).await.unwrap();
         cached.list().await.unwrap();
         assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_cached_list_is_handed_out_itself_until_it_changes() {
+        let inner = Arc::new(Counting::default());
+        let cached = CachedTargets::new(inner.clone(), Duration::from_secs(30));
+        let first = cached.list_shared().await.unwrap();
+        assert!(Arc::ptr_eq(&first, &cached.list_shared().await.unwrap()));
+        cached.put(&first[0]).await.unwrap();
+        let after = cached.list_shared().await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &after), "a new list after a write");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+        // Without caching, each call is a list of its own.
+        let uncached = CachedTargets::new(inner.clone(), Duration::ZERO);
+        let (a, b) = (
+            uncached.list_shared().await.unwrap(),
+            uncached.list_shared().await.unwrap(),
+        );
+        assert!(!Arc::ptr_eq(&a, &b));
     }
 
     #[tokio::test]

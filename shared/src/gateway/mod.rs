@@ -165,6 +165,48 @@ struct Exposed {
     prefix: String,
 }
 
+/// The exposed targets of the last list of targets an instance read: the
+/// same while the list is (a cached list is shared, see
+/// [`crate::ports::TargetCatalog::list_shared`]), so that a call does not
+/// work out every target's prefix again.
+#[derive(Default)]
+pub struct ExposedCache {
+    kept: std::sync::RwLock<Option<TargetsExposed>>,
+}
+
+/// A list of targets and how its targets are exposed.
+type TargetsExposed = (Arc<Vec<Arc<Target>>>, Arc<Vec<Exposed>>);
+
+impl ExposedCache {
+    /// The exposed targets of `targets`: kept, or worked out and kept.
+    fn of(&self, targets: Arc<Vec<Arc<Target>>>) -> Arc<Vec<Exposed>> {
+        if let Some((list, exposed)) = &*self.kept.read().unwrap_or_else(|e| e.into_inner()) {
+            if Arc::ptr_eq(list, &targets) {
+                return exposed.clone();
+            }
+        }
+        let single = targets.len() == 1;
+        let exposed: Arc<Vec<Exposed>> = Arc::new(
+            targets
+                .iter()
+                .map(|t| {
+                    let prefix = match &t.tool_prefix {
+                        Some(p) => p.clone(),
+                        None if single => String::new(),
+                        None => default_prefix(&t.name),
+                    };
+                    Exposed {
+                        target: t.clone(),
+                        prefix,
+                    }
+                })
+                .collect(),
+        );
+        *self.kept.write().unwrap_or_else(|e| e.into_inner()) = Some((targets, exposed.clone()));
+        exposed
+    }
+}
+
 /// Why a target cannot be called for this user right now.
 enum Blocked {
     /// Ask for consent (with these extra scopes).
@@ -262,26 +304,15 @@ impl<'a> Gateway<'a> {
         }
     }
 
-    async fn exposed_targets(&self) -> Result<Vec<Exposed>, Reply> {
-        let targets = self.state.targets.list().await.map_err(|e| {
+    async fn exposed_targets(&self) -> Result<Arc<Vec<Exposed>>, Reply> {
+        let targets = self.state.targets.list_shared().await.map_err(|e| {
             tracing::error!(error = %e, "listing targets failed");
             Reply::error(
                 codes::RETRY_LATER,
                 "the gateway could not read its targets; retry later",
             )
         })?;
-        let single = targets.len() == 1;
-        Ok(targets
-            .into_iter()
-            .map(|t| {
-                let prefix = match &t.tool_prefix {
-                    Some(p) => p.clone(),
-                    None if single => String::new(),
-                    None => default_prefix(&t.name),
-                };
-                Exposed { target: t, prefix }
-            })
-            .collect())
+        Ok(self.state.exposed.of(targets))
     }
 
     /// A failure as the method's client expects it: an `isError` tool result
@@ -374,4 +405,49 @@ pub(crate) fn pass_through(mut message: Value) -> Reply {
         codes::INTERNAL_ERROR,
         "the upstream answered without a result",
     )
+}
+
+#[cfg(test)]
+mod exposed_tests {
+    use super::*;
+
+    fn target(name: &str, prefix: Option<&str>) -> Arc<Target> {
+        Arc::new(Target {
+            name: name.into(),
+            display_name: None,
+            mcp_url: "http://127.0.0.1:9/mcp".into(),
+            auth: TargetAuth::None,
+            tool_prefix: prefix.map(str::to_owned),
+            return_to: Default::default(),
+            tool_catalog: Default::default(),
+        })
+    }
+
+    fn prefixes(exposed: &[Exposed]) -> Vec<(&str, &str)> {
+        exposed
+            .iter()
+            .map(|e| (e.target.name.as_str(), e.prefix.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn exposed_targets_are_worked_out_once_per_list() {
+        let cache = ExposedCache::default();
+        let one = Arc::new(vec![target("gh", None)]);
+        let first = cache.of(one.clone());
+        assert_eq!(prefixes(&first), [("gh", "")], "a lone target: no prefix");
+        assert!(
+            Arc::ptr_eq(&first, &cache.of(one.clone())),
+            "kept for the same list"
+        );
+        // Another list (another read, or a change): worked out again.
+        let two = Arc::new(vec![target("gh", None), target("jira", Some("j_"))]);
+        let second = cache.of(two.clone());
+        assert_eq!(prefixes(&second), [("gh", "gh___"), ("jira", "j_")]);
+        assert!(Arc::ptr_eq(&second, &cache.of(two)));
+        // Equal contents in a list read again are not the kept list.
+        let again = cache.of(Arc::new(vec![target("gh", None)]));
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(prefixes(&again), [("gh", "")]);
+    }
 }

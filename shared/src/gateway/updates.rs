@@ -62,8 +62,9 @@ impl Gateway<'_> {
         loop {
             let mut opened_any = false;
             if let Ok(targets) = self.exposed_targets().await {
-                for e in targets {
-                    let name = e.target.name.clone();
+                for e in targets.iter() {
+                    let target = e.target.clone();
+                    let name = target.name.clone();
                     let Some(found) = self
                         .state
                         .upstream
@@ -92,7 +93,7 @@ impl Gateway<'_> {
                     );
                     opened_any = true;
                     streams.push(async move {
-                        let outcome = self.stream_of(&e.target, &found, out).await;
+                        let outcome = self.stream_of(&target, &found, out).await;
                         (name, found.session, outcome)
                     });
                 }
