@@ -207,8 +207,11 @@ async fn audit_change(event: &str, target: Option<String>, outcome: &str) {
         eprintln!("note: the audit event {event} could not be written (no configuration)");
         return;
     };
-    let mut e =
-        gateway_shared::observe::AuditEvent::new(event, outcome, gateway_shared::observe::now_ms());
+    let mut e = gateway_shared::observe::AuditEvent::new(
+        event.to_owned(),
+        outcome.to_owned(),
+        gateway_shared::observe::now_ms(),
+    );
     e.user = std::env::var("GATEWAY_ADMIN_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .ok();

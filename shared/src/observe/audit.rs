@@ -12,6 +12,8 @@
 //! is written to standard output instead, so the function's own log keeps
 //! it.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -33,7 +35,7 @@ pub struct AuditEvent {
     /// The event: an MCP method (`tools/call`, `tools/list`, ...),
     /// `consent.start`, `consent.completed`, `consent.refused`,
     /// `disconnect`, `refresh.failed`, or `admin.<change>`.
-    pub event: String,
+    pub event: Cow<'static, str>,
     /// The platform's request id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -51,7 +53,7 @@ pub struct AuditEvent {
     pub item: Option<String>,
     /// `ok`, `tool_error`, `consent_required`, `error:<JSON-RPC code>`,
     /// `http:<status>`, or the event's own outcome.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// Time to answer, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
@@ -63,7 +65,11 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// An event at `now_ms` with nothing but its name and outcome.
-    pub fn new(event: impl Into<String>, outcome: impl Into<String>, now_ms: i64) -> Self {
+    pub fn new(
+        event: impl Into<Cow<'static, str>>,
+        outcome: impl Into<Cow<'static, str>>,
+        now_ms: i64,
+    ) -> Self {
         AuditEvent {
             audit: FORMAT,
             time: rfc3339_ms(now_ms),
@@ -113,21 +119,25 @@ pub fn of_request(
         e.client = record.client.clone();
         e
     };
-    if let Some(method) = record.method.as_deref().filter(|m| AUDITED.contains(m)) {
-        let outcome = if record.consent_required {
-            "consent_required".to_owned()
+    let audited = record
+        .method
+        .as_deref()
+        .and_then(|m| AUDITED.iter().find(|a| **a == m));
+    if let Some(method) = audited {
+        let outcome: Cow<'static, str> = if record.consent_required {
+            "consent_required".into()
         } else if let Some(code) = record.error_code {
-            format!("error:{code}")
+            format!("error:{code}").into()
         } else if status >= 400 {
-            format!("http:{status}")
+            format!("http:{status}").into()
         } else if record.tool_error {
-            "tool_error".to_owned()
+            "tool_error".into()
         } else {
-            "ok".to_owned()
+            "ok".into()
         };
         let disconnect = record.item.as_deref() == Some(DISCONNECT_TOOL);
         let mut e = with_who(AuditEvent::new(
-            if disconnect { "disconnect" } else { method },
+            if disconnect { "disconnect" } else { *method },
             outcome,
             now_ms,
         ));
@@ -196,12 +206,16 @@ pub fn rfc3339_ms(now_ms: i64) -> String {
     let millis = now_ms.rem_euclid(1000);
     let rem = secs.rem_euclid(86_400);
     let (year, month, day) = crate::telemetry::civil_date(secs.div_euclid(86_400));
-    format!(
+    // Written into one buffer of its size (`format!` grows its own).
+    let mut out = String::with_capacity(24);
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
+    out
 }
 
 /// Where audit events go.
