@@ -784,11 +784,11 @@ async fn hostile_results_upstream(results: &'static [(&'static str, &'static str
 
 /// Attack: an upstream writes a tool result that a lenient scanner takes as
 /// JSON but a JSON reader does not (a number out of range, a lone
-/// surrogate), or that readers read differently (a member given twice), so
-/// that a RESPONSE interceptor that redacts results cannot read it and it
-/// reaches the client as sent, unredacted. None does: what the gateway
-/// passes on as written is read as strictly as a reader reads it, and
-/// anything else goes through its tree (refused, or one reading of it).
+/// surrogate), so that a RESPONSE interceptor that redacts results cannot
+/// read it and it reaches the client as sent, unredacted. None does: what
+/// the gateway passes on as written is read as strictly as a reader reads
+/// it, and anything else goes through its tree (refused, or for a member
+/// given twice one reading of it, which the interceptor sees).
 #[tokio::test]
 async fn a_result_no_reader_can_read_never_passes_the_response_interceptor() {
     const RESULTS: &[(&str, &str)] = &[

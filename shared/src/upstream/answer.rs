@@ -127,7 +127,10 @@ impl Answer {
         if fields.result_type || fields.ttl_ms || fields.cache_scope || fields.meta {
             return None;
         }
-        if !crate::wire::envelope::valid(result) {
+        // The whole message, not the result alone: the message the client
+        // gets nests the result as deep as this one does, so a result
+        // passed on is never too deep for its reader.
+        if !crate::wire::envelope::valid(text) {
             return None;
         }
         Some(AsIs {
@@ -224,6 +227,34 @@ mod tests {
             assert!(a.as_is().is_none(), "{result}");
             assert!(a.into_value().is_err(), "no tree either: {result}");
         }
+    }
+
+    #[test]
+    fn a_result_passed_as_written_is_never_too_deep_for_its_reader() {
+        // Around serde_json's nesting limit: whatever passes as written
+        // reads in the message the client gets; what does not is read as
+        // a tree, which refuses what is too deep.
+        let mut passed = 0;
+        for depth in 120..132 {
+            let result = format!(r#"{{"a":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            let a = text(&format!(r#"{{"id":1,"result":{result}}}"#));
+            match a.as_is() {
+                Some(as_is) => {
+                    passed += 1;
+                    let sent =
+                        format!(r#"{{"jsonrpc":"2.0","id":"r-1","result":{}}}"#, as_is.get());
+                    assert!(
+                        serde_json::from_str::<Value>(&sent).is_ok(),
+                        "depth {depth}"
+                    );
+                }
+                None => assert!(a.into_value().is_err(), "depth {depth}"),
+            }
+        }
+        assert!(
+            passed > 0 && passed < 12,
+            "the limit lies in the range: {passed}"
+        );
     }
 
     #[test]

@@ -38,7 +38,12 @@ fn refused(which: &str, id: &Value, e: &InterceptorError) -> Response {
         502,
         &json!({"jsonrpc": "2.0", "id": id, "error": {
             "code": codes::INTERNAL_ERROR,
-            "message": format!("The gateway's {which} check {why}; the request was not handled. Retry later, or ask the gateway's operator."),
+            "message": if which == "response" {
+                // The call has run by now: a retry may run it again.
+                format!("The gateway's {which} check {why}; the answer was withheld (the call may have been made). Ask the gateway's operator before retrying.")
+            } else {
+                format!("The gateway's {which} check {why}; the request was not handled. Retry later, or ask the gateway's operator.")
+            },
         }}),
     )
 }
