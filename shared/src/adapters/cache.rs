@@ -241,17 +241,10 @@ const MAX_CACHED_GRANTS: usize = 10_000;
 #[async_trait]
 impl GrantStore for CachedGrants {
     async fn get(&self, sub: &str, target: &str, consistent: bool) -> Result<Option<Grant>> {
-        if !consistent {
-            if let Some(g) = self.cached(sub, target) {
-                return Ok(Some(Grant::clone(&g)));
-            }
-        }
-        let found = self.inner.get(sub, target, consistent).await?;
-        match &found {
-            Some(g) => self.remember(g).await,
-            None => self.forget(sub, target).await,
-        }
-        Ok(found)
+        Ok(self
+            .get_shared(sub, target, consistent)
+            .await?
+            .map(Arc::unwrap_or_clone))
     }
 
     async fn get_shared(
@@ -505,41 +498,34 @@ mod shared_grants {
     use crate::adapters::memory::MemoryStore;
     use crate::domain::grant::grant_for_tests as grant;
 
+    /// The grant `cached` hands out for (`sub`, target `a`), which must exist.
+    async fn shared(cached: &CachedGrants, sub: &str, consistent: bool) -> Arc<Grant> {
+        cached
+            .get_shared(sub, "a", consistent)
+            .await
+            .unwrap()
+            .expect("a grant")
+    }
+
     #[tokio::test]
     async fn a_cached_grant_is_handed_out_shared_until_it_changes() {
         let store = Arc::new(MemoryStore::new());
         store.create(&grant("alice", "a")).await.unwrap();
         let cached = CachedGrants::new(store.clone(), Duration::from_secs(30));
-        let first = cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .unwrap();
-        let again = cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = shared(&cached, "alice", false).await;
+        let again = shared(&cached, "alice", false).await;
         assert!(
             Arc::ptr_eq(&first, &again),
             "the cached copy, not a new one"
         );
         // A consistent read goes to the store.
-        let read = cached
-            .get_shared("alice", "a", true)
-            .await
-            .unwrap()
-            .unwrap();
+        let read = shared(&cached, "alice", true).await;
         assert!(!Arc::ptr_eq(&first, &read));
         // A write through the cache replaces what it hands out.
         let mut changed = Grant::clone(&read);
         changed.scopes = vec!["more".into()];
         cached.update(&changed).await.unwrap();
-        let after = cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .unwrap();
+        let after = shared(&cached, "alice", false).await;
         assert_eq!(after.scopes, vec!["more".to_owned()]);
         assert_eq!(after.version, read.version + 1);
         // Gone from the store: forgotten here too.
@@ -557,16 +543,8 @@ mod shared_grants {
         // Without caching, every read is the store's.
         let uncached = CachedGrants::new(store.clone(), Duration::ZERO);
         store.create(&grant("bob", "a")).await.unwrap();
-        let one = uncached
-            .get_shared("bob", "a", false)
-            .await
-            .unwrap()
-            .unwrap();
-        let two = uncached
-            .get_shared("bob", "a", false)
-            .await
-            .unwrap()
-            .unwrap();
+        let one = shared(&uncached, "bob", false).await;
+        let two = shared(&uncached, "bob", false).await;
         assert!(!Arc::ptr_eq(&one, &two));
     }
 }
