@@ -58,7 +58,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 /// A result passed on as the upstream wrote it: a JSON object that has
 /// none of `resultType`, `ttlMs`, `cacheScope` and `_meta`, and that every
-/// reader reads alike (see `wire::envelope::valid`).
+/// reader reads alike (see `wire::strict::valid`).
 #[derive(Debug, Clone)]
 pub struct AsIs {
     raw: Box<RawValue>,
@@ -130,7 +130,7 @@ impl Answer {
         // The whole message, not the result alone: the message the client
         // gets nests the result as deep as this one does, so a result
         // passed on is never too deep for its reader.
-        if !crate::wire::envelope::valid(text) {
+        if !crate::wire::strict::valid(text) {
             return None;
         }
         Some(AsIs {

@@ -3,6 +3,7 @@
 
 pub mod envelope;
 pub mod params;
+pub(crate) mod strict;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
