@@ -236,10 +236,8 @@ impl UpstreamClient {
         }
         if let Some((method, name)) = modern {
             let value = match crate::wire::envelope::Method::from_name(method).name() {
-                std::borrow::Cow::Borrowed(known) => HeaderValue::from_static(known),
-                std::borrow::Cow::Owned(other) => HeaderValue::try_from(other).map_err(|_| {
-                    UpstreamError::Protocol("the method is not a header value".into())
-                })?,
+                Cow::Borrowed(known) => HeaderValue::from_static(known),
+                Cow::Owned(_) => known_or_copied(&MCP_METHOD, method, &[])?,
             };
             headers.append(MCP_METHOD, value);
             if let Some(n) = name {
