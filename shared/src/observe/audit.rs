@@ -105,56 +105,68 @@ const DISCONNECT_TOOL: &str = "gateway___disconnect";
 /// The audit events of one request to the MCP endpoint: the call or
 /// listing (a `disconnect` for the gateway's disconnect tool), and a
 /// `refresh.failed` for each refresh it needed that failed.
+///
+/// Takes the record whole: its names move into the call's event (the
+/// usual request has one event and no failed refresh, so nothing is
+/// copied).
 pub fn of_request(
-    record: &super::Record,
+    record: super::Record,
     status: u16,
     latency: std::time::Duration,
     request_id: Option<String>,
     now_ms: i64,
 ) -> Vec<AuditEvent> {
-    let mut events = Vec::with_capacity(1 + record.refreshes.len());
-    let with_who = |mut e: AuditEvent| {
+    let who = |mut e: AuditEvent| {
         e.request_id = request_id.clone();
         e.user = record.user.clone();
         e.client = record.client.clone();
         e
     };
+    let failed = record
+        .refreshes
+        .iter()
+        .filter(|(_, _, outcome)| matches!(*outcome, "needs_consent" | "transient_failure"));
+    let mut refreshes = Vec::new();
+    for (user, target, outcome) in failed {
+        let mut e = who(AuditEvent::new("refresh.failed", *outcome, now_ms));
+        e.user = Some(user.clone());
+        e.target = Some(target.clone());
+        refreshes.push(e);
+    }
     let audited = record
         .method
         .as_deref()
         .and_then(|m| AUDITED.iter().find(|a| **a == m));
-    if let Some(method) = audited {
-        let outcome: Cow<'static, str> = if record.consent_required {
-            "consent_required".into()
-        } else if let Some(code) = record.error_code {
-            format!("error:{code}").into()
-        } else if status >= 400 {
-            format!("http:{status}").into()
-        } else if record.tool_error {
-            "tool_error".into()
-        } else {
-            "ok".into()
-        };
-        let disconnect = record.item.as_deref() == Some(DISCONNECT_TOOL);
-        let mut e = with_who(AuditEvent::new(
-            if disconnect { "disconnect" } else { *method },
-            outcome,
-            now_ms,
-        ));
-        e.target = record.target.clone();
-        e.item = record.item.clone().filter(|_| !disconnect);
-        e.latency_ms = Some(super::metrics::ms(latency));
-        e.arguments = record.arguments.as_ref().map(bounded_arguments);
-        events.push(e);
-    }
-    for (user, target, outcome) in &record.refreshes {
-        if matches!(*outcome, "needs_consent" | "transient_failure") {
-            let mut e = with_who(AuditEvent::new("refresh.failed", *outcome, now_ms));
-            e.user = Some(user.clone());
-            e.target = Some(target.clone());
-            events.push(e);
-        }
-    }
+    let Some(method) = audited else {
+        return refreshes;
+    };
+    let outcome: Cow<'static, str> = if record.consent_required {
+        "consent_required".into()
+    } else if let Some(code) = record.error_code {
+        format!("error:{code}").into()
+    } else if status >= 400 {
+        format!("http:{status}").into()
+    } else if record.tool_error {
+        "tool_error".into()
+    } else {
+        "ok".into()
+    };
+    let disconnect = record.item.as_deref() == Some(DISCONNECT_TOOL);
+    let mut e = AuditEvent::new(
+        if disconnect { "disconnect" } else { *method },
+        outcome,
+        now_ms,
+    );
+    e.request_id = request_id;
+    e.user = record.user;
+    e.client = record.client;
+    e.target = record.target;
+    e.item = record.item.filter(|_| !disconnect);
+    e.latency_ms = Some(super::metrics::ms(latency));
+    e.arguments = record.arguments.as_ref().map(bounded_arguments);
+    let mut events = Vec::with_capacity(1 + refreshes.len());
+    events.push(e);
+    events.append(&mut refreshes);
     events
 }
 
@@ -413,6 +425,90 @@ impl AuditSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call_record() -> crate::observe::Record {
+        crate::observe::Record {
+            method: Some("tools/call".into()),
+            user: Some("alice".into()),
+            client: Some("agent".into()),
+            target: Some("crm".into()),
+            item: Some("find".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_is_one_event_then_one_per_failed_refresh() {
+        let mut record = call_record();
+        record.refreshes = vec![
+            ("alice".into(), "crm".into(), "refreshed"),
+            ("alice".into(), "crm".into(), "needs_consent"),
+            ("alice".into(), "mail".into(), "transient_failure"),
+        ];
+        let ms = std::time::Duration::from_millis(12);
+        let events = of_request(record, 200, ms, Some("req-1".into()), 0);
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.event.as_ref(), e.outcome.as_ref(), e.target.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("tools/call", "ok", Some("crm")),
+                ("refresh.failed", "needs_consent", Some("crm")),
+                ("refresh.failed", "transient_failure", Some("mail")),
+            ]
+        );
+        for e in &events {
+            assert_eq!(e.request_id.as_deref(), Some("req-1"));
+            assert_eq!(e.user.as_deref(), Some("alice"));
+            assert_eq!(e.client.as_deref(), Some("agent"));
+        }
+        assert_eq!(events[0].item.as_deref(), Some("find"));
+        assert_eq!(events[0].latency_ms, Some(12.0));
+        assert_eq!(events[1].item, None);
+    }
+
+    #[test]
+    fn outcomes_and_unaudited_methods() {
+        let outcome = |f: &dyn Fn(&mut crate::observe::Record), status: u16| {
+            let mut r = call_record();
+            f(&mut r);
+            of_request(r, status, Default::default(), None, 0)
+                .first()
+                .map(|e| (e.event.to_string(), e.outcome.to_string(), e.item.clone()))
+        };
+        let ev = |event: &str, outcome: &str, item: Option<&str>| {
+            Some((
+                event.to_owned(),
+                outcome.to_owned(),
+                item.map(str::to_owned),
+            ))
+        };
+        assert_eq!(outcome(&|_| {}, 200), ev("tools/call", "ok", Some("find")));
+        assert_eq!(
+            outcome(&|r| r.consent_required = true, 200),
+            ev("tools/call", "consent_required", Some("find"))
+        );
+        assert_eq!(
+            outcome(&|r| r.error_code = Some(-32602), 400),
+            ev("tools/call", "error:-32602", Some("find"))
+        );
+        assert_eq!(
+            outcome(&|_| {}, 502),
+            ev("tools/call", "http:502", Some("find"))
+        );
+        assert_eq!(
+            outcome(&|r| r.tool_error = true, 200),
+            ev("tools/call", "tool_error", Some("find"))
+        );
+        assert_eq!(
+            outcome(&|r| r.item = Some(DISCONNECT_TOOL.into()), 200),
+            ev("disconnect", "ok", None)
+        );
+        assert_eq!(outcome(&|r| r.method = Some("ping".into()), 200), None);
+        assert_eq!(outcome(&|r| r.method = None, 200), None);
+    }
 
     #[test]
     fn times_are_rfc3339_utc_with_milliseconds() {

@@ -234,7 +234,7 @@ pub async fn scheduled_refreshes(state: &crate::AppState, record: &Record) {
     let now = now_ms();
     let observe = &state.observe;
     refresh_metrics(observe, record, now);
-    let events = audit::of_request(record, 200, Duration::ZERO, None, now);
+    let events = audit::of_request(record.clone(), 200, Duration::ZERO, None, now);
     observe.audit.write(&state.upstream, &events).await;
 }
 

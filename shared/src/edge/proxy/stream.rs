@@ -51,31 +51,34 @@ impl Finish {
         }
         let latency = self.started.elapsed();
         let now = crate::observe::now_ms();
-        let (mut lines, events) = {
-            let Ok(record) = self.record.lock() else {
-                return;
-            };
-            let mut lines = String::new();
-            if observe.metrics_on {
-                lines = crate::observe::metrics::request_line(
-                    &observe.gateway,
-                    &record,
-                    status,
-                    latency,
-                    now,
-                );
-                lines.push('\n');
-                if !record.refreshes.is_empty() {
-                    // Refreshes the request needed (made on use, before calling).
-                    crate::observe::refresh_metrics(observe, &record, now);
-                }
+        // The record is this request's alone by now (the futures that
+        // noted into it have ended), so it is taken rather than copied.
+        let record = match std::sync::Arc::try_unwrap(self.record) {
+            Ok(only) => only.into_inner().unwrap_or_else(|e| e.into_inner()),
+            Err(shared) => match shared.lock() {
+                Ok(record) => record.clone(),
+                Err(_) => return,
+            },
+        };
+        let mut lines = String::new();
+        if observe.metrics_on {
+            lines = crate::observe::metrics::request_line(
+                &observe.gateway,
+                &record,
+                status,
+                latency,
+                now,
+            );
+            lines.push('\n');
+            if !record.refreshes.is_empty() {
+                // Refreshes the request needed (made on use, before calling).
+                crate::observe::refresh_metrics(observe, &record, now);
             }
-            let events = if audit_on {
-                crate::observe::audit::of_request(&record, status, latency, self.request_id, now)
-            } else {
-                vec![]
-            };
-            (lines, events)
+        }
+        let events = if audit_on {
+            crate::observe::audit::of_request(record, status, latency, self.request_id, now)
+        } else {
+            vec![]
         };
         // Both on standard output (Lambda's log): one write for the request.
         if let (LineSink::Stdout, AuditSink::Lines(LineSink::Stdout)) =
