@@ -99,6 +99,53 @@ fn follow_body(headers: &mut HeaderMap, message: &Value) {
     }
 }
 
+/// What the RESPONSE interceptor is shown of an answer.
+enum Shown {
+    /// A JSON answer, read (with the answer's other parts).
+    Json(axum::http::response::Parts, Value),
+    /// An answer that is not shown: not JSON (a 202 without a body, an
+    /// event stream), or the refusal that replaces an answer that could
+    /// not be shown.
+    Unshown(Response),
+}
+
+/// Reads the answer `response` for the RESPONSE interceptor. An answer
+/// that says it is JSON but does not read as JSON, or is too large to
+/// show, is withheld and refused (fail closed): it never reaches the
+/// client unchecked.
+async fn shown(response: Response, id: &Value) -> Shown {
+    // Only JSON answers are shown (a 202 for a notification has none).
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Shown::Unshown(response);
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_INTERCEPTED_RESPONSE).await else {
+        return Shown::Unshown(refused(
+            "response",
+            id,
+            &InterceptorError::Failed("the response is too large to show".into()),
+        ));
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => Shown::Json(parts, v),
+        Err(_) if bytes.is_empty() => {
+            Shown::Unshown(Response::from_parts(parts, axum::body::Body::empty()))
+        }
+        // Every answer the gateway writes reads as JSON; one that does not
+        // is not passed on unchecked.
+        Err(_) => Shown::Unshown(refused(
+            "response",
+            id,
+            &InterceptorError::Failed("the answer could not be read".into()),
+        )),
+    }
+}
+
 /// Runs the interceptors around [`dispatch`].
 pub(super) async fn around(
     state: AppState,
@@ -151,40 +198,9 @@ pub(super) async fn around(
         return response;
     };
     let status = response.status().as_u16();
-    // Only JSON answers are shown (a 202 for a notification has none).
-    let is_json = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_INTERCEPTED_RESPONSE).await {
-        Ok(b) => b,
-        Err(_) => {
-            return refused(
-                "response",
-                &id,
-                &InterceptorError::Failed("the response is too large to show".into()),
-            )
-        }
-    };
-    let json_body = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v) => v,
-        Err(_) if bytes.is_empty() => {
-            return Response::from_parts(parts, axum::body::Body::empty())
-        }
-        // Every answer the gateway writes reads as JSON; one that does not
-        // is not passed on unchecked (fail closed).
-        Err(_) => {
-            return refused(
-                "response",
-                &id,
-                &InterceptorError::Failed("the answer could not be read".into()),
-            )
-        }
+    let (parts, json_body) = match shown(response, &id).await {
+        Shown::Json(parts, body) => (parts, body),
+        Shown::Unshown(response) => return response,
     };
     let payload = interceptors::response_payload(&raw, &request, status, &json_body);
     match call(&state, interceptor, &payload)
@@ -202,5 +218,66 @@ pub(super) async fn around(
             changed
         }
         Err(e) => refused("response", &id, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn shown_of(content_type: &str, body: &str) -> Result<Value, (u16, Value)> {
+        let response = ([("content-type", content_type)], body.to_owned()).into_response();
+        match shown(response, &json!(7)).await {
+            Shown::Json(_, v) => Ok(v),
+            Shown::Unshown(r) => {
+                let status = r.status().as_u16();
+                let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                Err((
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                ))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_no_reader_can_read_is_withheld_not_passed_on() {
+        // Bytes that say they are JSON but that serde_json refuses (a
+        // number out of range, a lone surrogate, nesting past its limit):
+        // the interceptor cannot check them, so the client never sees them.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for body in [
+            r#"{"result":{"n":1e400}}"#,
+            r#"{"result":"\ud800 secret"}"#,
+            &deep,
+            "not json",
+        ] {
+            let (status, refusal) = shown_of("application/json", body).await.unwrap_err();
+            assert_eq!(status, 502, "{body}");
+            assert_eq!(refusal["id"], 7);
+            assert_eq!(refusal["error"]["code"], codes::INTERNAL_ERROR);
+            let message = refusal["error"]["message"].as_str().unwrap();
+            assert!(message.contains("withheld"), "{message}");
+            assert!(!refusal.to_string().contains("secret"));
+        }
+    }
+
+    #[tokio::test]
+    async fn json_answers_are_shown_and_others_pass() {
+        assert_eq!(
+            shown_of("application/json; charset=utf-8", r#"{"result":{}}"#).await,
+            Ok(json!({"result": {}}))
+        );
+        // Not JSON (an event stream), or no body at all: not shown.
+        assert_eq!(
+            shown_of("text/event-stream", "data: x\n\n").await,
+            Err((200, Value::Null))
+        );
+        assert_eq!(
+            shown_of("application/json", "").await,
+            Err((200, Value::Null))
+        );
     }
 }
