@@ -7,12 +7,6 @@
 
 use gateway_shared::edge::proxy;
 
-/// mimalloc: requests are served side by side on the runtime's threads,
-/// and the system allocator's arenas, shared between them, make the
-/// threads wait on each other's locks (see docs/PERFORMANCE.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let state = gateway_shared::cold_start().await?;
