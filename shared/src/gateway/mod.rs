@@ -271,12 +271,6 @@ impl<'a> Gateway<'a> {
 
     /// Handles one request.
     pub async fn handle(&self, method: &Method, params: Option<&Params>) -> Reply {
-        // On the heap, for the reason given at `UpstreamClient::request`:
-        // the edge's futures that await this one stay small.
-        Box::pin(self.handle_inline(method, params)).await
-    }
-
-    async fn handle_inline(&self, method: &Method, params: Option<&Params>) -> Reply {
         match method {
             Method::Ping | Method::LoggingSetLevel => Reply::Result(json!({})),
             Method::ToolsList => self.list("tools/list", "tools", params).await,

@@ -271,14 +271,6 @@ impl UpstreamClient {
     /// Sends a request and returns the upstream's JSON-RPC response message
     /// (with `result` or `error`).
     pub async fn request(&self, call: &Call<'_>) -> Result<Answer, UpstreamError> {
-        // On the heap: the exchange's state (the HTTP request, its retry,
-        // a session's set-up) is a few kilobytes, and a future awaited
-        // inline is copied into each enclosing one, up to the handler's,
-        // which is moved whole on every request.
-        Box::pin(self.request_inline(call)).await
-    }
-
-    async fn request_inline(&self, call: &Call<'_>) -> Result<Answer, UpstreamError> {
         let mut key = (call.sub.to_owned(), call.target.to_owned());
         let mut link = self.link(call, &key).await?;
         let mut legacy_only = false;

@@ -313,12 +313,7 @@ async fn dispatch(
     // A version header that is not a 2025 revision takes the 2026 path, where
     // an unknown version gets its own error.
     if header_version.is_some_and(|v| !VERSIONS_2025.contains(&v)) {
-        // Boxed: its state is as large as the 2025 path's below, and
-        // both inline would make this future the size of the two.
-        return Box::pin(modern(
-            &state, base, identity, id, &method, params, &headers,
-        ))
-        .await;
+        return modern(&state, base, identity, id, &method, params, &headers).await;
     }
     match method {
         Method::Initialize => return Box::pin(initialize(&state, &sub, id, params)).await,
@@ -458,13 +453,7 @@ pub(super) async fn run_gateway(
         if !relays {
             return answer;
         }
-        let relayed = gateway.take_relayed();
-        if relayed.is_empty() {
-            return answer;
-        }
-        // Boxed, as the streamed path below: rare, and this function's
-        // future stays the size of the usual path.
-        return Box::pin(stream::written_whole(answer, relayed)).await;
+        return stream::written_whole(answer, gateway.take_relayed()).await;
     }
     let (relay, notes) = crate::upstream::Relay::live();
     let (state, method, params) = (state.clone(), method.clone(), params.cloned());
@@ -480,5 +469,5 @@ pub(super) async fn run_gateway(
         Some(record) => Box::pin(crate::observe::within(record, work)),
         None => Box::pin(work),
     };
-    Box::pin(stream::answer(work, notes)).await
+    stream::answer(work, notes).await
 }
