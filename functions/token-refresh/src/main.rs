@@ -23,7 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             )
             .await;
             // RefreshOutcome by outcome, and an audit event per failure.
-            gateway_shared::observe::scheduled_refreshes(state, &record).await;
+            gateway_shared::observe::scheduled_refreshes(state, record).await;
             Ok::<_, lambda_runtime::Error>(serde_json::to_value(summary?)?)
         },
     ))

@@ -116,19 +116,17 @@ pub fn of_request(
     request_id: Option<String>,
     now_ms: i64,
 ) -> Vec<AuditEvent> {
-    let who = |mut e: AuditEvent| {
-        e.request_id = request_id.clone();
-        e.user = record.user.clone();
-        e.client = record.client.clone();
-        e
-    };
+    // A failed refresh names its own user and target (and the request's
+    // id and client).
     let failed = record
         .refreshes
         .iter()
         .filter(|(_, _, outcome)| matches!(*outcome, "needs_consent" | "transient_failure"));
     let mut refreshes = Vec::new();
     for (user, target, outcome) in failed {
-        let mut e = who(AuditEvent::new("refresh.failed", *outcome, now_ms));
+        let mut e = AuditEvent::new("refresh.failed", *outcome, now_ms);
+        e.request_id = request_id.clone();
+        e.client = record.client.clone();
         e.user = Some(user.clone());
         e.target = Some(target.clone());
         refreshes.push(e);
@@ -440,9 +438,10 @@ mod tests {
     #[test]
     fn a_request_is_one_event_then_one_per_failed_refresh() {
         let mut record = call_record();
+        // A refresh names its own user (the request's, in a request).
         record.refreshes = vec![
             ("alice".into(), "crm".into(), "refreshed"),
-            ("alice".into(), "crm".into(), "needs_consent"),
+            ("bob".into(), "crm".into(), "needs_consent"),
             ("alice".into(), "mail".into(), "transient_failure"),
         ];
         let ms = std::time::Duration::from_millis(12);
@@ -461,12 +460,38 @@ mod tests {
         );
         for e in &events {
             assert_eq!(e.request_id.as_deref(), Some("req-1"));
-            assert_eq!(e.user.as_deref(), Some("alice"));
             assert_eq!(e.client.as_deref(), Some("agent"));
         }
+        let users: Vec<_> = events.iter().map(|e| e.user.as_deref()).collect();
+        assert_eq!(users, [Some("alice"), Some("bob"), Some("alice")]);
         assert_eq!(events[0].item.as_deref(), Some("find"));
         assert_eq!(events[0].latency_ms, Some(12.0));
         assert_eq!(events[1].item, None);
+    }
+
+    #[test]
+    fn a_scheduled_run_is_one_event_per_failed_refresh() {
+        // What the scheduled refresh records: no method, no caller.
+        let record = crate::observe::Record {
+            refreshes: vec![
+                ("bob".into(), "crm".into(), "needs_consent"),
+                ("carol".into(), "crm".into(), "refreshed"),
+            ],
+            ..Default::default()
+        };
+        let events = of_request(record, 200, Default::default(), None, 0);
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(
+            (e.event.as_ref(), e.outcome.as_ref()),
+            ("refresh.failed", "needs_consent")
+        );
+        assert_eq!(
+            (e.user.as_deref(), e.target.as_deref()),
+            (Some("bob"), Some("crm"))
+        );
+        assert_eq!((e.client.as_deref(), e.request_id.as_deref()), (None, None));
+        assert_eq!((e.item.as_deref(), e.latency_ms), (None, None));
     }
 
     #[test]

@@ -230,11 +230,11 @@ pub fn refresh_metrics(observe: &Observer, record: &Record, now: i64) {
 
 /// Records what a scheduled refresh run's record holds: `RefreshOutcome`
 /// per outcome, and a `refresh.failed` audit event per failed refresh.
-pub async fn scheduled_refreshes(state: &crate::AppState, record: &Record) {
+pub async fn scheduled_refreshes(state: &crate::AppState, record: Record) {
     let now = now_ms();
     let observe = &state.observe;
-    refresh_metrics(observe, record, now);
-    let events = audit::of_request(record.clone(), 200, Duration::ZERO, None, now);
+    refresh_metrics(observe, &record, now);
+    let events = audit::of_request(record, 200, Duration::ZERO, None, now);
     observe.audit.write(&state.upstream, &events).await;
 }
 

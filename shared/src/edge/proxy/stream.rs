@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -51,14 +51,16 @@ impl Finish {
         }
         let latency = self.started.elapsed();
         let now = crate::observe::now_ms();
-        // The record is this request's alone by now (the futures that
-        // noted into it have ended), so it is taken rather than copied.
-        let record = match std::sync::Arc::try_unwrap(self.record) {
-            Ok(only) => only.into_inner().unwrap_or_else(|e| e.into_inner()),
-            Err(shared) => match shared.lock() {
-                Ok(record) => record.clone(),
-                Err(_) => return,
-            },
+        // Usually the request's futures have ended and the record is
+        // this request's alone: it is taken rather than copied. A stream
+        // dropped early records before the call's own future is dropped,
+        // and copies it then.
+        let record = match Arc::try_unwrap(self.record) {
+            Ok(only) => only.into_inner().unwrap_or_else(PoisonError::into_inner),
+            Err(shared) => shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         };
         let mut lines = String::new();
         if observe.metrics_on {
