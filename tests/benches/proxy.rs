@@ -556,7 +556,7 @@ async fn main() {
     );
 
     println!("\n## Heap allocations per tools/call\n");
-    println!("Counted in an untimed pass of 1000 calls, one at a time, in the whole process (load generator, path and upstream): unlike throughput on a shared machine, these numbers repeat exactly. The gateway's own share is its row minus the bare forwarder's.\n");
+    println!("Counted in an untimed pass of 1000 calls, one at a time, in the whole process (load generator, path and upstream): unlike throughput on a shared machine, these numbers repeat to within one or two. The gateway's own share is its row minus the bare forwarder's.\n");
     println!("| path | allocations per call | bytes allocated per call | allocations beyond the bare forwarder |");
     println!("|---|---|---|---|");
     let (bare_allocs, _) = allocations(&forwarder, &[], 1000).await;

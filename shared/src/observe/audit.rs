@@ -107,8 +107,8 @@ const DISCONNECT_TOOL: &str = "gateway___disconnect";
 /// `refresh.failed` for each refresh it needed that failed.
 ///
 /// Takes the record whole: its names move into the call's event (the
-/// usual request has one event and no failed refresh, so nothing is
-/// copied).
+/// usual request has one event and no failed refresh, so no name is
+/// copied; audited arguments are).
 pub fn of_request(
     record: super::Record,
     status: u16,
@@ -438,12 +438,15 @@ mod tests {
     #[test]
     fn a_request_is_one_event_then_one_per_failed_refresh() {
         let mut record = call_record();
-        // A refresh names its own user (the request's, in a request).
+        // A refresh names its own user: "bob" differs from the request's
+        // user on purpose, so the test tells which one an event carries.
         record.refreshes = vec![
             ("alice".into(), "crm".into(), "refreshed"),
             ("bob".into(), "crm".into(), "needs_consent"),
             ("alice".into(), "mail".into(), "transient_failure"),
         ];
+        // Kept only for targets an operator lists; the call's event carries them.
+        record.arguments = Some(serde_json::json!({"q": "x"}));
         let ms = std::time::Duration::from_millis(12);
         let events = of_request(record, 200, ms, Some("req-1".into()), 0);
         let seen: Vec<_> = events
@@ -466,7 +469,8 @@ mod tests {
         assert_eq!(users, [Some("alice"), Some("bob"), Some("alice")]);
         assert_eq!(events[0].item.as_deref(), Some("find"));
         assert_eq!(events[0].latency_ms, Some(12.0));
-        assert_eq!(events[1].item, None);
+        assert_eq!(events[0].arguments, Some(serde_json::json!({"q": "x"})));
+        assert_eq!((&events[1].item, &events[1].arguments), (&None, &None));
     }
 
     #[test]
@@ -530,6 +534,22 @@ mod tests {
         assert_eq!(
             outcome(&|r| r.item = Some(DISCONNECT_TOOL.into()), 200),
             ev("disconnect", "ok", None)
+        );
+        // Precedence: a consent first, then the JSON-RPC error, then the
+        // HTTP status, then a tool's own error.
+        assert_eq!(
+            outcome(
+                &|r| {
+                    r.consent_required = true;
+                    r.error_code = Some(-32042);
+                },
+                502
+            ),
+            ev("tools/call", "consent_required", Some("find"))
+        );
+        assert_eq!(
+            outcome(&|r| r.tool_error = true, 502),
+            ev("tools/call", "http:502", Some("find"))
         );
         assert_eq!(outcome(&|r| r.method = Some("ping".into()), 200), None);
         assert_eq!(outcome(&|r| r.method = None, 200), None);

@@ -225,8 +225,10 @@ pub(super) async fn around(
 mod tests {
     use super::*;
 
-    async fn shown_of(content_type: &str, body: &str) -> Result<Value, (u16, Value)> {
-        let response = ([("content-type", content_type)], body.to_owned()).into_response();
+    /// What `shown` makes of an answer: the JSON shown, or the status and
+    /// bytes of what goes to the client instead.
+    async fn shown_of(content_type: &str, body: Vec<u8>) -> Result<Value, (u16, Vec<u8>)> {
+        let response = ([("content-type", content_type)], body).into_response();
         match shown(response, &json!(7)).await {
             Shown::Json(_, v) => Ok(v),
             Shown::Unshown(r) => {
@@ -234,12 +236,20 @@ mod tests {
                 let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
                     .await
                     .unwrap();
-                Err((
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ))
+                Err((status, bytes.to_vec()))
             }
         }
+    }
+
+    /// The refusal that replaced an answer: a 502 saying it was withheld.
+    fn assert_withheld((status, bytes): (u16, Vec<u8>), what: &str) {
+        assert_eq!(status, 502, "{what}");
+        let refusal: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(refusal["id"], 7);
+        assert_eq!(refusal["error"]["code"], codes::INTERNAL_ERROR);
+        let message = refusal["error"]["message"].as_str().unwrap();
+        assert!(message.contains("withheld"), "{message}");
+        assert!(!refusal.to_string().contains("secret"));
     }
 
     #[tokio::test]
@@ -254,30 +264,37 @@ mod tests {
             &deep,
             "not json",
         ] {
-            let (status, refusal) = shown_of("application/json", body).await.unwrap_err();
-            assert_eq!(status, 502, "{body}");
-            assert_eq!(refusal["id"], 7);
-            assert_eq!(refusal["error"]["code"], codes::INTERNAL_ERROR);
-            let message = refusal["error"]["message"].as_str().unwrap();
-            assert!(message.contains("withheld"), "{message}");
-            assert!(!refusal.to_string().contains("secret"));
+            let out = shown_of("application/json", body.as_bytes().to_vec()).await;
+            assert_withheld(out.unwrap_err(), body);
         }
+        // Too large to show: withheld too.
+        let mut large = br#"{"result":{"secret":""#.to_vec();
+        large.resize(MAX_INTERCEPTED_RESPONSE + 1, b'a');
+        large.extend_from_slice(br#""}}"#);
+        assert_withheld(
+            shown_of("application/json", large).await.unwrap_err(),
+            "large",
+        );
     }
 
     #[tokio::test]
-    async fn json_answers_are_shown_and_others_pass() {
+    async fn json_answers_are_shown_and_others_pass_unchanged() {
         assert_eq!(
-            shown_of("application/json; charset=utf-8", r#"{"result":{}}"#).await,
+            shown_of(
+                "application/json; charset=utf-8",
+                br#"{"result":{}}"#.to_vec()
+            )
+            .await,
             Ok(json!({"result": {}}))
         );
-        // Not JSON (an event stream), or no body at all: not shown.
+        // Not JSON (an event stream), or no body at all: passed as they are.
         assert_eq!(
-            shown_of("text/event-stream", "data: x\n\n").await,
-            Err((200, Value::Null))
+            shown_of("text/event-stream", b"data: x\n\n".to_vec()).await,
+            Err((200, b"data: x\n\n".to_vec()))
         );
         assert_eq!(
-            shown_of("application/json", "").await,
-            Err((200, Value::Null))
+            shown_of("application/json", vec![]).await,
+            Err((200, vec![]))
         );
     }
 }

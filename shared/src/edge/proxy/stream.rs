@@ -54,7 +54,8 @@ impl Finish {
         // Usually the request's futures have ended and the record is
         // this request's alone: it is taken rather than copied. A stream
         // dropped early records before the call's own future is dropped,
-        // and copies it then.
+        // and copies it then. A record whose lock was poisoned (a panic
+        // while noting, in a build that unwinds) is still written.
         let record = match Arc::try_unwrap(self.record) {
             Ok(only) => only.into_inner().unwrap_or_else(PoisonError::into_inner),
             Err(shared) => shared
