@@ -235,11 +235,10 @@ impl UpstreamClient {
             add(&mut headers, MCP_SESSION_ID, s.to_owned())?;
         }
         if let Some((method, name)) = modern {
-            let value = match crate::wire::envelope::Method::from_name(method).name() {
-                Cow::Borrowed(known) => HeaderValue::from_static(known),
-                Cow::Owned(_) => known_or_copied(&MCP_METHOD, method, &[])?,
-            };
-            headers.append(MCP_METHOD, value);
+            headers.append(
+                MCP_METHOD,
+                known_or_copied(&MCP_METHOD, method, crate::wire::envelope::Method::NAMES)?,
+            );
             if let Some(n) = name {
                 add(&mut headers, MCP_NAME, header_value(n))?;
             }

@@ -74,6 +74,9 @@ macro_rules! methods {
         }
 
         impl Method {
+            /// The names of the methods the gateway knows.
+            pub const NAMES: &'static [&'static str] = &[$($name,)*];
+
             /// The method named `name`.
             pub fn from_name(name: &str) -> Self {
                 match name {
@@ -636,10 +639,16 @@ mod tests {
             "sampling/createMessage",
         ] {
             assert_eq!(Method::from_name(name).as_str(), name);
+            let known = !matches!(Method::from_name(name), Method::Unknown(_));
+            assert_eq!(Method::NAMES.contains(&name), known, "{name}");
         }
         assert!(matches!(
             Method::from_name("Tools/List"),
             Method::Unknown(_)
         ));
+        // The known names are the ones that are not `Unknown`.
+        for name in Method::NAMES {
+            assert!(!matches!(Method::from_name(name), Method::Unknown(_)));
+        }
     }
 }

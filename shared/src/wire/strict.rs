@@ -71,7 +71,7 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
                 None if few.contains(&key) => true,
                 None => {
                     few.push(key);
-                    if few.len() > FEW_MEMBERS {
+                    if few.len() >= FEW_MEMBERS {
                         many = Some(few.drain(..).collect());
                     }
                     false

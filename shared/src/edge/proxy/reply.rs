@@ -101,24 +101,18 @@ fn rpc_result_as_is(
 }
 
 /// The members [`modern_result`] adds to a result that has none of them,
-/// as JSON text (without braces).
+/// as JSON text (without braces): made once, by `modern_result` itself.
 fn modern_members(method: &Method) -> &'static str {
     use std::sync::OnceLock;
     static LISTS: OnceLock<String> = OnceLock::new();
     static OTHERS: OnceLock<String> = OnceLock::new();
-    let (cell, lists) = if lists_cache_hints(method) {
-        (&LISTS, true)
+    let cell = if lists_cache_hints(method) {
+        &LISTS
     } else {
-        (&OTHERS, false)
+        &OTHERS
     };
     cell.get_or_init(|| {
-        let mut added = json!({"resultType": "complete"});
-        if lists {
-            added["ttlMs"] = json!(0);
-            added["cacheScope"] = json!("private");
-        }
-        added["_meta"] = json!({"io.modelcontextprotocol/serverInfo": server_info()});
-        let text = added.to_string();
+        let text = modern_result(json!({}), method).to_string();
         text[1..text.len() - 1].to_owned()
     })
 }
