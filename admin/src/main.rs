@@ -202,16 +202,13 @@ fn admin_change(command: &Command) -> Option<(&'static str, Option<String>)> {
 /// Writes the audit event of a change made by this command (to the audit
 /// trail's log group when `AUDIT_LOG_GROUP` is set, as for the functions):
 /// who (`GATEWAY_ADMIN_ACTOR`, else the OS user) and what.
-async fn audit_change(event: &str, target: Option<String>, outcome: &str) {
+async fn audit_change(event: &'static str, target: Option<String>, outcome: &'static str) {
     let Ok(state) = state().await else {
         eprintln!("note: the audit event {event} could not be written (no configuration)");
         return;
     };
-    let mut e = gateway_shared::observe::AuditEvent::new(
-        event.to_owned(),
-        outcome.to_owned(),
-        gateway_shared::observe::now_ms(),
-    );
+    let mut e =
+        gateway_shared::observe::AuditEvent::new(event, outcome, gateway_shared::observe::now_ms());
     e.user = std::env::var("GATEWAY_ADMIN_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .ok();
