@@ -748,34 +748,35 @@ async fn upstream_json_rpc_errors_pass_through_whatever_the_http_status() {
     );
 }
 
-/// A hostile 2025 upstream whose tool results are written to slip past a
-/// reader: the text of `results[tool]` is sent as the call's result.
+/// A hostile 2025 upstream whose answers are written to slip past a
+/// reader: the text of `results[tool]` is sent as the call's result, and
+/// that of `results["tools/list"]`, when given, as the listing's (else the
+/// tools are listed by name).
 async fn hostile_results_upstream(results: &'static [(&'static str, &'static str)]) -> String {
     let app = axum::Router::new().route(
         "/mcp",
         axum::routing::post(move |body: axum::Json<Value>| async move {
             use axum::response::IntoResponse;
             let id = body.get("id").cloned().unwrap_or(Value::Null);
-            let json = |v: Value| {
-                ([("content-type", "application/json")], v.to_string()).into_response()
+            let written = |result: &str| {
+                (
+                    [("content-type", "application/json")],
+                    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+                )
+                    .into_response()
             };
+            let given = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
             match body.get("method").and_then(Value::as_str) {
-                Some("initialize") => json(json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                    "serverInfo": {"name": "hostile", "version": "1"}}})),
-                Some("tools/list") => json(json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "tools": results.iter().map(|(name, _)| json!({"name": name, "inputSchema": {"type": "object"}})).collect::<Vec<_>>()}})),
+                Some("tools/list") => match given("tools/list") {
+                    Some(listing) => written(listing),
+                    None => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                        "tools": results.iter().map(|(name, _)| json!({"name": name, "inputSchema": {"type": "object"}})).collect::<Vec<_>>()}}))
+                    .into_response(),
+                },
                 Some("tools/call") => {
-                    let name = body["params"]["name"].as_str().unwrap_or_default();
-                    let result = results.iter().find(|(n, _)| *n == name).map_or("{}", |(_, r)| r);
-                    (
-                        [("content-type", "application/json")],
-                        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
-                    )
-                        .into_response()
+                    written(given(body["params"]["name"].as_str().unwrap_or_default()).unwrap_or("{}"))
                 }
-                Some(_) if id.is_null() => axum::http::StatusCode::ACCEPTED.into_response(),
-                _ => json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}})),
+                _ => minimal_mcp_reply(&body),
             }
         }),
     );
@@ -828,6 +829,10 @@ async fn a_result_no_reader_can_read_never_passes_the_response_interceptor() {
             "{tool}: reached the client unredacted: {}",
             r.text
         );
+        // A member given twice is read one way (the last) and the
+        // interceptor rewrites that reading: this checks the redaction
+        // still happens, not the duplicate check (which
+        // `results_the_gateway_changes_are_parsed` covers in `answer.rs`).
         if matches!(*tool, "plain" | "twice") {
             assert_eq!(
                 tool_text(&r.body["result"]),
@@ -840,6 +845,55 @@ async fn a_result_no_reader_can_read_never_passes_the_response_interceptor() {
             assert_eq!(r.body["result"]["isError"], true, "{tool}: {}", r.text);
         }
     }
+}
+
+/// An answer no reader can read is the upstream's failure, and counted as
+/// such in the request's metric line (`UpstreamErrors`), whether it is a
+/// tool's result (passed on) or a listing (read by the gateway).
+#[tokio::test]
+async fn answers_no_reader_can_read_count_as_upstream_errors() {
+    const RESULTS: &[(&str, &str)] = &[
+        ("huge", r#"{"content":[],"n":1e400}"#),
+        ("plain", r#"{"content":[]}"#),
+    ];
+    const BAD_LISTING: &[(&str, &str)] = &[("tools/list", r#"{"tools":[],"n":1e400}"#)];
+    let errors = |lines: &Lines| -> Vec<u64> {
+        let lines = lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|m| m["UpstreamErrors"].as_u64())
+            .collect()
+    };
+    let upstream = hostile_results_upstream(RESULTS).await;
+    let (_gw, server, lines, _) = observed_gateway(&upstream, &[("METRICS", "on")], false).await;
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    for tool in ["huge", "plain"] {
+        let r = c
+            .modern(
+                "tools/call",
+                json!({"name": tool, "arguments": {}}),
+                json!({}),
+            )
+            .await;
+        let failed = r.body["result"]["isError"] == true;
+        assert_eq!(failed, tool == "huge", "{tool}: {}", r.text);
+    }
+    assert_eq!(
+        errors(&lines),
+        [1, 0],
+        "the bad result counted, the plain one not"
+    );
+
+    let upstream = hostile_results_upstream(BAD_LISTING).await;
+    let (_gw, server, lines, _) = observed_gateway(&upstream, &[("METRICS", "on")], false).await;
+    let c = RawClient::new(&format!("{}/mcp", server.base), &[]);
+    c.modern("tools/list", json!({}), json!({})).await;
+    assert_eq!(
+        errors(&lines),
+        [1],
+        "the listing that could not be read counted"
+    );
 }
 
 /// An upstream whose listing needs a scope the user's grant lacks: the

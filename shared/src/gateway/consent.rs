@@ -216,10 +216,9 @@ impl Gateway<'_> {
         if let Some(result) = answer.as_is() {
             return Reply::AsIs(result);
         }
-        let mut message = match answer.into_value() {
+        let mut message = match super::forward::read_tree(answer) {
             Ok(m) => m,
             Err(why) => {
-                crate::observe::note(|r| r.upstream_errors += 1);
                 tracing::warn!(target = %target.name, reason = %why, "upstream failure");
                 return self.failure(method, &format!("{} failed: {why}", target.title()), false);
             }

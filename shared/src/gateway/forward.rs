@@ -94,10 +94,7 @@ impl Gateway<'_> {
         method: &str,
         params: Option<Params>,
     ) -> Result<Value, Blocked> {
-        self.forward_answer(target, method, params)
-            .await?
-            .into_value()
-            .map_err(|e| Blocked::Upstream(e.to_string()))
+        read_tree(self.forward_answer(target, method, params).await?).map_err(Blocked::Upstream)
     }
 
     /// Sends `method` to `target` for the caller: refresh once on 401, ask for
@@ -390,4 +387,13 @@ pub(super) fn refused_credentials() -> Blocked {
         "it refused the gateway's credentials; ask the gateway's operator to check this target"
             .into(),
     )
+}
+
+/// `answer` read as a JSON tree. One that does not read as one is the
+/// upstream's failure, counted as an upstream error of the request.
+pub(super) fn read_tree(answer: Answer) -> Result<Value, String> {
+    answer.into_value().map_err(|e| {
+        crate::observe::note(|r| r.upstream_errors += 1);
+        e.to_string()
+    })
 }
