@@ -14,15 +14,18 @@
 //! a tree, never re-serialized.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::codes;
 use super::strict::valid;
+
+mod params;
+
+pub use super::method::Method;
+pub use params::Params;
 
 /// A request id: a string or a number, echoed exactly as it was written
 /// (a number's digits included).
@@ -60,240 +63,6 @@ impl Serialize for Id {
 impl From<Id> for Value {
     fn from(id: Id) -> Value {
         serde_json::from_str(id.as_json()).unwrap_or(Value::Null)
-    }
-}
-
-macro_rules! methods {
-    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
-        /// A JSON-RPC method: the ones the gateway answers, and any other by name.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub enum Method {
-            $($(#[$doc])* $variant,)*
-            /// A method the gateway does not know (answered "method not found").
-            Unknown(String),
-        }
-
-        impl Method {
-            /// The names of the methods the gateway knows.
-            pub const NAMES: &'static [&'static str] = &[$($name,)*];
-
-            /// The method named `name`.
-            pub fn from_name(name: &str) -> Self {
-                match name {
-                    $($name => Method::$variant,)*
-                    other => Method::Unknown(other.to_owned()),
-                }
-            }
-
-            /// The method's name on the wire.
-            pub fn as_str(&self) -> &str {
-                match self {
-                    $(Method::$variant => $name,)*
-                    Method::Unknown(name) => name,
-                }
-            }
-
-            /// The method's name, borrowed for the ones the gateway knows.
-            pub fn name(&self) -> std::borrow::Cow<'static, str> {
-                match self {
-                    $(Method::$variant => std::borrow::Cow::Borrowed($name),)*
-                    Method::Unknown(name) => std::borrow::Cow::Owned(name.clone()),
-                }
-            }
-        }
-    };
-}
-
-methods! {
-    /// `initialize` (2025 revisions).
-    Initialize => "initialize",
-    /// `ping`.
-    Ping => "ping",
-    /// `server/discover` (2026-07-28).
-    ServerDiscover => "server/discover",
-    /// `logging/setLevel`.
-    LoggingSetLevel => "logging/setLevel",
-    /// `tools/list`.
-    ToolsList => "tools/list",
-    /// `tools/call`.
-    ToolsCall => "tools/call",
-    /// `prompts/list`.
-    PromptsList => "prompts/list",
-    /// `prompts/get`.
-    PromptsGet => "prompts/get",
-    /// `resources/list`.
-    ResourcesList => "resources/list",
-    /// `resources/templates/list`.
-    ResourcesTemplatesList => "resources/templates/list",
-    /// `resources/read`.
-    ResourcesRead => "resources/read",
-    /// `resources/subscribe` (2025 revisions).
-    ResourcesSubscribe => "resources/subscribe",
-    /// `resources/unsubscribe` (2025 revisions).
-    ResourcesUnsubscribe => "resources/unsubscribe",
-    /// `completion/complete`.
-    CompletionComplete => "completion/complete",
-    /// `subscriptions/listen` (2026-07-28).
-    SubscriptionsListen => "subscriptions/listen",
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A request's `params` object: each member kept as the JSON text that was
-/// sent, with typed readers for the members the gateway looks at. `_meta`,
-/// which the edge, the gateway and the upstream client all read, is also
-/// kept parsed (once per request).
-#[derive(Debug, Clone, Default)]
-pub struct Params {
-    members: BTreeMap<String, Box<RawValue>>,
-    /// `_meta` parsed, when it is an object.
-    meta: Option<Map<String, Value>>,
-}
-
-impl PartialEq for Params {
-    /// Members compare by their JSON text.
-    fn eq(&self, other: &Self) -> bool {
-        self.members.len() == other.members.len()
-            && self
-                .iter()
-                .zip(other.iter())
-                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.get() == v2.get())
-    }
-}
-
-impl Params {
-    /// No members.
-    pub fn new() -> Self {
-        Params::default()
-    }
-
-    fn from_members(members: BTreeMap<String, Box<RawValue>>) -> Self {
-        let meta = members
-            .get("_meta")
-            .and_then(|raw| serde_json::from_str(raw.get()).ok());
-        Params { members, meta }
-    }
-
-    /// The member `key` as sent, if present.
-    pub fn raw(&self, key: &str) -> Option<&RawValue> {
-        self.members.get(key).map(|v| &**v)
-    }
-
-    /// True when the member `key` is present (whatever its value).
-    pub fn has(&self, key: &str) -> bool {
-        self.members.contains_key(key)
-    }
-
-    /// The member `key` read as a `T`; `None` when it is absent or of
-    /// another type.
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        serde_json::from_str(self.raw(key)?.get()).ok()
-    }
-
-    /// A string member (`name`, `uri`, `cursor`, `requestState`, ...).
-    pub fn str(&self, key: &str) -> Option<String> {
-        self.get::<String>(key)
-    }
-
-    /// These params without the members named in `dropped` (the others
-    /// copied as they were sent).
-    pub fn without(&self, dropped: &[&str]) -> Params {
-        let members = self
-            .members
-            .iter()
-            .filter(|(k, _)| !dropped.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let meta = if dropped.contains(&"_meta") {
-            None
-        } else {
-            self.meta.clone()
-        };
-        Params { members, meta }
-    }
-
-    /// `name`: the tool or prompt called (borrowed from the request when
-    /// it has no escapes, as names have).
-    pub fn name(&self) -> Option<std::borrow::Cow<'_, str>> {
-        let raw = self.raw("name")?.get();
-        match serde_json::from_str::<&str>(raw) {
-            Ok(name) => Some(std::borrow::Cow::Borrowed(name)),
-            Err(_) => serde_json::from_str::<String>(raw)
-                .ok()
-                .map(std::borrow::Cow::Owned),
-        }
-    }
-
-    /// `uri`: the resource read.
-    pub fn uri(&self) -> Option<String> {
-        self.str("uri")
-    }
-
-    /// `cursor`: where a listing continues.
-    pub fn cursor(&self) -> Option<String> {
-        self.str("cursor")
-    }
-
-    /// `_meta`, when it is an object.
-    pub fn meta(&self) -> Option<&Map<String, Value>> {
-        self.meta.as_ref()
-    }
-
-    /// Sets `key` to `value`.
-    pub fn set(&mut self, key: &str, value: &impl Serialize) -> &mut Self {
-        if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.members.insert(key.to_owned(), raw);
-            if key == "_meta" {
-                *self = Params::from_members(std::mem::take(&mut self.members));
-            }
-        }
-        self
-    }
-
-    /// Removes `key`.
-    pub fn remove(&mut self, key: &str) -> &mut Self {
-        self.members.remove(key);
-        if key == "_meta" {
-            self.meta = None;
-        }
-        self
-    }
-
-    /// The members, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
-        self.members.iter().map(|(k, v)| (k.as_str(), &**v))
-    }
-
-    /// The params as a JSON tree (every member parsed: for digests and
-    /// tests, not the forwarding path).
-    pub fn to_value(&self) -> Map<String, Value> {
-        self.members
-            .iter()
-            .map(|(k, v)| {
-                let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
-                (k.clone(), value)
-            })
-            .collect()
-    }
-
-    /// Params holding the members of a JSON object (`None` for any other value).
-    pub fn from_value(value: &Value) -> Option<Self> {
-        let obj = value.as_object()?;
-        let mut p = Params::new();
-        for (k, v) in obj {
-            p.set(k, v);
-        }
-        Some(p)
-    }
-}
-
-impl Serialize for Params {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.members.serialize(s)
     }
 }
 
@@ -616,39 +385,5 @@ mod tests {
         // A member of another type reads as absent.
         let r = request(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#);
         assert_eq!(r.params.unwrap().name(), None);
-    }
-
-    #[test]
-    fn methods_round_trip_their_names() {
-        for name in [
-            "initialize",
-            "ping",
-            "server/discover",
-            "logging/setLevel",
-            "tools/list",
-            "tools/call",
-            "prompts/list",
-            "prompts/get",
-            "resources/list",
-            "resources/templates/list",
-            "resources/read",
-            "resources/subscribe",
-            "resources/unsubscribe",
-            "completion/complete",
-            "subscriptions/listen",
-            "sampling/createMessage",
-        ] {
-            assert_eq!(Method::from_name(name).as_str(), name);
-            let known = !matches!(Method::from_name(name), Method::Unknown(_));
-            assert_eq!(Method::NAMES.contains(&name), known, "{name}");
-        }
-        assert!(matches!(
-            Method::from_name("Tools/List"),
-            Method::Unknown(_)
-        ));
-        // The known names are the ones that are not `Unknown`.
-        for name in Method::NAMES {
-            assert!(!matches!(Method::from_name(name), Method::Unknown(_)));
-        }
     }
 }

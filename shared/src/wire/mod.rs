@@ -2,6 +2,7 @@
 //! routing of requests over targets, and the client toward upstreams.
 
 pub mod envelope;
+pub mod method;
 pub mod params;
 pub(crate) mod strict;
 
