@@ -450,4 +450,55 @@ mod exposed_tests {
         assert!(!Arc::ptr_eq(&first, &again));
         assert_eq!(prefixes(&again), [("gh", "")]);
     }
+
+    /// A call's targets come through the instance's cache: the same
+    /// exposed list while the cached target list stands, a new one after a
+    /// write through the instance.
+    #[tokio::test]
+    async fn calls_use_the_exposed_targets_of_the_cached_list() {
+        use crate::adapters::cache::CachedTargets;
+        use crate::adapters::memory::{MemoryKeys, MemoryStore};
+        use crate::ports::{SystemClock, TargetCatalog};
+        let vars: std::collections::HashMap<&str, &str> = [
+            ("TABLE_NAME", "gateway"),
+            ("KEYSET_SECRET_ARN", "keys"),
+            ("INBOUND_AUTH_MODE", "dev"),
+            ("PUBLIC_BASE_URL", "http://localhost:3000"),
+        ]
+        .into();
+        let config = crate::Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
+        let keys =
+            MemoryKeys::new(r#"{"current":"k1","k1":"0123456789abcdefghijklmnopqrstuvwxyzABCD"}"#)
+                .unwrap();
+        let store = MemoryStore::new();
+        let mut state =
+            AppState::in_memory(config, store.clone(), Arc::new(keys), Arc::new(SystemClock));
+        let cached = Arc::new(CachedTargets::new(
+            Arc::new(store),
+            std::time::Duration::from_secs(60),
+        ));
+        state.targets = cached.clone();
+        cached.put(&target("gh", None)).await.unwrap();
+        let caller = Caller::new(
+            Identity {
+                sub: "alice".into(),
+                ..Default::default()
+            },
+            MODERN,
+        );
+        let gateway = Gateway::new(
+            &state,
+            url::Url::parse("http://localhost:3000").unwrap(),
+            caller,
+        );
+        let first = gateway.exposed_targets().await.ok().unwrap();
+        let again = gateway.exposed_targets().await.ok().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "worked out once for the cached list"
+        );
+        cached.put(&target("jira", None)).await.unwrap();
+        let after = gateway.exposed_targets().await.ok().unwrap();
+        assert_eq!(prefixes(&after), [("gh", "gh___"), ("jira", "jira___")]);
+    }
 }
