@@ -9,6 +9,16 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A CI run builds once: incremental-compilation state (about 0.9 GB for the
+# workspace's test binaries) would only take disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+
+# A fresh clone needs about 5 GB (tools, the debug test binaries, the arm64
+# release build); a full disk shows up late, as a linker crash. Say so first.
+free_kb="$(df -Pk "$root" | awk 'NR == 2 { print $4 }')"
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((5 * 1024 * 1024)) ]; then
+  printf 'warning: %s MB free where the suite builds; a fresh run needs about 5 GB\n' "$((free_kb / 1024))" >&2
+fi
 
 step "tools (Python venv: moto, MCP SDK, cfn-lint, SAM CLI, cargo-lambda, zig, actionlint; cfn-guard; Node peers; chromium)"
 scripts/tools.sh all
