@@ -165,28 +165,7 @@ async fn one(binary: &std::path::Path, event: &str, env: &[(String, String)], br
 async fn main() {
     let gw = Gateway::start(&[]).await;
     let root = workspace_root();
-    let env: Vec<(String, String)> = [
-        ("TABLE_NAME", gw.table.as_str()),
-        ("KEYSET_SECRET_ARN", gw.keyset_arn.as_str()),
-        ("INBOUND_AUTH_MODE", "jwt"),
-        ("INBOUND_ISSUER", "https://idp.example.com"),
-        ("INBOUND_AUDIENCES", "gateway"),
-        ("CONSENT_LOGIN_CLIENT_ID", "login"),
-        ("PUBLIC_BASE_URL", "https://gateway.example.com"),
-        ("AWS_ENDPOINT_URL", gw.moto.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "bench"),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", "bench"),
-        ("RUST_LOG", "warn"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = gw.function_env();
 
     println!("## Cold start: process start to the first completed invocation (median of 7)\n");
     println!("The warm invocation is the same event again in the same process; the first invocation minus it is what being cold costs (the storage's answers are in both).\n");

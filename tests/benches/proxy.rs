@@ -27,31 +27,32 @@ use gateway_shared::{AppState, Config};
 use gateway_tests::{refreshable_grant, stack_target_for_fake, Gateway, GatewayServer};
 use serde_json::{json, Value};
 
-/// The system allocator, counting allocations while [`COUNTING`] is set
-/// (one untimed pass; a relaxed load otherwise).
+/// The allocator the `mcp-proxy` function uses (mimalloc), counting
+/// allocations while [`COUNTING`] is set (one untimed pass; a relaxed
+/// load otherwise). Load generator, forwarder and upstream share it.
 struct Counting;
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: every call is passed to the system allocator unchanged.
+// SAFETY: every call is passed to mimalloc unchanged.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
             BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
         }
-        std::alloc::System.alloc(l)
+        mimalloc::MiMalloc.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        std::alloc::System.dealloc(p, l)
+        mimalloc::MiMalloc.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
             BYTES.fetch_add(n as u64, Ordering::Relaxed);
         }
-        std::alloc::System.realloc(p, l, n)
+        mimalloc::MiMalloc.realloc(p, l, n)
     }
 }
 

@@ -172,6 +172,35 @@ impl Gateway {
         }
     }
 
+    /// The environment of a function binary run against this gateway's
+    /// table and key set under a local Lambda Runtime API (the caller adds
+    /// `AWS_LAMBDA_RUNTIME_API`): configuration, moto's endpoint and test
+    /// credentials, and the variables the Lambda runtime requires.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        [
+            ("TABLE_NAME", self.table.as_str()),
+            ("KEYSET_SECRET_ARN", self.keyset_arn.as_str()),
+            ("INBOUND_AUTH_MODE", "jwt"),
+            ("INBOUND_ISSUER", "https://idp.example.com"),
+            ("INBOUND_AUDIENCES", "gateway"),
+            ("CONSENT_LOGIN_CLIENT_ID", "login"),
+            ("PUBLIC_BASE_URL", "https://gateway.example.com"),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "gateway"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "gateway"),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "gateway"),
+            ("RUST_LOG", "warn"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
     /// The raw item at (pk, sk), read consistently.
     pub async fn raw_item(
         &self,
