@@ -64,7 +64,7 @@ pub fn request_id(
         return id;
     }
     headers
-        .get("x-request-id")
+        .get(crate::wire::headers::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| crate::crypto::random_token(8))

@@ -135,6 +135,8 @@ pub struct UpstreamClient {
     /// (kept under the `#2025` key), and until when (Unix seconds) that
     /// is taken as its answer.
     no_legacy: std::sync::Mutex<HashMap<(String, String), i64>>,
+    /// Target URLs as parsed, by their text (see [`UpstreamClient::parsed_url`]).
+    parsed_urls: RwLock<HashMap<String, url::Url>>,
 }
 
 /// What to send.
@@ -232,6 +234,7 @@ impl UpstreamClient {
             capabilities: json!({}),
             stream_timeout: std::time::Duration::from_secs(840),
             no_legacy: Default::default(),
+            parsed_urls: Default::default(),
         }
     }
 

@@ -14,10 +14,7 @@ use crate::domain::ApiKeyPlacement;
 use crate::wire::header_value;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
-const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
-const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+use crate::wire::headers::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 const DPOP: HeaderName = HeaderName::from_static("dpop");
 /// Room in an upstream request's header map beyond its parameter headers:
 /// the fixed and MCP headers, a credential, and the client's User-Agent
@@ -174,6 +171,29 @@ impl UpstreamClient {
         }
     }
 
+    /// `text` parsed as a URL, once per instance: the parse (host
+    /// validation and IDNA mapping) costs more than the rest of building
+    /// the request, and a target's URL is the same on every call.
+    fn parsed_url(&self, text: &str) -> Result<url::Url, url::ParseError> {
+        if let Some(url) = self
+            .parsed_urls
+            .read()
+            .ok()
+            .and_then(|urls| urls.get(text).cloned())
+        {
+            return Ok(url);
+        }
+        let url = url::Url::parse(text)?;
+        if let Ok(mut urls) = self.parsed_urls.write() {
+            // Bounded: one entry per target URL in practice.
+            if urls.len() >= 1024 {
+                urls.clear();
+            }
+            urls.insert(text.to_owned(), url.clone());
+        }
+        Ok(url)
+    }
+
     fn dpop_nonce(&self, url: &str) -> Option<String> {
         self.dpop_nonces.lock().ok()?.get(url).cloned()
     }
@@ -205,7 +225,8 @@ impl UpstreamClient {
         // request may carry (the client's defaults and Host are added on
         // the way out), where a map grown header by header is copied on
         // growing, twice per request, each copy over a kilobyte.
-        let mut url = url::Url::parse(call.url)
+        let mut url = self
+            .parsed_url(call.url)
             .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
         if let Some((k, key)) = call
             .api_key
@@ -474,5 +495,70 @@ mod tests {
             assert!(matches!(err, UpstreamError::Protocol(_)), "{url}: {err:?}");
             assert!(!err.is_retryable(), "{url}");
         }
+    }
+
+    /// A target's URL is parsed once per instance; the key a query API
+    /// key target adds goes into each request's own copy, once.
+    #[tokio::test]
+    async fn each_request_carries_the_target_url_and_its_query_key_once() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let app = axum::Router::new().fallback({
+            let seen = seen.clone();
+            move |uri: axum::http::Uri| {
+                seen.lock().unwrap().push(uri.to_string());
+                async { "{}" }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp?tenant=a", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = UpstreamClient::new(
+            crate::state::http_client(),
+            Arc::new(crate::adapters::memory::MemoryStore::new()),
+            Arc::new(crate::ports::SystemClock),
+        );
+        let settings = crate::domain::ApiKeySettings {
+            secret_arn: "arn".into(),
+            placement: ApiKeyPlacement::Query,
+            name: "key".into(),
+            prefix: String::new(),
+        };
+        let key = secrecy::SecretString::from("s3cret");
+        for api_key in [Some((&settings, &key)), Some((&settings, &key)), None] {
+            let call = Call {
+                sub: "alice",
+                target: "t",
+                url: &url,
+                token: None,
+                dpop: None,
+                api_key,
+                aws_iam: None,
+                method: "tools/call",
+                params: None,
+                relay: None,
+                log_level: None,
+                param_headers: &[],
+                client_capabilities: None,
+                legacy: false,
+                client_requests: None,
+            };
+            client
+                .post(&call, None, Some("2025-06-18"), None, "{}".into())
+                .await
+                .expect("the upstream answers");
+        }
+        server.abort();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/mcp?tenant=a&key=s3cret",
+                "/mcp?tenant=a&key=s3cret",
+                "/mcp?tenant=a"
+            ]
+        );
+        assert_eq!(client.parsed_urls.read().unwrap().len(), 1);
     }
 }

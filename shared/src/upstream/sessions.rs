@@ -155,7 +155,7 @@ impl UpstreamClient {
         let res = self.post(call, None, Some(LATEST_2025), None, body).await?;
         let session = res
             .headers()
-            .get("mcp-session-id")
+            .get(crate::wire::headers::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let message = read_response(res, id).await?;

@@ -65,6 +65,23 @@ pub mod meta {
         "aws.bedrock-agentcore.gateway/credentialProviderConfiguration";
 }
 
+/// The MCP headers, as names made once (a lookup by `&str` parses and
+/// lower-cases the name on every request).
+pub mod headers {
+    use http::HeaderName;
+
+    /// `MCP-Protocol-Version`.
+    pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+    /// `Mcp-Session-Id` (2025 eras).
+    pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+    /// `Mcp-Method` (2026-07-28).
+    pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+    /// `Mcp-Name` (2026-07-28).
+    pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+    /// `X-Request-Id`, a caller's own request id.
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+}
+
 /// A header value for `Mcp-Name`: as is when it is plain visible ASCII,
 /// else `=?base64?<base64>?=`.
 pub fn header_value(s: &str) -> String {

@@ -10,6 +10,7 @@ use super::*;
 use crate::crypto::{OpenError, Sealable, Sealed};
 use crate::gateway::{Caller, Reply};
 use crate::wire::envelope::{Id, Method, Params};
+use crate::wire::headers::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::wire::{codes, decode_header_value, meta, MODERN, VERSIONS_2025};
 use crate::AppState;
 
@@ -78,7 +79,7 @@ pub(super) async fn initialize(
         }),
     );
     if let Ok(v) = HeaderValue::from_str(&sealed) {
-        res.headers_mut().insert("mcp-session-id", v);
+        res.headers_mut().insert(MCP_SESSION_ID, v);
     }
     res
 }
@@ -128,7 +129,7 @@ pub(super) async fn modern(
     };
     let meta_obj = params.and_then(Params::meta);
     let header_version = headers
-        .get("mcp-protocol-version")
+        .get(MCP_PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let body_version = meta_obj
@@ -147,7 +148,7 @@ pub(super) async fn modern(
     if body_version != header_version {
         return mismatch("MCP-Protocol-Version does not match _meta protocolVersion");
     }
-    match headers.get("mcp-method").and_then(|v| v.to_str().ok()) {
+    match headers.get(MCP_METHOD).and_then(|v| v.to_str().ok()) {
         Some(m) if m == method.as_str() => {}
         Some(_) => return mismatch("Mcp-Method does not match the method"),
         None => return mismatch("Mcp-Method is required"),
@@ -160,7 +161,7 @@ pub(super) async fn modern(
         let body_name = params.and_then(|p| p.str(field));
         let body_name = body_name.as_deref();
         let header_name = headers
-            .get("mcp-name")
+            .get(MCP_NAME)
             .and_then(|v| v.to_str().ok())
             .and_then(decode_header_value);
         match (header_name, body_name) {

@@ -38,6 +38,7 @@ use reply::{
 use super::{base_url, json_error};
 use crate::gateway::{Caller, Gateway};
 use crate::wire::envelope::{self, Id, Incoming, Method, Parsed};
+use crate::wire::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::wire::{codes, VERSIONS_2025};
 use crate::AppState;
 
@@ -117,7 +118,7 @@ async fn standalone(
             "the standalone stream is text/event-stream: accept it",
         );
     }
-    let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+    let Some(sealed) = headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -308,7 +309,7 @@ async fn dispatch(
     };
 
     let header_version = headers
-        .get("mcp-protocol-version")
+        .get(MCP_PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok());
     // A version header that is not a 2025 revision takes the 2026 path, where
     // an unknown version gets its own error.
@@ -328,7 +329,7 @@ async fn dispatch(
         inbound_token: auth::presented_token(&headers),
         ..Caller::new(identity, header_version.unwrap_or(DEFAULT_VERSION))
     };
-    if let Some(sealed) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+    if let Some(sealed) = headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {
             Ok(s) if s.s == sub => {
                 if header_version.is_none() {

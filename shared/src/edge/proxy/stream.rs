@@ -132,9 +132,11 @@ pub(super) fn accepts_sse(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| {
-            v.as_bytes()
-                .windows(17)
-                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+            // Compared only where a `t` starts a window: this runs for
+            // every call.
+            v.as_bytes().windows(17).any(|w| {
+                w[0].eq_ignore_ascii_case(&b't') && w.eq_ignore_ascii_case(b"text/event-stream")
+            })
         })
 }
 
@@ -314,6 +316,24 @@ pub(super) fn standalone(rx: tokio::sync::mpsc::Receiver<Value>) -> Response {
 mod tests {
     use super::*;
     use crate::upstream::sse::{find_event_end, sse_data};
+
+    #[test]
+    fn an_event_stream_is_accepted_in_any_case_anywhere_in_accept() {
+        let accepts = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::ACCEPT, v.parse().unwrap());
+            }
+            accepts_sse(&headers)
+        };
+        assert!(accepts(&["application/json, text/event-stream"]));
+        assert!(accepts(&["TEXT/Event-Stream;q=0.9"]));
+        assert!(accepts(&["application/json", "text/event-stream"]));
+        assert!(accepts(&["ttext/event-stream"]));
+        assert!(!accepts(&["application/json"]));
+        assert!(!accepts(&["text/event-strea", "text/plain, */*"]));
+        assert!(!accepts(&[]));
+    }
 
     #[test]
     fn a_message_written_over_lines_is_one_event() {
