@@ -190,7 +190,7 @@ impl Gateway<'_> {
             .open(&*self.state.keys, &sealed, self.state.clock.now())
             .await
         {
-            Ok(a) if a.s == self.caller.sub => a,
+            Ok(a) if a.s == self.caller.sub() => a,
             Err(OpenError::Keys(_)) => return Err(AnswerRefused::Keys),
             _ => return Err(AnswerRefused::NotAsked),
         };

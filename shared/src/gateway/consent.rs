@@ -65,7 +65,7 @@ impl Gateway<'_> {
         };
         let now = self.state.clock.now();
         let mut pending = PendingAuthorization::for_target(
-            &self.caller.sub,
+            self.caller.sub(),
             target,
             settings,
             extra_scopes,
@@ -190,7 +190,7 @@ impl Gateway<'_> {
         upstream: Option<UpstreamRound>,
     ) -> Option<String> {
         let state = RequestState {
-            sub: self.caller.sub.clone(),
+            sub: self.caller.sub().to_owned(),
             method: method.to_owned(),
             digest: params_digest(params),
             exp: now + REQUEST_STATE_TTL,
@@ -300,7 +300,7 @@ impl Gateway<'_> {
         let now = self.state.clock.now();
         match REQUEST_STATE.open(&*self.state.keys, &sealed, now).await {
             Ok(s)
-                if s.sub == self.caller.sub
+                if s.sub == self.caller.sub()
                     && s.method == method
                     && s.digest == params_digest(params) =>
             {

@@ -29,7 +29,7 @@ impl Gateway<'_> {
             // everything after a refusal, stay out of the future of a call
             // with a user's grant (see `docs/performance-notes.md`).
             return match Box::pin(self.state.tokens.exchanged_grant(
-                &self.caller.sub,
+                self.caller.sub(),
                 target,
                 self.caller.inbound_token.as_ref(),
                 self.state.config.refresh_margin.as_secs() as i64,
@@ -72,7 +72,7 @@ impl Gateway<'_> {
             .state
             .tokens
             .usable_grant(
-                &self.caller.sub,
+                self.caller.sub(),
                 &target.name,
                 &self.owner,
                 self.state.config.refresh_margin.as_secs() as i64,
@@ -113,7 +113,7 @@ impl Gateway<'_> {
             let token = grant.as_ref().map(|g| &g.tokens.access_token);
             let dpop = dpop_key(target, grant.as_deref())?;
             let call = Call {
-                sub: &self.caller.sub,
+                sub: self.caller.sub(),
                 target: &target.name,
                 url: &target.mcp_url,
                 token,
@@ -334,7 +334,7 @@ impl Gateway<'_> {
         credentials: &'c Credentials<'_>,
     ) -> Call<'c> {
         Call {
-            sub: &self.caller.sub,
+            sub: self.caller.sub(),
             target: &target.name,
             url: &target.mcp_url,
             token: credentials.grant.as_ref().map(|g| &g.tokens.access_token),

@@ -28,7 +28,7 @@ impl Gateway<'_> {
     fn principal(&self) -> Principal<'_> {
         let id = &self.caller.identity;
         Principal {
-            sub: &self.caller.sub,
+            sub: self.caller.sub(),
             groups: &id.groups,
             scopes: &id.scopes,
             client_id: id.client_id.as_deref(),
@@ -68,7 +68,7 @@ impl Gateway<'_> {
             };
             tracing::info!(
                 audit = "policy_decision",
-                sub = %crate::telemetry::clean(&self.caller.sub, 200),
+                sub = %crate::telemetry::clean(self.caller.sub(), 200),
                 client_id = %crate::telemetry::clean(self.caller.identity.client_id.as_deref().unwrap_or(""), 200),
                 action,
                 kind,

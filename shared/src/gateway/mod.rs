@@ -71,12 +71,11 @@ pub struct Identity {
 /// The validated caller and what its client can do.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The user's subject.
-    pub sub: String,
-    /// The rest of what the inbound token says about the caller.
+    /// What the inbound token says about the caller.
     pub identity: Identity,
-    /// The protocol version of the exchange.
-    pub version: String,
+    /// The protocol version of the exchange (one of the versions the
+    /// gateway speaks is not copied per request).
+    pub version: std::borrow::Cow<'static, str>,
     /// The client declared URL-mode elicitation (2025-11-25 and later).
     pub url_elicitation: bool,
     /// What a 2026-07-28 client declared of the capabilities an upstream's
@@ -100,15 +99,30 @@ impl Caller {
     /// `identity` speaking `version`, with nothing else declared.
     pub fn new(identity: Identity, version: &str) -> Caller {
         Caller {
-            sub: identity.sub.clone(),
             identity,
-            version: version.to_owned(),
+            version: Caller::version_of(version),
             url_elicitation: false,
             relayed_capabilities: None,
             answers: None,
             param_headers: vec![],
             inbound_token: None,
         }
+    }
+
+    /// `version` as kept: borrowed when it is one the gateway speaks.
+    pub fn version_of(version: &str) -> std::borrow::Cow<'static, str> {
+        match crate::wire::SUPPORTED_VERSIONS
+            .iter()
+            .find(|v| **v == version)
+        {
+            Some(known) => std::borrow::Cow::Borrowed(*known),
+            None => std::borrow::Cow::Owned(version.to_owned()),
+        }
+    }
+
+    /// The user's subject.
+    pub fn sub(&self) -> &str {
+        &self.identity.sub
     }
 
     fn modern(&self) -> bool {
@@ -241,7 +255,7 @@ impl<'a> Gateway<'a> {
             .map(|declared| client_requests::ToClient {
                 keys: state.keys.clone(),
                 clock: state.clock.clone(),
-                sub: caller.sub.clone(),
+                sub: caller.sub().to_owned(),
                 declared,
                 ttl: state.config.stream_for.as_secs() as i64 + 3,
             });

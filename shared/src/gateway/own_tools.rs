@@ -21,7 +21,7 @@ impl Gateway<'_> {
             Reply::Result(json!({"content": [{"type": "text", "text": t}], "isError": is_error}))
         };
         match name.strip_prefix(GATEWAY_PREFIX) {
-            Some("connections") => match connections::list(self.state, &self.caller.sub).await {
+            Some("connections") => match connections::list(self.state, self.caller.sub()).await {
                 Ok(list) => {
                     let structured = json!({"connections": list});
                     Reply::Result(json!({
@@ -47,7 +47,7 @@ impl Gateway<'_> {
                 if let Ok(Some(t)) = self.state.targets.get(target).await {
                     crate::observe::note(|r| r.target = Some(t.name));
                 }
-                match connections::disconnect(self.state, &self.caller.sub, target).await {
+                match connections::disconnect(self.state, self.caller.sub(), target).await {
                     Ok(connections::Disconnected::NotConnected) => text(format!("You are not connected to {target}."), false),
                     Ok(_) => text(format!("Disconnected from {target}. The gateway will ask for your permission again the next time it is needed."), false),
                     Err(e) => {

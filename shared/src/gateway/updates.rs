@@ -68,7 +68,7 @@ impl Gateway<'_> {
                     let Some(found) = self
                         .state
                         .upstream
-                        .legacy_session(&self.caller.sub, &name)
+                        .legacy_session(self.caller.sub(), &name)
                         .await
                     else {
                         continue;

@@ -333,7 +333,7 @@ async fn dispatch(
         match open_session(&state, sealed).await {
             Ok(s) if s.s == sub => {
                 if header_version.is_none() {
-                    caller.version = s.v.clone();
+                    caller.version = Caller::version_of(&s.v);
                 }
                 caller.url_elicitation = s.u;
                 // Requests an upstream makes during a call can reach the
