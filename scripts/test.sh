@@ -15,7 +15,8 @@ if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
 
 # A fresh clone needs about 5 GB (tools, the debug test binaries, the arm64
 # release build); a full disk shows up late, as a linker crash. Say so first.
-free_kb="$(df -Pk "$root" | awk 'NR == 2 { print $4 }')"
+mkdir -p "${CARGO_TARGET_DIR:-$root/target}"
+free_kb="$(df -Pk "${CARGO_TARGET_DIR:-$root/target}" 2>/dev/null | awk 'NR == 2 { print $4 }' || true)"
 if [ -n "$free_kb" ] && [ "$free_kb" -lt $((5 * 1024 * 1024)) ]; then
   printf 'warning: %s MB free where the suite builds; a fresh run needs about 5 GB\n' "$((free_kb / 1024))" >&2
 fi

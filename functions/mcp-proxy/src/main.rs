@@ -28,7 +28,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     if streaming {
         // Falls back to one invocation at a time by itself.
         lambda_http::run_with_streaming_response_concurrent(app).await
-    } else if concurrency() > 1 {
+    } else if std::env::var_os("AWS_LAMBDA_MAX_CONCURRENCY").is_some() {
+        // Set (by the platform): up to that many at once, one at a time
+        // for 1 (`run` would warn that the variable is ignored).
         // The concurrent runtime wants an answer it can share between
         // threads; the router's body is not, so it is read out here.
         let app = lambda_http::service_fn(move |request: lambda_http::Request| {
@@ -42,14 +44,4 @@ async fn main() -> Result<(), lambda_http::Error> {
     } else {
         lambda_http::run(app).await
     }
-}
-
-/// Invocations the platform lets one process serve at once, read as the
-/// Lambda runtime reads it (anything but a positive number is 1).
-fn concurrency() -> u32 {
-    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|&c| c > 0)
-        .unwrap_or(1)
 }

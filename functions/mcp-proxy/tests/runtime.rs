@@ -22,8 +22,9 @@ struct Seen {
     most: usize,
     /// Events handed out.
     handed: usize,
-    /// Responses posted, by request id.
-    answers: Vec<(String, String)>,
+    /// Responses posted: request id, the response mode the function
+    /// named (`streaming` for a streamed one), and the body.
+    answers: Vec<(String, Option<String>, String)>,
 }
 
 #[derive(Clone)]
@@ -78,9 +79,14 @@ async fn next(State(api): State<Api>) -> axum::response::Response {
 async fn respond(
     State(api): State<Api>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: String,
 ) -> axum::http::StatusCode {
-    api.seen.lock().unwrap().answers.push((id, body));
+    let mode = headers
+        .get("lambda-runtime-function-response-mode")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    api.seen.lock().unwrap().answers.push((id, mode, body));
     axum::http::StatusCode::ACCEPTED
 }
 
@@ -89,6 +95,8 @@ struct Function {
     api: Api,
     child: tokio::process::Child,
     server: tokio::task::JoinHandle<()>,
+    /// Where the process's standard error goes.
+    log: std::path::PathBuf,
 }
 
 impl Function {
@@ -115,6 +123,11 @@ impl Function {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
+        let log = std::env::temp_dir().join(format!(
+            "mcp-proxy-runtime-{}-{}.log",
+            std::process::id(),
+            address.replace([':', '.'], "-")
+        ));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
             .env_clear()
             .envs(gw.function_env())
@@ -122,11 +135,18 @@ impl Function {
             .env("AWS_LAMBDA_RUNTIME_API", address)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log).expect("a file for the function's log"),
+            ))
             .kill_on_drop(true)
             .spawn()
             .expect("start the mcp-proxy binary");
-        Function { api, child, server }
+        Function {
+            api,
+            child,
+            server,
+            log,
+        }
     }
 
     fn seen<T>(&self, read: impl FnOnce(&Seen) -> T) -> T {
@@ -134,10 +154,15 @@ impl Function {
     }
 
     /// Waits (up to 30 s: the process loads its key set first) until
-    /// `done` holds.
-    async fn until(&self, what: &str, done: impl Fn(&Seen) -> bool) {
+    /// `done` holds; fails at once, with what it wrote, if the process
+    /// ends.
+    async fn until(&mut self, what: &str, done: impl Fn(&Seen) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !self.seen(&done) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let err = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("the function ended ({status}) before {what}: {err}");
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}"
@@ -154,17 +179,23 @@ impl Function {
     async fn stop(mut self) {
         let _ = self.child.kill().await;
         self.server.abort();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
 /// Every response is the Protected Resource Metadata document, answered
-/// with 200 for its own request id.
-fn assert_answered(seen: &Seen, n: usize) {
-    let mut ids: Vec<&str> = seen.answers.iter().map(|(id, _)| id.as_str()).collect();
+/// with 200 for its own request id, streamed or whole as configured.
+fn assert_answered(seen: &Seen, n: usize, streamed: bool) {
+    let mut ids: Vec<&str> = seen.answers.iter().map(|(id, ..)| id.as_str()).collect();
     ids.sort();
     let want: Vec<String> = (1..=n).map(|i| format!("req-{i}")).collect();
     assert_eq!(ids, want, "one response per invocation");
-    for (id, body) in &seen.answers {
+    for (id, mode, body) in &seen.answers {
+        assert_eq!(
+            mode.as_deref(),
+            streamed.then_some("streaming"),
+            "{id}'s response mode"
+        );
         assert!(
             body.contains("\"statusCode\":200") && body.contains("authorization_servers"),
             "{id} was answered with its document: {body}"
@@ -177,7 +208,7 @@ async fn a_process_takes_as_many_invocations_at_once_as_the_platform_allows() {
     let gw = Gateway::start(&[]).await;
 
     // Classic Lambda: one poll at a time, the next only after the answer.
-    let one = Function::start(&gw, &[]).await;
+    let mut one = Function::start(&gw, &[]).await;
     one.until("the first poll", |s| s.open == 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(one.seen(|s| s.most), 1, "one invocation at a time");
@@ -187,24 +218,24 @@ async fn a_process_takes_as_many_invocations_at_once_as_the_platform_allows() {
         one.until("the next poll", |s| s.open == 1).await;
     }
     assert_eq!(one.seen(|s| s.most), 1, "never two at once");
-    one.seen(|s| assert_answered(s, 3));
+    one.seen(|s| assert_answered(s, 3, false));
     one.stop().await;
 
     // Lambda Managed Instances: four polls held open at once, each of the
     // four invocations answered, and the four polls open again.
-    let four = Function::start(&gw, &[("AWS_LAMBDA_MAX_CONCURRENCY", "4")]).await;
+    let mut four = Function::start(&gw, &[("AWS_LAMBDA_MAX_CONCURRENCY", "4")]).await;
     four.until("four polls at once", |s| s.open == 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(four.seen(|s| s.most), 4, "no more polls than allowed");
     four.allow(4);
     four.until("four answers", |s| s.answers.len() == 4).await;
     four.until("four polls again", |s| s.open == 4).await;
-    four.seen(|s| assert_answered(s, 4));
+    four.seen(|s| assert_answered(s, 4, false));
     four.stop().await;
 
     // The same with streamed responses (a function URL in
     // RESPONSE_STREAM mode).
-    let streamed = Function::start(
+    let mut streamed = Function::start(
         &gw,
         &[
             ("AWS_LAMBDA_MAX_CONCURRENCY", "2"),
@@ -219,6 +250,6 @@ async fn a_process_takes_as_many_invocations_at_once_as_the_platform_allows() {
     streamed
         .until("two answers", |s| s.answers.len() == 2)
         .await;
-    streamed.seen(|s| assert_answered(s, 2));
+    streamed.seen(|s| assert_answered(s, 2, true));
     streamed.stop().await;
 }
