@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use gateway_tests::{workspace_root, Gateway};
+use gateway_tests::{serve_runtime_api, workspace_root, Gateway};
 
 /// Invocations served per process: the cold one, then a warm one.
 const INVOCATIONS: usize = 2;
@@ -110,20 +110,7 @@ async fn one(binary: &std::path::Path, event: &str, env: &[(String, String)], br
         done: Arc::new(tokio::sync::Notify::new()),
         response: Arc::new(Mutex::new(None)),
     };
-    let app = axum::Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(respond),
-        )
-        .route("/2018-06-01/runtime/invocation/{id}/error", post(respond))
-        .route("/2018-06-01/runtime/init/error", post(respond))
-        .with_state(rt.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (api, server) = serve_runtime_api(rt.clone(), get(next), post(respond)).await;
     let mut cmd = tokio::process::Command::new(binary);
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

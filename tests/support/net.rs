@@ -121,3 +121,35 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Serves a local Lambda Runtime API on 127.0.0.1, for a function binary
+/// started with `AWS_LAMBDA_RUNTIME_API` set to the address returned:
+/// `next` answers the binary's polls for its next invocation, `respond`
+/// takes its responses, invocation errors and initialization error. Abort
+/// the task returned to stop serving.
+pub async fn serve_runtime_api<S: Clone + Send + Sync + 'static>(
+    state: S,
+    next: axum::routing::MethodRouter<S>,
+    respond: axum::routing::MethodRouter<S>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", next)
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            respond.clone(),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", respond.clone())
+        .route("/2018-06-01/runtime/init/error", respond)
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the Runtime API");
+    let address = listener
+        .local_addr()
+        .expect("the Runtime API's address")
+        .to_string();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (address, server)
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use gateway_tests::{workspace_root, Gateway};
+use gateway_tests::{serve_runtime_api, workspace_root, Gateway};
 
 /// What the Runtime API has seen.
 #[derive(Default)]
@@ -110,19 +110,7 @@ impl Function {
             seen: Default::default(),
             allowed: Arc::new(tokio::sync::watch::channel(0).0),
         };
-        let app = axum::Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(respond),
-            )
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(respond))
-            .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (address, server) = serve_runtime_api(api.clone(), get(next), post(respond)).await;
         let log = std::env::temp_dir().join(format!(
             "mcp-proxy-runtime-{}-{}.log",
             std::process::id(),

@@ -461,6 +461,31 @@ fn dpop_nonce_challenge(headers: &reqwest::header::HeaderMap) -> bool {
 mod tests {
     use super::*;
 
+    /// A plain call of `tools/call` to `url`, with a query or header API
+    /// key when given.
+    fn tools_call<'a>(
+        url: &'a str,
+        api_key: Option<(&'a crate::domain::ApiKeySettings, &'a secrecy::SecretString)>,
+    ) -> Call<'a> {
+        Call {
+            sub: "alice",
+            target: "t",
+            url,
+            token: None,
+            dpop: None,
+            api_key,
+            aws_iam: None,
+            method: "tools/call",
+            params: None,
+            relay: None,
+            log_level: None,
+            param_headers: &[],
+            client_capabilities: None,
+            legacy: false,
+            client_requests: None,
+        }
+    }
+
     #[tokio::test]
     async fn an_unusable_target_url_is_a_protocol_error_not_an_outage() {
         let client = UpstreamClient::new(
@@ -471,23 +496,7 @@ mod tests {
         // One the URL parser refuses, and one it takes but HTTP cannot
         // reach (reqwest refuses the scheme when it sends).
         for url in ["http://exa mple.test/mcp", "ftp://example.test/mcp"] {
-            let call = Call {
-                sub: "alice",
-                target: "t",
-                url,
-                token: None,
-                dpop: None,
-                api_key: None,
-                aws_iam: None,
-                method: "tools/call",
-                params: None,
-                relay: None,
-                log_level: None,
-                param_headers: &[],
-                client_capabilities: None,
-                legacy: false,
-                client_requests: None,
-            };
+            let call = tools_call(url, None);
             let err = client
                 .post(&call, None, Some("2025-06-18"), None, "{}".into())
                 .await
@@ -528,23 +537,7 @@ mod tests {
         };
         let key = secrecy::SecretString::from("s3cret");
         for api_key in [Some((&settings, &key)), Some((&settings, &key)), None] {
-            let call = Call {
-                sub: "alice",
-                target: "t",
-                url: &url,
-                token: None,
-                dpop: None,
-                api_key,
-                aws_iam: None,
-                method: "tools/call",
-                params: None,
-                relay: None,
-                log_level: None,
-                param_headers: &[],
-                client_capabilities: None,
-                legacy: false,
-                client_requests: None,
-            };
+            let call = tools_call(&url, api_key);
             client
                 .post(&call, None, Some("2025-06-18"), None, "{}".into())
                 .await
