@@ -1,9 +1,14 @@
-//! AWS Signature Version 4 for targets behind IAM (`TargetAuth::AwsIam`).
+//! AWS Signature Version 4: for targets behind IAM (`TargetAuth::AwsIam`), and
+//! the function's own signed POSTs (an interceptor's Lambda invocation, the
+//! audit trail's CloudWatch Logs calls).
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 
-use super::UpstreamError;
+use reqwest::header::HeaderValue;
+
+use super::post::transport;
+use super::{UpstreamClient, UpstreamError};
 
 /// The SigV4 headers (`authorization`, `x-amz-date`, and
 /// `x-amz-security-token` for temporary credentials) for a `verb` request
@@ -47,4 +52,49 @@ pub(super) async fn sigv4(
         .headers()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect())
+}
+
+impl UpstreamClient {
+    /// POSTs `body` to `url` signed with SigV4 as `service` in `region`
+    /// with the function's role (an interceptor's Lambda invocation, the
+    /// audit trail's CloudWatch Logs calls); the signature's headers are
+    /// marked sensitive.
+    pub(crate) async fn signed_post(
+        &self,
+        service: &str,
+        region: &str,
+        url: &url::Url,
+        headers: &[(&str, String)],
+        body: String,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let iam = crate::domain::AwsIamSettings {
+            service: service.to_owned(),
+            region: region.to_owned(),
+        };
+        let signed = sigv4(
+            "POST",
+            self.aws_credentials.as_ref(),
+            &iam,
+            url,
+            headers,
+            body.as_bytes(),
+        )
+        .await?;
+        let mut req = self.http.post(url.clone());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        for (k, v) in signed {
+            let mut value = HeaderValue::from_str(&v).map_err(|_| {
+                UpstreamError::Protocol("a SigV4 header is not a header value".into())
+            })?;
+            value.set_sensitive(true);
+            req = req.header(k, value);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        req.body(body).send().await.map_err(transport)
+    }
 }
