@@ -13,28 +13,13 @@ use serde_json::{json, Value};
 use super::{Record, NAMESPACE};
 use crate::wire::codes;
 
-/// The methods counted under their own name; any other is `other`.
-const METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "completion/complete",
-    "logging/setLevel",
-];
-
-/// The `Method` dimension's value for `method`.
+/// The `Method` dimension's value for `method`: its own name for the
+/// methods the gateway knows (`Method::NAMES`), any other is `other`.
 pub fn method_dimension(method: Option<&str>) -> &'static str {
     match method {
         None => "invalid",
         Some(m) if m.starts_with("notifications/") => "notification",
-        Some(m) => METHODS
+        Some(m) => crate::wire::envelope::Method::NAMES
             .iter()
             .find(|k| **k == m)
             .copied()
@@ -209,6 +194,10 @@ mod tests {
     fn methods_outside_the_protocol_do_not_grow_the_dimension() {
         assert_eq!(method_dimension(Some("tools/call")), "tools/call");
         assert_eq!(method_dimension(Some("x/y-1234")), "other");
+        // Every method the gateway knows is counted by its name.
+        for name in crate::wire::envelope::Method::NAMES {
+            assert_eq!(method_dimension(Some(name)), *name);
+        }
         assert_eq!(
             method_dimension(Some("notifications/initialized")),
             "notification"
