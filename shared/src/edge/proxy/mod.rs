@@ -284,7 +284,6 @@ async fn dispatch(
     identity: crate::gateway::Identity,
     body: Bytes,
 ) -> Response {
-    let sub = identity.sub.clone();
     let (id, method, params) = match envelope::parse(&body) {
         Parsed::Request(Incoming { id, method, params }) => (id, method, params),
         Parsed::Accepted => return StatusCode::ACCEPTED.into_response(),
@@ -317,7 +316,7 @@ async fn dispatch(
         return modern(&state, base, identity, id, &method, params, &headers).await;
     }
     match method {
-        Method::Initialize => return Box::pin(initialize(&state, &sub, id, params)).await,
+        Method::Initialize => return Box::pin(initialize(&state, &identity.sub, id, params)).await,
         Method::ServerDiscover => {
             return rpc_result(id, discover_result(state.config.relays_to_clients()))
         }
@@ -331,7 +330,7 @@ async fn dispatch(
     };
     if let Some(sealed) = headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) {
         match open_session(&state, sealed).await {
-            Ok(s) if s.s == sub => {
+            Ok(s) if s.s == caller.sub() => {
                 if header_version.is_none() {
                     caller.version = Caller::version_of(&s.v);
                 }
