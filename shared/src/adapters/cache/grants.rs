@@ -299,6 +299,12 @@ mod grant_entries {
     }
 }
 
+/// The grant `cached` hands out for (`sub`, target `a`), if any.
+#[cfg(test)]
+async fn read_a(cached: &CachedGrants, sub: &str, consistent: bool) -> Option<Arc<Grant>> {
+    cached.get_shared(sub, "a", consistent).await.unwrap()
+}
+
 #[cfg(test)]
 mod shared_grants {
     use super::*;
@@ -307,11 +313,7 @@ mod shared_grants {
 
     /// The grant `cached` hands out for (`sub`, target `a`), which must exist.
     async fn shared(cached: &CachedGrants, sub: &str, consistent: bool) -> Arc<Grant> {
-        cached
-            .get_shared(sub, "a", consistent)
-            .await
-            .unwrap()
-            .expect("a grant")
+        read_a(cached, sub, consistent).await.expect("a grant")
     }
 
     #[tokio::test]
@@ -337,16 +339,8 @@ mod shared_grants {
         assert_eq!(after.version, read.version + 1);
         // Gone from the store: forgotten here too.
         GrantStore::delete(&*store, "alice", "a").await.unwrap();
-        assert!(cached
-            .get_shared("alice", "a", true)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(read_a(&cached, "alice", true).await.is_none());
+        assert!(read_a(&cached, "alice", false).await.is_none());
         // Without caching, every read is the store's.
         let uncached = CachedGrants::new(store.clone(), Duration::ZERO);
         store.create(&grant("bob", "a")).await.unwrap();
@@ -445,24 +439,12 @@ mod read_racing_a_write {
         assert!(read.is_some(), "the read itself saw the grant");
         // After the delete, the instance reads the store, which has none.
         held.release.add_permits(1);
-        assert!(cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(read_a(&cached, "alice", false).await.is_none());
         // A read with no write during it is kept: the next one is served
         // from memory (no permit is needed).
         held.store.create(&grant("alice", "a")).await.unwrap();
         held.release.add_permits(1);
-        assert!(cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .is_some());
-        assert!(cached
-            .get_shared("alice", "a", false)
-            .await
-            .unwrap()
-            .is_some());
+        assert!(read_a(&cached, "alice", false).await.is_some());
+        assert!(read_a(&cached, "alice", false).await.is_some());
     }
 }
