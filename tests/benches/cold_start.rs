@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use gateway_tests::{serve_runtime_api, workspace_root, Gateway};
 
@@ -48,24 +47,7 @@ async fn next(State(rt): State<Runtime>) -> axum::response::Response {
         // The function waits for its next event: keep it waiting.
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    let deadline = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 30_000;
-    (
-        [
-            ("lambda-runtime-aws-request-id", "req-1".to_string()),
-            ("lambda-runtime-deadline-ms", deadline.to_string()),
-            (
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:bench".to_string(),
-            ),
-            ("content-type", "application/json".to_string()),
-        ],
-        rt.event.as_str().to_owned(),
-    )
-        .into_response()
+    gateway_tests::runtime_invocation("req-1", &rt.event)
 }
 
 async fn respond(State(rt): State<Runtime>, body: String) -> axum::http::StatusCode {

@@ -153,3 +153,27 @@ pub async fn serve_runtime_api<S: Clone + Send + Sync + 'static>(
     });
     (address, server)
 }
+
+/// The Runtime API's answer to a poll for the next invocation: `event`
+/// as invocation `request_id`, due in 30 seconds.
+pub fn runtime_invocation(request_id: &str, event: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        + 30_000;
+    (
+        [
+            ("lambda-runtime-aws-request-id", request_id.to_owned()),
+            ("lambda-runtime-deadline-ms", deadline.to_string()),
+            (
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:gateway".to_owned(),
+            ),
+            ("content-type", "application/json".to_owned()),
+        ],
+        event.to_owned(),
+    )
+        .into_response()
+}

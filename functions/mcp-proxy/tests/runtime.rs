@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use gateway_tests::{serve_runtime_api, workspace_root, Gateway};
 
@@ -56,24 +55,7 @@ async fn next(State(api): State<Api>) -> axum::response::Response {
             std::future::pending::<()>().await;
         }
     };
-    let deadline = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 30_000;
-    (
-        [
-            ("lambda-runtime-aws-request-id", id),
-            ("lambda-runtime-deadline-ms", deadline.to_string()),
-            (
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:gateway".to_string(),
-            ),
-            ("content-type", "application/json".to_string()),
-        ],
-        api.event.as_str().to_owned(),
-    )
-        .into_response()
+    gateway_tests::runtime_invocation(&id, &api.event)
 }
 
 async fn respond(
