@@ -226,7 +226,7 @@ proptest! {
         }
         .expect("JSON");
         // What is not kept as text is read as a tree, as the reader does.
-        let answer = Answer::from_body(text.as_bytes())
+        let answer = Answer::from_body(&bytes::Bytes::from(text.clone()))
             .unwrap_or_else(|| Answer::Tree(message.clone()));
         let kept = match answer.as_is() {
             Some(result) => Reply::AsIs(result),

@@ -8,7 +8,14 @@
 //! untouched (an object without the fields the gateway removes or adds),
 //! and everything else is parsed into a tree ([`Answer::into_value`]) and
 //! handled as before.
+//!
+//! A result passed on is read twice: once with the message, to find it
+//! ([`Answer::from_body`]), and once to check it and read its top members
+//! in the same pass ([`Answer::as_is`]).
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -20,7 +27,7 @@ use super::UpstreamError;
 pub enum Answer {
     /// As read from a JSON body: JSON text whose top level has a `result`
     /// or an `error`.
-    Text(Box<RawValue>),
+    Text(Text),
     /// A tree: read from an event stream, or made by the gateway.
     Tree(Value),
 }
@@ -34,34 +41,27 @@ struct Parts<'a> {
     error: Option<&'a RawValue>,
 }
 
-/// The members of a result that decide whether it passes as it is:
-/// present, the gateway changes the result (see `gateway::pass_through`).
-/// Each is true when the member is there, `null` included.
-#[derive(Deserialize)]
-struct ResultFields<'a> {
-    #[serde(rename = "resultType", default, deserialize_with = "present")]
-    result_type: bool,
-    #[serde(rename = "ttlMs", default, deserialize_with = "present")]
-    ttl_ms: bool,
-    #[serde(rename = "cacheScope", default, deserialize_with = "present")]
-    cache_scope: bool,
-    #[serde(rename = "_meta", default, deserialize_with = "present")]
-    meta: bool,
-    #[serde(rename = "isError", borrow, default)]
-    is_error: Option<&'a RawValue>,
+/// A JSON body holding a response message, as it came.
+#[derive(Debug, Clone)]
+pub struct Text {
+    /// The body: one JSON object, UTF-8.
+    body: Bytes,
+    /// Where in `body` the result is, when the message has a result and
+    /// no error.
+    result: Option<Range<usize>>,
 }
 
-/// True for any value: called only for a member that is there.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| true)
-}
+/// Members of a result that the gateway changes (see
+/// `gateway::pass_through`): a result with any of them, `null` included,
+/// does not pass as it is.
+const CHANGED_MEMBERS: [&str; 4] = ["resultType", "ttlMs", "cacheScope", "_meta"];
 
 /// A result passed on as the upstream wrote it: a JSON object that has
 /// none of `resultType`, `ttlMs`, `cacheScope` and `_meta`, and that every
 /// reader reads alike (see `wire::strict::valid`).
 #[derive(Debug, Clone)]
 pub struct AsIs {
-    raw: Box<RawValue>,
+    text: Box<str>,
     /// Whether the result says `"isError": true` (a tool's failure).
     pub is_error: bool,
 }
@@ -75,12 +75,7 @@ impl PartialEq for AsIs {
 impl AsIs {
     /// The result's JSON text (an object).
     pub fn get(&self) -> &str {
-        self.raw.get()
-    }
-
-    /// The result as JSON text, to be written into a message.
-    pub fn raw(&self) -> &RawValue {
-        &self.raw
+        &self.text
     }
 }
 
@@ -89,21 +84,26 @@ impl Answer {
     /// an object with a `result` or an `error`, each appearing once. `None`
     /// for anything else, which the caller parses as a tree to judge (and
     /// to name what is wrong).
-    pub(crate) fn from_body(body: &[u8]) -> Option<Answer> {
-        let text = std::str::from_utf8(body)
-            .ok()?
-            .trim_matches([' ', '\t', '\r', '\n']);
+    pub(crate) fn from_body(body: &Bytes) -> Option<Answer> {
+        let whole = std::str::from_utf8(body).ok()?;
+        let text = whole.trim_matches([' ', '\t', '\r', '\n']);
         if !text.starts_with('{') {
             return None;
         }
+        // One pass: `Parts` reads all of it (it is JSON, and one value)
+        // and finds the result, borrowed from the text.
         let parts: Parts<'_> = serde_json::from_str(text).ok()?;
         if parts.result.is_none() && parts.error.is_none() {
             return None;
         }
-        // `Parts` read all of it: it is JSON, and one value.
-        RawValue::from_string(text.to_owned())
-            .ok()
-            .map(Answer::Text)
+        let result = parts
+            .result
+            .filter(|_| parts.error.is_none())
+            .map(|raw| offsets_in(whole, raw.get()));
+        Some(Answer::Text(Text {
+            body: body.clone(),
+            result,
+        }))
     }
 
     /// The result to pass on as it is, when the answer has one that needs
@@ -111,31 +111,35 @@ impl Answer {
     /// `gateway::pass_through`), an answer already parsed, or a result
     /// that would not read as one thing to every reader (a number out of
     /// range, a lone surrogate, a member given twice, nesting deeper than
-    /// a reader takes): that is read as a tree, which refuses or
-    /// normalizes it, so that what a RESPONSE interceptor checks and what
-    /// the client reads are the same.
+    /// a reader takes in the message the client gets): that is read as a
+    /// tree, which refuses or normalizes it, so that what a RESPONSE
+    /// interceptor checks and what the client reads are the same.
     pub fn as_is(&self) -> Option<AsIs> {
-        let Answer::Text(text) = self else {
+        let Answer::Text(Text {
+            body,
+            result: Some(range),
+        }) = self
+        else {
             return None;
         };
-        let parts: Parts<'_> = serde_json::from_str(text.get()).ok()?;
-        let result = parts.result.filter(|_| parts.error.is_none())?;
-        if !result.get().starts_with('{') {
+        let result = std::str::from_utf8(body.get(range.clone())?).ok()?;
+        if !result.starts_with('{') {
             return None;
         }
-        let fields: ResultFields<'_> = serde_json::from_str(result.get()).ok()?;
-        if fields.result_type || fields.ttl_ms || fields.cache_scope || fields.meta {
-            return None;
-        }
-        // The whole message, not the result alone: the message the client
-        // gets nests the result as deep as this one does, so a result
-        // passed on is never too deep for its reader.
-        if !crate::wire::strict::valid(text) {
-            return None;
-        }
-        Some(AsIs {
-            raw: result.to_owned(),
-            is_error: fields.is_error.is_some_and(|v| v.get() == "true"),
+        let (mut changed, mut is_error) = (false, false);
+        // One level down: the message the client gets nests the result
+        // as deep as the upstream's message did, so a result passed on is
+        // never too deep for its reader.
+        let valid = crate::wire::strict::valid_object(result, 1, |name, is_true| {
+            if CHANGED_MEMBERS.contains(&name) {
+                changed = true;
+            } else if name == "isError" {
+                is_error = is_true;
+            }
+        });
+        (valid && !changed).then(|| AsIs {
+            text: result.into(),
+            is_error,
         })
     }
 
@@ -143,10 +147,16 @@ impl Answer {
     pub fn into_value(self) -> Result<Value, UpstreamError> {
         match self {
             Answer::Tree(v) => Ok(v),
-            Answer::Text(text) => serde_json::from_str(text.get())
+            Answer::Text(text) => serde_json::from_slice(&text.body)
                 .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}"))),
         }
     }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn offsets_in(whole: &str, part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
 }
 
 impl From<Value> for Answer {
@@ -161,7 +171,7 @@ mod tests {
     use serde_json::json;
 
     fn text(s: &str) -> Answer {
-        Answer::from_body(s.as_bytes()).expect("an answer")
+        Answer::from_body(&Bytes::copy_from_slice(s.as_bytes())).expect("an answer")
     }
 
     #[test]
@@ -270,8 +280,11 @@ mod tests {
             // Only JSON's own white space around it.
             "\u{a0}{\"result\":{}}",
         ] {
-            assert!(Answer::from_body(body.as_bytes()).is_none(), "{body:?}");
+            assert!(
+                Answer::from_body(&Bytes::copy_from_slice(body.as_bytes())).is_none(),
+                "{body:?}"
+            );
         }
-        assert!(Answer::from_body(b"{\"result\":{}}\xff").is_none());
+        assert!(Answer::from_body(&Bytes::from_static(b"{\"result\":{}}\xff")).is_none());
     }
 }

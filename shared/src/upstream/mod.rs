@@ -27,7 +27,7 @@ mod standalone;
 pub use sessions::legacy_session_key;
 pub use standalone::FoundSession;
 
-pub use answer::{Answer, AsIs};
+pub use answer::{Answer, AsIs, Text};
 pub use relay::Relay;
 
 pub use outgoing::mcp_name;

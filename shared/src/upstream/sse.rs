@@ -87,19 +87,16 @@ where
             "the event stream ended without a response".into(),
         ));
     }
-    let body: &[u8] = match &first {
-        Some(chunk) => chunk,
-        None => &body,
-    };
+    let body = first.unwrap_or_else(|| body.into());
     if body.is_empty() {
         return Ok(Answer::Tree(Value::Null));
     }
     // Kept as text when it is an answer (see `Answer`); anything else is
     // parsed to say what is wrong with it.
-    if let Some(answer) = Answer::from_body(body) {
+    if let Some(answer) = Answer::from_body(&body) {
         return Ok(answer);
     }
-    let message: Value = serde_json::from_slice(body)
+    let message: Value = serde_json::from_slice(&body)
         .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
     if message.get("result").is_none() && message.get("error").is_none() {
         return Err(UpstreamError::Protocol("not a JSON-RPC response".into()));

@@ -223,7 +223,7 @@ mod tests {
             panic!("a request")
         };
         let as_is = |result: &str| {
-            Answer::from_body(format!(r#"{{"id":3,"result":{result}}}"#).as_bytes())
+            Answer::from_body(&format!(r#"{{"id":3,"result":{result}}}"#).into())
                 .and_then(|a| a.as_is())
                 .expect("passes as written")
         };
