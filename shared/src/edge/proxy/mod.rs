@@ -231,7 +231,11 @@ async fn mcp(State(state): State<AppState>, request: axum::extract::Request) -> 
         request_id,
         record: Default::default(),
     };
-    stream::observed(finish, handle_mcp(state, context, headers, body)).await
+    // Boxed where it is made: the call's future (kilobytes: everything a
+    // call may await, inline) moves onto the heap once, and what this
+    // handler's future and axum's wrappers move by value stays small.
+    let handle = Box::pin(handle_mcp(state, context, headers, body));
+    stream::observed(finish, handle).await
 }
 
 /// The body went over the limit (rather than failing to arrive).
