@@ -36,12 +36,31 @@ pub fn base_url(
     }
     match context? {
         lambda_http::request::RequestContext::ApiGatewayV2(ctx) => {
-            let domain = ctx.domain_name.as_deref()?;
-            Url::parse(&format!("https://{domain}/")).ok()
+            domain_url(ctx.domain_name.as_deref()?)
         }
         #[allow(unreachable_patterns)]
         _ => None,
     }
+}
+
+/// `https://{domain}/`, parsed once for the domain last asked about: an
+/// instance serves one API's domain (or a few), and this runs for every
+/// request.
+fn domain_url(domain: &str) -> Option<Url> {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<(Box<str>, Url)>> = Mutex::new(None);
+    if let Ok(last) = LAST.lock() {
+        if let Some((seen, url)) = &*last {
+            if **seen == *domain {
+                return Some(url.clone());
+            }
+        }
+    }
+    let url = Url::parse(&format!("https://{domain}/")).ok()?;
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((domain.into(), url.clone()));
+    }
+    Some(url)
 }
 
 pub use crate::urls::public_url;
@@ -81,3 +100,26 @@ pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
 
 #[cfg(test)]
 mod router_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::domain_url;
+
+    #[test]
+    fn each_domain_gets_its_own_base_url() {
+        for domain in [
+            "a.example.com",
+            "a.example.com",
+            "b.example.com",
+            "a.example.com",
+        ] {
+            let url = domain_url(domain).expect("a URL");
+            assert_eq!(url.as_str(), format!("https://{domain}/"));
+        }
+        assert!(domain_url("bad domain/").is_none());
+        assert_eq!(
+            domain_url("a.example.com").map(String::from).as_deref(),
+            Some("https://a.example.com/")
+        );
+    }
+}
