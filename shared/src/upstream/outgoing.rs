@@ -76,6 +76,58 @@ struct ModernMeta<'a>(
 
 impl serde::Serialize for ModernMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self, plain_meta(self.1)) {
+            // The usual case (a client's call without `_meta`, declaring
+            // none of the capabilities relayed): the same text every
+            // time, written once.
+            (ModernMeta(None, _, c), Some(plain)) if c.is_none_or(|c| c.is_empty()) => {
+                plain.serialize(s)
+            }
+            _ => self.write(s),
+        }
+    }
+}
+
+/// The log levels of MCP's `logging/setLevel` (syslog's).
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// The `_meta` of a call whose params have none and that declares no
+/// capabilities, with `log_level` added when there is one (a level of
+/// MCP's), as JSON text made once; `None` for another level.
+fn plain_meta(log_level: Option<&str>) -> Option<&'static serde_json::value::RawValue> {
+    use std::sync::OnceLock;
+    static PLAIN: [OnceLock<Box<serde_json::value::RawValue>>; LOG_LEVELS.len() + 1] =
+        [const { OnceLock::new() }; LOG_LEVELS.len() + 1];
+    let (slot, level) = match log_level {
+        None => (LOG_LEVELS.len(), None),
+        Some(level) => {
+            let i = LOG_LEVELS.iter().position(|l| *l == level)?;
+            (i, Some(LOG_LEVELS[i]))
+        }
+    };
+    struct Written(Option<&'static str>);
+    impl serde::Serialize for Written {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            ModernMeta(None, self.0, None).write(s)
+        }
+    }
+    let text = PLAIN[slot]
+        .get_or_init(|| serde_json::value::to_raw_value(&Written(level)).unwrap_or_default());
+    Some(text)
+}
+
+impl ModernMeta<'_> {
+    /// Writes the `_meta` member by member.
+    fn write<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(None)?;
         for (k, v) in self.0.into_iter().flatten() {
@@ -181,10 +233,58 @@ mod tests {
                 "io.modelcontextprotocol/clientCapabilities": {},
                 "io.modelcontextprotocol/clientInfo": info}})
         );
+        // Params without `_meta` get the same fields (written once, kept).
+        for _ in 0..2 {
+            assert_eq!(
+                sent("tools/call", Some(&json!({"name": "t"})), true)["params"],
+                json!({"name": "t", "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": info}})
+            );
+        }
         assert_eq!(sent("tools/call", Some(&params), false)["params"], params);
         assert_eq!(
             sent("ping", None, false),
             json!({"jsonrpc": "2.0", "id": 7, "method": "ping"})
+        );
+    }
+
+    #[test]
+    fn meta_written_once_is_the_meta_written_member_by_member() {
+        let levels = LOG_LEVELS.iter().copied().map(Some);
+        for level in levels.chain([None, Some("verbose")]) {
+            let once = serde_json::to_string(&ModernMeta(None, level, None)).unwrap();
+            let mut each = Vec::new();
+            ModernMeta(None, level, None)
+                .write(&mut serde_json::Serializer::new(&mut each))
+                .unwrap();
+            assert_eq!(once, String::from_utf8(each).unwrap(), "{level:?}");
+            if let Some(level) = level {
+                assert!(once.contains(&format!(r#""{}":"{level}""#, meta::LOG_LEVEL)));
+            }
+        }
+    }
+
+    #[test]
+    fn the_capabilities_relayed_are_declared_and_none_is_an_empty_set() {
+        let with = |c: Option<&serde_json::Map<String, Value>>| -> Value {
+            let o = OutRequest {
+                jsonrpc: "2.0",
+                id: 1,
+                method: "tools/call",
+                params: Some(OutParams::Modern(None, None, c)),
+            };
+            serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap()
+        };
+        let key = "io.modelcontextprotocol/clientCapabilities";
+        let empty = serde_json::Map::new();
+        assert_eq!(with(None), with(Some(&empty)));
+        assert_eq!(with(Some(&empty))["params"]["_meta"][key], json!({}));
+        let declared = json!({"elicitation": {"url": {}}});
+        let declared = declared.as_object().unwrap();
+        assert_eq!(
+            with(Some(declared))["params"]["_meta"][key],
+            json!({"elicitation": {"url": {}}})
         );
     }
 

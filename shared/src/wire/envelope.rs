@@ -365,11 +365,15 @@ mod tests {
         assert_eq!(serde_json::to_string(&r.id).unwrap(), "1.50");
         let mut p = r.params.unwrap();
         assert_eq!(p.name().as_deref(), Some("t"));
+        assert!(matches!(p.name(), Some(std::borrow::Cow::Borrowed("t"))));
         // A name with escapes is read as the string it stands for.
         let escaped = request(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\u0062\n"}}"#,
         );
         assert_eq!(escaped.params.unwrap().name().as_deref(), Some("ab\n"));
+        let quoted =
+            request(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\"b"}}"#);
+        assert_eq!(quoted.params.unwrap().name().as_deref(), Some("a\"b"));
         assert_eq!(p.meta(), json!({"progressToken": 3}).as_object());
         p.set("name", &"upstream_t").remove("_meta");
         assert_eq!(p.meta(), None);
