@@ -58,7 +58,7 @@ const CHANGED_MEMBERS: [&str; 4] = ["resultType", "ttlMs", "cacheScope", "_meta"
 
 /// A result passed on as the upstream wrote it: a JSON object that has
 /// none of `resultType`, `ttlMs`, `cacheScope` and `_meta`, and that every
-/// reader reads alike (see `wire::strict::valid`).
+/// reader reads alike (see `wire::strict::valid_object`).
 #[derive(Debug, Clone)]
 pub struct AsIs {
     text: Box<str>,
@@ -127,9 +127,9 @@ impl Answer {
             return None;
         }
         let (mut changed, mut is_error) = (false, false);
-        // One level down: the message the client gets nests the result
-        // as deep as the upstream's message did, so a result passed on is
-        // never too deep for its reader.
+        // Checked as one level down: the message the client gets holds
+        // the result there, so a result passed on is never too deep for
+        // its reader.
         let valid = crate::wire::strict::valid_object(result, 1, |name, is_true| {
             if CHANGED_MEMBERS.contains(&name) {
                 changed = true;

@@ -76,15 +76,15 @@ struct ModernMeta<'a>(
 
 impl serde::Serialize for ModernMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match (self, plain_meta(self.1)) {
-            // The usual case (a client's call without `_meta`, declaring
-            // none of the capabilities relayed): the same text every
-            // time, written once.
-            (ModernMeta(None, _, c), Some(plain)) if c.is_none_or(|c| c.is_empty()) => {
-                plain.serialize(s)
+        // The usual case (a client's call without `_meta`, declaring
+        // none of the capabilities relayed): the same text every time,
+        // written once.
+        if self.0.is_none() && self.2.is_none_or(|c| c.is_empty()) {
+            if let Some(plain) = plain_meta(self.1) {
+                return plain.serialize(s);
             }
-            _ => self.write(s),
         }
+        self.write(s)
     }
 }
 
@@ -114,6 +114,8 @@ fn plain_meta(log_level: Option<&str>) -> Option<&'static serde_json::value::Raw
             (i, Some(LOG_LEVELS[i]))
         }
     };
+    // Written member by member: serializing `ModernMeta` itself would
+    // come back here, into the cell being filled.
     struct Written(Option<&'static str>);
     impl serde::Serialize for Written {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -259,6 +261,9 @@ mod tests {
                 .write(&mut serde_json::Serializer::new(&mut each))
                 .unwrap();
             assert_eq!(once, String::from_utf8(each).unwrap(), "{level:?}");
+            // Made once for MCP's levels and for none; another is written
+            // member by member.
+            assert_eq!(plain_meta(level).is_some(), level != Some("verbose"));
             if let Some(level) = level {
                 assert!(once.contains(&format!(r#""{}":"{level}""#, meta::LOG_LEVEL)));
             }
