@@ -322,6 +322,15 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// How long an outbound connection may take to open.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an outbound request may take, its answer's body included.
+pub(crate) const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long an idle pooled connection is kept.
+pub(crate) const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The User-Agent of outbound requests.
+pub(crate) const USER_AGENT: &str = concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION"));
+
 /// The outbound HTTP client: rustls, redirects off, bounded timeouts.
 pub fn http_client() -> reqwest::Client {
     http_client_builder()
@@ -334,8 +343,8 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
     install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(20))
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .user_agent(concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .user_agent(USER_AGENT)
 }

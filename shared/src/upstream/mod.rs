@@ -24,15 +24,16 @@ mod sessions;
 mod sign;
 pub(crate) mod sse;
 mod standalone;
+mod transport;
 pub use sessions::legacy_session_key;
 pub use standalone::FoundSession;
+pub(crate) use transport::Reply;
 
 pub use answer::{Answer, AsIs, Text};
 pub use relay::Relay;
 
 pub use outgoing::mcp_name;
 use outgoing::{OutParams, OutRequest};
-pub(crate) use post::transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +117,11 @@ enum Link {
 
 /// The upstream client of one warm instance.
 pub struct UpstreamClient {
+    /// reqwest's client: the audit trail's signed requests, and MCP
+    /// requests where a proxy is configured.
     http: reqwest::Client,
+    /// How MCP requests go (see [`transport`]).
+    transport: transport::Transport,
     sessions: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     links: RwLock<HashMap<(String, String), Link>>,
@@ -136,7 +141,7 @@ pub struct UpstreamClient {
     /// is taken as its answer.
     no_legacy: std::sync::Mutex<HashMap<(String, String), i64>>,
     /// Target URLs as parsed, by their text (see [`UpstreamClient::parsed_url`]).
-    parsed_urls: RwLock<HashMap<String, url::Url>>,
+    parsed_urls: RwLock<HashMap<String, (url::Url, http::Uri)>>,
 }
 
 /// What to send.
@@ -225,6 +230,7 @@ impl UpstreamClient {
     ) -> Self {
         UpstreamClient {
             http,
+            transport: transport::Transport::from_lookup(|k| std::env::var(k).ok()),
             sessions,
             clock,
             links: RwLock::new(HashMap::new()),
@@ -236,6 +242,13 @@ impl UpstreamClient {
             no_legacy: Default::default(),
             parsed_urls: Default::default(),
         }
+    }
+
+    /// Sends MCP requests through reqwest, as where a proxy is configured.
+    #[cfg(test)]
+    pub(crate) fn through_reqwest(mut self) -> Self {
+        self.transport = transport::Transport::Reqwest;
+        self
     }
 
     /// Lets update streams last up to `limit`.

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{sign, Call, UpstreamClient, UpstreamError};
+use super::{sign, Call, Reply, UpstreamClient, UpstreamError};
 use crate::adapters::discovery::{auth_param, bearer_challenge};
 use crate::domain::ApiKeyPlacement;
 use crate::wire::header_value;
@@ -64,8 +64,8 @@ impl UpstreamClient {
         version: Option<&str>,
         modern: Option<(&str, Option<Cow<'_, str>>)>,
         body: String,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        self.exchange(reqwest::Method::POST, call, session, version, modern, body)
+    ) -> Result<Reply, UpstreamError> {
+        self.exchange(http::Method::POST, call, session, version, modern, body)
             .await
     }
 
@@ -76,9 +76,9 @@ impl UpstreamClient {
         call: &Call<'_>,
         session: &str,
         version: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         self.exchange(
-            reqwest::Method::GET,
+            http::Method::GET,
             call,
             Some(session),
             Some(version),
@@ -91,22 +91,22 @@ impl UpstreamClient {
     /// [`Self::post`], or a GET (of no body).
     async fn exchange(
         &self,
-        verb: reqwest::Method,
+        verb: http::Method,
         call: &Call<'_>,
         session: Option<&str>,
         version: Option<&str>,
         modern: Option<(&str, Option<Cow<'_, str>>)>,
         body: String,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let send = |body: reqwest::Body, dpop| {
+    ) -> Result<Reply, UpstreamError> {
+        let send = |body: bytes::Bytes, dpop| {
             self.post_once(verb.clone(), call, session, version, &modern, body, dpop)
         };
-        let Some(key) = call.dpop else {
-            return send(body.into(), None).await;
-        };
         let body = bytes::Bytes::from(body);
+        let Some(key) = call.dpop else {
+            return send(body, None).await;
+        };
         let nonce = self.dpop_nonce(call.url);
-        let res = send(body.clone().into(), Some((key, nonce.as_deref()))).await;
+        let res = send(body.clone(), Some((key, nonce.as_deref()))).await;
         let asked = match &res {
             Err(UpstreamError::DpopNonce(n)) => Some(n.clone()),
             _ => None,
@@ -114,7 +114,7 @@ impl UpstreamClient {
         let res = match asked {
             Some(n) if nonce.as_deref() != Some(&n) => {
                 self.set_dpop_nonce(call.url, &n);
-                send(body.into(), Some((key, Some(&n)))).await
+                send(body, Some((key, Some(&n)))).await
             }
             _ => res,
         };
@@ -128,27 +128,29 @@ impl UpstreamClient {
         }
     }
 
-    /// `text` parsed as a URL, once per instance: the parse (host
-    /// validation and IDNA mapping) costs more than the rest of building
-    /// the request, and a target's URL is the same on every call.
-    fn parsed_url(&self, text: &str) -> Result<url::Url, url::ParseError> {
-        if let Some(url) = self
+    /// `text` parsed as a URL, and as the URI a request is sent to, once
+    /// per instance: the parse (host validation and IDNA mapping) costs
+    /// more than the rest of building the request, and a target's URL is
+    /// the same on every call.
+    fn parsed_url(&self, text: &str) -> Result<(url::Url, http::Uri), String> {
+        if let Some(parsed) = self
             .parsed_urls
             .read()
             .ok()
             .and_then(|urls| urls.get(text).cloned())
         {
-            return Ok(url);
+            return Ok(parsed);
         }
-        let url = url::Url::parse(text)?;
+        let url = url::Url::parse(text).map_err(|e| format!("the MCP URL: {e}"))?;
+        let uri = uri_of(&url)?;
         if let Ok(mut urls) = self.parsed_urls.write() {
             // Bounded: one entry per target URL in practice.
             if urls.len() >= 1024 {
                 urls.clear();
             }
-            urls.insert(text.to_owned(), url.clone());
+            urls.insert(text.to_owned(), (url.clone(), uri.clone()));
         }
-        Ok(url)
+        Ok((url, uri))
     }
 
     fn dpop_nonce(&self, url: &str) -> Option<String> {
@@ -169,32 +171,31 @@ impl UpstreamClient {
     #[allow(clippy::too_many_arguments)]
     async fn post_once(
         &self,
-        verb: reqwest::Method,
+        verb: http::Method,
         call: &Call<'_>,
         session: Option<&str>,
         version: Option<&str>,
         modern: &Option<(&str, Option<Cow<'_, str>>)>,
-        body: reqwest::Body,
+        body: bytes::Bytes,
         dpop: Option<(&crate::crypto::dpop::DpopKey, Option<&str>)>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         // The request is built here whole rather than through reqwest's
         // builder: its header map is sized once for every header the
         // request may carry (the client's defaults and Host are added on
         // the way out), where a map grown header by header is copied on
         // growing, twice per request, each copy over a kilobyte.
-        let mut url = self
-            .parsed_url(call.url)
-            .map_err(|e| UpstreamError::Protocol(format!("the MCP URL: {e}")))?;
+        let (mut url, mut uri) = self.parsed_url(call.url).map_err(UpstreamError::Protocol)?;
         if let Some((k, key)) = call
             .api_key
             .filter(|(k, _)| k.placement == ApiKeyPlacement::Query)
         {
             url.query_pairs_mut()
                 .append_pair(&k.name, key.expose_secret());
+            uri = uri_of(&url).map_err(UpstreamError::Protocol)?;
         }
         let mut headers = HeaderMap::with_capacity(HEADER_ROOM + call.param_headers.len());
         // Names and fixed values are static: no copy of either per request.
-        if verb == reqwest::Method::GET {
+        if verb == http::Method::GET {
             headers.append(ACCEPT, HeaderValue::from_static("text/event-stream"));
         } else {
             headers.append(
@@ -230,7 +231,7 @@ impl UpstreamClient {
         // Update streams, and calls whose answer streams to the client,
         // may last longer than the client's ordinary timeout (20 s, within
         // API Gateway's 29).
-        let streams = verb == reqwest::Method::GET
+        let streams = verb == http::Method::GET
             || modern
                 .as_ref()
                 .is_some_and(|(m, _)| *m == "subscriptions/listen")
@@ -246,15 +247,8 @@ impl UpstreamClient {
                     })
                 })
                 .collect::<Result<Vec<(&str, String)>, _>>()?;
-            let signature = sign::sigv4(
-                verb.as_str(),
-                credentials,
-                iam,
-                &url,
-                &signed,
-                body.as_bytes().unwrap_or_default(),
-            )
-            .await?;
+            let signature =
+                sign::sigv4(verb.as_str(), credentials, iam, &url, &signed, &body).await?;
             for (k, v) in signature {
                 let name = HeaderName::try_from(k).map_err(|_| {
                     UpstreamError::Protocol("a SigV4 header has an invalid name".into())
@@ -297,24 +291,12 @@ impl UpstreamClient {
             }
             (None, _) => {}
         }
-        let mut request = reqwest::Request::new(verb, url);
-        *request.headers_mut() = headers;
-        *request.body_mut() = Some(body);
-        if streams {
-            *request.timeout_mut() = Some(self.stream_timeout);
-        }
-        let res = self.http.execute(request).await.map_err(|e| {
-            if e.is_builder() {
-                // Not a network failure: the target's URL (a scheme other
-                // than HTTP's, say) is unusable.
-                UpstreamError::Protocol(format!(
-                    "the request could not be built: {}",
-                    crate::error::chain(&e.without_url())
-                ))
-            } else {
-                transport(e)
-            }
-        })?;
+        let limit = if streams {
+            self.stream_timeout
+        } else {
+            crate::state::REQUEST_TIMEOUT
+        };
+        let res = self.transmit(verb, url, uri, headers, body, limit).await?;
         let status = res.status().as_u16();
         if dpop.is_some() {
             if let Some(n) = res
@@ -365,13 +347,71 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// Sends one request by its transport (see [`super::transport`]),
+    /// with the gateway's User-Agent, its answer due within `limit`.
+    async fn transmit(
+        &self,
+        verb: http::Method,
+        url: url::Url,
+        uri: http::Uri,
+        mut headers: HeaderMap,
+        body: bytes::Bytes,
+        limit: std::time::Duration,
+    ) -> Result<Reply, UpstreamError> {
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(crate::state::USER_AGENT),
+        );
+        if let super::transport::Transport::Direct(client) = &self.transport {
+            let mut request = http::Request::new(http_body_util::Full::new(body));
+            *request.method_mut() = verb;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            return client
+                .send(request, tokio::time::Instant::now() + limit)
+                .await;
+        }
+        // Through reqwest, where a proxy is configured.
+        let mut request = reqwest::Request::new(verb, url);
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body.into());
+        *request.timeout_mut() = Some(limit);
+        let res = self.http.execute(request).await.map_err(|e| {
+            if e.is_builder() {
+                UpstreamError::Protocol(format!(
+                    "the request could not be built: {}",
+                    crate::error::chain(&e.without_url())
+                ))
+            } else {
+                transport(e)
+            }
+        })?;
+        Ok(res.into())
+    }
+}
+
+/// The URI a request to `url` is sent to. Only HTTP reaches an upstream:
+/// another scheme is refused here, as a target that cannot be called
+/// (not an outage).
+fn uri_of(url: &url::Url) -> Result<http::Uri, String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the request could not be built: the MCP URL's scheme is {}, not http or https",
+            url.scheme()
+        ));
+    }
+    http::Uri::try_from(url.as_str())
+        .map_err(|e| format!("the request could not be built: the MCP URL: {e}"))
+}
+
 /// Largest error body read for a JSON-RPC error.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The JSON-RPC `error` object of an error response, if its body is a
 /// JSON-RPC error message (an object with an integer `code` and a string
 /// `message`); anything else (HTML pages, other JSON) is not.
-async fn rpc_error(mut res: reqwest::Response) -> Option<Value> {
+async fn rpc_error(mut res: Reply) -> Option<Value> {
     let json = res
         .headers()
         .get("content-type")
@@ -401,7 +441,7 @@ pub(crate) fn transport(e: reqwest::Error) -> UpstreamError {
 }
 
 /// True when a 401's challenge is DPoP's `use_dpop_nonce` (RFC 9449 §9).
-fn dpop_nonce_challenge(headers: &reqwest::header::HeaderMap) -> bool {
+fn dpop_nonce_challenge(headers: &HeaderMap) -> bool {
     headers
         .get_all("www-authenticate")
         .iter()

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{Answer, UpstreamError, MAX_RESPONSE_BYTES};
 
-pub(crate) async fn read_response(res: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+pub(crate) async fn read_response(res: super::Reply, id: u64) -> Result<Value, UpstreamError> {
     read_response_relaying(res, id, None, |_| async {})
         .await?
         .into_value()
@@ -23,7 +23,7 @@ pub(crate) const MAX_RELAYED_BYTES: usize = 1024 * 1024;
 /// there (a 2025 server's sampling, elicitation or roots request) to
 /// `on_request`, which answers it, before reading on.
 pub(crate) async fn read_response_relaying<F, Fut>(
-    mut res: reqwest::Response,
+    mut res: super::Reply,
     id: u64,
     relay: Option<&super::Relay>,
     mut on_request: F,
@@ -40,7 +40,7 @@ where
     let mut body: Vec<u8> = Vec::new();
     let mut total = 0usize;
     loop {
-        let chunk = res.chunk().await.map_err(super::transport)?;
+        let chunk = res.chunk().await?;
         let Some(chunk) = chunk else { break };
         total += chunk.len();
         if total > MAX_RESPONSE_BYTES {
@@ -105,7 +105,7 @@ where
 }
 
 /// True when a response is an event stream.
-pub(crate) fn is_event_stream(res: &reqwest::Response) -> bool {
+pub(crate) fn is_event_stream(res: &super::Reply) -> bool {
     res.headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())

@@ -162,7 +162,7 @@ impl UpstreamClient {
 /// `out`, handing each request the upstream sends on it to `on_request`,
 /// until the stream ends, fails, or `out` closes.
 async fn pass_updates<F, Fut>(
-    mut res: reqwest::Response,
+    mut res: super::Reply,
     out: &mpsc::Sender<Value>,
     keep: impl Fn(&Value) -> bool,
     mut on_request: F,
@@ -179,7 +179,7 @@ where
     let mut events = Events::default();
     loop {
         let chunk = tokio::select! {
-            chunk = res.chunk() => chunk.map_err(super::transport)?,
+            chunk = res.chunk() => chunk?,
             _ = out.closed() => return Ok(()),
         };
         let Some(chunk) = chunk else { return Ok(()) };
