@@ -338,10 +338,52 @@ pub fn http_client() -> reqwest::Client {
         .expect("a client with static settings builds")
 }
 
+/// The system's trusted root certificates, loaded once per process and
+/// shared by every outbound client. Loading them is most of what building
+/// a client costs (a few milliseconds), which reqwest would otherwise pay
+/// for each client it builds. A store that fails to load leaves no root
+/// trusted: every HTTPS request then fails, and the log says why.
+pub(crate) fn trusted_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let loaded = rustls_native_certs::load_native_certs();
+            if !loaded.errors.is_empty() {
+                tracing::warn!(errors = ?loaded.errors, "some trusted root certificates could not be loaded");
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                tracing::error!("no trusted root certificates were found: HTTPS requests will fail");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// The TLS settings of outbound requests: the system's trusted roots,
+/// TLS 1.2 and 1.3, with aws-lc-rs; no ALPN (each client adds its own).
+pub(crate) fn tls_config(roots: Arc<rustls::RootCertStore>) -> rustls::ClientConfig {
+    install_crypto_provider();
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// The settings of [`http_client`], for clients that add to them.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
-    install_crypto_provider();
+    http_client_builder_trusting(trusted_roots())
+}
+
+/// [`http_client_builder`], trusting `roots`.
+pub(crate) fn http_client_builder_trusting(
+    roots: Arc<rustls::RootCertStore>,
+) -> reqwest::ClientBuilder {
+    let mut tls = tls_config(roots);
+    // What reqwest offers with its own configuration.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)

@@ -56,10 +56,14 @@ impl Transport {
     }
 }
 
-/// hyper's pooled client, made on first use: the trusted roots are loaded
-/// then, not while the function starts.
+/// hyper's pooled client, made on first use.
 #[derive(Default)]
-pub(crate) struct DirectClient(OnceLock<Result<Direct, String>>);
+pub(crate) struct DirectClient {
+    client: OnceLock<Direct>,
+    /// The roots it trusts (none: the system's, see
+    /// [`crate::state::trusted_roots`]).
+    roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+}
 
 impl DirectClient {
     /// Sends `request`, its answer (body included) due by `deadline`.
@@ -68,11 +72,13 @@ impl DirectClient {
         request: http::Request<Full<Bytes>>,
         deadline: tokio::time::Instant,
     ) -> Result<Reply, UpstreamError> {
-        let client = self
-            .0
-            .get_or_init(direct)
-            .as_ref()
-            .map_err(|why| UpstreamError::Transport(why.clone()))?;
+        let client = self.client.get_or_init(|| {
+            direct(
+                self.roots
+                    .clone()
+                    .unwrap_or_else(crate::state::trusted_roots),
+            )
+        });
         match tokio::time::timeout_at(deadline, client.request(request)).await {
             Ok(Ok(res)) => {
                 let (head, body) = res.into_parts();
@@ -92,27 +98,22 @@ fn timed_out() -> UpstreamError {
     UpstreamError::Transport("the request timed out".into())
 }
 
-/// hyper's pooled client, with [`crate::state::http_client`]'s settings.
-fn direct() -> Result<Direct, String> {
-    use hyper_rustls::ConfigBuilderExt;
-    crate::state::install_crypto_provider();
-    let tls = rustls::ClientConfig::builder()
-        .with_native_roots()
-        .map_err(|e| format!("no trusted root certificates: {e}"))?
-        .with_no_client_auth();
+/// hyper's pooled client, with [`crate::state::http_client`]'s settings,
+/// trusting `roots`.
+fn direct(roots: std::sync::Arc<rustls::RootCertStore>) -> Direct {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(crate::state::CONNECT_TIMEOUT));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(crate::state::tls_config(roots))
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+    Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(crate::state::POOL_IDLE_TIMEOUT)
         .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector))
+        .build(connector)
 }
 
 /// An upstream's answer: its status and headers, and its body to read,
@@ -188,6 +189,130 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// A CA of these tests, and a certificate (with its key) for
+    /// `localhost` and 127.0.0.1 that it issued.
+    const TEST_CA: &[u8] = include_bytes!("transport/test-ca.pem");
+    const TEST_LOCALHOST: &[u8] = include_bytes!("transport/test-localhost.pem");
+
+    fn test_roots() -> Arc<rustls::RootCertStore> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(TEST_CA) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        Arc::new(roots)
+    }
+
+    /// An HTTPS server on 127.0.0.1 that answers every request with the
+    /// HTTP version it came in (h2 or HTTP/1.1, as ALPN chose); its URL.
+    async fn https_upstream() -> (String, tokio::task::JoinHandle<()>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        crate::state::install_crypto_provider();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(TEST_LOCALHOST)
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(TEST_LOCALHOST).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}/mcp",
+            listener.local_addr().unwrap().port()
+        );
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let service = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let version = format!("{:?}", req.version());
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(version),
+                            )))
+                        },
+                    );
+                    let _ = if h2 {
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, service)
+                        .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await
+                    };
+                });
+            }
+        });
+        (url, server)
+    }
+
+    /// An HTTPS upstream is reached over HTTP/2 where it offers it (ALPN)
+    /// by either client, and only with a certificate the trusted roots
+    /// vouch for.
+    #[tokio::test]
+    async fn https_upstreams_are_verified_and_spoken_to_in_h2() {
+        let (url, server) = https_upstream().await;
+        let request = || {
+            let mut r = http::Request::new(Full::new(Bytes::from_static(b"{}")));
+            *r.method_mut() = http::Method::POST;
+            *r.uri_mut() = url.parse().unwrap();
+            r
+        };
+        let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        // hyper's client, trusting the test CA.
+        let trusting = DirectClient {
+            roots: Some(test_roots()),
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            let mut reply = trusting.send(request(), deadline()).await.unwrap();
+            assert_eq!(reply.status(), 200);
+            assert_eq!(
+                reply.chunk().await.unwrap().as_deref(),
+                Some(&b"HTTP/2.0"[..])
+            );
+        }
+        // reqwest's, with the gateway's settings, trusting the test CA.
+        let reqwest = crate::state::http_client_builder_trusting(test_roots())
+            .build()
+            .unwrap();
+        let res = reqwest.post(&url).body("{}").send().await.unwrap();
+        assert_eq!(res.text().await.unwrap(), "HTTP/2.0");
+        // Trusting the system's roots, neither takes the certificate.
+        let err = DirectClient::default()
+            .send(request(), deadline())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::Transport(why) if why.contains("certificate")),
+            "{err:?}"
+        );
+        let err = crate::state::http_client()
+            .post(&url)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(crate::error::chain(&err).contains("certificate"), "{err:?}");
+        server.abort();
+    }
 
     #[test]
     fn a_proxy_in_the_environment_sends_requests_through_reqwest() {

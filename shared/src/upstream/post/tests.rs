@@ -37,7 +37,10 @@ fn clients() -> [(&'static str, UpstreamClient); 2] {
             std::sync::Arc::new(crate::ports::SystemClock),
         )
     };
-    [("direct", client()), ("reqwest", client().through_reqwest())]
+    [
+        ("direct", client()),
+        ("reqwest", client().through_reqwest()),
+    ]
 }
 
 #[tokio::test]
