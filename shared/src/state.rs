@@ -362,7 +362,8 @@ pub(crate) fn trusted_roots() -> Arc<rustls::RootCertStore> {
 }
 
 /// The TLS settings of outbound requests: the system's trusted roots,
-/// TLS 1.2 and 1.3, with aws-lc-rs; no ALPN (each client adds its own).
+/// TLS 1.2 and 1.3, with aws-lc-rs; no ALPN (each client adds its own:
+/// hyper-rustls refuses a configuration that already has some).
 pub(crate) fn tls_config(roots: Arc<rustls::RootCertStore>) -> rustls::ClientConfig {
     install_crypto_provider();
     rustls::ClientConfig::builder()
@@ -371,6 +372,11 @@ pub(crate) fn tls_config(roots: Arc<rustls::RootCertStore>) -> rustls::ClientCon
 }
 
 /// The settings of [`http_client`], for clients that add to them.
+///
+/// Its TLS configuration is given whole ([`tls_config`]): reqwest then
+/// ignores its own TLS settings (root certificates, TLS versions, SNI,
+/// client identities, `http1_only`'s ALPN), so a client that needs one of
+/// them changes the configuration instead.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     http_client_builder_trusting(trusted_roots())
 }

@@ -251,6 +251,13 @@ impl UpstreamClient {
         self
     }
 
+    /// Sends MCP requests through hyper's client, whatever the environment.
+    #[cfg(test)]
+    pub(crate) fn direct(mut self) -> Self {
+        self.transport = transport::Transport::Direct(Box::default());
+        self
+    }
+
     /// Lets update streams last up to `limit`.
     pub fn with_stream_timeout(mut self, limit: std::time::Duration) -> Self {
         self.stream_timeout = limit;

@@ -359,10 +359,9 @@ impl UpstreamClient {
         body: bytes::Bytes,
         limit: std::time::Duration,
     ) -> Result<Reply, UpstreamError> {
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(crate::state::USER_AGENT),
-        );
+        headers
+            .entry(http::header::USER_AGENT)
+            .or_insert(HeaderValue::from_static(crate::state::USER_AGENT));
         if let super::transport::Transport::Direct(client) = &self.transport {
             let mut request = http::Request::new(http_body_util::Full::new(body));
             *request.method_mut() = verb;
