@@ -296,7 +296,10 @@ impl UpstreamClient {
         } else {
             crate::state::REQUEST_TIMEOUT
         };
-        let res = self.transmit(verb, url, uri, headers, body, limit).await?;
+        let res = self
+            .transport
+            .send(&self.http, verb, url, uri, headers, body, limit)
+            .await?;
         let status = res.status().as_u16();
         if dpop.is_some() {
             if let Some(n) = res
@@ -344,49 +347,6 @@ impl UpstreamClient {
             }),
             other => Err(UpstreamError::Status(other)),
         }
-    }
-}
-
-impl UpstreamClient {
-    /// Sends one request by its transport (see [`super::transport`]),
-    /// with the gateway's User-Agent, its answer due within `limit`.
-    async fn transmit(
-        &self,
-        verb: http::Method,
-        url: url::Url,
-        uri: http::Uri,
-        mut headers: HeaderMap,
-        body: bytes::Bytes,
-        limit: std::time::Duration,
-    ) -> Result<Reply, UpstreamError> {
-        headers
-            .entry(http::header::USER_AGENT)
-            .or_insert(HeaderValue::from_static(crate::state::USER_AGENT));
-        if let super::transport::Transport::Direct(client) = &self.transport {
-            let mut request = http::Request::new(http_body_util::Full::new(body));
-            *request.method_mut() = verb;
-            *request.uri_mut() = uri;
-            *request.headers_mut() = headers;
-            return client
-                .send(request, tokio::time::Instant::now() + limit)
-                .await;
-        }
-        // Through reqwest, where a proxy is configured.
-        let mut request = reqwest::Request::new(verb, url);
-        *request.headers_mut() = headers;
-        *request.body_mut() = Some(body.into());
-        *request.timeout_mut() = Some(limit);
-        let res = self.http.execute(request).await.map_err(|e| {
-            if e.is_builder() {
-                UpstreamError::Protocol(format!(
-                    "the request could not be built: {}",
-                    crate::error::chain(&e.without_url())
-                ))
-            } else {
-                transport(e)
-            }
-        })?;
-        Ok(res.into())
     }
 }
 
